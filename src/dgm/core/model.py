@@ -1,0 +1,194 @@
+"""The contract every dgm model meets, whatever its family.
+
+Every model is a :class:`torch.nn.Module` deriving from :class:`Model` and offers
+
+* ``loss(batch) -> dict`` with a ``"loss"`` entry (a scalar to minimise) and any named terms;
+* ``sample(n) -> Tensor`` of shape ``(n, *event_shape)``;
+* ``log_prob(x) -> Tensor`` of shape ``(B,)`` in nats, when the likelihood is exact
+  (``exact_likelihood = True``), or a clearly named lower bound otherwise
+  (``likelihood_bound = "elbo"`` names the method that computes it).
+
+Generic code (the engine, ``dgm score``, ``dgm eval``) reads the capability flags, never the class.
+Adversarial and MCMC-based families override :meth:`Model.training_step` and
+:meth:`Model.param_groups` to use the same engine with several optimizers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from dgm.core.config import config_to_dict
+from dgm.core.errors import ConfigError, DataError, DgmError
+from dgm.core.spec import DataSpec
+
+__all__ = ["Model", "Batch", "Stepper", "unpack"]
+
+Batch = Tensor | tuple[Tensor, Tensor] | tuple[Tensor, None]
+# A stepper is given by the engine: stepper(loss, group) runs backward, checks for non-finite
+# gradients, clips, steps the optimizer of parameter group ``group`` and zeroes its gradients.
+Stepper = Callable[..., None]
+
+
+def unpack(batch: Batch) -> tuple[Tensor, Tensor | None]:
+    """Split a batch into data ``x`` and optional labels ``y``."""
+    if isinstance(batch, Tensor):
+        return batch, None
+    x, y = batch
+    return x, y
+
+
+class Model(nn.Module):
+    """Base class of every generative model in dgm.
+
+    Subclasses set the class attributes below, define a ``Config`` dataclass of hyperparameters with
+    defaults, and take ``(spec, config)`` in their constructor: hyperparameters, never data.
+    """
+
+    #: registry name, e.g. ``"made"``
+    name: ClassVar[str] = ""
+    #: family folder under ``dgm.models``: ``"autoregressive"``, ``"flows"``, ``"vae"``, ...
+    family: ClassVar[str] = ""
+    #: one line for ``dgm list``
+    description: ClassVar[str] = ""
+    #: the hyperparameter dataclass
+    Config: ClassVar[type]
+    #: ``log_prob`` is the exact log-likelihood (in nats, up to float error)
+    exact_likelihood: ClassVar[bool] = False
+    #: name of a method ``(x) -> (B,)`` giving a lower bound on log p(x), e.g. ``"elbo"``
+    likelihood_bound: ClassVar[str | None] = None
+    #: ``sample(n)`` draws exact samples from the model (False: approximate, e.g. MCMC)
+    exact_sampling: ClassVar[bool] = True
+    #: kinds of data the model takes directly; the engine dequantizes discrete data for
+    #: continuous-only models
+    data_kinds: ClassVar[frozenset[str]] = frozenset({"continuous"})
+    #: whether the model can be conditioned on class labels (``log_prob(x, y)``, ``sample(n, y)``)
+    supports_labels: ClassVar[bool] = False
+    #: small hyperparameters and a data spec for the conformance suite and quick tests
+    test_config: ClassVar[dict[str, Any]] = {}
+    test_spec: ClassVar[DataSpec] = DataSpec((2,))
+
+    def __init__(self, spec: DataSpec, config: Any | None = None) -> None:
+        super().__init__()
+        if spec.kind not in self.data_kinds:
+            kinds = " or ".join(sorted(self.data_kinds))
+            raise ConfigError(
+                f"model {self.name!r} takes {kinds} data, not {spec.kind} data "
+                f"with event shape {spec.event_shape}"
+            )
+        self.spec = spec
+        self.config = config if config is not None else self.Config()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return self.spec.event_shape
+
+    @property
+    def num_dims(self) -> int:
+        return self.spec.num_dims
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for t in self.parameters():
+            return t.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def conditional(self) -> bool:
+        """True when this instance was built to take class labels."""
+        return bool(getattr(self.config, "conditional", False))
+
+    def hparams(self) -> dict[str, Any]:
+        """The hyperparameters as a plain dict (what is saved beside the weights)."""
+        return config_to_dict(self.config)
+
+    # ------------------------------------------------------------------ the contract
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        """Training objective on a batch. The default is the mean negative log-likelihood."""
+        x, y = unpack(batch)
+        if not self.exact_likelihood:
+            raise NotImplementedError(f"{type(self).__name__} must define loss()")
+        nll = -self.log_prob(x, y) if self.conditional else -self.log_prob(x)
+        return {"loss": nll.mean(), "nll": nll.mean().detach()}
+
+    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Exact log-likelihood log p(x) in nats, shape ``(B,)``."""
+        raise DgmError(
+            f"model {self.name!r} has no exact likelihood"
+            + (f"; use its bound {self.likelihood_bound!r}" if self.likelihood_bound else "")
+        )
+
+    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+        """Draw ``n`` samples, shape ``(n, *event_shape)``."""
+        raise NotImplementedError
+
+    def log_likelihood(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, str]:
+        """The best honest log-likelihood the model offers: ``(values (B,), name)``.
+
+        ``name`` is ``"log_prob"`` for exact likelihoods or the name of the bound (``"elbo"``, ...).
+        """
+        kwargs = {"y": y} if self.conditional else {}
+        if self.exact_likelihood:
+            return self.log_prob(x, **kwargs), "log_prob"
+        if self.likelihood_bound:
+            return getattr(self, self.likelihood_bound)(x, **kwargs), self.likelihood_bound
+        raise DgmError(
+            f"model {self.name!r} has no likelihood (neither exact nor a bound); "
+            "judge it by its samples with `dgm eval`"
+        )
+
+    # ------------------------------------------------------------------ engine hooks
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameter groups that get one optimizer each. One group by default."""
+        return {"model": [p for p in self.parameters() if p.requires_grad]}
+
+    def training_step(self, batch: Batch, step: int, stepper: Stepper) -> dict[str, Tensor]:
+        """One optimisation step. Families with several optimizers override this.
+
+        ``stepper(loss, "group")`` does backward, clipping and the optimizer step for that group.
+        Returns the loss terms for logging.
+        """
+        out = self.loss(batch)
+        stepper(out["loss"], "model")
+        return out
+
+    def on_train_start(self, train_data: Tensor) -> None:  # noqa: B027 - optional hook
+        """Called once before training with the (preprocessed) training data, e.g. for
+        data-dependent initialisation. The default does nothing."""
+
+    # ------------------------------------------------------------------ input checks
+    def check_input(self, x: Tensor, what: str = "input") -> Tensor:
+        """Raise a one-sentence :class:`DataError` for a wrong shape or non-finite values."""
+        if not isinstance(x, Tensor):
+            raise DataError(f"{what} must be a torch.Tensor, not {type(x).__name__}")
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise DataError(
+                f"{what} has shape {tuple(x.shape)}, but model {self.name!r} expects "
+                f"(N, {', '.join(map(str, self.event_shape))})"
+            )
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise DataError(f"{what} contains NaN or infinite values; clean or drop those rows")
+        if self.spec.kind == "discrete":
+            levels = self.spec.levels
+            bad = (x < 0) | (x > levels - 1) | (x != x.round())
+            if bad.any():
+                raise DataError(
+                    f"{what} must hold integers 0..{levels - 1} for model {self.name!r}, "
+                    f"found {x[bad].flatten()[0].item()!r}"
+                )
+        return x
+
+    def extra_repr(self) -> str:
+        return f"spec={self.spec}"

@@ -1,0 +1,62 @@
+"""What a model needs to know about its data: shape and kind, never the data itself."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+__all__ = ["DataSpec"]
+
+Kind = Literal["continuous", "discrete"]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Shape and type of one example.
+
+    Args:
+        event_shape: shape of one example, e.g. ``(2,)`` for 2-D points or ``(1, 28, 28)`` for images.
+        kind: ``"continuous"`` (real values) or ``"discrete"`` (integers ``0 .. levels - 1``,
+            stored as floating-point tensors).
+        levels: number of values a discrete dimension takes (2 for binary, 17 for the 8x8 digits,
+            256 for 8-bit images); ``None`` for continuous data.
+        num_classes: number of class labels when the data has labels, else ``None``.
+    """
+
+    event_shape: tuple[int, ...]
+    kind: Kind = "continuous"
+    levels: int | None = None
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event_shape", tuple(int(s) for s in self.event_shape))
+        if self.kind not in ("continuous", "discrete"):
+            raise ValueError(f"kind must be 'continuous' or 'discrete', not {self.kind!r}")
+        if self.kind == "discrete" and (self.levels is None or self.levels < 2):
+            raise ValueError("discrete data needs levels >= 2 (e.g. 2 for binary images)")
+        if self.kind == "continuous" and self.levels is not None:
+            raise ValueError("continuous data has no levels; use kind='discrete' for integer data")
+
+    @property
+    def num_dims(self) -> int:
+        """Number of scalar dimensions of one example (the D in bits per dimension)."""
+        return math.prod(self.event_shape)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.event_shape) == 3
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["event_shape"] = list(self.event_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataSpec:
+        return cls(
+            event_shape=tuple(d["event_shape"]),
+            kind=d.get("kind", "continuous"),
+            levels=d.get("levels"),
+            num_classes=d.get("num_classes"),
+        )
