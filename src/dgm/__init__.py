@@ -25,11 +25,11 @@ def __getattr__(name: str) -> Any:
     if name in ("models", "datasets"):
         return importlib.import_module(f"dgm.{name}")
     if name == "train":
-        from dgm.train.api import train
+        from dgm.api import train
 
         return train
     if name == "load":
-        from dgm.train.api import load
+        from dgm.api import load
 
         return load
     raise AttributeError(f"module 'dgm' has no attribute {name!r}")

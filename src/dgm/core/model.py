@@ -15,6 +15,7 @@ Adversarial and MCMC-based families override :meth:`Model.training_step` and
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -67,6 +68,9 @@ class Model(nn.Module):
     data_kinds: ClassVar[frozenset[str]] = frozenset({"continuous"})
     #: whether the model can be conditioned on class labels (``log_prob(x, y)``, ``sample(n, y)``)
     supports_labels: ClassVar[bool] = False
+    #: sampling or scoring needs autograd (MCMC on an energy, exact trace of a CNF); then
+    #: :meth:`inference` uses ``torch.no_grad`` instead of ``torch.inference_mode``
+    needs_grad_for_inference: ClassVar[bool] = False
     #: small hyperparameters and a data spec for the conformance suite and quick tests
     test_config: ClassVar[dict[str, Any]] = {}
     test_spec: ClassVar[DataSpec] = DataSpec((2,))
@@ -109,6 +113,11 @@ class Model(nn.Module):
     def conditional(self) -> bool:
         """True when this instance was built to take class labels."""
         return bool(getattr(self.config, "conditional", False))
+
+    def inference(self) -> contextlib.AbstractContextManager:
+        """Context for sampling and scoring: ``torch.inference_mode()`` unless the model needs
+        autograd inside (``needs_grad_for_inference``), then ``torch.no_grad()``."""
+        return torch.no_grad() if self.needs_grad_for_inference else torch.inference_mode()
 
     def hparams(self) -> dict[str, Any]:
         """The hyperparameters as a plain dict (what is saved beside the weights)."""

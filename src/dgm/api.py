@@ -1,0 +1,324 @@
+"""The Python face of dgm: ``dgm.train(...)`` writes a run directory, ``dgm.load(DIR)`` reads it.
+
+A run directory holds ``config.yaml`` (model, data, preprocessing, training options),
+``checkpoints/`` (see :mod:`dgm.train.checkpoint`), ``metrics.jsonl``, and when training completes
+``model.safetensors`` (the weights to use), ``summary.json`` and the plots. It is never left
+half-written: each file is replaced atomically, and an interrupted run resumes from its last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from dgm import __version__
+from dgm.core.config import build_config, config_to_dict
+from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
+from dgm.core.model import Model
+from dgm.core.registry import get as get_model_class
+from dgm.core.spec import DataSpec
+from dgm.eval.likelihood import nll as nll_metric
+from dgm.train.checkpoint import atomic_write_text, latest_checkpoint, load_tensors, read_checkpoint
+from dgm.train.checkpoint import save_tensors as _save_tensors
+from dgm.train.config import TrainConfig
+from dgm.train.engine import Trainer
+
+__all__ = ["train", "load", "load_run", "Run", "RUN_KEYS"]
+
+RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
+SUMMARY_MAX_TRAIN = 10_000
+
+
+@dataclass
+class Run:
+    """A loaded run: the model (in eval mode), its preprocessing, its config and its dataset name."""
+
+    path: Path
+    model: Model
+    preprocessor: Any
+    config: dict[str, Any]
+    raw_spec: DataSpec
+
+    @property
+    def data_name(self) -> str:
+        return self.config["data"]["name"]
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "config.yaml").is_file()
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    cfg_path = path / "config.yaml"
+    if not path.is_dir():
+        raise CheckpointError(f"run directory {path} does not exist; give the --out of a dgm train run")
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{path} is not a dgm run directory: it has no config.yaml")
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text())
+    except yaml.YAMLError:
+        raise CheckpointError(f"{cfg_path} is not valid YAML; the run's config is corrupt") from None
+    if not isinstance(cfg, dict) or not {"model", "model_config", "data", "train"} <= set(cfg):
+        raise CheckpointError(f"{cfg_path} lacks model, model_config, data or train; it is corrupt")
+    return cfg
+
+
+def _resolve_dataset(data: Any, data_dir: str | Path | None):
+    from dgm.data import Dataset
+    from dgm.data import load as load_dataset
+
+    if isinstance(data, Dataset):
+        return data, {"name": data.name, "data_dir": None}
+    if not isinstance(data, (str, Path)):
+        raise DataError(f"data must be a dataset name, a file path or a Dataset, not {type(data).__name__}")
+    ds = load_dataset(str(data), data_dir=data_dir)
+    name = str(data)
+    if Path(name).suffix in (".npy", ".npz", ".csv"):
+        name = str(Path(name).resolve())
+    return ds, {"name": name, "data_dir": None if data_dir is None else str(data_dir)}
+
+
+def _build(name: str, spec: DataSpec, model_config: dict[str, Any], labels: bool) -> Model:
+    cls = get_model_class(name)
+    cfg = build_config(cls.Config, model_config, what=f"model {name!r}")
+    if getattr(cfg, "conditional", False):
+        if not cls.supports_labels:
+            raise ConfigError(f"model {name!r} cannot be conditioned on labels")
+        if not labels or spec.num_classes is None:
+            raise ConfigError(
+                "conditional=true needs a dataset with class labels; this one has none"
+            )
+    return cls(spec, cfg)
+
+
+def train(
+    model: str | Model,
+    data: Any,
+    out: str | Path = "runs/latest",
+    *,
+    model_config: dict[str, Any] | None = None,
+    data_dir: str | Path | None = None,
+    preprocess: dict[str, Any] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    **train_options: Any,
+) -> Path:
+    """Train ``model`` on ``data`` and write a complete run directory; return its path.
+
+    Args:
+        model: a registry name (``"made"``, ``"nsf"``, ...) or a built :class:`Model`.
+        data: a dataset name (``dgm.datasets.names()``), a ``.npy/.npz/.csv`` path, or a Dataset.
+        out: run directory. An existing run is an error unless ``resume`` or ``overwrite``.
+        model_config: hyperparameters of the model (checked against its ``Config``).
+        preprocess: a preprocessor config (``{"name": "binarize", ...}``); by default discrete
+            data is dequantized for continuous models and passed as is to discrete ones.
+        resume: continue the run in ``out`` from its last good checkpoint.
+        train_options: fields of :class:`~dgm.train.config.TrainConfig` (steps, batch_size, lr, ...).
+
+    >>> import dgm, tempfile
+    >>> d = dgm.train("nsf", "8gaussians", tempfile.mkdtemp(), steps=5, model_config={"num_layers": 2})
+    >>> sorted(p.name for p in d.iterdir())[:3]
+    ['checkpoints', 'config.yaml', 'metrics.jsonl']
+    """
+    from dgm.data import default_preprocessor, preprocessor_from_config
+
+    out = Path(out)
+    if resume:
+        if not _is_run(out):
+            raise CheckpointError(f"cannot resume: {out} holds no dgm run (no config.yaml)")
+        saved = read_run_config(out)
+        tcfg_dict = dict(saved["train"])
+        if "steps" in train_options or "epochs" in train_options:
+            tcfg_dict.update(steps=None, epochs=None)
+        tcfg_dict.update(train_options)
+        saved["train"] = config_to_dict(build_config(TrainConfig, tcfg_dict, what="training"))
+        model_name, model_config = saved["model"], saved["model_config"]
+        data, data_dir = saved["data"]["name"], saved["data"].get("data_dir")
+        preprocess = saved["preprocess"]
+        cfg_doc = saved
+    else:
+        if out.exists() and any(out.iterdir()):
+            if not overwrite:
+                what = "a dgm run" if _is_run(out) else "files"
+                raise DgmError(
+                    f"{out} already holds {what}; pass --resume to continue it, --overwrite to "
+                    "replace it, or choose another --out"
+                )
+            if not _is_run(out):
+                raise DgmError(f"refusing to overwrite {out}: it is not a dgm run directory")
+            shutil.rmtree(out)
+        cfg_doc = None
+        model_name = model if isinstance(model, str) else model.name
+
+    tcfg = build_config(TrainConfig, cfg_doc["train"] if cfg_doc else train_options, what="training")
+    dataset, data_entry = _resolve_dataset(data, data_dir)
+    if isinstance(model, Model) and not resume:
+        cls = type(model)
+        pre = (
+            preprocessor_from_config(preprocess)
+            if preprocess
+            else default_preprocessor(dataset.spec, cls.data_kinds)
+        )
+        built = model
+        model_config = model.hparams()
+    else:
+        cls = get_model_class(model_name)
+        pre = (
+            preprocessor_from_config(preprocess)
+            if preprocess
+            else default_preprocessor(dataset.spec, cls.data_kinds)
+        )
+        torch.manual_seed(tcfg.seed)
+        built = _build(model_name, pre.spec(dataset.spec), model_config or {}, dataset.train_labels is not None)
+        model_config = built.hparams()
+    if built.spec != pre.spec(dataset.spec):
+        raise DataError(
+            f"model was built for {built.spec} but the data (after preprocessing) is "
+            f"{pre.spec(dataset.spec)}; build it with dgm.datasets.load(...).spec"
+        )
+    if cfg_doc is None:
+        cfg_doc = {
+            "model": model_name,
+            "model_config": model_config,
+            "data": data_entry,
+            "preprocess": pre.to_config(),
+            "train": config_to_dict(tcfg),
+            "spec": dataset.spec.to_dict(),
+            "dgm_version": __version__,
+        }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg_doc, sort_keys=False))
+
+    trainer = Trainer(
+        built,
+        dataset.train,
+        train_y=dataset.train_labels,
+        val_x=dataset.val,
+        val_y=dataset.val_labels,
+        preprocessor=pre,
+        config=tcfg,
+        out=out,
+    )
+    if resume:
+        for warning in trainer.resume():
+            print(f"dgm: warning: skipped a checkpoint: {warning}", flush=True)
+    info = trainer.fit()
+    built.load_state_dict(trainer.final_weights())
+    _save_tensors(built.state_dict(), out / ".model.safetensors.tmp")
+    (out / ".model.safetensors.tmp").replace(out / "model.safetensors")
+    summary = summarize(built, dataset, pre, tcfg) | info | {"model": model_name, "data": data_entry["name"]}
+    write_plots(out, built, pre, dataset, seed=tcfg.seed)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    return out
+
+
+def write_plots(out: Path, model: Model, pre: Any, dataset: Any, *, seed: int = 0) -> list[Path]:
+    """Write ``samples.png`` and, for 2-D data with an exact model density, ``density.png``
+    (the model beside the true density). Each file appears atomically."""
+    from dgm.plots import save_density, save_samples
+
+    written = []
+    model.eval()
+    torch.manual_seed(seed)
+    two_d = dataset.spec.event_shape == (2,)
+    density = getattr(dataset, "density", None)
+    bounds = density.bounds if density is not None else None
+    with model.inference():
+        s = pre.inverse(model.sample(2000 if two_d else 100)).to("cpu")
+    tmp = out / ".samples.tmp.png"
+    save_samples(s, tmp, levels=dataset.spec.levels, bounds=bounds, title=f"{model.name} samples")
+    tmp.replace(out / "samples.png")
+    written.append(out / "samples.png")
+    if two_d and model.exact_likelihood:
+        if bounds is None:
+            lo, hi = dataset.train.min(0).values, dataset.train.max(0).values
+            bounds = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+
+        def log_q(pts: torch.Tensor) -> torch.Tensor:
+            with model.inference():
+                xm, ld = pre(pts.to(model.device, model.dtype))
+                return (model.log_prob(xm) + ld).to("cpu", torch.float64)
+
+        true = density.log_prob if density is not None and density.exact_log_prob else None
+        tmp = out / ".density.tmp.png"
+        save_density(log_q, tmp, bounds, true_log_prob=true, title=f"{model.name} density")
+        tmp.replace(out / "density.png")
+        written.append(out / "density.png")
+    return written
+
+
+def summarize(model: Model, dataset: Any, pre: Any, tcfg: TrainConfig) -> dict[str, Any]:
+    """Final train (first 10k) / validation / test NLL in nats and bits/dim, where defined."""
+    model.eval()
+    res: dict[str, Any] = {}
+    if not (model.exact_likelihood or model.likelihood_bound):
+        res["likelihood"] = None
+        return res
+    for split in ("train", "val", "test"):
+        x, y = dataset.split(split)
+        if x is None or x.shape[0] == 0:
+            continue
+        if split == "train":
+            x = x[:SUMMARY_MAX_TRAIN]
+            y = None if y is None else y[:SUMMARY_MAX_TRAIN]
+        g = torch.Generator(device=model.device).manual_seed(tcfg.seed + 99)
+        y = y if model.conditional else None
+        m = nll_metric(model, x, y, preprocessor=pre, generator=g)
+        res[f"{split}_nll"] = m["nll"]
+        res[f"{split}_nll_sem"] = m["nll_sem"]
+        res[f"{split}_bpd"] = m["bpd"]
+        res["likelihood"] = m["likelihood"]
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}
+
+
+def load_run(path: str | Path, *, device: str = "cpu") -> Run:
+    """Load a run directory: the model with its final (or newest checkpointed) weights."""
+    from dgm.data import preprocessor_from_config
+
+    path = Path(path)
+    cfg = read_run_config(path)
+    try:
+        raw_spec = DataSpec.from_dict(cfg["spec"])
+        pre = preprocessor_from_config(cfg["preprocess"])
+        model = _build(cfg["model"], pre.spec(raw_spec), cfg["model_config"], True)
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{path / 'config.yaml'} is incomplete or corrupt ({e})") from None
+    dtype = getattr(torch, cfg["train"].get("dtype", "float32"))
+    final = path / "model.safetensors"
+    if final.is_file():
+        weights = load_tensors(final)
+    else:
+        ckpt, skipped = latest_checkpoint(path / "checkpoints")
+        if ckpt is None:
+            why = f" ({skipped[0]})" if skipped else ""
+            raise CheckpointError(f"{path} has no trained weights yet{why}; train or resume it first")
+        files, _ = read_checkpoint(ckpt)
+        weights = files.get("ema", files["model"])
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:
+        raise CheckpointError(
+            f"the weights in {path} do not fit model {cfg['model']!r} as configured; "
+            "the run is corrupt or from another version"
+        ) from None
+    model.to(device, dtype).eval()
+    return Run(path=path, model=model, preprocessor=pre, config=cfg, raw_spec=raw_spec)
+
+
+def load(path: str | Path, *, device: str = "cpu") -> Model:
+    """Load the trained model of a run directory, in eval mode.
+
+    The model's data preprocessing is attached as ``model.preprocessor`` (map raw data with
+    ``model.preprocessor(x)``; map samples back with ``model.preprocessor.inverse(s)``).
+    """
+    run = load_run(path, device=device)
+    run.model.preprocessor = run.preprocessor
+    return run.model

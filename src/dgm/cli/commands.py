@@ -1,0 +1,242 @@
+"""The ``dgm`` sub-commands. Each takes parsed arguments and returns an exit code."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from dgm.core.errors import ConfigError, DataError, DgmError
+from dgm.core.spec import DataSpec
+
+__all__ = ["cmd_train", "cmd_sample", "cmd_score", "cmd_eval", "cmd_list", "read_array"]
+
+CONFIG_KEYS = ("model", "data", "data_dir", "model_config", "preprocess", "train")
+# flag name on the command line -> TrainConfig field
+TRAIN_FLAGS = (
+    "steps", "epochs", "batch_size", "lr", "seed", "device", "dtype",
+    "eval_every", "patience", "ema", "checkpoint_every",
+)  # fmt: skip
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} takes KEY=VALUE (e.g. {flag} hidden=[256,256]), not {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text())  # YAML is a superset of JSON
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid YAML or JSON ({type(e).__name__})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"config file {path} must hold a mapping with keys {', '.join(CONFIG_KEYS)}")
+    unknown = [k for k in doc if k not in CONFIG_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in {path}; valid keys are: {', '.join(CONFIG_KEYS)}"
+        )
+    for k in ("model_config", "train", "preprocess"):
+        if doc.get(k) is not None and not isinstance(doc[k], dict):
+            raise ConfigError(f"{k} in {path} must be a mapping of key: value")
+    return doc
+
+
+def _preprocess_config(name: str | None, raw_spec: DataSpec) -> dict | None:
+    from dgm.data import Binarize, Dequantize, Identity
+
+    if name is None:
+        return None
+    if name == "identity":
+        return Identity().to_config()
+    if raw_spec.kind != "discrete":
+        raise ConfigError(f"--preprocess {name} needs discrete data; this dataset is continuous")
+    if name == "dequantize":
+        return Dequantize(raw_spec.levels).to_config()
+    mode = "static" if name == "binarize-static" else "dynamic"
+    return Binarize(mode=mode, levels=raw_spec.levels).to_config()
+
+
+def cmd_train(args: Any) -> int:
+    from dgm.api import train
+    from dgm.data import load as load_dataset
+
+    doc = _read_config_file(args.config) if args.config else {}
+    model = args.model or doc.get("model")
+    data = args.data or doc.get("data")
+    if not model:
+        raise ConfigError("name a model to train, e.g. `dgm train made --data digits` (see `dgm list`)")
+    if not data:
+        raise ConfigError("give --data (a dataset name from `dgm list` or a .npy/.npz/.csv file)")
+    if not args.out:
+        raise ConfigError("give --out DIR, the run directory to write")
+    data_dir = args.data_dir or doc.get("data_dir")
+    model_config = dict(doc.get("model_config") or {}) | _pairs(args.set, "--set")
+    train_opts = dict(doc.get("train") or {}) | _pairs(args.train_set, "--train-set")
+    for key in TRAIN_FLAGS:
+        value = getattr(args, key)
+        if value is not None:
+            train_opts[key] = value
+    if args.steps is not None:
+        train_opts.pop("epochs", None)
+    if args.epochs is not None:
+        train_opts.pop("steps", None)
+    if args.no_progress:
+        train_opts["progress"] = False
+    preprocess = doc.get("preprocess")
+    if args.preprocess:
+        preprocess = _preprocess_config(args.preprocess, load_dataset(str(data), data_dir=data_dir).spec)
+    if args.resume:
+        out = train(model, data, args.out, resume=True, **{k: v for k, v in train_opts.items() if k in ("steps", "epochs", "progress")})
+    else:
+        out = train(
+            model,
+            data,
+            args.out,
+            model_config=model_config,
+            data_dir=data_dir,
+            preprocess=preprocess,
+            overwrite=args.overwrite,
+            **train_opts,
+        )
+    summary = json.loads((out / "summary.json").read_text())
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_sample(args: Any) -> int:
+    from dgm.api import load_run
+    from dgm.plots import save_samples
+
+    if args.n < 1:
+        raise ConfigError(f"-n must be at least 1, not {args.n}")
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".png"):
+        raise ConfigError(f"--out must end in .npy or .png, not {out.suffix or 'no suffix'!r}")
+    run = load_run(args.run, device=args.device)
+    torch.manual_seed(args.seed)
+    with run.model.inference():
+        s = run.model.sample(args.n)
+        s = run.preprocessor.inverse(s).to("cpu")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npy":
+        np.save(out, s.numpy())
+    else:
+        save_samples(s, out, levels=run.raw_spec.levels)
+    print(f"wrote {args.n} samples to {out}", file=sys.stderr)
+    return 0
+
+
+def read_array(path: str | Path, spec: DataSpec) -> torch.Tensor:
+    """Read an input file for scoring and check it against the run's data spec."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"input file {p} does not exist")
+    try:
+        if p.suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        elif p.suffix == ".csv":
+            arr = np.loadtxt(p, delimiter=",", ndmin=2)
+        else:
+            raise DataError(f"input must be a .npy or .csv file, not {p.suffix or 'a file without suffix'}")
+    except ValueError as e:
+        raise DataError(f"cannot read {p} as a numeric array ({e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{p} holds {arr.dtype} values; scores need a numeric array")
+    if arr.size == 0:
+        raise DataError(f"{p} is empty; give at least one example")
+    x = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float64)
+    shape = spec.event_shape
+    if tuple(x.shape[1:]) != shape:
+        if x.dim() >= 2 and math.prod(x.shape[1:]) == spec.num_dims:
+            x = x.reshape(x.shape[0], *shape)
+        else:
+            want = ", ".join(map(str, shape))
+            raise DataError(
+                f"{p} has shape {tuple(arr.shape)}, but this model takes (N, {want}) "
+                f"or (N, {spec.num_dims})"
+            )
+    bad = ~torch.isfinite(x).reshape(x.shape[0], -1).all(dim=1)
+    if bad.any():
+        raise DataError(
+            f"{p} has {int(bad.sum())} rows with NaN or infinite values (first: row {int(bad.nonzero()[0])})"
+        )
+    if spec.kind == "discrete":
+        wrong = (x < 0) | (x > spec.levels - 1) | (x != x.round())
+        if wrong.any():
+            raise DataError(
+                f"{p} must hold integers 0..{spec.levels - 1} like the training data, "
+                f"found {x[wrong][0].item()!r}"
+            )
+    return x
+
+
+def cmd_score(args: Any) -> int:
+    from dgm.api import load_run
+    from dgm.eval.likelihood import bits_per_dim, log_likelihood
+
+    run = load_run(args.run, device=args.device)
+    model = run.model
+    if not (model.exact_likelihood or model.likelihood_bound):
+        raise DgmError(
+            f"model {model.name!r} has no likelihood, exact or bound, so it cannot score inputs; "
+            "use `dgm eval` for sample-based metrics"
+        )
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise ConfigError(f"--out must end in .npy, not {out.suffix or 'no suffix'!r}")
+    x = read_array(args.input, run.raw_spec)
+    g = torch.Generator(device=model.device).manual_seed(args.seed)
+    ll, name = log_likelihood(model, x, preprocessor=run.preprocessor, batch_size=args.batch_size, generator=g)
+    values = bits_per_dim(-ll, run.raw_spec.num_dims) if args.bits_per_dim else ll
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, values.numpy())
+    unit = "bits/dim (NLL)" if args.bits_per_dim else "log-likelihood in nats"
+    print(f"dgm: {x.shape[0]} scores in {unit} from {name}, written to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: Any) -> int:
+    from dgm.api import load_run
+    from dgm.data import load as load_dataset
+    from dgm.eval.run import evaluate
+    from dgm.train.checkpoint import atomic_write_text
+
+    run = load_run(args.run, device=args.device)
+    data_dir = args.data_dir or run.config["data"].get("data_dir")
+    dataset = load_dataset(run.config["data"]["name"], data_dir=data_dir)
+    res = evaluate(run.model, dataset, run.preprocessor, seed=args.seed, grid_size=args.grid_size)
+    text = json.dumps(res, indent=2)
+    atomic_write_text(Path(args.run) / "eval.json", text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_list(args: Any) -> int:
+    from dgm.core.registry import entries
+    from dgm.data import names as dataset_names
+
+    print("models:")
+    for cls in entries():
+        caps = "exact log_prob" if cls.exact_likelihood else (cls.likelihood_bound or "no likelihood")
+        print(f"  {cls.name:<16} {cls.family:<15} {caps:<15} {cls.description}")
+    print("datasets:")
+    for name, desc in dataset_names():
+        print(f"  {name:<16} {desc}")
+    return 0

@@ -1,0 +1,123 @@
+"""Argument parsing and error handling for ``dgm``.
+
+Every user error is one sentence on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dgm.core.errors import DgmError
+
+__all__ = ["main", "build_parser"]
+
+
+class UsageError(DgmError):
+    """A bad command-line argument."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # noqa: D401 - argparse hook
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder with MNIST files (default: $DGM_DATA or ../shared/data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dgm", description="Deep generative models behind one contract.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model and write a run directory")
+    t.add_argument("model", nargs="?", help="registry name, e.g. made, nsf (see `dgm list`)")
+    t.add_argument("--data", help="dataset name or a .npy/.npz/.csv file")
+    t.add_argument("--out", help="run directory to write")
+    g = t.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=int)
+    g.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="cpu (default) or cuda")
+    t.add_argument("--dtype", choices=["float32", "float64"])
+    t.add_argument("--eval-every", type=int, help="validation NLL every N steps")
+    t.add_argument("--patience", type=int, help="early stopping after N evaluations without gain")
+    t.add_argument("--ema", type=float, help="EMA decay of the weights, e.g. 0.999")
+    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="model hyperparameter"
+    )
+    t.add_argument(
+        "--train-set", action="append", default=[], metavar="KEY=VALUE", help="training option"
+    )
+    t.add_argument(
+        "--preprocess",
+        choices=["identity", "dequantize", "binarize", "binarize-static"],
+        help="how raw data reaches the model (default: dequantize discrete data for continuous models)",
+    )
+    t.add_argument("--config", help="YAML or JSON file with model, data, model_config, train, ...")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common(t)
+
+    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s.add_argument("run", help="run directory")
+    s.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    s.add_argument("--out", required=True, help="FILE.npy or FILE.png")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+
+    sc = sub.add_parser("score", help="log-likelihood of each row of a file (the anomaly score)")
+    sc.add_argument("run", help="run directory")
+    sc.add_argument("input", help="INPUT.npy (or .csv) with one example per row")
+    sc.add_argument("--out", required=True, help="OUT.npy for the scores")
+    sc.add_argument("--bits-per-dim", action="store_true", help="report bits/dim (NLL) instead")
+    sc.add_argument("--batch-size", type=int, default=1000)
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--device", default="cpu")
+
+    e = sub.add_parser("eval", help="test NLL, bits/dim, and for 2-D data KL and the grid integral")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--grid-size", type=int, default=300)
+    e.add_argument("--device", default="cpu")
+    _add_common(e)
+
+    sub.add_parser("list", help="models and datasets, one line each")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from dgm.cli import commands
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.version:
+            from dgm import __version__
+
+            print(__version__)
+            return 0
+        if args.command is None:
+            build_parser().print_help()
+            return 0
+        return getattr(commands, f"cmd_{args.command}")(args)
+    except DgmError as e:
+        print(f"dgm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dgm: interrupted; a training run continues with --resume", file=sys.stderr)
+        return 130
+    except OSError as e:
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"dgm: error: cannot access{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

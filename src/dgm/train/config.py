@@ -1,0 +1,71 @@
+"""Training options: one typed dataclass, saved with every run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["TrainConfig"]
+
+
+@dataclass
+class TrainConfig:
+    """Options of the engine (not of the model).
+
+    Exactly one of ``steps`` and ``epochs`` sets the length; with neither, 1000 steps.
+    """
+
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = 0
+    #: maximum global gradient norm; 0 disables clipping
+    grad_clip: float = 10.0
+    #: evaluate validation NLL every this many steps (0: only at the end)
+    eval_every: int = 0
+    #: at most this many validation examples per evaluation (0: all)
+    eval_size: int = 5000
+    #: stop after this many evaluations without improvement (0: never stop early)
+    patience: int = 0
+    #: decay of an exponential moving average of the weights (0: off); the EMA is what is saved
+    ema: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+    #: write a checkpoint every this many steps (0: only at the end)
+    checkpoint_every: int = 1000
+    #: checkpoints kept besides the best one
+    keep_checkpoints: int = 2
+    #: log a line to metrics.jsonl every this many steps
+    log_every: int = 50
+    progress: bool = True
+    #: stop after this many non-finite steps in a row (each one is skipped)
+    max_bad_steps: int = 20
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give either steps or epochs, not both")
+        for key in ("batch_size", "log_every", "max_bad_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, not {getattr(self, key)}")
+        if self.steps is not None and self.steps < 0:
+            raise ValueError(f"steps must be >= 0, not {self.steps}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, not {self.epochs}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, not {self.lr}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), not {self.ema}")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', not {self.device!r}")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is not None:
+            return self.epochs * steps_per_epoch
+        return 1000

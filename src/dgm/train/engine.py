@@ -1,0 +1,360 @@
+"""One engine for every family (minGPT's trainer, with checkpoints that survive crashes).
+
+The model owns the loss; the engine owns the loop: batches sliced from in-memory tensors in a
+seeded order, one optimizer per parameter group, learning-rate schedule, gradient clipping,
+non-finite steps skipped, validation NLL with early stopping, an EMA of the weights, logging to
+``metrics.jsonl`` and atomic checkpoints from which ``resume`` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dgm.core.errors import DgmError
+from dgm.core.model import Model
+from dgm.eval.likelihood import nll as nll_metric
+from dgm.train.checkpoint import (
+    flatten_optimizer_state,
+    latest_checkpoint,
+    read_checkpoint,
+    unflatten_optimizer_state,
+    write_checkpoint,
+)
+from dgm.train.config import TrainConfig
+
+__all__ = ["Trainer", "NonFiniteError"]
+
+
+class NonFiniteError(ArithmeticError):
+    """A loss or gradient was NaN or infinite; the step is skipped."""
+
+
+def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant" or total <= cfg.warmup_steps:
+            return 1.0
+        frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        if cfg.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * frac))
+        return 1.0 - frac
+
+    return f
+
+
+class Trainer:
+    """Train ``model`` on in-memory data, writing into ``out`` (a run directory).
+
+    Args:
+        model: any :class:`~dgm.core.model.Model`.
+        train_x: raw training data ``(N, *event_shape)``; ``train_y`` optional labels ``(N,)``.
+        val_x / val_y: raw validation data for NLL-based early stopping (optional).
+        preprocessor: maps raw data to model space with a log-determinant (see ``dgm.data``).
+        config: :class:`TrainConfig`.
+        out: the run directory; checkpoints go to ``out/checkpoints``.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        train_x: Tensor,
+        *,
+        config: TrainConfig,
+        out: Path,
+        train_y: Tensor | None = None,
+        val_x: Tensor | None = None,
+        val_y: Tensor | None = None,
+        preprocessor: Any = None,
+    ) -> None:
+        self.cfg = config
+        self.out = Path(out)
+        self.ckpt_root = self.out / "checkpoints"
+        self.device = torch.device(config.device)
+        self.dtype = getattr(torch, config.dtype)
+        self.model = model.to(self.device, self.dtype)
+        self.train_x = train_x.to(self.device, self.dtype)  # (N, *event)
+        self.train_y = None if train_y is None else train_y.to(self.device)
+        self.val_x = None if val_x is None else val_x.to(self.device, self.dtype)
+        self.val_y = None if val_y is None else val_y.to(self.device)
+        self.preprocessor = preprocessor
+        n = self.train_x.shape[0]
+        if n == 0:
+            raise DgmError("the training split is empty; give at least one training example")
+        self.batch_size = min(config.batch_size, n)
+        self.steps_per_epoch = max(1, n // self.batch_size)
+        self.total_steps = config.total_steps(self.steps_per_epoch)
+
+        groups = model.param_groups()
+        self.groups = groups
+        opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        self.optimizers = {
+            g: opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
+            for g, params in groups.items()
+            if params
+        }
+        self.schedulers = {
+            g: torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, self.total_steps))
+            for g, opt in self.optimizers.items()
+        }
+        self.ema: dict[str, Tensor] | None = None
+        if config.ema > 0:
+            self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+        self.step = 0
+        self.bad_steps = 0
+        self.best_val = math.inf
+        self.evals_since_best = 0
+        self.last_good_checkpoint: str | None = None
+        # Noise for preprocessing (dequantization, dynamic binarization) has its own stream.
+        self.noise = torch.Generator(device=self.device)
+        self.noise.manual_seed(config.seed * 7919 + 1)
+        self._perm_epoch = -1
+        self._perm: Tensor | None = None
+        self.metrics_path = self.out / "metrics.jsonl"
+
+    # ------------------------------------------------------------------ data order
+    def _batch(self, step: int) -> tuple[Tensor, Tensor | None]:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(self.train_x.shape[0], generator=g).to(self.device)
+            self._perm_epoch = epoch
+        idx = self._perm[i * self.batch_size : (i + 1) * self.batch_size]  # (B,)
+        y = None if self.train_y is None else self.train_y[idx]
+        return self.train_x[idx], y
+
+    def _model_batch(self, x: Tensor, y: Tensor | None) -> Any:
+        if self.preprocessor is not None:
+            x, _ = self.preprocessor(x, generator=self.noise)
+        return (x, y) if (self.model.conditional and y is not None) else x
+
+    # ------------------------------------------------------------------ one step
+    def _stepper(self, loss: Tensor, group: str = "model") -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"loss is {loss.item()}")
+        opt = self.optimizers[group]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = self.groups[group]
+        if self.cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(
+                torch.stack([p.grad.norm() for p in params if p.grad is not None])
+            )
+        if not torch.isfinite(norm):
+            opt.zero_grad(set_to_none=True)
+            raise NonFiniteError(f"gradient norm of {group!r} is {norm.item()}")
+        opt.step()
+        self.schedulers[group].step()
+
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        d = self.cfg.ema
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                if v.is_floating_point():
+                    self.ema[k].lerp_(v, 1.0 - d)
+                else:
+                    self.ema[k].copy_(v)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluation_weights(self) -> dict[str, Tensor]:
+        return self.ema if self.ema is not None else self.model.state_dict()
+
+    def validate(self) -> float | None:
+        if self.val_x is None or not (self.model.exact_likelihood or self.model.likelihood_bound):
+            return None
+        n = self.val_x.shape[0] if self.cfg.eval_size == 0 else self.cfg.eval_size
+        x = self.val_x[:n]
+        y = None if self.val_y is None or not self.model.conditional else self.val_y[:n]
+        backup = None
+        if self.ema is not None:
+            backup = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.ema)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            g = torch.Generator(device=self.device).manual_seed(12345)
+            res = nll_metric(self.model, x, y, preprocessor=self.preprocessor, generator=g)
+        finally:
+            self.model.train(was_training)
+            if backup is not None:
+                self.model.load_state_dict(backup)
+        return res["nll"]
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "bad_steps": self.bad_steps,
+            "best_val": self.best_val if math.isfinite(self.best_val) else None,
+            "evals_since_best": self.evals_since_best,
+            "schedulers": {g: s.state_dict() for g, s in self.schedulers.items()},
+        }
+
+    def save_checkpoint(self) -> None:
+        files: dict[str, dict[str, Tensor]] = {"model": self.model.state_dict()}
+        optim_meta = {}
+        for g, opt in self.optimizers.items():
+            tensors, meta = flatten_optimizer_state(opt.state_dict())
+            files[f"optim-{g}"] = tensors
+            optim_meta[g] = meta
+        if self.ema is not None:
+            files["ema"] = self.ema
+        files["rng"] = {
+            "torch": torch.get_rng_state(),
+            "noise": self.noise.get_state(),
+        }
+        state = self._state() | {"optimizers": optim_meta}
+        name = f"step-{self.step:08d}"
+        write_checkpoint(
+            self.ckpt_root, name, files, state, keep=max(1, self.cfg.keep_checkpoints)
+        )
+        self.last_good_checkpoint = str(self.ckpt_root / name)
+
+    def _save_best(self) -> None:
+        write_checkpoint(
+            self.ckpt_root,
+            "best",
+            {"model": self.evaluation_weights()},
+            {"step": self.step, "val_nll": self.best_val},
+            update_latest=False,
+        )
+
+    def resume(self) -> list[str]:
+        """Restore the newest checkpoint that verifies. Returns warnings about skipped ones."""
+        path, skipped = latest_checkpoint(self.ckpt_root)
+        if path is None:
+            reason = f" ({skipped[0]})" if skipped else ""
+            raise DgmError(f"no complete checkpoint to resume in {self.ckpt_root}{reason}")
+        files, state = read_checkpoint(path)
+        self.model.load_state_dict(files["model"])
+        for g, opt in self.optimizers.items():
+            opt.load_state_dict(
+                unflatten_optimizer_state(files[f"optim-{g}"], state["optimizers"][g])
+            )
+        for g, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][g])
+        if self.ema is not None and "ema" in files:
+            self.ema = {k: v.to(self.device) for k, v in files["ema"].items()}
+        torch.set_rng_state(files["rng"]["torch"])
+        self.noise.set_state(files["rng"]["noise"])
+        self.step = state["step"]
+        self.bad_steps = state["bad_steps"]
+        self.best_val = state["best_val"] if state["best_val"] is not None else math.inf
+        self.evals_since_best = state["evals_since_best"]
+        self.last_good_checkpoint = str(path)
+        return skipped
+
+    # ------------------------------------------------------------------ the loop
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def fit(self) -> dict[str, Any]:
+        """Run until ``total_steps`` or early stopping. Returns a small summary."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model.train()
+        if self.step == 0:
+            torch.manual_seed(cfg.seed)
+            init_x, _ = self._batch(0)
+            xm = self._model_batch(init_x, None)
+            with torch.no_grad():
+                self.model.on_train_start(xm if isinstance(xm, Tensor) else xm[0])
+            if self.ema is not None:
+                self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        bar = None
+        if cfg.progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True)
+        t0 = time.perf_counter()
+        start_step = self.step
+        stopped_early = False
+        running: dict[str, float] = {}
+        try:
+            while self.step < self.total_steps:
+                x, y = self._batch(self.step)
+                batch = self._model_batch(x, y)
+                try:
+                    out = self.model.training_step(batch, self.step, self._stepper)
+                    self.bad_steps = 0
+                except NonFiniteError as e:
+                    self.bad_steps += 1
+                    self._log({"step": self.step, "skipped": str(e)})
+                    if self.bad_steps >= cfg.max_bad_steps:
+                        last = self.last_good_checkpoint or "none written yet"
+                        raise DgmError(
+                            f"training stopped at step {self.step}: {self.bad_steps} non-finite "
+                            f"steps in a row (last: {e}); last good checkpoint: {last}; try a "
+                            "smaller --lr or grad_clip"
+                        ) from None
+                    out = {}
+                self._update_ema()
+                self.step += 1
+                for k, v in out.items():
+                    running[k] = float(v)
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    elapsed = time.perf_counter() - t0
+                    rate = (self.step - start_step) / max(elapsed, 1e-9)
+                    lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+                    self._log({"step": self.step, **running, "lr": lr, "steps_per_s": rate})
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{running.get('loss', float('nan')):.4g}")
+                if bar is not None:
+                    bar.update(1)
+                if cfg.eval_every and self.step % cfg.eval_every == 0:
+                    if self._evaluate_and_check_patience():
+                        stopped_early = True
+                        break
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+        if not stopped_early and (cfg.eval_every == 0 or self.step % cfg.eval_every != 0):
+            self._evaluate_and_check_patience()
+        self.save_checkpoint()
+        seconds = time.perf_counter() - t0
+        return {
+            "steps": self.step,
+            "stopped_early": stopped_early,
+            "best_val_nll": self.best_val if math.isfinite(self.best_val) else None,
+            "train_seconds": seconds,
+            "steps_per_second": (self.step - start_step) / max(seconds, 1e-9),
+        }
+
+    def _evaluate_and_check_patience(self) -> bool:
+        val = self.validate()
+        if val is None:
+            return False
+        self._log({"step": self.step, "val_nll": val})
+        if val < self.best_val:
+            self.best_val = val
+            self.evals_since_best = 0
+            self._save_best()
+            return False
+        self.evals_since_best += 1
+        return bool(self.cfg.patience and self.evals_since_best >= self.cfg.patience)
+
+    def final_weights(self) -> dict[str, Tensor]:
+        """The weights to keep: the best validated ones if validation ran, else the EMA or the
+        current weights."""
+        best = self.ckpt_root / "best"
+        if best.is_dir():
+            files, _ = read_checkpoint(best)
+            return files["model"]
+        return self.evaluation_weights()

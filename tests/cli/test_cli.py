@@ -1,0 +1,155 @@
+"""The command line: the happy path end to end, and one clear sentence with exit 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dgm.cli.main import main
+
+TINY_NSF = ["--set", "num_layers=2", "--set", "hidden=[16,16]"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def nsf_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "nsf"
+    code = main(["train", "nsf", "--data", "8gaussians", "--out", str(out), "--steps", "60",
+                 "--batch-size", "128", "--no-progress", *TINY_NSF])  # fmt: skip
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "made"
+    code = main(["train", "made", "--data", "digits", "--out", str(out), "--steps", "40",
+                 "--set", "hidden=[32]", "--no-progress"])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_complete_run(nsf_run):
+    for name in ("config.yaml", "model.safetensors", "metrics.jsonl", "summary.json",
+                 "samples.png", "density.png"):  # fmt: skip
+        assert (nsf_run / name).is_file(), name
+    summary = json.loads((nsf_run / "summary.json").read_text())
+    assert summary["likelihood"] == "log_prob"
+    for split in ("train", "val", "test"):
+        assert np.isfinite(summary[f"{split}_nll"]) and np.isfinite(summary[f"{split}_bpd"])
+    assert not list(nsf_run.rglob("*.tmp*"))
+
+
+def test_sample_score_eval(nsf_run, tmp_path, capsys):
+    code, _, _ = run(capsys, "sample", nsf_run, "-n", 50, "--out", tmp_path / "s.npy")
+    assert code == 0
+    s = np.load(tmp_path / "s.npy")
+    assert s.shape == (50, 2) and np.isfinite(s).all()
+    assert run(capsys, "sample", nsf_run, "-n", 16, "--out", tmp_path / "s.png")[0] == 0
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    code, _, err = run(capsys, "score", nsf_run, tmp_path / "s.npy", "--out", tmp_path / "ll.npy")
+    assert code == 0 and "log_prob" in err
+    ll = np.load(tmp_path / "ll.npy")
+    assert ll.shape == (50,) and np.isfinite(ll).all()
+    code, out, _ = run(capsys, "eval", nsf_run)
+    assert code == 0
+    res = json.loads(out)
+    assert res == json.loads((nsf_run / "eval.json").read_text())
+    assert res["kl"] > 0 and 0.9 < res["grid_integral"] < 1.1
+
+
+def test_discrete_model_end_to_end(made_run, tmp_path, capsys):
+    summary = json.loads((made_run / "summary.json").read_text())
+    assert summary["likelihood"] == "log_prob"
+    assert summary["test_nll"] < 64 * np.log(17)  # better than uniform over 17 levels
+    code, _, _ = run(capsys, "sample", made_run, "-n", 8, "--out", tmp_path / "d.npy")
+    d = np.load(tmp_path / "d.npy")
+    assert code == 0 and d.shape == (8, 1, 8, 8) and set(np.unique(d)) <= set(range(17))
+    code, _, _ = run(capsys, "score", made_run, tmp_path / "d.npy", "--out", tmp_path / "b.npy",
+                     "--bits-per-dim")  # fmt: skip
+    assert code == 0 and (np.load(tmp_path / "b.npy") > 0).all()
+
+
+def test_resume_extends_a_run(tmp_path, capsys):
+    out = tmp_path / "r"
+    args = ["train", "nsf", "--data", "8gaussians", "--out", out, "--batch-size", "64",
+            "--no-progress", *TINY_NSF]  # fmt: skip
+    assert run(capsys, *args, "--steps", 10)[0] == 0
+    code, _, err = run(capsys, *args, "--steps", 10)
+    assert code == 2 and "--resume" in err
+    code, out_text, _ = run(capsys, "train", "nsf", "--out", out, "--data", "8gaussians",
+                            "--resume", "--steps", 20, "--no-progress")  # fmt: skip
+    assert code == 0 and json.loads(out_text)["steps"] == 20
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "nosuchmodel", "--data", "8gaussians", "--out", "{tmp}/x"], "unknown model 'nosuchmodel'"),
+        (["train", "nsf", "--data", "nosuchdata", "--out", "{tmp}/x"], "nosuchdata"),
+        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--set", "bins"], "KEY=VALUE"),
+        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--set", "binz=3"], "valid keys are"),
+        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--set", "bins=many"], "bins must be an integer"),
+        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--batch-size", "0"], "batch_size must be at least 1"),
+        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--config", "{tmp}/bad.yaml"], "unknown key 'modle'"),
+        (["train", "made", "--data", "8gaussians", "--out", "{tmp}/x"], "discrete"),
+        (["train", "nsf", "--data", "8gaussians"], "--out"),
+        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--steps", "x"], "invalid int"),
+        (["sample", "{tmp}/missing", "--out", "{tmp}/s.npy"], "does not exist"),
+        (["eval", "{tmp}"], "not a dgm run directory"),
+        (["score", "{run}", "{tmp}/nan.npy", "--out", "{tmp}/o.npy"], "NaN"),
+        (["score", "{run}", "{tmp}/wide.npy", "--out", "{tmp}/o.npy"], "shape (5, 3)"),
+        (["score", "{run}", "{tmp}/missing.npy", "--out", "{tmp}/o.npy"], "does not exist"),
+        (["sample", "{run}", "--out", "{tmp}/s.txt"], ".npy or .png"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_exit_2(argv, message, nsf_run, tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("modle: nsf\n")
+    np.save(tmp_path / "nan.npy", np.array([[0.0, np.nan]]))
+    np.save(tmp_path / "wide.npy", np.zeros((5, 3)))
+    argv = [a.format(tmp=tmp_path, run=nsf_run) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("dgm: error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_corrupt_weights_are_reported(nsf_run, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(nsf_run, broken)
+    w = broken / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    code, _, err = run(capsys, "sample", broken, "--out", tmp_path / "s.npy")
+    assert code == 2 and "corrupt" in err
+
+
+def test_subprocess_exit_code_and_no_traceback(tmp_path):
+    """The installed entry point, as a user runs it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dgm", "train", "nsf", "--data", "8gaussians", "--out",
+         str(tmp_path / "x"), "--set", "nope=1"],  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("dgm: error: unknown key 'nope'") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()  # nothing half-written
+
+
+def test_list_shows_models_and_datasets(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    for name in ("made", "nsf", "8gaussians", "digits", "binarized-mnist"):
+        assert name in out
