@@ -40,7 +40,9 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def report(name: str, rows: list[dict[str, Any]], columns: list[str], extra: dict | None = None) -> None:
+def report(
+    name: str, rows: list[dict[str, Any]], columns: list[str], extra: dict | None = None
+) -> None:
     """Print JSON and a Markdown table, and save both under benchmarks/results/."""
     RESULTS.mkdir(exist_ok=True)
     doc = {"benchmark": name, "machine": machine(), "rows": rows} | (extra or {})

@@ -25,13 +25,27 @@ PRESETS = {
     # one hidden layer of 500 units, as in the paper's single-layer MADE
     "binarized-mnist": dict(
         model={"hidden": [500]},
-        train=dict(batch_size=100, lr=1e-3, weight_decay=1e-4, optimizer="adamw", epochs=200,
-                   patience=8, schedule="constant"),  # fmt: skip
+        train=dict(
+            batch_size=100,
+            lr=1e-3,
+            weight_decay=1e-4,
+            optimizer="adamw",
+            epochs=200,
+            patience=8,
+            schedule="constant",
+        ),  # fmt: skip
     ),
     "digits": dict(
         model={"hidden": [512, 512]},
-        train=dict(batch_size=50, lr=1e-3, weight_decay=1e-4, optimizer="adamw", epochs=400,
-                   patience=20, schedule="constant"),  # fmt: skip
+        train=dict(
+            batch_size=50,
+            lr=1e-3,
+            weight_decay=1e-4,
+            optimizer="adamw",
+            epochs=400,
+            patience=20,
+            schedule="constant",
+        ),  # fmt: skip
     ),
 }
 

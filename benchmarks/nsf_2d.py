@@ -60,7 +60,17 @@ def main() -> None:
     report(
         "nsf_2d",
         rows,
-        ["model", "data", "steps", "kl_gap_nats", "kl_sem", "test_nll", "grid_integral", "ms_per_step", "params"],
+        [
+            "model",
+            "data",
+            "steps",
+            "kl_gap_nats",
+            "kl_sem",
+            "test_nll",
+            "grid_integral",
+            "ms_per_step",
+            "params",
+        ],
     )
 
 

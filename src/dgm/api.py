@@ -59,13 +59,17 @@ def _is_run(path: Path) -> bool:
 def read_run_config(path: Path) -> dict[str, Any]:
     cfg_path = path / "config.yaml"
     if not path.is_dir():
-        raise CheckpointError(f"run directory {path} does not exist; give the --out of a dgm train run")
+        raise CheckpointError(
+            f"run directory {path} does not exist; give the --out of a dgm train run"
+        )
     if not cfg_path.is_file():
         raise CheckpointError(f"{path} is not a dgm run directory: it has no config.yaml")
     try:
         cfg = yaml.safe_load(cfg_path.read_text())
     except yaml.YAMLError:
-        raise CheckpointError(f"{cfg_path} is not valid YAML; the run's config is corrupt") from None
+        raise CheckpointError(
+            f"{cfg_path} is not valid YAML; the run's config is corrupt"
+        ) from None
     if not isinstance(cfg, dict) or not {"model", "model_config", "data", "train"} <= set(cfg):
         raise CheckpointError(f"{cfg_path} lacks model, model_config, data or train; it is corrupt")
     return cfg
@@ -78,7 +82,9 @@ def _resolve_dataset(data: Any, data_dir: str | Path | None):
     if isinstance(data, Dataset):
         return data, {"name": data.name, "data_dir": None}
     if not isinstance(data, (str, Path)):
-        raise DataError(f"data must be a dataset name, a file path or a Dataset, not {type(data).__name__}")
+        raise DataError(
+            f"data must be a dataset name, a file path or a Dataset, not {type(data).__name__}"
+        )
     ds = load_dataset(str(data), data_dir=data_dir)
     name = str(data)
     if Path(name).suffix in (".npy", ".npz", ".csv"):
@@ -158,7 +164,9 @@ def train(
         cfg_doc = None
         model_name = model if isinstance(model, str) else model.name
 
-    tcfg = build_config(TrainConfig, cfg_doc["train"] if cfg_doc else train_options, what="training")
+    tcfg = build_config(
+        TrainConfig, cfg_doc["train"] if cfg_doc else train_options, what="training"
+    )
     dataset, data_entry = _resolve_dataset(data, data_dir)
     if isinstance(model, Model) and not resume:
         cls = type(model)
@@ -177,7 +185,9 @@ def train(
             else default_preprocessor(dataset.spec, cls.data_kinds)
         )
         torch.manual_seed(tcfg.seed)
-        built = _build(model_name, pre.spec(dataset.spec), model_config or {}, dataset.train_labels is not None)
+        built = _build(
+            model_name, pre.spec(dataset.spec), model_config or {}, dataset.train_labels is not None
+        )
         model_config = built.hparams()
     if built.spec != pre.spec(dataset.spec):
         raise DataError(
@@ -214,7 +224,11 @@ def train(
     built.load_state_dict(trainer.final_weights())
     _save_tensors(built.state_dict(), out / ".model.safetensors.tmp")
     (out / ".model.safetensors.tmp").replace(out / "model.safetensors")
-    summary = summarize(built, dataset, pre, tcfg) | info | {"model": model_name, "data": data_entry["name"]}
+    summary = (
+        summarize(built, dataset, pre, tcfg)
+        | info
+        | {"model": model_name, "data": data_entry["name"]}
+    )
     write_plots(out, built, pre, dataset, seed=tcfg.seed)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return out
@@ -276,7 +290,9 @@ def summarize(model: Model, dataset: Any, pre: Any, tcfg: TrainConfig) -> dict[s
         res[f"{split}_nll_sem"] = m["nll_sem"]
         res[f"{split}_bpd"] = m["bpd"]
         res["likelihood"] = m["likelihood"]
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()}
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()
+    }
 
 
 def load_run(path: str | Path, *, device: str = "cpu") -> Run:
@@ -299,7 +315,9 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
         ckpt, skipped = latest_checkpoint(path / "checkpoints")
         if ckpt is None:
             why = f" ({skipped[0]})" if skipped else ""
-            raise CheckpointError(f"{path} has no trained weights yet{why}; train or resume it first")
+            raise CheckpointError(
+                f"{path} has no trained weights yet{why}; train or resume it first"
+            )
         files, _ = read_checkpoint(ckpt)
         weights = files.get("ema", files["model"])
     try:

@@ -94,16 +94,46 @@ def test_resume_extends_a_run(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["train", "nosuchmodel", "--data", "8gaussians", "--out", "{tmp}/x"], "unknown model 'nosuchmodel'"),
+        (
+            ["train", "nosuchmodel", "--data", "8gaussians", "--out", "{tmp}/x"],
+            "unknown model 'nosuchmodel'",
+        ),
         (["train", "nsf", "--data", "nosuchdata", "--out", "{tmp}/x"], "nosuchdata"),
-        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--set", "bins"], "KEY=VALUE"),
-        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--set", "binz=3"], "valid keys are"),
-        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--set", "bins=many"], "bins must be an integer"),
-        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--batch-size", "0"], "batch_size must be at least 1"),
-        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--config", "{tmp}/bad.yaml"], "unknown key 'modle'"),
+        (
+            ["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--set", "bins"],
+            "KEY=VALUE",
+        ),
+        (
+            ["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--set", "binz=3"],
+            "valid keys are",
+        ),
+        (
+            ["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--set", "bins=many"],
+            "bins must be an integer",
+        ),
+        (
+            ["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--batch-size", "0"],
+            "batch_size must be at least 1",
+        ),
+        (
+            [
+                "train",
+                "nsf",
+                "--data",
+                "8gaussians",
+                "--out",
+                "{tmp}/x",
+                "--config",
+                "{tmp}/bad.yaml",
+            ],
+            "unknown key 'modle'",
+        ),
         (["train", "made", "--data", "8gaussians", "--out", "{tmp}/x"], "discrete"),
         (["train", "nsf", "--data", "8gaussians"], "--out"),
-        (["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--steps", "x"], "invalid int"),
+        (
+            ["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--steps", "x"],
+            "invalid int",
+        ),
         (["sample", "{tmp}/missing", "--out", "{tmp}/s.npy"], "does not exist"),
         (["eval", "{tmp}"], "not a dgm run directory"),
         (["score", "{run}", "{tmp}/nan.npy", "--out", "{tmp}/o.npy"], "NaN"),
@@ -138,13 +168,26 @@ def test_corrupt_weights_are_reported(nsf_run, tmp_path, capsys):
 def test_subprocess_exit_code_and_no_traceback(tmp_path):
     """The installed entry point, as a user runs it."""
     proc = subprocess.run(
-        [sys.executable, "-m", "dgm", "train", "nsf", "--data", "8gaussians", "--out",
-         str(tmp_path / "x"), "--set", "nope=1"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "dgm",
+            "train",
+            "nsf",
+            "--data",
+            "8gaussians",
+            "--out",
+            str(tmp_path / "x"),
+            "--set",
+            "nope=1",
+        ],  # fmt: skip
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 2
-    assert proc.stderr.startswith("dgm: error: unknown key 'nope'") and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.startswith("dgm: error: unknown key 'nope'") and "Traceback" not in proc.stderr
+    )
     assert not (tmp_path / "x").exists()  # nothing half-written
 
 

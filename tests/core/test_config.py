@@ -22,7 +22,9 @@ class Cfg:
 
 
 def test_strings_are_parsed_into_the_annotated_types():
-    c = build_config(Cfg, {"hidden": "[32, 16]", "lr": "3e-4", "steps": "5", "flag": "true", "seed": "7"})
+    c = build_config(
+        Cfg, {"hidden": "[32, 16]", "lr": "3e-4", "steps": "5", "flag": "true", "seed": "7"}
+    )
     assert c == Cfg(hidden=(32, 16), lr=3e-4, steps=5, flag=True, seed=7)
     assert config_to_dict(c)["hidden"] == [32, 16]
 
@@ -32,7 +34,10 @@ def test_single_int_becomes_a_tuple():
 
 
 def test_unknown_key_names_valid_keys_and_the_closest():
-    with pytest.raises(ConfigError, match=r"unknown key 'hiden'.*did you mean 'hidden'.*valid keys are: flag, hidden"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'hiden'.*did you mean 'hidden'.*valid keys are: flag, hidden",
+    ):
         build_config(Cfg, {"hiden": 3})
 
 

@@ -30,7 +30,9 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"{flag} takes KEY=VALUE (e.g. {flag} hidden=[256,256]), not {item!r}")
+            raise ConfigError(
+                f"{flag} takes KEY=VALUE (e.g. {flag} hidden=[256,256]), not {item!r}"
+            )
         out[key.strip()] = value.strip()
     return out
 
@@ -42,11 +44,15 @@ def _read_config_file(path: str) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(p.read_text())  # YAML is a superset of JSON
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {path} is not valid YAML or JSON ({type(e).__name__})") from None
+        raise ConfigError(
+            f"config file {path} is not valid YAML or JSON ({type(e).__name__})"
+        ) from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
-        raise ConfigError(f"config file {path} must hold a mapping with keys {', '.join(CONFIG_KEYS)}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping with keys {', '.join(CONFIG_KEYS)}"
+        )
     unknown = [k for k in doc if k not in CONFIG_KEYS]
     if unknown:
         raise ConfigError(
@@ -81,7 +87,9 @@ def cmd_train(args: Any) -> int:
     model = args.model or doc.get("model")
     data = args.data or doc.get("data")
     if not model:
-        raise ConfigError("name a model to train, e.g. `dgm train made --data digits` (see `dgm list`)")
+        raise ConfigError(
+            "name a model to train, e.g. `dgm train made --data digits` (see `dgm list`)"
+        )
     if not data:
         raise ConfigError("give --data (a dataset name from `dgm list` or a .npy/.npz/.csv file)")
     if not args.out:
@@ -101,9 +109,17 @@ def cmd_train(args: Any) -> int:
         train_opts["progress"] = False
     preprocess = doc.get("preprocess")
     if args.preprocess:
-        preprocess = _preprocess_config(args.preprocess, load_dataset(str(data), data_dir=data_dir).spec)
+        preprocess = _preprocess_config(
+            args.preprocess, load_dataset(str(data), data_dir=data_dir).spec
+        )
     if args.resume:
-        out = train(model, data, args.out, resume=True, **{k: v for k, v in train_opts.items() if k in ("steps", "epochs", "progress")})
+        out = train(
+            model,
+            data,
+            args.out,
+            resume=True,
+            **{k: v for k, v in train_opts.items() if k in ("steps", "epochs", "progress")},
+        )
     else:
         out = train(
             model,
@@ -154,7 +170,9 @@ def read_array(path: str | Path, spec: DataSpec) -> torch.Tensor:
         elif p.suffix == ".csv":
             arr = np.loadtxt(p, delimiter=",", ndmin=2)
         else:
-            raise DataError(f"input must be a .npy or .csv file, not {p.suffix or 'a file without suffix'}")
+            raise DataError(
+                f"input must be a .npy or .csv file, not {p.suffix or 'a file without suffix'}"
+            )
     except ValueError as e:
         raise DataError(f"cannot read {p} as a numeric array ({e})") from None
     if arr.dtype.kind not in "biuf":
@@ -187,6 +205,24 @@ def read_array(path: str | Path, spec: DataSpec) -> torch.Tensor:
     return x
 
 
+def bound_options(model: Any, args: Any) -> dict[str, Any]:
+    """Options for a model's likelihood bound from the command line (``--k``)."""
+    if getattr(args, "k", None) is None:
+        return {}
+    if "k" not in model.bound_options:
+        what = (
+            "an exact likelihood"
+            if model.exact_likelihood
+            else f"the bound {model.likelihood_bound!r}"
+        )
+        raise ConfigError(
+            f"--k applies to importance-weighted bounds; model {model.name!r} has {what}"
+        )
+    if args.k < 1:
+        raise ConfigError(f"--k must be at least 1, not {args.k}")
+    return {"k": args.k}
+
+
 def cmd_score(args: Any) -> int:
     from dgm.api import load_run
     from dgm.eval.likelihood import bits_per_dim, log_likelihood
@@ -203,7 +239,14 @@ def cmd_score(args: Any) -> int:
         raise ConfigError(f"--out must end in .npy, not {out.suffix or 'no suffix'!r}")
     x = read_array(args.input, run.raw_spec)
     g = torch.Generator(device=model.device).manual_seed(args.seed)
-    ll, name = log_likelihood(model, x, preprocessor=run.preprocessor, batch_size=args.batch_size, generator=g)
+    ll, name = log_likelihood(
+        model,
+        x,
+        preprocessor=run.preprocessor,
+        batch_size=args.batch_size,
+        generator=g,
+        bound_options=bound_options(model, args),
+    )
     values = bits_per_dim(-ll, run.raw_spec.num_dims) if args.bits_per_dim else ll
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, values.numpy())
@@ -221,7 +264,14 @@ def cmd_eval(args: Any) -> int:
     run = load_run(args.run, device=args.device)
     data_dir = args.data_dir or run.config["data"].get("data_dir")
     dataset = load_dataset(run.config["data"]["name"], data_dir=data_dir)
-    res = evaluate(run.model, dataset, run.preprocessor, seed=args.seed, grid_size=args.grid_size)
+    res = evaluate(
+        run.model,
+        dataset,
+        run.preprocessor,
+        seed=args.seed,
+        grid_size=args.grid_size,
+        bound_options=bound_options(run.model, args),
+    )
     text = json.dumps(res, indent=2)
     atomic_write_text(Path(args.run) / "eval.json", text + "\n")
     print(text)
@@ -234,7 +284,9 @@ def cmd_list(args: Any) -> int:
 
     print("models:")
     for cls in entries():
-        caps = "exact log_prob" if cls.exact_likelihood else (cls.likelihood_bound or "no likelihood")
+        caps = (
+            "exact log_prob" if cls.exact_likelihood else (cls.likelihood_bound or "no likelihood")
+        )
         print(f"  {cls.name:<16} {cls.family:<15} {caps:<15} {cls.description}")
     print("datasets:")
     for name, desc in dataset_names():

@@ -24,7 +24,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="folder with MNIST files (default: $DGM_DATA or ../shared/data)")
+    p.add_argument(
+        "--data-dir", help="folder with MNIST files (default: $DGM_DATA or ../shared/data)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("input", help="INPUT.npy (or .csv) with one example per row")
     sc.add_argument("--out", required=True, help="OUT.npy for the scores")
     sc.add_argument("--bits-per-dim", action="store_true", help="report bits/dim (NLL) instead")
+    sc.add_argument("--k", type=int, help="importance samples for models with an IWAE bound")
     sc.add_argument("--batch-size", type=int, default=1000)
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--device", default="cpu")
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run directory")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--grid-size", type=int, default=300)
+    e.add_argument("--k", type=int, help="importance samples for models with an IWAE bound")
     e.add_argument("--device", default="cpu")
     _add_common(e)
 

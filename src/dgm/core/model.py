@@ -61,6 +61,9 @@ class Model(nn.Module):
     exact_likelihood: ClassVar[bool] = False
     #: name of a method ``(x) -> (B,)`` giving a lower bound on log p(x), e.g. ``"elbo"``
     likelihood_bound: ClassVar[str | None] = None
+    #: keyword options the bound method takes from ``dgm score/eval`` (e.g. ``("k",)`` for the
+    #: number of importance samples of an IWAE bound)
+    bound_options: ClassVar[tuple[str, ...]] = ()
     #: ``sample(n)`` draws exact samples from the model (False: approximate, e.g. MCMC)
     exact_sampling: ClassVar[bool] = True
     #: kinds of data the model takes directly; the engine dequantizes discrete data for
@@ -143,16 +146,28 @@ class Model(nn.Module):
         """Draw ``n`` samples, shape ``(n, *event_shape)``."""
         raise NotImplementedError
 
-    def log_likelihood(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, str]:
+    def log_likelihood(
+        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
+    ) -> tuple[Tensor, str]:
         """The best honest log-likelihood the model offers: ``(values (B,), name)``.
 
-        ``name`` is ``"log_prob"`` for exact likelihoods or the name of the bound (``"elbo"``, ...).
+        ``name`` is ``"log_prob"`` for exact likelihoods, else the bound's name with its options
+        and the words "lower bound" (e.g. ``"iwae_bound(k=5000), a lower bound"``).
+        ``bound_options`` (those named in ``bound_options``) go to the bound method.
         """
         kwargs = {"y": y} if self.conditional else {}
         if self.exact_likelihood:
             return self.log_prob(x, **kwargs), "log_prob"
         if self.likelihood_bound:
-            return getattr(self, self.likelihood_bound)(x, **kwargs), self.likelihood_bound
+            unknown = set(bound_options) - set(self.bound_options)
+            if unknown:
+                raise DgmError(
+                    f"model {self.name!r} takes no option {sorted(unknown)[0]!r} for its "
+                    f"{self.likelihood_bound}; it takes: {', '.join(self.bound_options) or 'none'}"
+                )
+            opts = ", ".join(f"{k}={v}" for k, v in bound_options.items())
+            values = getattr(self, self.likelihood_bound)(x, **kwargs, **bound_options)
+            return values, f"{self.likelihood_bound}({opts}), a lower bound"
         raise DgmError(
             f"model {self.name!r} has no likelihood (neither exact nor a bound); "
             "judge it by its samples with `dgm eval`"

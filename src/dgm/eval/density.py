@@ -52,7 +52,7 @@ def kl_divergence(log_p: LogDensity, log_q: LogDensity, samples_p: Tensor) -> di
     Returns ``{"kl": estimate, "kl_sem": standard error, "n": samples}`` in nats. With ``p`` the
     true density and ``q`` the model, this is the model's NLL minus the data entropy (the "KL gap").
     """
-    diff = (log_p(samples_p).double() - log_q(samples_p).double())  # (N,)
+    diff = log_p(samples_p).double() - log_q(samples_p).double()  # (N,)
     n = diff.numel()
     return {
         "kl": float(diff.mean()),

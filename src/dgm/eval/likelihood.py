@@ -38,6 +38,7 @@ def log_likelihood(
     preprocessor: Any = None,
     batch_size: int = 1000,
     generator: torch.Generator | None = None,
+    bound_options: dict[str, Any] | None = None,
 ) -> tuple[Tensor, str]:
     """Per-example log-likelihood of raw data ``x`` in nats, streamed in batches.
 
@@ -55,7 +56,7 @@ def log_likelihood(
             log_det = torch.zeros(xb.shape[0], device=xb.device, dtype=model_dtype)
             if preprocessor is not None:
                 xb, log_det = preprocessor(xb, generator=generator)
-            values, name = model.log_likelihood(xb, yb)
+            values, name = model.log_likelihood(xb, yb, **(bound_options or {}))
             out.append((values + log_det).to("cpu", torch.float64))
     if preprocessor is not None and getattr(preprocessor, "stochastic", False):
         name += " (dequantization bound)"
@@ -72,6 +73,7 @@ def nll(
     preprocessor: Any = None,
     batch_size: int = 1000,
     generator: torch.Generator | None = None,
+    bound_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Mean NLL in nats with its standard error, and bits per dimension.
 
@@ -79,7 +81,13 @@ def nll(
     bound on the true NLL.
     """
     ll, name = log_likelihood(
-        model, x, y, preprocessor=preprocessor, batch_size=batch_size, generator=generator
+        model,
+        x,
+        y,
+        preprocessor=preprocessor,
+        batch_size=batch_size,
+        generator=generator,
+        bound_options=bound_options,
     )
     n = ll.numel()
     mean = float(-ll.mean()) if n else float("nan")

@@ -26,6 +26,7 @@ def evaluate(
     seed: int = 0,
     grid_size: int = 300,
     max_test: int | None = None,
+    bound_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Test NLL and bits/dim (exact or the model's named bound); for analytic 2-D data also
     KL(true || model) from exact test samples and the model density's integral over a grid.
@@ -41,9 +42,19 @@ def evaluate(
     has_likelihood = model.exact_likelihood or model.likelihood_bound is not None
     if has_likelihood:
         g = torch.Generator(device=model.device).manual_seed(seed)
-        m = nll(model, x, y if model.conditional else None, preprocessor=preprocessor, generator=g)
+        m = nll(
+            model,
+            x,
+            y if model.conditional else None,
+            preprocessor=preprocessor,
+            generator=g,
+            bound_options=bound_options,
+        )
         res.update(
-            test_nll=m["nll"], test_nll_sem=m["nll_sem"], test_bpd=m["bpd"], likelihood=m["likelihood"]
+            test_nll=m["nll"],
+            test_nll_sem=m["nll_sem"],
+            test_bpd=m["bpd"],
+            likelihood=m["likelihood"],
         )
     else:
         res["likelihood"] = None

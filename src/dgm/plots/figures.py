@@ -88,7 +88,9 @@ def save_density(
         panels.insert(0, ("true density", true_log_prob))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
     for ax, (name, fn) in zip(axes[0], panels):
-        dens = torch.cat([torch.exp(fn(pts[i : i + 10_000]).double()) for i in range(0, len(pts), 10_000)])
+        dens = torch.cat(
+            [torch.exp(fn(pts[i : i + 10_000]).double()) for i in range(0, len(pts), 10_000)]
+        )
         ax.imshow(
             dens.reshape(n, n).numpy(),
             origin="lower",

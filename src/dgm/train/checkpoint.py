@@ -82,7 +82,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+def save_tensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None
+) -> None:
     """Save a flat dict of tensors in safetensors (contiguous CPU copies; shared storage is fine)."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     save_file(flat, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
@@ -92,7 +94,9 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: the file is corrupt or not safetensors ({e})") from None
+        raise CheckpointError(
+            f"cannot read {path}: the file is corrupt or not safetensors ({e})"
+        ) from None
 
 
 def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:

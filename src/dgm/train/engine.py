@@ -219,9 +219,7 @@ class Trainer:
         }
         state = self._state() | {"optimizers": optim_meta}
         name = f"step-{self.step:08d}"
-        write_checkpoint(
-            self.ckpt_root, name, files, state, keep=max(1, self.cfg.keep_checkpoints)
-        )
+        write_checkpoint(self.ckpt_root, name, files, state, keep=max(1, self.cfg.keep_checkpoints))
         self.last_good_checkpoint = str(self.ckpt_root / name)
 
     def _save_best(self) -> None:
