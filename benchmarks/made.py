@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 import dgm
-
 from _common import median, report  # noqa: I001
 
 PRESETS = {

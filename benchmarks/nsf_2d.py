@@ -16,10 +16,9 @@ from pathlib import Path
 import torch
 
 import dgm
+from _common import median, report  # noqa: I001
 from dgm.api import load_run
 from dgm.eval.run import evaluate
-
-from _common import median, report  # noqa: I001
 
 
 def main() -> None:
