@@ -24,7 +24,7 @@ def _data(n=512, seed=0):
 def _trainer(tmp_path, steps, **kw):
     torch.manual_seed(0)
     model = build("nsf", DataSpec((2,)), **_tiny_nsf())
-    cfg = TrainConfig(steps=steps, batch_size=64, lr=3e-3, progress=False, **kw)
+    cfg = TrainConfig(**({"steps": steps, "batch_size": 64, "lr": 3e-3, "progress": False} | kw))
     return Trainer(model, _data(), val_x=_data(256, 1), config=cfg, out=tmp_path)
 
 

@@ -58,8 +58,9 @@ def log_likelihood(
                 xb, log_det = preprocessor(xb, generator=generator)
             values, name = model.log_likelihood(xb, yb, **(bound_options or {}))
             out.append((values + log_det).to("cpu", torch.float64))
-    if preprocessor is not None and getattr(preprocessor, "stochastic", False):
-        name += " (dequantization bound)"
+    note = getattr(preprocessor, "likelihood_note", None) if preprocessor is not None else None
+    if note:
+        name += f" ({note})"
     if not out:
         return torch.zeros(0, dtype=torch.float64), name
     return torch.cat(out), name

@@ -304,7 +304,7 @@ class Trainer:
                 self._update_ema()
                 self.step += 1
                 for k, v in out.items():
-                    running[k] = float(v)
+                    running[k] = float(v.detach()) if isinstance(v, Tensor) else float(v)
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     elapsed = time.perf_counter() - t0
                     rate = (self.step - start_step) / max(elapsed, 1e-9)
