@@ -255,12 +255,31 @@ def cmd_score(args: Any) -> int:
     return 0
 
 
+def _metric_list(text: str | None) -> list[str] | None:
+    from dgm.eval.run import METRICS
+
+    if text is None:
+        return None
+    names = [m.strip().lower() for m in text.split(",") if m.strip()]
+    if not names:
+        raise ConfigError(f"--metrics takes a comma-separated list of: {','.join(METRICS)}")
+    for m in names:
+        if m not in METRICS:
+            raise ConfigError(
+                f"unknown metric {m!r} in --metrics; choose from: {','.join(METRICS)}"
+            )
+    return names
+
+
 def cmd_eval(args: Any) -> int:
     from dgm.api import load_run
     from dgm.data import load as load_dataset
-    from dgm.eval.run import evaluate
+    from dgm.eval.run import evaluate, format_table
     from dgm.train.checkpoint import atomic_write_text
 
+    metrics = _metric_list(args.metrics)
+    if args.num_samples is not None and args.num_samples < 2:
+        raise ConfigError(f"--num-samples must be at least 2, not {args.num_samples}")
     run = load_run(args.run, device=args.device)
     data_dir = args.data_dir or run.config["data"].get("data_dir")
     dataset = load_dataset(run.config["data"]["name"], data_dir=data_dir)
@@ -268,12 +287,17 @@ def cmd_eval(args: Any) -> int:
         run.model,
         dataset,
         run.preprocessor,
+        metrics=metrics,
         seed=args.seed,
         grid_size=args.grid_size,
         bound_options=bound_options(run.model, args),
+        num_samples=args.num_samples,
+        classifier=args.classifier,
+        data_dir=data_dir,
     )
     text = json.dumps(res, indent=2)
     atomic_write_text(Path(args.run) / "eval.json", text + "\n")
+    print(format_table(res), file=sys.stderr)
     print(text)
     return 0
 

@@ -84,8 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--device", default="cpu")
 
-    e = sub.add_parser("eval", help="test NLL, bits/dim, and for 2-D data KL and the grid integral")
+    e = sub.add_parser(
+        "eval",
+        help="every metric that applies (NLL, KL, C2ST, MMD, FID, modes, anomaly) -> eval.json",
+    )
     e.add_argument("run", help="run directory")
+    e.add_argument(
+        "--metrics",
+        metavar="LIST",
+        help="comma-separated subset of c2st,mmd,fid,kid,prd,modes,kl,nll,anomaly "
+        "(default: all that apply; asking for one that does not apply is an error)",
+    )
+    e.add_argument(
+        "--num-samples", type=int, help="model samples for sample-based metrics (default 2000)"
+    )
+    e.add_argument(
+        "--classifier", choices=["mlp", "logistic", "knn"], default="mlp", help="C2ST classifier"
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--grid-size", type=int, default=300)
     e.add_argument("--k", type=int, help="importance samples for models with an IWAE bound")
