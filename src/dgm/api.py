@@ -135,8 +135,10 @@ def train(
     ['checkpoints', 'config.yaml', 'metrics.jsonl']
     """
     from dgm.data import default_preprocessor, preprocessor_from_config
+    from dgm.train import distributed as ddp
 
     out = Path(out)
+    rank, _ = ddp.setup(str(train_options.get("device", "cpu")))
     if resume:
         if not _is_run(out):
             raise CheckpointError(f"cannot resume: {out} holds no dgm run (no config.yaml)")
@@ -160,7 +162,9 @@ def train(
                 )
             if not _is_run(out):
                 raise DgmError(f"refusing to overwrite {out}: it is not a dgm run directory")
-            shutil.rmtree(out)
+            ddp.barrier()  # every rank has checked before rank 0 deletes
+            if rank == 0:
+                shutil.rmtree(out)
         cfg_doc = None
         model_name = model if isinstance(model, str) else model.name
 
@@ -204,8 +208,10 @@ def train(
             "spec": dataset.spec.to_dict(),
             "dgm_version": __version__,
         }
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg_doc, sort_keys=False))
+    ddp.barrier()  # every rank has checked `out` before rank 0 writes into it
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg_doc, sort_keys=False))
 
     trainer = Trainer(
         built,
@@ -221,6 +227,8 @@ def train(
         for warning in trainer.resume():
             print(f"dgm: warning: skipped a checkpoint: {warning}", flush=True)
     info = trainer.fit()
+    if rank != 0:
+        return out
     built.load_state_dict(trainer.final_weights())
     _save_tensors(built.state_dict(), out / ".model.safetensors.tmp")
     (out / ".model.safetensors.tmp").replace(out / "model.safetensors")

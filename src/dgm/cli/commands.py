@@ -84,6 +84,13 @@ def cmd_train(args: Any) -> int:
     from dgm.data import load as load_dataset
 
     doc = _read_config_file(args.config) if args.config else {}
+    if args.resume:
+        if not args.out:
+            raise ConfigError("give --out DIR, the run directory to resume")
+        opts = {k: getattr(args, k) for k in ("steps", "epochs") if getattr(args, k) is not None}
+        if args.no_progress:
+            opts["progress"] = False
+        return _report(train(args.model or "", args.data or "", args.out, resume=True, **opts))
     model = args.model or doc.get("model")
     data = args.data or doc.get("data")
     if not model:
@@ -112,27 +119,24 @@ def cmd_train(args: Any) -> int:
         preprocess = _preprocess_config(
             args.preprocess, load_dataset(str(data), data_dir=data_dir).spec
         )
-    if args.resume:
-        out = train(
-            model,
-            data,
-            args.out,
-            resume=True,
-            **{k: v for k, v in train_opts.items() if k in ("steps", "epochs", "progress")},
-        )
-    else:
-        out = train(
-            model,
-            data,
-            args.out,
-            model_config=model_config,
-            data_dir=data_dir,
-            preprocess=preprocess,
-            overwrite=args.overwrite,
-            **train_opts,
-        )
-    summary = json.loads((out / "summary.json").read_text())
-    print(json.dumps(summary, indent=2))
+    out = train(
+        model,
+        data,
+        args.out,
+        model_config=model_config,
+        data_dir=data_dir,
+        preprocess=preprocess,
+        overwrite=args.overwrite,
+        **train_opts,
+    )
+    return _report(out)
+
+
+def _report(out: Path) -> int:
+    from dgm.train import distributed as ddp
+
+    if ddp.is_main():  # under torchrun only rank 0 writes and reports
+        print(json.dumps(json.loads((out / "summary.json").read_text()), indent=2))
     return 0
 
 

@@ -29,6 +29,7 @@ from dgm.train.checkpoint import (
     unflatten_optimizer_state,
     write_checkpoint,
 )
+from dgm.train import distributed as ddp
 from dgm.train.config import TrainConfig
 
 __all__ = ["Trainer", "NonFiniteError"]
@@ -77,6 +78,7 @@ class Trainer:
         preprocessor: Any = None,
     ) -> None:
         self.cfg = config
+        self.rank, self.world = ddp.setup(config.device)
         self.out = Path(out)
         self.ckpt_root = self.out / "checkpoints"
         self.device = torch.device(config.device)
@@ -91,6 +93,11 @@ class Trainer:
         if n == 0:
             raise DgmError("the training split is empty; give at least one training example")
         self.batch_size = min(config.batch_size, n)
+        if self.batch_size % self.world:
+            raise DgmError(
+                f"batch size {self.batch_size} does not split evenly over {self.world} processes; "
+                f"use a multiple of {self.world}"
+            )
         self.steps_per_epoch = max(1, n // self.batch_size)
         self.total_steps = config.total_steps(self.steps_per_epoch)
 
@@ -136,18 +143,24 @@ class Trainer:
         return self.train_x[idx], y
 
     def _model_batch(self, x: Tensor, y: Tensor | None) -> Any:
+        # Noise is drawn for the global batch on every rank, then sliced: the same random numbers
+        # as one process, whatever the number of processes.
         if self.preprocessor is not None:
             x, _ = self.preprocessor(x, generator=self.noise)
+        if self.world > 1:
+            x = ddp.shard(x, self.rank, self.world)
+            y = None if y is None else ddp.shard(y, self.rank, self.world)
         return (x, y) if (self.model.conditional and y is not None) else x
 
     # ------------------------------------------------------------------ one step
     def _stepper(self, loss: Tensor, group: str = "model") -> None:
-        if not torch.isfinite(loss):
+        if not ddp.all_true(bool(torch.isfinite(loss)), self.device):
             raise NonFiniteError(f"loss is {loss.item()}")
         opt = self.optimizers[group]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         params = self.groups[group]
+        ddp.all_reduce_grads(params)
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         else:
@@ -207,6 +220,9 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> None:
+        if self.rank != 0:
+            self.last_good_checkpoint = str(self.ckpt_root / f"step-{self.step:08d}")
+            return
         files: dict[str, dict[str, Tensor]] = {"model": self.model.state_dict()}
         optim_meta = {}
         for g, opt in self.optimizers.items():
@@ -225,6 +241,8 @@ class Trainer:
         self.last_good_checkpoint = str(self.ckpt_root / name)
 
     def _save_best(self) -> None:
+        if self.rank != 0:
+            return
         write_checkpoint(
             self.ckpt_root,
             "best",
@@ -260,13 +278,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def _log(self, record: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def fit(self) -> dict[str, Any]:
         """Run until ``total_steps`` or early stopping. Returns a small summary."""
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
         self.model.train()
         if self.step == 0:
             torch.manual_seed(cfg.seed)
@@ -274,15 +295,17 @@ class Trainer:
             xm = self._model_batch(init_x, None)
             with torch.no_grad():
                 self.model.on_train_start(xm if isinstance(xm, Tensor) else xm[0])
+            ddp.broadcast_state(self.model)
             if self.ema is not None:
                 self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         bar = None
-        if cfg.progress and sys.stderr.isatty():
+        if cfg.progress and sys.stderr.isatty() and self.rank == 0:
             from tqdm import tqdm
 
             bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True)
         t0 = time.perf_counter()
         start_step = self.step
+        last_t, last_step = t0, self.step
         stopped_early = False
         running: dict[str, float] = {}
         try:
@@ -308,8 +331,10 @@ class Trainer:
                 for k, v in out.items():
                     running[k] = float(v.detach()) if isinstance(v, Tensor) else float(v)
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                    elapsed = time.perf_counter() - t0
-                    rate = (self.step - start_step) / max(elapsed, 1e-9)
+                    running = ddp.mean_over_ranks(running, self.device)
+                    now = time.perf_counter()
+                    rate = (self.step - last_step) / max(now - last_t, 1e-9)  # this interval
+                    last_t, last_step = now, self.step
                     lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
                     self._log({"step": self.step, **running, "lr": lr, "steps_per_s": rate})
                     if bar is not None:
@@ -328,6 +353,7 @@ class Trainer:
         if not stopped_early and (cfg.eval_every == 0 or self.step % cfg.eval_every != 0):
             self._evaluate_and_check_patience()
         self.save_checkpoint()
+        ddp.barrier()
         seconds = time.perf_counter() - t0
         return {
             "steps": self.step,
