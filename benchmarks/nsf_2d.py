@@ -39,7 +39,7 @@ def main() -> None:
                 schedule="cosine", progress=False, checkpoint_every=0, log_every=100,
             )  # fmt: skip
             run = load_run(out)
-            res = evaluate(run.model, data, run.preprocessor, grid_size=400)
+            res = evaluate(run.model, data, run.preprocessor, grid_size=400, metrics=["nll", "kl"])
             logs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
             rates = [r["steps_per_s"] for r in logs if "steps_per_s" in r]
             rows.append(

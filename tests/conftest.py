@@ -22,3 +22,15 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache(tmp_path_factory):
+    """Feature networks trained by tests are cached in a temporary folder, never in the data dir."""
+    old = os.environ.get("DGM_CACHE")
+    os.environ["DGM_CACHE"] = str(tmp_path_factory.mktemp("dgm-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DGM_CACHE", None)
+    else:
+        os.environ["DGM_CACHE"] = old

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,7 @@ def train(
     )
     if resume:
         for warning in trainer.resume():
-            print(f"dgm: warning: skipped a checkpoint: {warning}", flush=True)
+            print(f"dgm: warning: skipped a checkpoint: {warning}", file=sys.stderr, flush=True)
     info = trainer.fit()
     if rank != 0:
         return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,11 @@ import numpy as np
 import torch
 import yaml
 
-from dgm.core.errors import ConfigError, DataError, DgmError
+from dgm.cli.inputs import ArrayInput
+from dgm.core.errors import ConfigError, DgmError
 from dgm.core.spec import DataSpec
 
-__all__ = ["cmd_train", "cmd_sample", "cmd_score", "cmd_eval", "cmd_list", "read_array"]
+__all__ = ["cmd_train", "cmd_sample", "cmd_score", "cmd_eval", "cmd_list"]
 
 CONFIG_KEYS = ("model", "data", "data_dir", "model_config", "preprocess", "train")
 # flag name on the command line -> TrainConfig field
@@ -163,52 +163,6 @@ def cmd_sample(args: Any) -> int:
     return 0
 
 
-def read_array(path: str | Path, spec: DataSpec) -> torch.Tensor:
-    """Read an input file for scoring and check it against the run's data spec."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"input file {p} does not exist")
-    try:
-        if p.suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
-        elif p.suffix == ".csv":
-            arr = np.loadtxt(p, delimiter=",", ndmin=2)
-        else:
-            raise DataError(
-                f"input must be a .npy or .csv file, not {p.suffix or 'a file without suffix'}"
-            )
-    except ValueError as e:
-        raise DataError(f"cannot read {p} as a numeric array ({e})") from None
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{p} holds {arr.dtype} values; scores need a numeric array")
-    if arr.size == 0:
-        raise DataError(f"{p} is empty; give at least one example")
-    x = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float64)
-    shape = spec.event_shape
-    if tuple(x.shape[1:]) != shape:
-        if x.dim() >= 2 and math.prod(x.shape[1:]) == spec.num_dims:
-            x = x.reshape(x.shape[0], *shape)
-        else:
-            want = ", ".join(map(str, shape))
-            raise DataError(
-                f"{p} has shape {tuple(arr.shape)}, but this model takes (N, {want}) "
-                f"or (N, {spec.num_dims})"
-            )
-    bad = ~torch.isfinite(x).reshape(x.shape[0], -1).all(dim=1)
-    if bad.any():
-        raise DataError(
-            f"{p} has {int(bad.sum())} rows with NaN or infinite values (first: row {int(bad.nonzero()[0])})"
-        )
-    if spec.kind == "discrete":
-        wrong = (x < 0) | (x > spec.levels - 1) | (x != x.round())
-        if wrong.any():
-            raise DataError(
-                f"{p} must hold integers 0..{spec.levels - 1} like the training data, "
-                f"found {x[wrong][0].item()!r}"
-            )
-    return x
-
-
 def bound_options(model: Any, args: Any) -> dict[str, Any]:
     """Options for a model's likelihood bound from the command line (``--k``)."""
     if getattr(args, "k", None) is None:
@@ -241,21 +195,32 @@ def cmd_score(args: Any) -> int:
     out = Path(args.out)
     if out.suffix != ".npy":
         raise ConfigError(f"--out must end in .npy, not {out.suffix or 'no suffix'!r}")
-    x = read_array(args.input, run.raw_spec)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, not {args.batch_size}")
+    inputs = ArrayInput(args.input, run.raw_spec)
+    options = bound_options(model, args)
     g = torch.Generator(device=model.device).manual_seed(args.seed)
-    ll, name = log_likelihood(
-        model,
-        x,
-        preprocessor=run.preprocessor,
-        batch_size=args.batch_size,
-        generator=g,
-        bound_options=bound_options(model, args),
-    )
-    values = bits_per_dim(-ll, run.raw_spec.num_dims) if args.bits_per_dim else ll
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, values.numpy())
+    # Scores stream into a memory-mapped temporary file, renamed into place when complete.
+    tmp = out.with_name(f".{out.name}.tmp.npy")
+    scores = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(len(inputs),))
+    name, start = "", 0
+    try:
+        for x in inputs.batches(args.batch_size):
+            ll, name = log_likelihood(
+                model, x, preprocessor=run.preprocessor, batch_size=len(x), generator=g,
+                bound_options=options,
+            )  # fmt: skip
+            values = bits_per_dim(-ll, run.raw_spec.num_dims) if args.bits_per_dim else ll
+            scores[start : start + len(x)] = values.numpy()
+            start += len(x)
+        scores.flush()
+        del scores
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     unit = "bits/dim (NLL)" if args.bits_per_dim else "log-likelihood in nats"
-    print(f"dgm: {x.shape[0]} scores in {unit} from {name}, written to {out}", file=sys.stderr)
+    print(f"dgm: {len(inputs)} scores in {unit} from {name}, written to {out}", file=sys.stderr)
     return 0
 
 

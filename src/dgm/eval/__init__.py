@@ -8,13 +8,15 @@
   :func:`precision_recall`, :func:`frechet_distance`, features from :func:`dataset_features`
 * mode coverage: :func:`mode_coverage`
 * anomaly detection: :func:`auroc`, :func:`auprc`, :func:`mann_whitney_u` and the shifts
-  :func:`pixel_noise`, :func:`pixel_flips`, :func:`fgsm`, :func:`resize_images`
-* everything that applies to a trained model: :func:`evaluate`
+  :func:`pixel_noise`, :func:`pixel_flips`, :func:`fgsm`, :func:`resize_images`,
+  :func:`builtin_shifts`
+* everything that applies to a trained model: :func:`dgm.eval.run.evaluate`
 """
 
 from dgm.eval.anomaly import (
     auprc,
     auroc,
+    builtin_shifts,
     fgsm,
     mann_whitney_u,
     pixel_flips,
@@ -34,6 +36,7 @@ __all__ = [
     "auprc",
     "auroc",
     "bits_per_dim",
+    "builtin_shifts",
     "c2st",
     "classifier_features",
     "dataset_features",

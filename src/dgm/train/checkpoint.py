@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 MANIFEST = "MANIFEST.json"
+# Seconds to pause inside every checkpoint write, so that tests can SIGKILL a process mid-write.
+_FAULT_DELAY = float(os.environ.get("DGM_TEST_CHECKPOINT_DELAY", "0") or 0)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -143,6 +146,8 @@ def write_checkpoint(
         for p in tmp.iterdir():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+        if _FAULT_DELAY:  # fault injection for the crash tests: widen the window of a write
+            time.sleep(_FAULT_DELAY)
         final = root / name
         if final.exists():
             # Never destroy the old copy before the new one is in place: move it aside first.

@@ -350,7 +350,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if not stopped_early and (cfg.eval_every == 0 or self.step % cfg.eval_every != 0):
+        if not stopped_early and cfg.eval_every and self.step % cfg.eval_every != 0:
             self._evaluate_and_check_patience()
         self.save_checkpoint()
         ddp.barrier()
@@ -377,10 +377,10 @@ class Trainer:
         return bool(self.cfg.patience and self.evals_since_best >= self.cfg.patience)
 
     def final_weights(self) -> dict[str, Tensor]:
-        """The weights to keep: the best validated ones if validation ran, else the EMA or the
-        current weights."""
+        """The weights to keep: the best validated ones if validation ran during training
+        (``eval_every > 0``), else the EMA or the current weights."""
         best = self.ckpt_root / "best"
-        if best.is_dir():
+        if self.cfg.eval_every and best.is_dir():
             files, _ = read_checkpoint(best)
             return files["model"]
         return self.evaluation_weights()

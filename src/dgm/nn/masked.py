@@ -1,0 +1,280 @@
+"""Masked layers: the building blocks of autoregressive networks.
+
+A MADE network (Germain et al. 2015, "MADE: Masked Autoencoder for Distribution Estimation",
+arXiv:1502.03509) is an MLP whose weight matrices are multiplied by binary masks so that output
+``i`` depends only on inputs that come before ``i`` in a chosen ordering. Every unit carries a
+*degree*:
+
+* input unit of dimension ``d`` has degree ``m_0(d) = rank(d) + 1 in {1..D}``, where ``rank`` is the
+  position of ``d`` in the ordering;
+* hidden unit ``k`` of layer ``l`` has degree ``m_l(k) in [min m_{l-1}, D - 1]``;
+* output unit of dimension ``d`` has the degree of input ``d``.
+
+A hidden weight from ``j`` to ``k`` is kept when ``m_l(k) >= m_{l-1}(j)``; an output weight when
+``m_out(d) > m_L(k)`` (strict). Then ``d output_d / d input_j = 0`` whenever
+``rank(j) >= rank(d)``. When a dimension has several input features (a one-hot block) or several
+outputs (logits, spline parameters), every feature of the block shares the dimension's degree.
+
+:class:`MaskedConv2d` is the convolutional counterpart used by PixelCNN (van den Oord et al. 2016,
+"Pixel Recurrent Neural Networks", arXiv:1601.06759): mask type ``"A"`` hides the centre pixel,
+type ``"B"`` shows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgm.core.errors import ConfigError
+
+__all__ = [
+    "ACTIVATIONS",
+    "MADENet",
+    "MaskedConv2d",
+    "MaskedLinear",
+    "get_activation",
+    "hidden_degrees",
+    "made_order",
+    "mask_from_degrees",
+]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+def get_activation(name: str) -> nn.Module:
+    """A fresh activation module by name (``"relu"``, ``"tanh"`` or ``"elu"``)."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {name!r}")
+    return ACTIVATIONS[name]()
+
+
+def _generator(seed: int) -> torch.Generator:
+    g = torch.Generator()  # CPU generator: the same masks on every machine and device
+    g.manual_seed(int(seed))
+    return g
+
+
+def made_order(num_dims: int, ordering: Literal["natural", "random"], seed: int = 0) -> Tensor:
+    """Ranks of the dimensions in the autoregressive order, a permutation of ``0..D-1``.
+
+    ``order[d]`` is the position of dimension ``d``: dimension ``d`` is generated after every
+    dimension with a smaller rank. ``"natural"`` is ``0, 1, ..., D-1``; ``"random"`` is a random
+    permutation drawn from ``seed``.
+    """
+    if ordering == "natural":
+        return torch.arange(num_dims)
+    if ordering == "random":
+        return torch.randperm(num_dims, generator=_generator(seed))
+    raise ConfigError(f"ordering must be 'natural' or 'random', not {ordering!r}")
+
+
+def hidden_degrees(
+    num_dims: int,
+    sizes: Sequence[int],
+    connectivity: Literal["cyclic", "random"] = "cyclic",
+    seed: int = 0,
+) -> list[Tensor]:
+    """Degrees of the hidden units of each layer, values in ``1..D-1`` (all 0 when ``D == 1``).
+
+    ``"cyclic"`` assigns ``1, 2, ..., D-1, 1, 2, ...`` so every degree is used as evenly as the
+    width allows (deterministic, no unit is wasted); ``"random"`` draws ``m_l(k)`` uniformly from
+    ``[min m_{l-1}, D-1]`` as in the paper, with ``seed``.
+    """
+    if connectivity not in ("cyclic", "random"):
+        raise ConfigError(f"connectivity must be 'cyclic' or 'random', not {connectivity!r}")
+    g = _generator(seed + 1)  # offset: independent of the ordering drawn from the same seed
+    degrees: list[Tensor] = []
+    low = 1
+    top = max(num_dims - 1, 1)
+    for size in sizes:
+        if num_dims == 1:
+            deg = torch.zeros(size, dtype=torch.long)  # only the bias reaches the single output
+        elif connectivity == "cyclic":
+            deg = torch.arange(size) % (num_dims - 1) + 1
+        else:
+            deg = torch.randint(low, top + 1, (size,), generator=g)
+            low = int(deg.min()) if size > 0 else low
+        degrees.append(deg)
+    return degrees
+
+
+def mask_from_degrees(deg_in: Tensor, deg_out: Tensor, strict: bool) -> Tensor:
+    """Connectivity ``(out, in)``: 1 where ``deg_out > deg_in`` (strict) or ``>=`` (not strict)."""
+    if strict:
+        return (deg_out[:, None] > deg_in[None, :]).float()  # (out, in)
+    return (deg_out[:, None] >= deg_in[None, :]).float()  # (out, in)
+
+
+class MaskedLinear(nn.Linear):
+    """``y = x (W * M)^T + b`` with a fixed binary mask ``M`` of shape ``(out, in)``.
+
+    The mask is a buffer: it moves with ``.to()``/``.double()`` and is saved in the state dict.
+    Multiplying in ``forward`` keeps masked weights exactly zero in the function whatever the
+    optimizer does to them.
+    """
+
+    mask: Tensor
+
+    def __init__(self, in_features: int, out_features: int, mask: Tensor, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
+        if tuple(mask.shape) != (out_features, in_features):
+            raise ValueError(
+                f"mask has shape {tuple(mask.shape)}, expected ({out_features}, {in_features})"
+            )
+        self.register_buffer("mask", mask.to(self.weight.dtype).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)  # (B, out)
+
+
+class MADENet(nn.Module):
+    """A masked MLP whose output ``(B, D, P)`` is autoregressive in its input ``(B, D * F)``.
+
+    Args:
+        order: ranks ``(D,)`` of the dimensions (see :func:`made_order`); kept as a buffer.
+        hidden: widths of the hidden layers (one or more).
+        in_features: features per input dimension, e.g. ``L`` for a one-hot block; the input is
+            laid out dimension-major, feature ``d * F + f``.
+        out_features: outputs per dimension ``P`` (logits, spline parameters, ...).
+        context_features: size of an optional context (e.g. a one-hot class label) that enters
+            every hidden layer and the output layer *unmasked*, so every output may depend on it.
+        activation: ``"relu"``, ``"tanh"`` or ``"elu"``.
+        direct: add a masked direct input-to-output connection (Germain et al., Sec. 4).
+        connectivity: hidden degrees, ``"cyclic"`` or ``"random"`` (see :func:`hidden_degrees`).
+        seed: seed of random connectivity.
+        zero_last: initialise the output layer to zero (flows start at the identity this way).
+    """
+
+    order: Tensor
+
+    def __init__(
+        self,
+        order: Tensor,
+        hidden: Sequence[int],
+        *,
+        in_features: int = 1,
+        out_features: int = 1,
+        context_features: int = 0,
+        activation: str = "relu",
+        direct: bool = False,
+        connectivity: Literal["cyclic", "random"] = "cyclic",
+        seed: int = 0,
+        zero_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(hidden) == 0 or min(hidden) < 1:
+            raise ConfigError(f"hidden must list one or more positive widths, not {tuple(hidden)}")
+        num_dims = int(order.numel())
+        self.num_dims, self.in_features, self.out_features = num_dims, in_features, out_features
+        self.register_buffer("order", order.clone().long())
+        deg_in = (self.order + 1).repeat_interleave(in_features)  # (D * F,)
+        deg_out = (self.order + 1).repeat_interleave(out_features)  # (D * P,)
+        degrees = [deg_in, *hidden_degrees(num_dims, hidden, connectivity, seed)]
+        self.layers = nn.ModuleList(
+            MaskedLinear(len(a), len(b), mask_from_degrees(a, b, strict=False))
+            for a, b in zip(degrees[:-1], degrees[1:])
+        )
+        self.out = MaskedLinear(
+            len(degrees[-1]), len(deg_out), mask_from_degrees(degrees[-1], deg_out, True)
+        )
+        self.direct = (
+            MaskedLinear(
+                len(deg_in), len(deg_out), mask_from_degrees(deg_in, deg_out, True), bias=False
+            )
+            if direct
+            else None
+        )
+        self.context = (
+            nn.ModuleList(
+                nn.Linear(context_features, n, bias=False) for n in [*hidden, len(deg_out)]
+            )
+            if context_features > 0
+            else None
+        )
+        self.act = get_activation(activation)
+        if zero_last:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+            if self.context is not None:
+                nn.init.zeros_(self.context[-1].weight)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Outputs ``(B, D, P)``; output ``[:, d]`` depends on input dims of lower rank only."""
+        x = x.flatten(1)  # (B, D * F)
+        if x.shape[1] != self.num_dims * self.in_features:
+            raise ValueError(
+                f"MADENet expects {self.num_dims * self.in_features} input features, got {x.shape[1]}"
+            )
+        if (context is None) != (self.context is None):
+            raise ValueError(
+                "pass a context exactly when the network was built with context_features"
+            )
+        h = x
+        for i, layer in enumerate(self.layers):
+            a = layer(h)  # (B, H_i)
+            if self.context is not None:
+                a = a + self.context[i](context)
+            h = self.act(a)
+        out = self.out(h)  # (B, D * P)
+        if self.direct is not None:
+            out = out + self.direct(x)
+        if self.context is not None:
+            out = out + self.context[-1](context)
+        return out.view(x.shape[0], self.num_dims, self.out_features)  # (B, D, P)
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A 2-D convolution that sees only pixels above and to the left of the centre (raster order).
+
+    Mask type ``"A"`` (first layer) hides the centre pixel, type ``"B"`` (later layers) shows it.
+    With ``channel_groups = G > 1`` the channels are split into ``G`` contiguous groups (R, G, B)
+    and, at the centre pixel, output group ``g`` sees input groups ``< g`` (type A) or ``<= g``
+    (type B), as in van den Oord et al. (2016). Padding defaults to "same" (``kernel_size // 2``).
+    """
+
+    mask: Tensor
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        mask_type: Literal["A", "B"],
+        *,
+        channel_groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        if kernel_size % 2 != 1:
+            raise ConfigError(f"MaskedConv2d needs an odd kernel_size, not {kernel_size}")
+        if mask_type not in ("A", "B"):
+            raise ConfigError(f"mask_type must be 'A' or 'B', not {mask_type!r}")
+        if in_channels % channel_groups or out_channels % channel_groups:
+            raise ConfigError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be multiples "
+                f"of channel_groups ({channel_groups})"
+            )
+        super().__init__(
+            in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias
+        )
+        k, c = kernel_size, kernel_size // 2
+        mask = torch.zeros(out_channels, in_channels, k, k)
+        mask[:, :, :c, :] = 1  # rows above the centre
+        mask[:, :, c, :c] = 1  # left of the centre on its row
+        g_out = torch.arange(out_channels) // (out_channels // channel_groups)  # (C_out,)
+        g_in = torch.arange(in_channels) // (in_channels // channel_groups)  # (C_in,)
+        centre = (
+            g_out[:, None] > g_in[None, :] if mask_type == "A" else g_out[:, None] >= g_in[None, :]
+        )
+        mask[:, :, c, c] = centre.float()
+        self.mask_type = mask_type
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(x, self.weight * self.mask, self.bias)  # (B, C_out, H, W)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, mask_type={self.mask_type!r}"
