@@ -125,12 +125,12 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(name):
         opt[group].step()
 
     torch.manual_seed(5)
-    before = float(model.loss(batch)["loss"])
+    before = float(model.loss(batch)["loss"].detach())
     for step in range(3):
         torch.manual_seed(10 + step)
         model.training_step(batch, step, stepper)
     torch.manual_seed(5)
-    after = float(model.loss(batch)["loss"])
+    after = float(model.loss(batch)["loss"].detach())
     assert after < before
 
 

@@ -60,7 +60,7 @@ class ArrayInput:
         """Checked batches ``(b, *event_shape)`` in float64, in file order."""
         spec = self.spec
         for start in range(0, len(self), batch_size):
-            chunk = np.asarray(self.array[start : start + batch_size], dtype=np.float64)
+            chunk = np.array(self.array[start : start + batch_size], dtype=np.float64)  # a copy
             x = torch.from_numpy(chunk).reshape(chunk.shape[0], *spec.event_shape)
             flat = x.reshape(x.shape[0], -1)
             bad = ~torch.isfinite(flat).all(dim=1)
