@@ -22,12 +22,9 @@ def __getattr__(name: str) -> Any:
     # Lazy imports keep `import dgm` and `dgm --help` fast.
     import importlib
 
-    if name in ("models", "datasets"):
+    if name in ("models", "datasets", "api", "train"):
+        # dgm.train is the engine package, callable as dgm.api.train
         return importlib.import_module(f"dgm.{name}")
-    if name == "train":
-        from dgm.api import train
-
-        return train
     if name == "load":
         from dgm.api import load
 

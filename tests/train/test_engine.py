@@ -118,3 +118,13 @@ def test_train_config_rejects_nonsense():
         TrainConfig(steps=3, epochs=1)
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
+
+
+def test_dgm_train_is_callable_after_the_package_is_imported(tmp_path):
+    import dgm
+    import dgm.train.engine  # noqa: F401  (importing the package must not shadow the function)
+
+    for name in ("a", "b"):
+        out = dgm.train("nsf", "8gaussians", tmp_path / name, steps=2, progress=False,
+                        model_config=_tiny_nsf())  # fmt: skip
+        assert (out / "summary.json").is_file()
