@@ -91,14 +91,27 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path, referenc
     f = newest / "model.safetensors"
     f.write_bytes(f.read_bytes()[:-10])
     proc = subprocess.run(
-        [sys.executable, "-m", "dgm", "train", "--out", str(out), "--resume", "--steps", STEPS,
-         "--no-progress"],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "dgm",
+            "train",
+            "--out",
+            str(out),
+            "--resume",
+            "--steps",
+            STEPS,
+            "--no-progress",
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "skipped a checkpoint" in proc.stdout + proc.stderr and "corrupt" in proc.stdout + proc.stderr
+    assert (
+        "skipped a checkpoint" in proc.stdout + proc.stderr
+        and "corrupt" in proc.stdout + proc.stderr
+    )
     got = load_tensors(out / "model.safetensors")
     for k in reference:
         assert torch.equal(reference[k], got[k]), k

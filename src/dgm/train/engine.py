@@ -22,6 +22,7 @@ from torch import Tensor
 from dgm.core.errors import DgmError
 from dgm.core.model import Model
 from dgm.eval.likelihood import nll as nll_metric
+from dgm.train import distributed as ddp
 from dgm.train.checkpoint import (
     flatten_optimizer_state,
     latest_checkpoint,
@@ -29,7 +30,6 @@ from dgm.train.checkpoint import (
     unflatten_optimizer_state,
     write_checkpoint,
 )
-from dgm.train import distributed as ddp
 from dgm.train.config import TrainConfig
 
 __all__ = ["Trainer", "NonFiniteError"]
