@@ -246,7 +246,7 @@ def train(
 def write_plots(out: Path, model: Model, pre: Any, dataset: Any, *, seed: int = 0) -> list[Path]:
     """Write ``samples.png`` and, for 2-D data with an exact model density, ``density.png``
     (the model beside the true density). Each file appears atomically."""
-    from dgm.plots import save_density, save_samples
+    from dgm.plots import save_density, save_latent_map, save_reconstructions, save_samples
 
     written = []
     model.eval()
@@ -260,6 +260,35 @@ def write_plots(out: Path, model: Model, pre: Any, dataset: Any, *, seed: int = 
     save_samples(s, tmp, levels=dataset.spec.levels, bounds=bounds, title=f"{model.name} samples")
     tmp.replace(out / "samples.png")
     written.append(out / "samples.png")
+    if model.has_latent and dataset.spec.is_image:
+        x, labels = dataset.split("test")
+        y = labels if model.conditional else None
+        with model.inference():
+            xm, _ = pre(x[:2000].to(model.device, model.dtype))
+            yb = None if y is None else y[:2000].to(model.device)
+            pairs = model.reconstructions(xm[:16], None if yb is None else yb[:16])
+            pairs = pre.inverse(pairs.flatten(0, 1)).reshape(pairs.shape).to("cpu")
+            latent = model.latent_map(xm, yb)
+            latent["grid"] = pre.inverse(latent["grid"].flatten(0, 1)).reshape(latent["grid"].shape)
+        for name, draw in (
+            (
+                "reconstructions",
+                lambda p: save_reconstructions(pairs, p, levels=dataset.spec.levels),
+            ),
+            (
+                "latent",
+                lambda p: save_latent_map(
+                    latent,
+                    p,
+                    labels=None if labels is None else labels[:2000],
+                    levels=dataset.spec.levels,
+                ),
+            ),  # fmt: skip
+        ):
+            tmp = out / f".{name}.tmp.png"
+            draw(tmp)
+            tmp.replace(out / f"{name}.png")
+            written.append(out / f"{name}.png")
     if two_d and model.exact_likelihood:
         if bounds is None:
             lo, hi = dataset.train.min(0).values, dataset.train.max(0).values

@@ -196,3 +196,27 @@ def test_list_shows_models_and_datasets(capsys):
     assert code == 0
     for name in ("made", "nsf", "8gaussians", "digits", "binarized-mnist"):
         assert name in out
+
+
+def test_vae_run_writes_latent_plots_and_scores_with_a_named_bound(tmp_path, capsys):
+    out = tmp_path / "vae"
+    code, _, _ = run(capsys, "train", "vae", "--data", "digits", "--out", out, "--steps", 20,
+                     "--no-progress", "--set", "hidden=[32]", "--set", "latent_dim=2",
+                     "--set", "eval_k=5")  # fmt: skip
+    assert code == 0
+    for name in ("reconstructions.png", "latent.png", "samples.png"):
+        assert (out / name).stat().st_size > 1000, name
+    x = tmp_path / "x.npy"
+    assert run(capsys, "sample", out, "-n", 4, "--out", x)[0] == 0
+    code, _, err = run(capsys, "score", out, x, "--out", tmp_path / "s.npy", "--k", 7)
+    assert code == 0 and "iwae_bound(k=7), a lower bound" in err
+    code, _, err = run(capsys, "score", out, x, "--out", tmp_path / "s.npy", "--k", 0)
+    assert code == 2 and "--k must be at least 1" in err
+
+
+def test_k_is_refused_for_exact_models(nsf_run, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((3, 2)))
+    code, _, err = run(
+        capsys, "score", nsf_run, tmp_path / "x.npy", "--out", tmp_path / "o.npy", "--k", 5
+    )
+    assert code == 2 and "exact likelihood" in err

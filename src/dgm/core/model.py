@@ -71,6 +71,8 @@ class Model(nn.Module):
     data_kinds: ClassVar[frozenset[str]] = frozenset({"continuous"})
     #: whether the model can be conditioned on class labels (``log_prob(x, y)``, ``sample(n, y)``)
     supports_labels: ClassVar[bool] = False
+    #: the model has a latent space: ``reconstructions(x)`` and ``latent_map(x)`` (plots use them)
+    has_latent: ClassVar[bool] = False
     #: sampling or scoring needs autograd (MCMC on an energy, exact trace of a CNF); then
     #: :meth:`inference` uses ``torch.no_grad`` instead of ``torch.inference_mode``
     needs_grad_for_inference: ClassVar[bool] = False

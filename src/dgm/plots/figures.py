@@ -16,7 +16,7 @@ from torch import Tensor  # noqa: E402
 
 from dgm.eval.density import grid  # noqa: E402
 
-__all__ = ["image_grid", "save_samples", "save_density"]
+__all__ = ["image_grid", "save_samples", "save_density", "save_reconstructions", "save_latent_map"]
 
 
 def image_grid(images: Tensor, levels: int | None = None, ncols: int | None = None) -> np.ndarray:
@@ -100,6 +100,47 @@ def save_density(
         )
         ax.set_title(name)
         ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_reconstructions(pairs: Tensor, path: str | Path, *, levels: int | None = None) -> None:
+    """Inputs (top row) above their reconstructions (bottom row); ``pairs`` is ``(2, B, C, H, W)``."""
+    b = pairs.shape[1]
+    arr = image_grid(pairs.flatten(0, 1), levels, ncols=b)
+    fig, ax = plt.subplots(figsize=(min(1.0 * b, 16), 2.4))
+    ax.imshow(arr, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title("inputs (top) and reconstructions (bottom)")
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_latent_map(
+    latent: dict[str, Tensor],
+    path: str | Path,
+    *,
+    labels: Tensor | None = None,
+    levels: int | None = None,
+) -> None:
+    """Left: encoder means of test data in a 2-D plane of the latent space, coloured by label.
+    Right: decoder means over a grid of that plane."""
+    codes = latent["codes"].detach().to("cpu", torch.float64).numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    c = None if labels is None else labels.to("cpu").numpy()
+    sc = axes[0].scatter(codes[:, 0], codes[:, 1], c=c, s=3, cmap="tab10")
+    if c is not None:
+        fig.colorbar(sc, ax=axes[0], label="label")
+    axes[0].set_title("latent codes (encoder means)")
+    grid_imgs = latent["grid"]
+    g = grid_imgs.shape[0]
+    axes[1].imshow(
+        image_grid(grid_imgs.flatten(0, 1), levels, ncols=g), cmap="gray", vmin=0, vmax=1
+    )
+    axes[1].set_title("decoder means over the latent plane")
+    axes[1].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,0 +1,135 @@
+"""VAE / IWAE on the fixed binarized MNIST and on the 8x8 digits: test NLL (IWAE bound, k = 5000),
+negative ELBO and seconds per epoch.
+
+Trains with the common engine (validation bound every epoch with the model's ``eval_k``, early
+stopping, best weights kept) within a wall-clock budget, then evaluates the best-validated weights:
+
+* the test NLL estimate ``-L_5000``: the IWAE bound with k = 5000 importance samples (Burda et al.,
+  2016) on ``--test-n`` test images drawn at random (seed 0; the split is sorted by class) (an upper bound on the true NLL, up to Monte Carlo
+  error; its standard error across images is reported);
+* the negative ELBO on the whole test set (one reparameterized sample per image, KL in closed form).
+
+    .venv/bin/python benchmarks/vae.py binarized-mnist [--model iwae] [--minutes 30] [--test-n 1000]
+    .venv/bin/python benchmarks/vae.py digits
+
+Published anchors on the static binarization (test NLL, nats): VAE about 88.7, IWAE (k = 50) about
+87.1. pythae is not compared here: it would pull dependencies dgm does not want.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import dgm
+import dgm.models.vae  # noqa: F401  (registers vae and iwae until dgm.models imports them)
+from _common import median, report  # noqa: I001
+from dgm.api import load, train  # not dgm.train: the dgm.train package shadows it once imported
+from dgm.eval.likelihood import nll
+
+PRESETS = {
+    "binarized-mnist": dict(
+        model={"latent_dim": 40, "hidden": [300, 300], "eval_k": 10},  # Tomczak & Welling 2018
+        train=dict(batch_size=100, lr=1e-3, epochs=1000, patience=10, eval_size=5000),
+    ),
+    "digits": dict(
+        model={"latent_dim": 8, "hidden": [256, 128], "eval_k": 50},
+        train=dict(batch_size=50, lr=1e-3, epochs=2000, patience=30, eval_size=0),
+    ),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", choices=sorted(PRESETS))
+    ap.add_argument("--model", choices=("vae", "iwae"), default="vae")
+    ap.add_argument("--minutes", type=float, default=30.0, help="training budget (wall clock)")
+    ap.add_argument("--test-n", type=int, default=1000, help="test images for the k=5000 bound")
+    ap.add_argument("--k", type=int, default=5000, help="importance samples of the test bound")
+    ap.add_argument("--set", action="append", default=[], help="model key=value")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    preset = PRESETS[args.data]
+    model_cfg = dict(preset["model"])
+    for kv in args.set:
+        key, value = kv.split("=", 1)
+        model_cfg[key] = value
+    data = dgm.datasets.load(args.data)
+    train_opts = dict(preset["train"])
+    steps_per_epoch = data.train.shape[0] // train_opts["batch_size"]
+    common = dict(
+        model_config=model_cfg,
+        progress=False,
+        eval_every=steps_per_epoch,
+        checkpoint_every=10 * steps_per_epoch,
+    )
+    out = Path(args.out or tempfile.mkdtemp()) / f"{args.model}-{args.data}"
+    # the budget: train in segments of half the remaining time, re-measuring the seconds per epoch
+    # (training plus validation) after each; stop early, or when not one more epoch fits
+    budget = args.minutes * 60
+    t0 = time.perf_counter()
+    train(args.model, data, out, overwrite=True, **common, **(train_opts | {"epochs": 1}))
+    trained = 0.0
+    while True:
+        summary = json.loads((out / "summary.json").read_text())
+        trained += summary["train_seconds"]
+        done = summary["steps"] // steps_per_epoch
+        per_epoch = trained / done
+        remaining = budget - trained
+        if summary["stopped_early"] or remaining < per_epoch or done >= train_opts["epochs"]:
+            break
+        more = max(1, int(0.5 * remaining / per_epoch)) if remaining > 4 * per_epoch else 1
+        train(args.model, data, out, resume=True, epochs=min(done + more, train_opts["epochs"]),
+              progress=False)  # fmt: skip
+    wall = time.perf_counter() - t0
+    train_minutes = trained / 60
+    logs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["steps_per_s"] for r in logs if "steps_per_s" in r]
+    val_curve = [(r["step"] // steps_per_epoch, r["val_nll"]) for r in logs if "val_nll" in r]
+
+    model = load(out)
+    x_test = data.test.to(model.dtype)
+    torch.manual_seed(0)
+    with model.inference():
+        neg_elbo = torch.cat([-model.elbo(xb) for xb in x_test.split(1000)]).double()
+    # a fixed random subset: the binarized-MNIST test split is sorted by class, so its first
+    # images are all zeros and ones
+    n = min(args.test_n, x_test.shape[0])
+    subset = torch.randperm(x_test.shape[0], generator=torch.Generator().manual_seed(0))[:n]
+    torch.manual_seed(1)
+    t2 = time.perf_counter()
+    bound = nll(model, x_test[subset], batch_size=500, bound_options={"k": args.k})
+    eval_minutes = (time.perf_counter() - t2) / 60
+    row = {
+        "data": args.data,
+        "model": args.model,
+        "config": json.dumps(model.hparams(), separators=(",", ":")),
+        "epochs_run": summary["steps"] // steps_per_epoch,
+        "stopped_early": summary["stopped_early"],
+        f"test_nll_iwae{args.k}": bound["nll"],
+        "test_nll_sem": bound["nll_sem"],
+        "test_n": n,
+        "test_subset": "random, seed 0" if n < x_test.shape[0] else "all",
+        "test_neg_elbo": float(neg_elbo.mean()),
+        "test_neg_elbo_sem": float(neg_elbo.std() / math.sqrt(neg_elbo.numel())),
+        f"best_val_nll_iwae{model.config.eval_k}": summary["best_val_nll"],
+        "s_per_epoch": steps_per_epoch / median(rates),  # median rate, validation included
+        "s_per_epoch_mean": trained / (summary["steps"] // steps_per_epoch),
+        "train_minutes": train_minutes,
+        "eval_minutes": eval_minutes,
+        "wall_minutes": wall / 60,
+    }
+    columns = [c for c in row if c != "config"]
+    name = f"{args.model}_{args.data.replace('-', '_')}"
+    report(name, [row], columns, {"val_curve": val_curve, "likelihood": bound["likelihood"]})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+"""Variational autoencoders: the ELBO-trained ``vae`` and the importance-weighted ``iwae``.
+
+A latent-variable model ``p(x, z) = p(z) p(x | z)`` with a standard normal prior ``p(z) = N(0, I)``
+and a decoder likelihood ``p(x | z)`` (see :mod:`dgm.models.vae.likelihoods`), paired with a
+Gaussian encoder ``q(z | x) = N(mu(x), diag sigma(x)^2)``. With ``z = mu + sigma * eps``,
+``eps ~ N(0, I)`` (the reparameterization trick, Kingma & Welling, 2014),
+
+* the evidence lower bound (ELBO)::
+
+      log p(x) >= E_q[log p(x | z)] - KL(q(z | x) || p(z))
+
+  with the KL in closed form, ``KL = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - 2 log sigma_j)``;
+
+* the importance-weighted bound (Burda, Grosse & Salakhutdinov, 2016)::
+
+      log p(x) >= L_k = E[log 1/k sum_{i=1..k} w_i],   w_i = p(x, z_i) / q(z_i | x),
+
+  which is the ELBO at ``k = 1``, never decreases with ``k`` and tends to ``log p(x)``.
+
+The ``vae`` maximises the ELBO (with the KL weighted by ``beta``, Higgins et al., 2017), the
+``iwae`` maximises ``L_k`` with ``k`` training samples. Both report ``L_k`` with ``k = eval_k``
+(or the ``k`` given to ``dgm score --k`` / ``dgm eval --k``) as their likelihood: a lower bound, so
+the NLL they report is an upper bound on the true NLL. The bound is computed in chunks of importance
+samples with a running log-sum-exp, so ``k = 5000`` fits in a fixed memory budget.
+
+Class-conditional variants (``conditional=True``) feed a one-hot label to encoder and decoder:
+``q(z | x, y)``, ``p(x | z, y)``, and bound ``log p(x | y)``.
+
+References: D. P. Kingma and M. Welling, "Auto-encoding variational Bayes", ICLR 2014;
+Y. Burda, R. Grosse and R. Salakhutdinov, "Importance weighted autoencoders", ICLR 2016.
+
+>>> from dgm.core.spec import DataSpec
+>>> m = VAE(DataSpec((1, 8, 8), "discrete", levels=17), VAEConfig(latent_dim=4, hidden=(32,)))
+>>> x = m.sample(5)
+>>> m.elbo(x).shape, m.iwae_bound(x, k=10).shape
+(torch.Size([5]), torch.Size([5]))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dgm.core.errors import ConfigError, DataError
+from dgm.core.model import Batch, Model, unpack
+from dgm.core.registry import register
+from dgm.core.spec import DataSpec
+from dgm.models.vae.likelihoods import make_likelihood
+from dgm.models.vae.networks import build_networks
+
+__all__ = ["IWAE", "IWAEConfig", "VAE", "VAEConfig", "MEMORY_BUDGET", "gaussian_kl"]
+
+#: bytes of decoder activations one chunk of importance samples may use in :meth:`VAE.iwae_bound`
+MEMORY_BUDGET = 256 * 2**20
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass
+class _CommonConfig:
+    #: dimension of the latent code z
+    latent_dim: int = 32
+    #: hidden widths of the MLP encoder (the decoder mirrors them), or conv channel counts
+    hidden: tuple[int, ...] = (512, 256)
+    architecture: Literal["mlp", "conv"] = "mlp"
+    activation: Literal["relu", "tanh", "elu"] = "elu"
+    #: p(x | z): "auto" is Bernoulli for 2 levels, categorical for more, Gaussian if continuous
+    decoder: Literal["auto", "bernoulli", "categorical", "gaussian", "logistic"] = "auto"
+    #: fixed standard deviation of a Gaussian decoder; None: learned per dimension by the decoder
+    gaussian_scale: float | None = None
+    #: importance samples of the reported bound when no k is given (summaries, validation)
+    eval_k: int = 100
+    #: take class labels: q(z | x, y) and p(x | z, y)
+    conditional: bool = False
+
+    def __post_init__(self) -> None:
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be at least 1, not {self.latent_dim}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be positive, not {list(self.hidden)}")
+        for key in ("k", "eval_k"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be at least 1, not {getattr(self, key)}")
+        if self.gaussian_scale is not None and not self.gaussian_scale > 0:
+            raise ValueError(f"gaussian_scale must be positive or null, not {self.gaussian_scale}")
+
+
+@dataclass
+class VAEConfig(_CommonConfig):
+    """Hyperparameters of the ``vae``.
+
+    ``k`` is the number of samples of the Monte Carlo ELBO in training (1 as in Kingma & Welling);
+    ``beta`` weights the KL term of the training loss (1: the ELBO; the reported ``elbo`` is always
+    the unweighted one). ``eval_k`` (default 100) sets the cost of ``dgm train`` summaries and
+    validation: each example is decoded ``eval_k`` times.
+    """
+
+    k: int = 1
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, not {self.beta}")
+
+
+@dataclass
+class IWAEConfig(_CommonConfig):
+    """Hyperparameters of the ``iwae``: ``k`` importance samples in the training bound L_k."""
+
+    k: int = 5
+
+
+def gaussian_kl(mu: Tensor, log_std: Tensor) -> Tensor:
+    """``KL(N(mu, diag sigma^2) || N(0, I)) = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - 2 log sigma_j)``.
+
+    ``mu``, ``log_std``: ``(B, L)`` -> ``(B,)``.
+    """
+    return 0.5 * (mu.square() + torch.exp(2.0 * log_std) - 1.0 - 2.0 * log_std).sum(-1)
+
+
+@register
+class VAE(Model):
+    """Variational autoencoder trained on the ELBO (Kingma & Welling, 2014); see the module
+    docstring for the maths. Its likelihood is the IWAE bound ``iwae_bound(x, k)``."""
+
+    name = "vae"
+    family = "vae"
+    description = "variational autoencoder (ELBO), Gaussian encoder, reports the IWAE bound"
+    Config = VAEConfig
+    exact_likelihood = False
+    likelihood_bound = "iwae_bound"
+    has_latent = True
+    bound_options = ("k",)
+    data_kinds = frozenset({"discrete", "continuous"})
+    supports_labels = True
+    test_config = {"latent_dim": 3, "hidden": (16,), "eval_k": 8}
+    test_spec = DataSpec((1, 8, 8), "discrete", levels=17, num_classes=10)
+
+    def __init__(self, spec: DataSpec, config: Any | None = None) -> None:
+        super().__init__(spec, config)
+        cfg = self.config
+        if cfg.conditional and not spec.num_classes:
+            raise ConfigError("conditional=true needs data with class labels (spec.num_classes)")
+        self.num_classes = int(spec.num_classes) if cfg.conditional else 0
+        self.latent_dim = cfg.latent_dim
+        self.likelihood = make_likelihood(spec, cfg.decoder, cfg.gaussian_scale)
+        self.encoder, self.decoder = build_networks(
+            cfg.architecture,
+            spec.event_shape,
+            tuple(cfg.hidden),
+            cfg.latent_dim,
+            self.likelihood.num_params,
+            self.num_classes,
+            cfg.activation,
+        )
+
+    # ------------------------------------------------------------------ inputs
+    def encoder_input(self, x: Tensor) -> Tensor:
+        """What the encoder sees: discrete levels scaled to [0, 1], continuous data as is."""
+        return x / (self.spec.levels - 1) if self.spec.kind == "discrete" else x
+
+    def _onehot(self, y: Tensor | None, n: int) -> Tensor | None:
+        """Check labels ``(n,)`` and return them one-hot ``(n, C)``, or None when unconditional."""
+        if not self.conditional:
+            if y is not None:
+                raise DataError(
+                    f"model {self.name!r} was built without labels (conditional=false); "
+                    "call it without y"
+                )
+            return None
+        if y is None:
+            raise DataError(
+                f"model {self.name!r} is conditional; pass class labels y of shape (N,)"
+            )
+        if not isinstance(y, Tensor) or tuple(y.shape) != (n,):
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise DataError(f"labels y must be a tensor of shape ({n},), not {shape}")
+        if y.is_floating_point() and (y != y.round()).any():
+            raise DataError("labels y must be integers")
+        if ((y < 0) | (y >= self.num_classes)).any():
+            raise DataError(f"labels y must lie in 0..{self.num_classes - 1}")
+        return F.one_hot(y.long(), self.num_classes).to(self.dtype)
+
+    # ------------------------------------------------------------------ the two networks
+    def _encode(self, x: Tensor, y1h: Tensor | None) -> tuple[Tensor, Tensor]:
+        return self.encoder(self.encoder_input(x), y1h)  # (B, L), (B, L)
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and log standard deviation of q(z | x), each ``(B, latent_dim)``."""
+        x = self.check_input(x)
+        return self._encode(x, self._onehot(y, x.shape[0]))
+
+    def decoder_params(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Likelihood parameters ``(N, P, *event_shape)`` for codes ``z`` of shape ``(N, L)``."""
+        return self.decoder(z, self._onehot(y, z.shape[0]))
+
+    def decode(self, z: Tensor, y: Tensor | None = None, *, sample: bool = False) -> Tensor:
+        """Data-space output for codes ``z`` ``(N, L)``: the decoder's mean (e.g. pixel
+        probabilities; real-valued between levels), or with ``sample=True`` a draw from
+        p(x | z) (integer levels for discrete data). Shape ``(N, *event_shape)``."""
+        params = self.decoder_params(z, y)
+        return self.likelihood.sample(params) if sample else self.likelihood.mean(params)
+
+    @staticmethod
+    def reparameterize(mu: Tensor, log_std: Tensor, eps: Tensor) -> Tensor:
+        """``z = mu + sigma * eps``: a draw of q(z | x) differentiable in ``mu`` and ``log_std``.
+
+        ``mu``, ``log_std``: ``(B, L)``; ``eps``: ``(..., B, L)`` standard normal.
+        """
+        return mu + torch.exp(log_std) * eps
+
+    def _log_weights(
+        self, x: Tensor, y1h: Tensor | None, mu: Tensor, log_std: Tensor, eps: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Importance log-weights ``log p(x, z) - log q(z | x)`` and ``log p(x | z)``, each
+        ``(S, B)``, for the codes ``z = mu + sigma * eps`` with ``eps`` of shape ``(S, B, L)``."""
+        z = self.reparameterize(mu, log_std, eps)  # (S, B, L)
+        log_px = self.likelihood.log_prob(x, self.decoder(z, y1h))  # (S, B)
+        # log p(z) - log q(z | x); the 2 pi terms cancel
+        log_ratio = -0.5 * z.square().sum(-1) + 0.5 * eps.square().sum(-1) + log_std.sum(-1)
+        return log_px + log_ratio, log_px
+
+    # ------------------------------------------------------------------ bounds
+    def elbo(self, x: Tensor, y: Tensor | None = None, k: int = 1) -> Tensor:
+        """The ELBO ``E_q[log p(x | z)] - KL(q || p)`` per example ``(B,)``, its first term
+        estimated with ``k`` reparameterized samples and the KL in closed form."""
+        x = self.check_input(x)
+        y1h = self._onehot(y, x.shape[0])
+        mu, log_std = self._encode(x, y1h)
+        eps = torch.randn(int(k), *mu.shape, dtype=mu.dtype, device=mu.device)  # (k, B, L)
+        log_px = self.likelihood.log_prob(
+            x, self.decoder(self.reparameterize(mu, log_std, eps), y1h)
+        )
+        return log_px.mean(0) - gaussian_kl(mu, log_std)
+
+    def chunk_size(self, batch: int, k: int) -> int:
+        """Importance samples per chunk so that decoding ``batch`` examples stays within
+        :data:`MEMORY_BUDGET` bytes (decoder activations plus a few likelihood temporaries)."""
+        per_code = self.decoder.activation_size + 3 * self.likelihood.num_params * self.num_dims
+        itemsize = torch.finfo(self.dtype).bits // 8
+        return max(1, min(int(k), MEMORY_BUDGET // max(1, batch * per_code * itemsize)))
+
+    def iwae_bound(
+        self,
+        x: Tensor,
+        y: Tensor | None = None,
+        k: int | None = None,
+        *,
+        chunk_size: int | None = None,
+        eps: Tensor | None = None,
+    ) -> Tensor:
+        """The importance-weighted bound ``log 1/k sum_i p(x, z_i) / q(z_i | x)`` per example,
+        ``(B,)`` (Burda et al., 2016); a stochastic lower bound on log p(x) in expectation.
+
+        Args:
+            k: importance samples (default ``config.eval_k``); ``k = 1`` is an ELBO estimate.
+            chunk_size: samples decoded at once (default: by :meth:`chunk_size`); the chunks are
+                combined with a running log-sum-exp, so the result does not depend on it.
+            eps: optional standard-normal noise ``(k, B, latent_dim)`` to use instead of fresh
+                draws (common random numbers, e.g. to compare chunkings or models).
+        """
+        k = self.config.eval_k if k is None else k
+        if isinstance(k, bool) or int(k) != k or k < 1:
+            raise ConfigError(f"k (importance samples) must be an integer >= 1, not {k!r}")
+        k = int(k)
+        x = self.check_input(x)
+        y1h = self._onehot(y, x.shape[0])
+        mu, log_std = self._encode(x, y1h)  # (B, L)
+        if eps is not None and tuple(eps.shape) != (k, *mu.shape):
+            raise DataError(f"eps must have shape {(k, *mu.shape)}, not {tuple(eps.shape)}")
+        c = int(chunk_size) if chunk_size else self.chunk_size(x.shape[0], k)
+        total = torch.full_like(mu[:, 0], -math.inf)  # (B,) running log sum_i w_i
+        for start in range(0, k, c):
+            m = min(c, k - start)
+            e = (
+                eps[start : start + m]
+                if eps is not None
+                else torch.randn(m, *mu.shape, dtype=mu.dtype, device=mu.device)
+            )  # (m, B, L)
+            log_w, _ = self._log_weights(x, y1h, mu, log_std, e)  # (m, B)
+            total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
+        return total - math.log(k)
+
+    def log_likelihood(
+        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
+    ) -> tuple[Tensor, str]:
+        """The IWAE bound with the given ``k``, else ``config.eval_k``; its name states the k
+        used, e.g. ``"iwae_bound(k=100), a lower bound"``."""
+        bound_options.setdefault("k", self.config.eval_k)
+        return super().log_likelihood(x, y, **bound_options)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        """``loss = mean(recon + beta * kl)``, the negative (beta-weighted) ELBO with ``config.k``
+        samples; also ``elbo`` (unweighted, per example), ``kl`` and ``recon`` = -E_q log p(x|z)."""
+        x, y = unpack(batch)
+        x = self.check_input(x)
+        y1h = self._onehot(y if self.conditional else None, x.shape[0])
+        mu, log_std = self._encode(x, y1h)
+        eps = torch.randn(self.config.k, *mu.shape, dtype=mu.dtype, device=mu.device)
+        log_px = self.likelihood.log_prob(
+            x, self.decoder(self.reparameterize(mu, log_std, eps), y1h)
+        )
+        recon = -log_px.mean(0)  # (B,)
+        kl = gaussian_kl(mu, log_std)  # (B,)
+        loss = (recon + self.config.beta * kl).mean()
+        return {
+            "loss": loss,
+            "elbo": -(recon + kl).mean().detach(),
+            "kl": kl.mean().detach(),
+            "recon": recon.mean().detach(),
+        }
+
+    def on_train_start(self, train_data: Tensor) -> None:
+        """Set the decoder's output bias so that p(x | z) starts as the per-dimension marginal of
+        the first training batch (a data-dependent initialisation that speeds early training)."""
+        x = self.check_input(train_data, "training data")
+        self.decoder.bias.copy_(self.likelihood.init_bias(x).to(self.decoder.bias))
+
+    # ------------------------------------------------------------------ generation
+    def _labels_for(self, y: Tensor | None, n: int) -> Tensor | None:
+        if self.conditional and y is None:  # labels drawn uniformly when none are given
+            return torch.randint(0, self.num_classes, (n,), device=self.device)
+        return y
+
+    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+        """``n`` draws of the model ``(n, *event_shape)``: ``z ~ N(0, I)``, then ``x ~ p(x | z)``
+        (a sample of the decoder, not its mean: integer levels for discrete data). A conditional
+        model draws uniform labels when ``y`` is not given."""
+        z = torch.randn(n, self.latent_dim, dtype=self.dtype, device=self.device)  # (n, L)
+        return self.decode(z, self._labels_for(y, n), sample=True)
+
+    def reconstruct(self, x: Tensor, y: Tensor | None = None, *, sample: bool = False) -> Tensor:
+        """Decode the encoder mean: the decoder's mean (or a draw) given ``z = mu(x)``, shape
+        ``(B, *event_shape)``."""
+        mu, _ = self.encode(x, y)
+        return self.decode(mu, y, sample=sample)
+
+    def reconstructions(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Inputs above their reconstructions (decoder means), shape ``(2, B, *event_shape)``, for a
+        figure of two rows."""
+        return torch.stack([x.to(self.dtype), self.reconstruct(x, y)])
+
+    def interpolate(
+        self, x0: Tensor, x1: Tensor, steps: int = 8, y: Tensor | None = None
+    ) -> Tensor:
+        """Decoder means along the straight line between the encoder means of ``x0`` and ``x1``.
+
+        ``x0``, ``x1``: one example ``(*event_shape)`` or a batch ``(B, *event_shape)``; returns
+        ``(steps, *x0.shape)``, starting at ``reconstruct(x0)`` and ending at ``reconstruct(x1)``.
+        """
+        single = x0.dim() == len(self.event_shape)
+        if single:
+            x0, x1 = x0.unsqueeze(0), x1.unsqueeze(0)
+            y = None if y is None else y.reshape(1)
+        m0, _ = self.encode(x0, y)
+        m1, _ = self.encode(x1, y)
+        t = torch.linspace(0.0, 1.0, steps, dtype=m0.dtype, device=m0.device).view(-1, 1, 1)
+        z = (1.0 - t) * m0 + t * m1  # (steps, B, L)
+        ys = None if y is None else y.repeat(steps)
+        out = self.decode(z.reshape(-1, self.latent_dim), ys)  # (steps * B, *event)
+        out = out.reshape(steps, x0.shape[0], *self.event_shape)
+        return out[:, 0] if single else out
+
+    def latent_map(
+        self, x: Tensor, y: Tensor | None = None, *, grid_size: int = 15, grid_label: int = 0
+    ) -> dict[str, Tensor]:
+        """Data for a 2-D picture of the latent space.
+
+        Returns
+            ``codes`` ``(B, 2)``: encoder means of ``x`` in the plane of ``directions``;
+            ``directions`` ``(latent_dim, 2)``: orthonormal axes, the identity when
+            ``latent_dim == 2``, else the top two principal directions of the codes (for
+            ``latent_dim == 1`` the second axis is zero);
+            ``grid_values`` ``(G,)``: standard normal quantiles of 0.05 .. 0.95;
+            ``grid`` ``(G, G, *event_shape)``: decoder means at ``z = a u_1 + b u_2`` for ``a``
+            (rows) and ``b`` (columns) in ``grid_values`` (decoded with label ``grid_label`` for a
+            conditional model).
+        """
+        mu, _ = self.encode(x, y)  # (B, L)
+        L = self.latent_dim
+        if L == 2:
+            directions = torch.eye(2, dtype=mu.dtype, device=mu.device)
+        elif L == 1:
+            directions = torch.tensor([[1.0, 0.0]], dtype=mu.dtype, device=mu.device)
+        else:
+            centred = mu - mu.mean(0)
+            _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+            directions = vh[:2].T  # (L, 2)
+        codes = mu @ directions  # (B, 2)
+        p = torch.linspace(0.05, 0.95, grid_size, dtype=mu.dtype, device=mu.device)
+        values = math.sqrt(2.0) * torch.erfinv(2.0 * p - 1.0)  # (G,) normal quantiles
+        a, b = torch.meshgrid(values, values, indexing="ij")
+        z = a.reshape(-1, 1) * directions[:, 0] + b.reshape(-1, 1) * directions[:, 1]  # (G*G, L)
+        labels = None
+        if self.conditional:
+            labels = torch.full((z.shape[0],), int(grid_label), device=z.device)
+        grid = self.decode(z, labels).reshape(grid_size, grid_size, *self.event_shape)
+        return {"codes": codes, "directions": directions, "grid_values": values, "grid": grid}
+
+
+@register
+class IWAE(VAE):
+    """Importance weighted autoencoder (Burda et al., 2016): the networks of the ``vae`` trained
+    on ``L_k`` with ``k`` importance samples, whose gradient weights each sample by its
+    normalised importance weight."""
+
+    name = "iwae"
+    description = "importance weighted autoencoder (IWAE bound with k samples)"
+    Config = IWAEConfig
+    test_config = {"latent_dim": 3, "hidden": (16,), "k": 3, "eval_k": 8}
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        """``loss = -mean L_k`` with ``k = config.k``; also the ELBO estimate from the same samples
+        (``elbo``), its ``kl`` and ``recon`` terms."""
+        x, y = unpack(batch)
+        x = self.check_input(x)
+        y1h = self._onehot(y if self.conditional else None, x.shape[0])
+        mu, log_std = self._encode(x, y1h)
+        k = self.config.k
+        eps = torch.randn(k, *mu.shape, dtype=mu.dtype, device=mu.device)  # (k, B, L)
+        log_w, log_px = self._log_weights(x, y1h, mu, log_std, eps)  # (k, B)
+        bound = torch.logsumexp(log_w, dim=0) - math.log(k)  # (B,)
+        kl = gaussian_kl(mu, log_std).detach()
+        recon = -log_px.mean(0).detach()
+        return {
+            "loss": -bound.mean(),
+            "elbo": -(recon + kl).mean(),
+            "kl": kl.mean(),
+            "recon": recon.mean(),
+        }
