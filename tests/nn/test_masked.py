@@ -179,3 +179,13 @@ def test_masked_conv_rejects_bad_arguments():
         MaskedConv2d(1, 1, 3, "C")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="multiples"):
         MaskedConv2d(3, 4, 3, "A", channel_groups=3)
+
+
+def test_narrow_layers_still_reach_every_degree():
+    """With fewer hidden units than D - 1 the degrees must still span 1..D-1, or the last outputs
+    would be cut off from most of their allowed inputs (a real bug: 500 units, D = 784)."""
+    from dgm.nn.masked import hidden_degrees
+
+    (deg,) = hidden_degrees(784, [500], "cyclic")
+    assert int(deg.min()) == 1 and int(deg.max()) >= 780
+    assert torch.all(deg[1:] >= deg[:-1])

@@ -80,8 +80,8 @@ def hidden_degrees(
 ) -> list[Tensor]:
     """Degrees of the hidden units of each layer, values in ``1..D-1`` (all 0 when ``D == 1``).
 
-    ``"cyclic"`` assigns ``1, 2, ..., D-1, 1, 2, ...`` so every degree is used as evenly as the
-    width allows (deterministic, no unit is wasted); ``"random"`` draws ``m_l(k)`` uniformly from
+    ``"cyclic"`` assigns ``1, 2, ..., D-1, 1, 2, ...`` when the layer has at least ``D - 1``
+    units and evenly spaced degrees over ``1..D-1`` when it has fewer (deterministic); ``"random"`` draws ``m_l(k)`` uniformly from
     ``[min m_{l-1}, D-1]`` as in the paper, with ``seed``.
     """
     if connectivity not in ("cyclic", "random"):
@@ -93,8 +93,13 @@ def hidden_degrees(
     for size in sizes:
         if num_dims == 1:
             deg = torch.zeros(size, dtype=torch.long)  # only the bias reaches the single output
-        elif connectivity == "cyclic":
+        elif connectivity == "cyclic" and size >= num_dims - 1:
             deg = torch.arange(size) % (num_dims - 1) + 1
+        elif connectivity == "cyclic":
+            # Narrower than D - 1: spread the degrees evenly over 1..D-1. (Cycling from 1 would
+            # leave the last dimensions conditioned on a prefix only: with 500 units and D = 784,
+            # pixels past 501 would never see pixels 501..783.)
+            deg = torch.arange(size) * (num_dims - 1) // size + 1
         else:
             deg = torch.randint(low, top + 1, (size,), generator=g)
             low = int(deg.min()) if size > 0 else low
