@@ -114,8 +114,9 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    import pythae
     from importlib.metadata import version
+
+    import pythae
     from pythae.data.datasets import BaseDataset
     from pythae.models import VAE, VAEConfig
     from pythae.trainers import BaseTrainer, BaseTrainerConfig
