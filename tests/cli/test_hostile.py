@@ -133,3 +133,45 @@ def test_fuzzed_input_files_end_in_exit_0_or_2(arr, run_dir, tmp_path, capsys):
     assert code in (0, 2), err
     if code == 2:
         assert err.startswith("dgm: error:") and len(err.strip().splitlines()) == 1
+
+
+yaml_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    doc=st.one_of(
+        st.dictionaries(
+            st.sampled_from(
+                ["model", "data", "model_config", "train", "preprocess", "data_dir", "x"]
+            ),
+            yaml_values,
+            max_size=4,
+        ),
+        st.text(max_size=40),
+    )
+)
+def test_fuzzed_config_files_end_in_exit_0_or_2(doc, tmp_path, capsys):
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+    out = tmp_path / "fuzz-run"
+    code = main(["train", "nsf", "--data", "8gaussians", "--config", str(cfg), "--out", str(out),
+                 "--steps", "1", "--no-progress", "--overwrite"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    if code == 2:
+        assert err.startswith("dgm: error:") and "Traceback" not in err

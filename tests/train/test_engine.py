@@ -99,6 +99,7 @@ def test_non_finite_steps_are_skipped_then_stop_with_a_message(tmp_path):
     with pytest.raises(DgmError, match=r"training stopped at step 6: 4 non-finite steps") as e:
         t.fit()
     assert "last good checkpoint: " in str(e.value) and "step-00000006" in str(e.value)
+    assert "loss terms: loss=nan, nll=nan" in str(e.value)
     w_at_nan = model.w.detach().clone()
     assert torch.isfinite(w_at_nan).all()  # skipped steps did not poison the weights
 

@@ -322,8 +322,8 @@ class Trainer:
                         last = self.last_good_checkpoint or "none written yet"
                         raise DgmError(
                             f"training stopped at step {self.step}: {self.bad_steps} non-finite "
-                            f"steps in a row (last: {e}); last good checkpoint: {last}; try a "
-                            "smaller --lr or grad_clip"
+                            f"steps in a row (last: {e}; loss terms: {self._terms(batch)}); last "
+                            f"good checkpoint: {last}; try a smaller --lr or grad_clip"
                         ) from None
                     out = {}
                 self._update_ema()
@@ -362,6 +362,15 @@ class Trainer:
             "train_seconds": seconds,
             "steps_per_second": (self.step - start_step) / max(seconds, 1e-9),
         }
+
+    def _terms(self, batch: Any) -> str:
+        """The loss terms on ``batch``, for the message that stops a run."""
+        try:
+            with torch.no_grad():
+                out = self.model.loss(batch)
+            return ", ".join(f"{k}={float(v):.4g}" for k, v in out.items())
+        except Exception as e:  # the message must not fail because the model does
+            return f"not computable ({type(e).__name__})"
 
     def _evaluate_and_check_patience(self) -> bool:
         val = self.validate()
