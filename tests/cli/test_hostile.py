@@ -175,3 +175,36 @@ def test_fuzzed_config_files_end_in_exit_0_or_2(doc, tmp_path, capsys):
     assert code in (0, 2), err
     if code == 2:
         assert err.startswith("dgm: error:") and "Traceback" not in err
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    target=st.sampled_from(["config.yaml", "model.safetensors", "summary.json", "checkpoints"]),
+    offset=st.floats(0, 1),
+    junk=st.binary(min_size=0, max_size=16),
+    truncate=st.booleans(),
+)
+def test_fuzzed_run_directories_end_in_exit_0_or_2(
+    target, offset, junk, truncate, run_dir, tmp_path, capsys
+):
+    bad = tmp_path / "run"
+    shutil.rmtree(bad, ignore_errors=True)
+    shutil.copytree(run_dir, bad)
+    if target == "checkpoints":
+        (bad / "model.safetensors").unlink()  # force loading from the checkpoint folder
+        files = sorted(p for p in (bad / "checkpoints").rglob("*") if p.is_file())
+        path = files[int(offset * (len(files) - 1))]
+    else:
+        path = bad / target
+    data = path.read_bytes()
+    cut = int(offset * len(data))
+    path.write_bytes(data[:cut] if truncate else data[:cut] + junk + data[cut + len(junk) :])
+    for argv in (["sample", str(bad), "-n", "3", "--out", str(tmp_path / "s.npy")],
+                 ["eval", str(bad), "--metrics", "nll"]):  # fmt: skip
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code in (0, 2), (target, err)
+        if code == 2:
+            assert err.startswith("dgm: error:") and len(err.strip().splitlines()) == 1, err
