@@ -67,7 +67,7 @@ def read_run_config(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a dgm run directory: it has no config.yaml")
     try:
         cfg = yaml.safe_load(cfg_path.read_text())
-    except yaml.YAMLError:
+    except (yaml.YAMLError, UnicodeDecodeError):
         raise CheckpointError(
             f"{cfg_path} is not valid YAML; the run's config is corrupt"
         ) from None

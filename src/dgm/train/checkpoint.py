@@ -209,7 +209,7 @@ def latest_checkpoint(root: Path) -> tuple[Path | None, list[str]]:
     candidates = list_checkpoints(root)
     pointer = root / "latest"
     if pointer.is_file():
-        named = root / pointer.read_text().strip()
+        named = root / pointer.read_text(errors="replace").strip()
         if named in candidates:
             candidates.remove(named)
             candidates.append(named)
