@@ -29,15 +29,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import Tensor
 
 from dgm.core.distributions import NormalizingFlow
-from dgm.core.errors import ConfigError, DataError
-from dgm.core.model import Model
+from dgm.core.errors import ConfigError
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.core.transforms import Composite, Permutation, Reverse, Transform
 from dgm.models.flows.autoregressive import MaskedAutoregressive
+from dgm.models.flows.base import FlowModel
 from dgm.models.flows.coupling import Coupling, half_mask
 from dgm.models.flows.splines import RQSpline
 
@@ -83,7 +82,7 @@ class NSFConfig:
 
 
 @register
-class NSF(Model):
+class NSF(FlowModel):
     """Neural spline flow over continuous vectors of any event shape (see the module docstring).
 
     Besides the contract (``log_prob``, ``sample``), :meth:`forward_transform` (data to noise)
@@ -93,11 +92,8 @@ class NSF(Model):
     """
 
     name = "nsf"
-    family = "flows"
     description = "Neural spline flow: rational-quadratic spline layers, exact likelihood (Durkan et al. 2019)"
     Config = NSFConfig
-    exact_likelihood = True
-    data_kinds = frozenset({"continuous"})
     supports_labels = False
     test_config = {"num_layers": 2, "hidden": (16,), "bins": 4}
     test_spec = DataSpec((2,))
@@ -125,23 +121,3 @@ class NSF(Model):
             else:
                 layers.append(Coupling(half_mask(d), spline, c.hidden, activation=c.activation))
         self.flow = NormalizingFlow(Composite(layers), self.event_shape)
-
-    def _no_labels(self, y: Tensor | None) -> None:
-        if y is not None:
-            raise DataError(f"model {self.name!r} is unconditional; call it without labels y")
-
-    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        self._no_labels(y)
-        return self.flow.log_prob(self.check_input(x))  # (B,)
-
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        self._no_labels(y)
-        return self.flow.sample(n)  # (n, *event_shape)
-
-    def forward_transform(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Data to noise: ``(z (B, *event_shape), log|det dz/dx| (B,))``."""
-        return self.flow(self.check_input(x))
-
-    def inverse_transform(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Noise to data: ``(x (B, *event_shape), log|det dx/dz| (B,))``."""
-        return self.flow.inverse(self.check_input(z, "z"))

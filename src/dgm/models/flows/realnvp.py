@@ -26,14 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from torch import Tensor
-
 from dgm.core.distributions import NormalizingFlow
-from dgm.core.errors import ConfigError, DataError
-from dgm.core.model import Model
+from dgm.core.errors import ConfigError
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.core.transforms import Composite, MonotonicAffine
+from dgm.models.flows.base import FlowModel
 from dgm.models.flows.coupling import Coupling, alternating_mask
 
 __all__ = ["RealNVP", "RealNVPConfig"]
@@ -65,7 +63,7 @@ class RealNVPConfig:
 
 
 @register
-class RealNVP(Model):
+class RealNVP(FlowModel):
     """RealNVP affine coupling flow over continuous vectors (see the module docstring).
 
     :meth:`forward_transform` (data to noise) and :meth:`inverse_transform` (noise to data) expose
@@ -73,11 +71,8 @@ class RealNVP(Model):
     """
 
     name = "realnvp"
-    family = "flows"
     description = "RealNVP: affine coupling layers with alternating masks, exact likelihood (Dinh et al. 2017)"
     Config = RealNVPConfig
-    exact_likelihood = True
-    data_kinds = frozenset({"continuous"})
     supports_labels = False
     test_config = {"num_layers": 2, "hidden": (16,)}
     test_spec = DataSpec((2,))
@@ -97,23 +92,3 @@ class RealNVP(Model):
             for i in range(c.num_layers)
         ]
         self.flow = NormalizingFlow(Composite(layers), self.event_shape)
-
-    def _no_labels(self, y: Tensor | None) -> None:
-        if y is not None:
-            raise DataError(f"model {self.name!r} is unconditional; call it without labels y")
-
-    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        self._no_labels(y)
-        return self.flow.log_prob(self.check_input(x))  # (B,)
-
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        self._no_labels(y)
-        return self.flow.sample(n)  # (n, *event_shape)
-
-    def forward_transform(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Data to noise: ``(z (B, *event_shape), log|det dz/dx| (B,))``."""
-        return self.flow(self.check_input(x))
-
-    def inverse_transform(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Noise to data: ``(x (B, *event_shape), log|det dx/dz| (B,))``."""
-        return self.flow.inverse(self.check_input(z, "z"))
