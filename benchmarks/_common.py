@@ -29,6 +29,15 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def with_overrides(base: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
+    """``base`` updated with ``key=value`` strings from ``--set`` (values are parsed by dgm)."""
+    out = dict(base)
+    for kv in pairs:
+        key, value = kv.split("=", 1)
+        out[key] = value
+    return out
+
+
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     def fmt(v: Any) -> str:
         if isinstance(v, float):

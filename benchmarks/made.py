@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import dgm
-from _common import median, report  # noqa: I001
+from _common import median, report, with_overrides  # noqa: I001
 
 PRESETS = {
     # one hidden layer of 500 units, as in the paper's single-layer MADE
@@ -60,10 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     preset = PRESETS[args.data]
-    model_cfg = dict(preset["model"])
-    for kv in args.set:
-        k, v = kv.split("=", 1)
-        model_cfg[k] = v
+    model_cfg = with_overrides(preset["model"], args.set)
     data = dgm.datasets.load(args.data)
     steps_per_epoch = data.train.shape[0] // preset["train"]["batch_size"]
     train_opts = dict(preset["train"])

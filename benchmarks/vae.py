@@ -29,7 +29,7 @@ import torch
 
 import dgm
 import dgm.models.vae  # noqa: F401  (registers vae and iwae until dgm.models imports them)
-from _common import median, report  # noqa: I001
+from _common import median, report, with_overrides  # noqa: I001
 from dgm.api import load, train  # not dgm.train: the dgm.train package shadows it once imported
 from dgm.eval.likelihood import nll
 
@@ -57,10 +57,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     preset = PRESETS[args.data]
-    model_cfg = dict(preset["model"])
-    for kv in args.set:
-        key, value = kv.split("=", 1)
-        model_cfg[key] = value
+    model_cfg = with_overrides(preset["model"], args.set)
     data = dgm.datasets.load(args.data)
     train_opts = dict(preset["train"])
     steps_per_epoch = data.train.shape[0] // train_opts["batch_size"]

@@ -57,7 +57,10 @@ def test_registry_is_not_empty():
 def test_declares_the_contract(name):
     cls = next(c for c in entries() if c.name == name)
     assert cls.description and cls.family
-    assert cls.exact_likelihood or cls.likelihood_bound is not None or True  # flags are booleans
+    assert isinstance(cls.exact_likelihood, bool) and isinstance(cls.exact_sampling, bool)
+    assert cls.likelihood_bound is None or isinstance(cls.likelihood_bound, str)
+    assert not (cls.exact_likelihood and cls.likelihood_bound), "exact models need no bound"
+    assert set(cls.bound_options) <= ({"k"} if cls.likelihood_bound else set())
     if cls.likelihood_bound is not None:
         assert callable(getattr(cls, cls.likelihood_bound))
     assert cls.test_spec.kind in cls.data_kinds
