@@ -67,6 +67,14 @@ def test_sample_score_eval(nsf_run, tmp_path, capsys):
     assert res["kl"] > 0 and 0.9 < res["grid_integral"] < 1.1
 
 
+def test_sampling_options_are_checked(nsf_run, tmp_path, capsys):
+    code, _, err = run(
+        capsys, "sample", nsf_run, "-n", 4, "--sampler", "fast", "--out", tmp_path / "s.npy"
+    )
+    assert code == 2 and "takes no sampling options" in err and "Traceback" not in err
+    assert not (tmp_path / "s.npy").exists()
+
+
 def test_discrete_model_end_to_end(made_run, tmp_path, capsys):
     summary = json.loads((made_run / "summary.json").read_text())
     assert summary["likelihood"] == "log_prob"

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from dgm.cli.inputs import ArrayInput
+from dgm.core.config import build_config
 from dgm.core.errors import ConfigError, DgmError
 from dgm.core.spec import DataSpec
 
@@ -150,9 +151,10 @@ def cmd_sample(args: Any) -> int:
     if out.suffix not in (".npy", ".png"):
         raise ConfigError(f"--out must end in .npy or .png, not {out.suffix or 'no suffix'!r}")
     run = load_run(args.run, device=args.device)
+    options = sample_options(run.model, args)
     torch.manual_seed(args.seed)
     with run.model.inference():
-        s = run.model.sample(args.n)
+        s = run.model.sample(args.n, **options)
         s = run.preprocessor.inverse(s).to("cpu")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
@@ -161,6 +163,21 @@ def cmd_sample(args: Any) -> int:
         save_samples(s, out, levels=run.raw_spec.levels)
     print(f"wrote {args.n} samples to {out}", file=sys.stderr)
     return 0
+
+
+def sample_options(model: Any, args: Any) -> dict[str, Any]:
+    """Sampling options from ``--sampler`` and ``--set``, checked against ``model.SampleOptions``."""
+    given = _pairs(getattr(args, "set", []) or [], "--set")
+    if getattr(args, "sampler", None):
+        given["sampler"] = args.sampler
+    if not given:
+        return {}
+    if model.SampleOptions is None:
+        raise ConfigError(
+            f"model {model.name!r} takes no sampling options, but got {', '.join(sorted(given))}"
+        )
+    opts = build_config(model.SampleOptions, given, what=f"sampling option of {model.name!r}")
+    return {k: getattr(opts, k) for k in given}
 
 
 def bound_options(model: Any, args: Any) -> dict[str, Any]:

@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", help="run directory")
     s.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
     s.add_argument("--out", required=True, help="FILE.npy or FILE.png")
+    s.add_argument("--sampler", help="sampler of the model, e.g. fast|naive, ddim|ancestral")
+    s.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="sampling option"
+    )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
 

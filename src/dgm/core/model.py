@@ -76,6 +76,9 @@ class Model(nn.Module):
     #: sampling or scoring needs autograd (MCMC on an energy, exact trace of a CNF); then
     #: :meth:`inference` uses ``torch.no_grad`` instead of ``torch.inference_mode``
     needs_grad_for_inference: ClassVar[bool] = False
+    #: dataclass of the options ``sample(n, **options)`` takes (e.g. ``sampler="fast"``, ``steps``);
+    #: ``dgm sample --sampler X --set key=value`` is checked against it. ``None``: no options.
+    SampleOptions: ClassVar[type | None] = None
     #: small hyperparameters and a data spec for the conformance suite and quick tests
     test_config: ClassVar[dict[str, Any]] = {}
     test_spec: ClassVar[DataSpec] = DataSpec((2,))
@@ -144,8 +147,11 @@ class Model(nn.Module):
             + (f"; use its bound {self.likelihood_bound!r}" if self.likelihood_bound else "")
         )
 
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        """Draw ``n`` samples, shape ``(n, *event_shape)``."""
+    def sample(self, n: int, y: Tensor | None = None, **options: Any) -> Tensor:
+        """Draw ``n`` samples, shape ``(n, *event_shape)``.
+
+        ``options`` are the fields of :attr:`SampleOptions` (sampler choice, number of steps, ...).
+        """
         raise NotImplementedError
 
     def log_likelihood(
