@@ -168,6 +168,13 @@ def train(
                 shutil.rmtree(out)
         cfg_doc = None
         model_name = model if isinstance(model, str) else model.name
+        # the model's preferred training options (Model.train_defaults) under the caller's
+        cls_ = type(model) if isinstance(model, Model) else get_model_class(model_name)
+        defaults = dict(cls_.train_defaults)
+        if "steps" in train_options or "epochs" in train_options:
+            defaults.pop("steps", None)
+            defaults.pop("epochs", None)
+        train_options = defaults | train_options
 
     tcfg = build_config(
         TrainConfig, cfg_doc["train"] if cfg_doc else train_options, what="training"

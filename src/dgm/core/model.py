@@ -82,6 +82,14 @@ class Model(nn.Module):
     #: small hyperparameters and a data spec for the conformance suite and quick tests
     test_config: ClassVar[dict[str, Any]] = {}
     test_spec: ClassVar[DataSpec] = DataSpec((2,))
+    #: models with several players (GANs): the term of ``loss()`` that each parameter group
+    #: minimises, e.g. ``{"discriminator": "d_loss", "generator": "g_loss"}``; the conformance
+    #: suite then checks that one step of each group lowers its own term (fixed batch and noise)
+    #: instead of checking that ``training_step`` lowers ``loss``. ``None``: one objective.
+    group_objectives: ClassVar[dict[str, str] | None] = None
+    #: training options (fields of ``TrainConfig``) this model prefers, e.g. a GAN's smaller
+    #: ``lr``; ``dgm.train`` uses them for the options the caller does not set
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: DataSpec, config: Any | None = None) -> None:
         super().__init__()
@@ -195,6 +203,19 @@ class Model(nn.Module):
         out = self.loss(batch)
         stepper(out["loss"], "model")
         return out
+
+    def optimizer_options(self) -> dict[str, dict[str, Any]]:
+        """Extra keyword arguments of each parameter group's optimizer (e.g. a GAN's Adam
+        ``betas=(0.5, 0.999)``), merged over the engine's ``lr`` and ``weight_decay``.
+        The default adds none."""
+        return {}
+
+    def validation_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, float] | None:
+        """Held-out statistics of a model's own (e.g. a GAN's discriminator accuracy on ``x``
+        against generated samples), logged by the engine as ``val_<key>`` every ``eval_every``
+        steps; ``x`` is validation data in model space. They do not drive early stopping, which
+        uses the validation NLL of models with a likelihood. The default (``None``) adds none."""
+        return None
 
     def on_train_start(self, train_data: Tensor) -> None:  # noqa: B027 - optional hook
         """Called once before training with the (preprocessed) training data, e.g. for

@@ -45,6 +45,12 @@ class TrainConfig:
     progress: bool = True
     #: stop after this many non-finite steps in a row (each one is skipped)
     max_bad_steps: int = 20
+    #: stop after this many minutes of training (0: no limit); the budget spans resumes, so an
+    #: interrupted run continues with what is left of it (``dgm compare --budget-minutes``)
+    max_minutes: float = 0.0
+    #: also log the metrics to TensorBoard event files in ``<run>/tensorboard`` (needs the
+    #: optional ``tensorboard`` package: ``pip install 'dgm[tensorboard]'``)
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.epochs is not None:
@@ -60,6 +66,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, not {self.lr}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), not {self.ema}")
+        if not self.max_minutes >= 0.0:  # also rejects NaN
+            raise ValueError(f"max_minutes must be >= 0 (0: no limit), not {self.max_minutes}")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', not {self.device!r}")
 
