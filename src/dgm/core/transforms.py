@@ -1,7 +1,9 @@
 """Invertible transforms with log-Jacobian determinants: the language normalizing flows speak.
 
-A :class:`Transform` maps ``x (B, D)`` to ``y (B, D)`` and reports ``log |det dy/dx|`` per example.
-Flows in dgm run their transforms in the *normalizing* direction, data to noise, so that the
+A :class:`Transform` maps ``x (B, *shape)`` to ``y (B, *shape')`` and reports ``log |det dy/dx|``
+per example, in one call, in both directions: vector transforms take ``(B, D)``, image transforms
+``(B, C, H, W)``, and shape-changing ones (:class:`Reshape`, squeeze, multi-scale factor-out) say
+how they change the shape through :meth:`Transform.output_shape`. Flows in dgm run their transforms in the *normalizing* direction, data to noise, so that the
 change of variables gives the density in one pass:
 
     log p(x) = log p_base(f(x)) + log |det J_f(x)|.
@@ -16,6 +18,7 @@ conditioner; coupling and autoregressive layers plug any of them in (compose, do
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -26,6 +29,7 @@ __all__ = [
     "Inverse",
     "MonotonicAffine",
     "Permutation",
+    "Reshape",
     "Reverse",
     "Transform",
     "Univariate",
@@ -33,11 +37,17 @@ __all__ = [
 
 
 class Transform(nn.Module):
-    """An invertible map of ``(B, D)`` tensors with a tractable log-Jacobian determinant.
+    """An invertible map of ``(B, *shape)`` tensors with a tractable log-Jacobian determinant.
 
     Subclasses implement :meth:`forward` and :meth:`inverse`; ``context`` is an optional
-    ``(B, C)`` conditioning tensor (ignored by unconditional transforms).
+    conditioning tensor, ``(B, K)`` (e.g. a one-hot label) or ``(B, K, H, W)`` for image
+    conditioners (ignored by unconditional transforms). A shape-changing transform also
+    overrides :meth:`output_shape`.
     """
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The event shape of ``forward``'s output for an input of event shape ``shape``."""
+        return tuple(shape)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(y (B, D), log|det dy/dx| (B,))``."""
@@ -73,6 +83,11 @@ class Composite(Transform):
     def __len__(self) -> int:
         return len(self.transforms)
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        for t in self.transforms:
+            shape = t.output_shape(shape)
+        return tuple(shape)
+
 
 class Inverse(Transform):
     """The inverse of a transform: swaps ``forward`` and ``inverse`` (e.g. MAF -> IAF)."""
@@ -87,10 +102,40 @@ class Inverse(Transform):
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.transform(y, context)
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if tuple(self.transform.output_shape(shape)) != tuple(shape):
+            raise NotImplementedError("the inverse of a shape-changing transform has no shape rule")
+        return tuple(shape)
+
+
+class Reshape(Transform):
+    """``(B, *in_shape) -> (B, *out_shape)`` with the same number of elements; log-det 0.
+
+    Lets an image flow (which works on ``(B, C, H, W)``) sit in a
+    :class:`~dgm.core.distributions.NormalizingFlow`, which hands transforms flat ``(B, D)``.
+    """
+
+    def __init__(self, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
+        if math.prod(self.in_shape) != math.prod(self.out_shape):
+            raise ValueError(f"cannot reshape {self.in_shape} into {self.out_shape}")
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return self.out_shape
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return x.reshape(x.shape[0], *self.out_shape), x.new_zeros(x.shape[0])
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return y.reshape(y.shape[0], *self.in_shape), y.new_zeros(y.shape[0])
+
 
 class Permutation(Transform):
     """``y[:, i] = x[:, perm[i]]``; volume-preserving (log-determinant 0).
 
+    Acts on dimension 1: the features of ``(B, D)`` vectors or the channels of ``(B, C, H, W)``
+    images (Glow's fixed channel shuffle).
     The permutation is a buffer, saved with the weights.
     """
 
@@ -119,7 +164,8 @@ class Permutation(Transform):
 
 
 class Reverse(Transform):
-    """``y[:, i] = x[:, D - 1 - i]``: the permutation used between autoregressive layers."""
+    """``y[:, i] = x[:, D - 1 - i]``: the permutation used between autoregressive layers (on
+    dimension 1, so it reverses the channels of an image)."""
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return x.flip(1), x.new_zeros(x.shape[0])  # (B, D), (B,)

@@ -133,8 +133,11 @@ class Dequantize(Preprocessor):
     the discrete bits per dimension. The bound is tight when ``q`` is constant on every bin.
     Training on ``E_u[log q]`` maximises this bound, which is what keeps a continuous model from
     collapsing onto the integers. Variational dequantization (Ho et al., "Flow++", ICML 2019)
-    learns the noise to tighten the bound; it is a different preprocessor (``kind="uniform"`` is
-    the only one here).
+    learns the noise to tighten the bound; being learned, it is part of the model, not of this
+    preprocessor (``kind="uniform"`` is the only one here): a flow built with
+    ``dequantization="variational"`` (:mod:`dgm.models.flows.dequantization`) takes this
+    preprocessor's output, recovers the bin ``floor(L y) = x``, draws its own noise and reports a
+    named lower bound, to which this ``log_det`` is added as usual.
 
     ``inverse`` maps model samples back with ``clamp(floor(L y), 0, L-1)``. A value that float
     rounding would push into the next bin (probability about 2^-24 per element in float32) is

@@ -30,13 +30,12 @@ from typing import Literal
 
 import torch
 
-from dgm.core.distributions import NormalizingFlow
 from dgm.core.errors import ConfigError
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.core.transforms import Composite, Permutation, Reverse, Transform
 from dgm.models.flows.autoregressive import MaskedAutoregressive
-from dgm.models.flows.base import FlowModel
+from dgm.models.flows.base import ConditionalOptions, FlowModel
 from dgm.models.flows.coupling import Coupling, half_mask
 from dgm.models.flows.splines import RQSpline
 
@@ -44,13 +43,16 @@ __all__ = ["NSF", "NSFConfig"]
 
 
 @dataclass
-class NSFConfig:
-    """Hyperparameters of :class:`NSF`.
+class NSFConfig(ConditionalOptions):
+    """Hyperparameters of :class:`NSF` (and ``conditional``, see
+    :class:`~dgm.models.flows.base.ConditionalOptions`).
 
     Attributes:
-        transform: ``"autoregressive"`` (MADE conditioner: every dimension is transformed in
+        variant: ``"autoregressive"`` (MADE conditioner: every dimension is transformed in
             every layer; sampling takes ``D`` passes per layer) or ``"coupling"`` (half the
-            dimensions per layer; one pass both ways; needs ``D >= 2``).
+            dimensions per layer; one pass both ways; needs ``D >= 2``). Default
+            autoregressive.
+        transform: the former name of ``variant``, still accepted (``None``: unset).
         num_layers: number of spline transforms.
         hidden: hidden widths of each conditioner network.
         bins: spline bins ``K`` per dimension.
@@ -61,7 +63,8 @@ class NSFConfig:
         seed: seed of the random permutations.
     """
 
-    transform: Literal["autoregressive", "coupling"] = "autoregressive"
+    variant: Literal["autoregressive", "coupling"] | None = None
+    transform: Literal["autoregressive", "coupling"] | None = None
     num_layers: int = 5
     hidden: tuple[int, ...] = (64, 64)
     bins: int = 8
@@ -71,6 +74,13 @@ class NSFConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.variant and self.transform and self.variant != self.transform:
+            raise ConfigError(
+                f"variant={self.variant!r} and its old name transform={self.transform!r} "
+                "disagree; set only variant"
+            )
+        self.variant = self.variant or self.transform or "autoregressive"
+        self.transform = None  # resolved into variant, which is what gets saved
         if self.num_layers < 1:
             raise ConfigError(f"num_layers must be at least 1, not {self.num_layers}")
         if self.bins < 1:
@@ -94,7 +104,7 @@ class NSF(FlowModel):
     name = "nsf"
     description = "Neural spline flow: rational-quadratic spline layers, exact likelihood (Durkan et al. 2019)"
     Config = NSFConfig
-    supports_labels = False
+    supports_labels = True
     test_config = {"num_layers": 2, "hidden": (16,), "bins": 4}
     test_spec = DataSpec((2,))
 
@@ -102,11 +112,12 @@ class NSF(FlowModel):
         super().__init__(spec, config)
         c: NSFConfig = self.config
         d = self.num_dims
-        if c.transform == "coupling" and d < 2:
+        if c.variant == "coupling" and d < 2:
             raise ConfigError(
-                "nsf with transform='coupling' needs at least 2 dimensions to split; "
-                "use transform='autoregressive' for 1-D data"
+                "nsf with variant='coupling' needs at least 2 dimensions to split; "
+                "use variant='autoregressive' for 1-D data"
             )
+        k = self.num_classes
         layers: list[Transform] = []
         for i in range(c.num_layers):
             if i > 0:
@@ -114,10 +125,20 @@ class NSF(FlowModel):
                     Reverse() if c.permutation == "reverse" else Permutation.random(d, c.seed + i)
                 )
             spline = RQSpline(c.bins, c.tail_bound)
-            if c.transform == "autoregressive":
+            if c.variant == "autoregressive":
                 layers.append(
-                    MaskedAutoregressive(torch.arange(d), spline, c.hidden, activation=c.activation)
+                    MaskedAutoregressive(
+                        torch.arange(d),
+                        spline,
+                        c.hidden,
+                        context_features=k,
+                        activation=c.activation,
+                    )
                 )
             else:
-                layers.append(Coupling(half_mask(d), spline, c.hidden, activation=c.activation))
-        self.flow = NormalizingFlow(Composite(layers), self.event_shape)
+                layers.append(
+                    Coupling(
+                        half_mask(d), spline, c.hidden, context_features=k, activation=c.activation
+                    )
+                )
+        self._make_flow(Composite(layers))

@@ -1,0 +1,163 @@
+r"""``glow``: multi-scale flow of ActNorm, invertible 1x1 convolutions and affine couplings.
+
+Kingma & Dhariwal, "Glow: Generative Flow with Invertible 1x1 Convolutions", NeurIPS 2018,
+arXiv:1807.03039.
+
+For ``(C, H, W)`` images, each of ``levels`` levels is
+
+.. math::
+
+    \text{squeeze} \to \big[\text{actnorm} \to \text{1x1 conv} \to \text{affine coupling}\big]
+    \times K \to \text{split},
+
+where the coupling is a channel coupling with a ``3x3 -> 1x1 -> 3x3`` CNN (last layer zero), the
+1x1 convolution is in LU form (:mod:`.conv1x1`) and ActNorm is initialised from the first batch
+(:mod:`.actnorm`). At each split (all levels but the last) half of the channels leave for the
+base; with ``split_prior=True`` their prior is the learned ``N(mu(h), sigma(h)^2)`` of the paper,
+written as one more affine channel coupling ``z -> (z - mu(h)) / sigma(h)`` of the factored-out
+half ``z`` conditioned on the kept half ``h``, so that the base stays ``N(0, I)``:
+
+.. math::
+
+    \log p(x) = \log \mathcal{N}(f(x); 0, I) + \textstyle\sum \log |\det J|.
+
+Data in ``[0, 1]`` first go through a logit (``logit_alpha``). For vectors (``D >= 2``) the
+same step (actnorm, LU linear, affine coupling with alternating masks and MLP conditioners) is
+repeated ``steps`` times without squeezes or splits.
+
+>>> from dgm.core.spec import DataSpec
+>>> model = Glow(DataSpec((1, 8, 8)), Glow.Config(levels=2, steps=2, hidden_channels=8))
+>>> model.sample(2).shape
+torch.Size([2, 1, 8, 8])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from dgm.core.errors import ConfigError
+from dgm.core.registry import register
+from dgm.core.spec import DataSpec
+from dgm.core.transforms import Composite, MonotonicAffine, Transform
+from dgm.models.flows.actnorm import ActNorm
+from dgm.models.flows.affine import ImageCoupling
+from dgm.models.flows.base import FlowModel, ImageOptions
+from dgm.models.flows.conv1x1 import InvConv1x1
+from dgm.models.flows.coupling import Coupling, alternating_mask
+from dgm.models.flows.multiscale import MultiScale, Squeeze
+
+__all__ = ["Glow", "GlowConfig"]
+
+
+@dataclass
+class GlowConfig(ImageOptions):
+    """Hyperparameters of :class:`Glow` (and the image options of
+    :class:`~dgm.models.flows.base.ImageOptions`).
+
+    Attributes:
+        levels: multi-scale levels ``L`` for images (``H, W`` divisible by ``2 ** L``).
+        steps: flow steps ``K`` per level (the whole flow for vectors).
+        hidden_channels: width of each image conditioner CNN.
+        hidden: hidden widths of each vector conditioner MLP.
+        split_prior: learned conditional prior on the factored-out channels.
+        activation: activation of the conditioners.
+        log_scale_bound: ``c``; each coupling's log-scale lies in ``(-c, c)``.
+        seed: seed of the 1x1 convolutions' initial rotations.
+    """
+
+    levels: int = 2
+    steps: int = 8
+    hidden_channels: int = 64
+    hidden: tuple[int, ...] = (64, 64)
+    split_prior: bool = True
+    activation: Literal["relu", "tanh", "elu"] = "relu"
+    log_scale_bound: float = 3.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.levels < 1:
+            raise ConfigError(f"levels must be at least 1, not {self.levels}")
+        if self.steps < 1:
+            raise ConfigError(f"steps must be at least 1, not {self.steps}")
+        if self.hidden_channels < 1:
+            raise ConfigError(f"hidden_channels must be positive, not {self.hidden_channels}")
+        if not self.log_scale_bound > 0:
+            raise ConfigError(f"log_scale_bound must be positive, not {self.log_scale_bound}")
+        if len(self.hidden) == 0 or min(self.hidden) < 1:
+            raise ConfigError(f"hidden must list one or more positive widths, not {self.hidden}")
+
+
+@register
+class Glow(FlowModel):
+    """Glow for images (multi-scale) and vectors (see the module docstring)."""
+
+    name = "glow"
+    description = (
+        "Glow: actnorm + invertible 1x1 conv + affine coupling, multi-scale, exact likelihood "
+        "(Kingma & Dhariwal 2018)"
+    )
+    Config = GlowConfig
+    supports_labels = True
+    test_config = {"levels": 2, "steps": 2, "hidden_channels": 8, "logit_alpha": 0.0}
+    test_spec = DataSpec((1, 4, 4))
+
+    def __init__(self, spec: DataSpec, config: GlowConfig | None = None) -> None:
+        super().__init__(spec, config)
+        c: GlowConfig = self.config
+        self.affine = MonotonicAffine(c.log_scale_bound)
+        if spec.is_image:
+            self._make_flow(self._image_transform(c), on_event_shape=True)
+            return
+        d = self.num_dims
+        if d < 2:
+            raise ConfigError("glow needs at least 2 dimensions to split between coupling halves")
+        layers: list[Transform] = []
+        for i in range(c.steps):
+            layers += [
+                ActNorm(d),
+                InvConv1x1(d, seed=c.seed + i),
+                Coupling(
+                    alternating_mask(d, i),
+                    self.affine,
+                    c.hidden,
+                    context_features=self.num_classes,
+                    activation=c.activation,
+                ),
+            ]
+        self._make_flow(Composite(layers))
+
+    def _coupling(self, channels: int, parity: int) -> ImageCoupling:
+        c: GlowConfig = self.config
+        return ImageCoupling(
+            channels,
+            "channel",
+            parity,
+            c.hidden_channels,
+            context_features=self.num_classes,
+            univariate=self.affine,
+            activation=c.activation,
+        )
+
+    def _image_transform(self, c: GlowConfig) -> Transform:
+        ch, h, w = self.event_shape
+        k = 2**c.levels
+        if h % k or w % k:
+            raise ConfigError(
+                f"glow with levels={c.levels} needs height and width divisible by {k}, "
+                f"not {h} x {w}; lower levels"
+            )
+        levels: list[Transform] = []
+        for level in range(c.levels):
+            steps: list[Transform] = [Squeeze()]
+            ch *= 4
+            for i in range(c.steps):
+                seed = c.seed + 1000 * level + i
+                steps += [ActNorm(ch), InvConv1x1(ch, seed=seed), self._coupling(ch, i)]
+            if level < c.levels - 1:
+                if c.split_prior:  # transforms the first half (factored out) given the rest
+                    steps.append(self._coupling(ch, 1))
+                ch -= ch // 2
+            levels.append(Composite(steps))
+        return MultiScale(levels, self.event_shape)
