@@ -1,0 +1,223 @@
+r"""``gated-pixelcnn``: vertical and horizontal stacks with gated activations, no blind spot.
+
+van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves & Kavukcuoglu, "Conditional Image
+Generation with PixelCNN Decoders", NeurIPS 2016, arXiv:1606.05328 (Sec. 2.1-2.3, Fig. 2).
+
+Each of the ``layers`` gated layers ``l`` keeps two feature maps:
+
+* the **vertical stack** ``v_l = tanh(a) * sigmoid(b)``, ``[a, b] = V_l * v_{l-1} + c_l(y)``, with
+  a kernel that covers the rows above and the current row (:func:`dgm.nn.pixel.stack_mask`);
+* the **horizontal stack** ``h_l = h_{l-1} + W_l gate(H_l * h_{l-1} + U_l shift(V_l * v_{l-1})
+  + c_l(y))`` with a kernel over the pixels to the left on the current row (type ``"A"`` without
+  the centre in the first layer, type ``"B"`` with it after), where ``shift`` moves the vertical
+  pre-activations down one row so that the horizontal stack only sees rows strictly above.
+
+``v_0 = h_0 = 2x/(L-1) - 1``; the first layer has no residual connection. A head of two 1x1
+convolutions gives ``L`` logits per pixel. The output at pixel ``(i, j)`` depends on exactly the
+pixels ``(i, j')`` with ``j - R <= j' < j`` and ``(i', j')`` with ``i - 1 - R <= i' < i``,
+``|j' - j| <= R``, where ``R = k0 // 2 + (layers - 1) (k // 2)`` -- a full window, no blind spot.
+
+**Fast sampling.** The horizontal stack at pixel ``(i, j)`` reads pixels before it on its row and
+vertical features of the row above, which are final once that row is complete. The fast sampler
+computes the vertical stack one row at a time (after the row is sampled) and the horizontal stack
+at the new pixel only (:mod:`dgm.nn.pixel`).
+
+>>> from dgm.core.spec import DataSpec
+>>> spec = DataSpec((1, 4, 4), "discrete", levels=2)
+>>> m = GatedPixelCNN(spec, GatedPixelCNN.Config(channels=4, layers=2))
+>>> m.log_prob(m.sample(2)).shape
+torch.Size([2])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgm.core.errors import ConfigError
+from dgm.core.registry import register
+from dgm.core.spec import DataSpec
+from dgm.models.autoregressive.base import AutoregressiveModel, image_shape
+from dgm.nn.pixel import PixelCache, StackConv2d, conv_at, conv_row, pointwise
+
+__all__ = ["GatedPixelCNN", "GatedPixelCNNConfig"]
+
+
+@dataclass
+class GatedPixelCNNConfig:
+    """Hyperparameters of :class:`GatedPixelCNN`.
+
+    Attributes:
+        channels: feature maps of each stack (the gates use twice as many pre-activations).
+        layers: gated layers.
+        first_kernel: kernel size of the first layer (odd).
+        kernel: kernel size of the other layers (odd).
+        head: channels of the hidden 1x1 layer of the output head.
+        conditional: condition on class labels (needs ``num_classes`` in the data spec).
+    """
+
+    channels: int = 64
+    layers: int = 6
+    first_kernel: int = 7
+    kernel: int = 3
+    head: int = 64
+    conditional: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("channels", "layers", "head"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
+        for key in ("first_kernel", "kernel"):
+            k = getattr(self, key)
+            if k < 1 or k % 2 != 1:
+                raise ConfigError(f"{key} must be a positive odd number, not {k}")
+
+
+def gate(a: Tensor) -> Tensor:
+    """``tanh(first half) * sigmoid(second half)`` along the channel dimension 1."""
+    t, s = a.chunk(2, dim=1)
+    return torch.tanh(t) * torch.sigmoid(s)
+
+
+class GatedLayer(nn.Module):
+    """One layer: vertical conv, the vertical-to-horizontal link, horizontal conv, output 1x1."""
+
+    def __init__(self, c_in: int, channels: int, kernel: int, first: bool, last: bool) -> None:
+        super().__init__()
+        self.first, self.last = first, last
+        # the last layer's vertical output is never read; only its pre-activation feeds the link
+        self.vconv = StackConv2d(c_in, 2 * channels, kernel, "vertical")
+        self.link = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.hconv = StackConv2d(c_in, 2 * channels, kernel, "horizontal", centre=not first)
+        self.hout = nn.Conv2d(channels, channels, 1)
+
+
+def _add(a: Tensor, b: Tensor | None) -> Tensor:
+    """``a (n, 2C, ...)`` plus a per-channel bias ``b (n, 2C)``, broadcast over pixels."""
+    if b is None:
+        return a
+    return a + b.view(*b.shape, *([1] * (a.dim() - 2)))
+
+
+@register
+class GatedPixelCNN(AutoregressiveModel):
+    """Gated PixelCNN over single-channel discrete images (see the module docstring)."""
+
+    name = "gated-pixelcnn"
+    description = (
+        "Gated PixelCNN: vertical+horizontal stacks, no blind spot, cached fast sampling "
+        "(van den Oord 2016)"
+    )
+    Config = GatedPixelCNNConfig
+    test_config = {"channels": 4, "layers": 2, "first_kernel": 3, "head": 8}
+    test_spec = DataSpec((1, 4, 4), kind="discrete", levels=3, num_classes=3)
+
+    def __init__(self, spec: DataSpec, config: GatedPixelCNNConfig | None = None) -> None:
+        super().__init__(spec, config)
+        c: GatedPixelCNNConfig = self.config
+        self.height, self.width = image_shape(spec, "gated-pixelcnn")
+        self.stack = nn.ModuleList(
+            GatedLayer(
+                1 if l == 0 else c.channels,
+                c.channels,
+                c.first_kernel if l == 0 else c.kernel,
+                first=l == 0,
+                last=l == c.layers - 1,
+            )
+            for l in range(c.layers)
+        )
+        self.head1 = nn.Conv2d(c.channels, c.head, 1)
+        self.head2 = nn.Conv2d(c.head, self.levels, 1)
+        self.cond = (
+            nn.Embedding(self.num_classes, 2 * c.channels * c.layers) if self.conditional else None
+        )
+
+    @property
+    def receptive_radius(self) -> int:
+        """``R``: the output at a pixel sees ``R`` columns either side and ``R + 1`` rows above."""
+        c: GatedPixelCNNConfig = self.config
+        return c.first_kernel // 2 + (c.layers - 1) * (c.kernel // 2)
+
+    # ------------------------------------------------------------------ pieces
+    def _scale(self, x: Tensor) -> Tensor:
+        return 2.0 * x.to(self.dtype) / (self.levels - 1) - 1.0
+
+    def _biases(self, y: Tensor | None) -> list[Tensor | None]:
+        if self.cond is None or y is None:
+            return [None] * len(self.stack)
+        return list(self.cond(y).chunk(len(self.stack), dim=-1))  # each (n, 2C)
+
+    def _head(self, h: Tensor) -> Tensor:
+        return pointwise(self.head2, torch.relu(pointwise(self.head1, h)))
+
+    # ------------------------------------------------------------------ the chain rule
+    def logits(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Logits ``(B, H*W, L)`` in raster order; pixel ``q`` depends on pixels before ``q``.
+
+        ``x`` may be real-valued (the tests differentiate through it); ``y`` are long labels.
+        """
+        v = h = self._scale(x)  # (B, 1, H, W)
+        for layer, b in zip(self.stack, self._biases(y)):
+            vpre = layer.vconv(v)  # (B, 2C, H, W) sees rows <= i
+            down = F.pad(vpre, (0, 0, 1, 0))[:, :, :-1]  # (B, 2C, H, W) sees rows < i
+            hpre = layer.hconv(h) + pointwise(layer.link, down)  # (B, 2C, H, W)
+            hnew = pointwise(layer.hout, gate(_add(hpre, b)))  # (B, C, H, W)
+            h = hnew if layer.first else h + hnew
+            if not layer.last:
+                v = gate(_add(vpre, b))  # (B, C, H, W)
+        out = self._head(h)  # (B, L, H, W)
+        return out.flatten(2).transpose(1, 2)  # (B, H*W, L)
+
+    def fast_decoder(self, n: int, y: Tensor | None) -> _FastDecoder:
+        return _FastDecoder(self, n, y)
+
+
+class _FastDecoder:
+    """Vertical stack one completed row at a time, horizontal stack at the new pixel only."""
+
+    def __init__(self, model: GatedPixelCNN, n: int, y: Tensor | None) -> None:
+        c: GatedPixelCNNConfig = model.config
+        like = next(model.parameters())
+        H, W = model.height, model.width
+        self.model, self.q = model, 0
+        self.biases = model._biases(y)
+        ks = [c.first_kernel] + [c.kernel] * (c.layers - 1)
+        chans = [1] + [c.channels] * (c.layers - 1)
+        # inputs of each layer's vertical and horizontal convolutions (layer 0: the image)
+        self.vin = [PixelCache(n, ch, H, W, k // 2, like) for ch, k in zip(chans, ks)]
+        self.hin = [self.vin[0]] + [
+            PixelCache(n, ch, H, W, k // 2, like) for ch, k in zip(chans[1:], ks[1:])
+        ]
+        # link_l[:, :, j] for the current row: U_l applied to the row above's pre-activations
+        zero_row = like.new_zeros(n, 2 * c.channels, W)
+        self.links = [pointwise(layer.link, zero_row) for layer in model.stack]  # (n, 2C, W)
+
+    def _vertical_row(self, i: int) -> None:
+        """Row ``i`` is complete: run the vertical stack on it, set the links of row ``i + 1``."""
+        for l, (layer, b) in enumerate(zip(self.model.stack, self.biases)):
+            vpre = conv_row(layer.vconv, self.vin[l], i)  # (n, 2C, W)
+            self.links[l] = pointwise(layer.link, vpre)  # (n, 2C, W)
+            if not layer.last:
+                self.vin[l + 1].write_row(i, gate(_add(vpre, b)))
+
+    def logits(self) -> Tensor:
+        m = self.model
+        i, j = divmod(self.q, m.width)
+        if j == 0 and i > 0:
+            self._vertical_row(i - 1)
+        h = None
+        for l, (layer, b) in enumerate(zip(m.stack, self.biases)):
+            if h is not None:
+                self.hin[l].write(i, j, h)  # the type-B horizontal mask reads the centre
+            hpre = conv_at(layer.hconv, self.hin[l], i, j) + self.links[l][:, :, j]  # (n, 2C)
+            hnew = pointwise(layer.hout, gate(_add(hpre, b)))  # (n, C)
+            h = hnew if layer.first else h + hnew
+        return m._head(h)  # (n, L)
+
+    def feed(self, values: Tensor) -> None:
+        i, j = divmod(self.q, self.model.width)
+        self.vin[0].write(i, j, self.model._scale(values)[:, None])
+        self.q += 1
