@@ -1,0 +1,143 @@
+"""Generator and discriminator networks of the GAN family.
+
+* **MLP** (vectors, e.g. 2-D points): ``z -> [Linear, ReLU] x L -> Linear`` and
+  ``x -> [Linear, LeakyReLU(0.2)] x L -> Linear -> logit``.
+* **DCGAN-style convolutions** (images ``(C, H, W)``; Radford, Metz & Chintala, ICLR 2016): the
+  generator maps ``z`` linearly to a ``(2c, ceil(H/4), ceil(W/4))`` map and upsamples it twice with
+  stride-2 transposed convolutions (ReLU), then a 3x3 convolution gives ``C`` channels (cropped to
+  ``H x W``); the discriminator downsamples with two stride-2 4x4 convolutions (LeakyReLU 0.2) and
+  reads one logit linearly. No batch normalisation: samples do not depend on the batch, train and
+  eval modes agree, and WGAN-GP's per-sample gradient penalty stays valid.
+
+**Packing** (PacGAN, Lin et al., NeurIPS 2018): the discriminator judges ``pack`` samples at once,
+concatenated along features (MLP) or channels (conv), so it sees the joint distribution of
+``pack`` independent samples; a generator that drops modes makes packs visibly less diverse, which
+penalises mode collapse. ``(B, *event) -> (B / pack,)``; ``B`` must be a multiple of ``pack``.
+
+**Spectral normalisation** (Miyato et al., ICLR 2018) divides each discriminator weight by an
+estimate of its largest singular value (one power iteration per training forward), bounding the
+discriminator's Lipschitz constant.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from dgm.core.errors import DataError
+
+__all__ = [
+    "MLPGenerator",
+    "MLPDiscriminator",
+    "ConvGenerator",
+    "ConvDiscriminator",
+    "pack_samples",
+]
+
+
+def _sn(layer: nn.Module, on: bool) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(layer) if on else layer
+
+
+def pack_samples(x: Tensor, pack: int) -> Tensor:
+    """Group ``pack`` consecutive samples of ``x (B, d1, ...)`` into one, concatenated along their
+    first axis (features or channels): ``(B, d1, ...) -> (B / pack, pack * d1, ...)``."""
+    b = x.shape[0]
+    if b % pack:
+        raise DataError(f"a batch of {b} samples cannot be packed by {pack}; use a multiple of it")
+    if pack == 1:
+        return x
+    return x.reshape(b // pack, pack * x.shape[1], *x.shape[2:])  # (B/m, m * d1, ...)
+
+
+class MLPGenerator(nn.Module):
+    """``z (B, latent_dim) -> x (B, out_dim)``, linear output."""
+
+    def __init__(self, latent_dim: int, out_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = latent_dim
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU()]
+            d = h
+        layers.append(nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)  # (B, out_dim)
+
+
+class MLPDiscriminator(nn.Module):
+    """``x (B, in_dim) -> logits (B / pack,)`` on packs of ``pack`` samples."""
+
+    def __init__(
+        self, in_dim: int, hidden: tuple[int, ...], *, pack: int = 1, spectral_norm: bool = False
+    ) -> None:
+        super().__init__()
+        self.pack = pack
+        layers: list[nn.Module] = []
+        d = in_dim * pack
+        for h in hidden:
+            layers += [_sn(nn.Linear(d, h), spectral_norm), nn.LeakyReLU(0.2)]
+            d = h
+        layers.append(_sn(nn.Linear(d, 1), spectral_norm))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        xp = pack_samples(x.flatten(1), self.pack)  # (B/m, m * in_dim)
+        return self.net(xp).squeeze(-1)  # (B/m,)
+
+
+class ConvGenerator(nn.Module):
+    """``z (B, latent_dim) -> logits of images (B, C, H, W)``, DCGAN-style (see module docs)."""
+
+    def __init__(self, latent_dim: int, event_shape: tuple[int, int, int], channels: int) -> None:
+        super().__init__()
+        c_out, h, w = event_shape
+        self.event_shape = event_shape
+        self.h0, self.w0 = math.ceil(h / 4), math.ceil(w / 4)
+        self.c0 = 2 * channels
+        self.fc = nn.Sequential(nn.Linear(latent_dim, self.c0 * self.h0 * self.w0), nn.ReLU())
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(self.c0, channels, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(channels, channels, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, c_out, 3, padding=1),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        _, h, w = self.event_shape
+        a = self.fc(z).reshape(-1, self.c0, self.h0, self.w0)  # (B, 2c, H/4, W/4)
+        return self.up(a)[:, :, :h, :w]  # (B, C, H, W)
+
+
+class ConvDiscriminator(nn.Module):
+    """``x (B, C, H, W) -> logits (B / pack,)``, DCGAN-style, packs stacked along channels."""
+
+    def __init__(
+        self,
+        event_shape: tuple[int, int, int],
+        channels: int,
+        *,
+        pack: int = 1,
+        spectral_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.pack = pack
+        c_in, h, w = event_shape
+        self.features = nn.Sequential(
+            _sn(nn.Conv2d(c_in * pack, channels, 4, stride=2, padding=1), spectral_norm),
+            nn.LeakyReLU(0.2),
+            _sn(nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1), spectral_norm),
+            nn.LeakyReLU(0.2),
+        )
+        with torch.no_grad():
+            n_feat = self.features(torch.zeros(1, c_in * pack, h, w)).numel()
+        self.head = _sn(nn.Linear(n_feat, 1), spectral_norm)
+
+    def forward(self, x: Tensor) -> Tensor:
+        xp = pack_samples(x, self.pack)  # (B/m, m*C, H, W)
+        return self.head(self.features(xp).flatten(1)).squeeze(-1)  # (B/m,)

@@ -1,0 +1,328 @@
+"""GANs: the four losses against their closed forms, WGAN-GP's penalty against finite differences,
+the optimal-discriminator identity, packing, the generator EMA, exact resume through the engine,
+and the likelihood-free paths of ``dgm score`` / ``dgm eval``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+import dgm
+from dgm.cli.main import main
+from dgm.core.errors import ConfigError, DataError
+from dgm.core.spec import DataSpec
+from dgm.models.gan import (
+    GAN,
+    LOSSES,
+    GANConfig,
+    MLPDiscriminator,
+    discriminator_loss,
+    generator_loss,
+    gradient_penalty,
+    pack_samples,
+    r1_penalty,
+)
+from dgm.train.checkpoint import load_tensors
+from dgm.train.config import TrainConfig
+from dgm.train.engine import Trainer
+
+D64 = torch.float64
+TINY = {"hidden": [16, 16], "latent_dim": 4}
+
+
+# ---------------------------------------------------------------------------------- losses
+def closed_forms(r: Tensor, f: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+    """(discriminator, generator) losses written from the papers' formulas, no softplus."""
+    s_r, s_f = torch.sigmoid(r), torch.sigmoid(f)
+    d_logistic = -(torch.log(s_r).mean() + torch.log(1 - s_f).mean())
+    return {
+        "minimax": (d_logistic, torch.log(1 - s_f).mean()),
+        "non-saturating": (d_logistic, -torch.log(s_f).mean()),
+        "wgan-gp": (f.mean() - r.mean(), -f.mean()),
+        "hinge": (
+            torch.clamp(1 - r, min=0).mean() + torch.clamp(1 + f, min=0).mean(),
+            -f.mean(),
+        ),
+    }
+
+
+@pytest.mark.parametrize("kind", LOSSES)
+def test_each_loss_matches_its_closed_form_for_both_players(kind):
+    g = torch.Generator().manual_seed(0)
+    r = 3 * torch.randn(64, generator=g, dtype=D64)
+    f = 3 * torch.randn(48, generator=g, dtype=D64)
+    d_ref, g_ref = closed_forms(r, f)[kind]
+    torch.testing.assert_close(discriminator_loss(r, f, kind), d_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(generator_loss(f, kind), g_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_minimax_generator_gradient_saturates_and_non_saturating_does_not():
+    """d/df log(1 - s(f)) = -s(f) -> 0 when D rejects the fake (f -> -inf);
+    d/df -log s(f) = -(1 - s(f)) -> -1 there (Goodfellow et al., 2014, section 3)."""
+    f = torch.tensor([-8.0, 0.0, 8.0], dtype=D64, requires_grad=True)
+    (g_mm,) = torch.autograd.grad(generator_loss(f, "minimax") * 3, f)
+    (g_ns,) = torch.autograd.grad(generator_loss(f, "non-saturating") * 3, f)
+    torch.testing.assert_close(g_mm, -torch.sigmoid(f.detach()))
+    torch.testing.assert_close(g_ns, -(1 - torch.sigmoid(f.detach())))
+    assert abs(g_mm[0]) < 1e-3 and abs(g_ns[0]) > 0.999
+
+
+def test_unknown_loss_is_one_clear_error():
+    with pytest.raises(ConfigError, match="non-saturating"):
+        dgm.models.build("gan", DataSpec((2,)), loss="wasserstein")
+    with pytest.raises(ConfigError, match="hinge"):
+        discriminator_loss(torch.zeros(2), torch.zeros(2), "lsgan")
+
+
+def fd_gradient_norms(critic, x: Tensor, pack: int, h: float = 1e-6) -> list[float]:
+    """|grad D| of each packed input of ``x (B, D)`` by central finite differences."""
+    norms = []
+    with torch.no_grad():
+        for group in range(x.shape[0] // pack):
+            sq = 0.0
+            for i in range(group * pack, (group + 1) * pack):
+                for j in range(x.shape[1]):
+                    up, down = x.clone(), x.clone()
+                    up[i, j] += h
+                    down[i, j] -= h
+                    sq += float((critic(up)[group] - critic(down)[group]) / (2 * h)) ** 2
+            norms.append(math.sqrt(sq))
+    return norms
+
+
+@pytest.mark.parametrize("pack", [1, 2])
+def test_gradient_penalties_match_finite_differences(pack):
+    torch.manual_seed(0)
+    critic = MLPDiscriminator(3, (8, 8), pack=pack).to(D64)
+    real = torch.randn(4, 3, dtype=D64)
+    fake = torch.randn(4, 3, dtype=D64) + 1.0
+    eps = torch.tensor([0.1, 0.5, 0.7, 1.0], dtype=D64)
+    # WGAN-GP: E[(|grad D(x_hat)| - 1)^2] at x_hat = eps real + (1 - eps) fake
+    gp = float(gradient_penalty(critic, real, fake, pack=pack, eps=eps).detach())
+    x_hat = eps[:, None] * real + (1 - eps[:, None]) * fake  # (4, 3)
+    norms = fd_gradient_norms(critic, x_hat, pack)
+    expected = sum((n - 1) ** 2 for n in norms) / len(norms)
+    assert abs(gp - expected) < 1e-7 * max(1.0, expected)
+    assert expected > 1e-3  # not trivially zero
+    # R1: E[|grad D(x_real)|^2]
+    r1 = float(r1_penalty(critic, real, pack=pack).detach())
+    expected = sum(n**2 for n in fd_gradient_norms(critic, real, pack)) / (4 // pack)
+    assert abs(r1 - expected) < 1e-7 * max(1.0, expected) and expected > 1e-3
+
+
+# ---------------------------------------------------------------------------------- networks
+def test_packing_concatenates_consecutive_samples():
+    x = torch.arange(24.0).reshape(6, 2, 2)  # (6, C=2, 2)
+    p = pack_samples(x, 3)  # (2, 6, 2)
+    assert p.shape == (2, 6, 2)
+    torch.testing.assert_close(p[1], torch.cat([x[3], x[4], x[5]]))
+    with pytest.raises(DataError, match="multiple"):
+        pack_samples(x[:5], 3)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 10, 6)])
+def test_conv_networks_give_image_samples_and_one_logit_per_pack(shape):
+    m = GAN(DataSpec(shape), GANConfig(channels=4, latent_dim=4, pack=2))
+    assert m.arch == "conv"
+    s = m.sample(6)
+    assert s.shape == (6, *shape) and ((s > 0) & (s < 1)).all()
+    assert m.discriminator(s).shape == (3,)
+
+
+def test_architecture_and_pack_errors_are_clear():
+    with pytest.raises(ConfigError, match="conv"):
+        dgm.models.build("gan", DataSpec((2,)), architecture="conv")
+    m = GAN(DataSpec((2,)), GANConfig(**TINY, pack=4))
+    with pytest.raises(DataError, match="pack=4"):
+        m.loss(torch.randn(3, 2))
+
+
+def test_spectral_norm_bounds_each_discriminator_layer():
+    torch.manual_seed(0)
+    m = GAN(DataSpec((2,)), GANConfig(hidden=(32, 32), spectral_norm=True, pack=1))
+    m.train()
+    for _ in range(30):  # power iterations run on training forwards
+        m.discriminator(torch.randn(8, 2))
+    m.eval()
+    for layer in m.discriminator.net:
+        if isinstance(layer, torch.nn.Linear):
+            sigma = torch.linalg.matrix_norm(layer.weight.detach(), ord=2)
+            assert abs(float(sigma) - 1.0) < 0.05
+
+
+# ---------------------------------------------------------------------------------- training
+def test_d_steps_discriminator_updates_per_generator_update():
+    m = GAN(DataSpec((2,)), GANConfig(**TINY, d_steps=3))
+    calls: list[str] = []
+    opts = {g: torch.optim.Adam(p, lr=1e-3) for g, p in m.param_groups().items()}
+
+    def stepper(loss, group):
+        calls.append(group)
+        opts[group].zero_grad()
+        loss.backward()
+        opts[group].step()
+
+    out = m.training_step(torch.randn(32, 2), 0, stepper)
+    assert calls == ["discriminator"] * 3 + ["generator"]
+    assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(out)
+    # the generator step leaves no gradient on the discriminator and re-enables its grads
+    assert all(p.requires_grad for p in m.discriminator.parameters())
+
+
+def test_generator_ema_follows_its_formula_and_sampling_uses_it():
+    torch.manual_seed(0)
+    m = GAN(DataSpec((2,)), GANConfig(**TINY, ema=0.9))
+    key = "net.0.weight"
+    old = m.generator_ema.net__0__weight.clone()
+    with torch.no_grad():
+        m.generator.net[0].weight.add_(1.0)
+    m._update_ema(step=1000)  # past the warm-up: decay = 0.9
+    new = m.generator.state_dict()[key]
+    torch.testing.assert_close(m.generator_ema.net__0__weight, old + 0.1 * (new - old))
+    torch.manual_seed(3)
+    a = m.sample(5)
+    torch.manual_seed(3)
+    b = m.sample(5, ema=False)
+    assert not torch.allclose(a, b)
+    m._update_ema(step=0)  # warm-up: decay min(0.9, 1/10) = 0.1
+    torch.testing.assert_close(
+        m.generator_ema.net__0__weight,
+        old + 0.1 * (new - old) + 0.9 * (new - old - 0.1 * (new - old)),
+    )
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one thread is faster, and far faster on a loaded machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.slow
+def test_trained_discriminator_approaches_the_optimal_discriminator(one_thread):
+    """For a frozen generator, argmin of the logistic loss is D*(x) = p_data / (p_data + p_model)
+    (Goodfellow et al., 2014, Proposition 1). p_data = N(0, 1), p_model = N(1, 0.8^2)."""
+    torch.manual_seed(0)
+    n = 4000
+    real = torch.randn(n, 1)
+    fake = 1.0 + 0.8 * torch.randn(n, 1)  # fixed samples of the frozen generator
+    m = GAN(DataSpec((1,)), GANConfig(hidden=(16, 16), pack=1))
+    opt = torch.optim.Adam(m.discriminator.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = discriminator_loss(m.discriminator(real), m.discriminator(fake), "non-saturating")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x = torch.linspace(-1.5, 2.5, 41)[:, None]
+    with torch.no_grad():
+        d = torch.sigmoid(m.discriminator(x))  # (41,)
+
+    def normal(x, mu, sd):
+        return torch.exp(-0.5 * ((x - mu) / sd) ** 2) / sd
+
+    p, q = normal(x[:, 0], 0.0, 1.0), normal(x[:, 0], 1.0, 0.8)
+    optimum = p / (p + q)
+    err = (d - optimum).abs().max()
+    assert err < 0.05, f"max |D - D*| = {err:.3f}"
+    # and it is not the trivial answer: D* spans a wide range on this grid
+    assert optimum.max() - optimum.min() > 0.6
+
+
+def test_gan_optimizers_get_the_model_betas(tmp_path):
+    m = GAN(DataSpec((2,)), GANConfig(**TINY, beta1=0.0, beta2=0.9))
+    t = Trainer(m, torch.randn(64, 2), config=TrainConfig(steps=1, progress=False), out=tmp_path)
+    assert set(t.optimizers) == {"discriminator", "generator"}
+    for opt in t.optimizers.values():
+        assert opt.param_groups[0]["betas"] == (0.0, 0.9)
+
+
+@pytest.fixture(scope="module")
+def ring_runs(tmp_path_factory):
+    """One uninterrupted 16-step run, and one stopped at step 10 then resumed to step 16.
+    Validation every 4 steps: the stopped run also validates at its end (step 10), which must not
+    disturb the random stream."""
+    root = tmp_path_factory.mktemp("gan")
+    common = dict(
+        model_config=dict(TINY, loss="wgan-gp", spectral_norm=True),
+        batch_size=32,
+        eval_every=4,
+        eval_size=64,
+        checkpoint_every=0,
+        log_every=2,
+        progress=False,
+    )
+    full = dgm.train("gan", "ring8", root / "full", steps=16, **common)
+    part = dgm.train("gan", "ring8", root / "part", steps=10, **common)
+    dgm.train("gan", "ring8", part, resume=True, steps=16)
+    return full, part
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(ring_runs):
+    full, part = ring_runs
+    a = load_tensors(full / "model.safetensors")
+    b = load_tensors(part / "model.safetensors")
+    assert set(a) == set(b) and any(k.startswith("generator_ema.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ckpt = sorted((part / "checkpoints").glob("step-*"))[-1]
+    names = {p.name for p in ckpt.iterdir()}
+    assert any("optim-discriminator" in n for n in names)
+    assert any("optim-generator" in n for n in names)
+
+
+def test_training_logs_the_discriminator_two_sample_statistic(ring_runs):
+    full, _ = ring_runs
+    logs = [json.loads(s) for s in (full / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in logs if "val_d_accuracy" in r]
+    assert [r["step"] for r in val] == [4, 8, 12, 16]
+    assert all(0.0 <= r["val_d_accuracy"] <= 1.0 and 0.0 <= r["val_d_auc"] <= 1.0 for r in val)
+    cfg = (full / "config.yaml").read_text()
+    assert "lr: 0.001" in cfg  # the model's train_defaults
+
+
+def test_score_explains_there_is_no_likelihood(ring_runs, tmp_path, capsys):
+    full, _ = ring_runs
+    np.save(tmp_path / "x.npy", np.zeros((3, 2), dtype=np.float32))
+    code = main(["score", str(full), str(tmp_path / "x.npy"), "--out", str(tmp_path / "o.npy")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no likelihood" in err and "dgm eval" in err and err.count("\n") == 1
+
+
+def test_eval_reports_likelihood_free_metrics(ring_runs):
+    from dgm.api import load_run
+    from dgm.eval.run import evaluate
+
+    full, _ = ring_runs
+    run = load_run(full)
+    res = evaluate(run.model, dgm.datasets.load("ring8"), run.preprocessor, num_samples=200)
+    assert res["likelihood"] is None
+    assert {"nll", "kl", "anomaly"} <= set(res["skipped"])
+    for key in ("c2st_accuracy", "mmd2", "fid", "modes_captured", "modes_high_quality"):
+        assert key in res
+
+
+def test_cli_sample_and_digits_conv_end_to_end(tmp_path):
+    out = tmp_path / "d"
+    code = main(
+        ["train", "gan", "--data", "digits", "--out", str(out), "--steps", "3",
+         "--batch-size", "16", "--set", "channels=4", "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    assert main(["sample", str(out), "-n", "6", "--out", str(tmp_path / "s.npy")]) == 0
+    s = np.load(tmp_path / "s.npy")
+    assert s.shape == (6, 1, 8, 8) and s.min() >= 0 and s.max() <= 16
+    assert (
+        main(
+            ["sample", str(out), "-n", "2", "--set", "ema=false", "--out", str(tmp_path / "t.npy")]
+        )
+        == 0
+    )
