@@ -1,0 +1,377 @@
+r"""``ebm``: an energy-based model :math:`p_\theta(x) = e^{-E_\theta(x)} / Z_\theta`, trained by any of
+the objectives that avoid :math:`Z_\theta` (``--set objective=``):
+
+========  ==================================================================================
+``cd``    contrastive divergence, ``mcmc_steps`` of MCMC from noise (or data: ``cd_init``)
+``pcd``   persistent CD: chains kept in a replay buffer (Tieleman 2008; Du & Mordatch 2019)
+``sm``    exact score matching with the Hessian trace (Hyvärinen 2005), low dimensions
+``ssm``   sliced score matching (Song et al. 2019)
+``dsm``   denoising score matching at ``dsm_sigma`` (Vincent 2011)
+``nce``   noise-contrastive estimation against a fitted Gaussian or Gaussian mixture, with
+          log Z learned as a parameter (Gutmann & Hyvärinen 2010)
+``fce``   flow-contrastive estimation: the noise is a flow (``flow``, built through the
+          registry) trained adversarially against the EBM (Gao et al. 2020)
+========  ==================================================================================
+
+The maths of each objective is in :mod:`~dgm.models.ebm.contrastive` and
+:mod:`~dgm.models.ebm.scorematching`; the samplers in :mod:`dgm.samplers.langevin`.
+
+**Likelihood, honestly.** :math:`Z_\theta` is intractable in general. For 2-D data the model
+computes :math:`\log Z` by the midpoint rule on a ``quadrature_points``\ :sup:`2` grid over a box
+fitted to the first training batch (data range padded by ``quadrature_pad`` of the range on each
+side; saved as the buffer ``quad_box``), so ``log_prob`` is exact up to quadrature error (the
+density is normalised over that box). Such an instance sets ``exact_likelihood = True``; the class
+flag is ``False`` because it does not hold in higher dimensions. There ``log_prob`` raises and
+``likelihood_estimate = "ais"`` tells ``dgm eval`` to report an annealed-importance-sampling
+estimate (:mod:`dgm.eval.ais`), named as an estimate: it is neither exact nor a bound on log p
+(it over-estimates log p in expectation, since AIS under-estimates log Z in expectation).
+``nce``/``fce`` also learn ``log_z``; it is logged, never used as the likelihood.
+
+**Sampling** runs MCMC (:class:`EBMSampleOptions`) from the fitted Gaussian noise, the replay
+buffer (``pcd``) or the flow (``fce``); it is approximate (``exact_sampling = False``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from dgm.core.config import build_config
+from dgm.core.errors import ConfigError, DgmError
+from dgm.core.model import Batch, Model, Stepper, unpack
+from dgm.core.registry import register
+from dgm.core.spec import DataSpec
+from dgm.models.ebm.contrastive import cd_loss, nce_loss
+from dgm.models.ebm.energy import ConvEnergy, MLPEnergy, QuadraticEnergy
+from dgm.models.ebm.noise import GaussianNoise, MixtureNoise
+from dgm.models.ebm.quadrature import grid_log_z
+from dgm.models.ebm.scorematching import dsm_loss, sm_loss, ssm_loss
+from dgm.samplers.langevin import ReplayBuffer, grad_and_log_prob, hmc, mala, ula
+
+__all__ = ["EBM", "EBMConfig", "EBMSampleOptions"]
+
+OBJECTIVES = ("cd", "pcd", "sm", "ssm", "dsm", "nce", "fce")
+
+
+@dataclass
+class EBMConfig:
+    """Hyperparameters of :class:`EBM`.
+
+    Attributes:
+        objective: one of cd, pcd, sm, ssm, dsm, nce, fce (see the module docstring).
+        energy: ``"mlp"``, ``"conv"`` (images) or ``"quadratic"`` (a Gaussian energy).
+        hidden: hidden widths of the MLP energy. channels: channels of the conv energy.
+        activation: smooth activation of the energy network (silu, softplus, elu, tanh).
+        mcmc: sampler of the training negatives (cd/pcd): langevin (ULA), mala or hmc.
+        mcmc_steps, mcmc_step_size, mcmc_leapfrog: its number of steps, step size and leapfrog
+            steps (hmc); also the defaults of ``sample``.
+        cd_init: cd chains start from ``"noise"`` (the fitted Gaussian) or the ``"data"`` batch.
+        buffer_size, reinit_prob: replay buffer of pcd (capacity, probability of a fresh chain).
+        alpha: weight of the energy-magnitude penalty of cd/pcd (on the total energy, the
+            tether term included).
+        ssm_projections: random projections per example of ssm.
+        dsm_sigma: noise level of dsm.
+        noise, noise_components, noise_ratio: nce noise (gaussian or a K-component mixture fitted
+            to the first batch) and the number of noise samples per data point.
+        flow, flow_layers, flow_hidden, flow_mle: fce's flow (a registry name), its size, and an
+            optional weight of the flow's maximum-likelihood loss added to its adversarial loss.
+        quadrature_points, quadrature_pad: 2-D log Z grid size and box padding.
+        tether: weight ``tau`` of the base density in the energy,
+            ``E(x) = E_net(x) - tau log q(x)`` with ``q`` the noise fitted to the data (an
+            exponential tilting of ``q``). ``tau = 1`` makes ``p`` normalisable on all of R^D for
+            any network of sub-quadratic growth and starts AIS at ``p``'s own base; 0 (default):
+            the plain network.
+    """
+
+    objective: Literal["cd", "pcd", "sm", "ssm", "dsm", "nce", "fce"] = "pcd"
+    energy: Literal["mlp", "conv", "quadratic"] = "mlp"
+    hidden: tuple[int, ...] = (128, 128)
+    channels: tuple[int, ...] = (32, 64)
+    activation: str = "silu"
+    mcmc: Literal["langevin", "mala", "hmc"] = "langevin"
+    mcmc_steps: int = 20
+    mcmc_step_size: float = 0.01
+    mcmc_leapfrog: int = 5
+    cd_init: Literal["noise", "data"] = "noise"
+    buffer_size: int = 10000
+    reinit_prob: float = 0.05
+    alpha: float = 0.0
+    ssm_projections: int = 1
+    dsm_sigma: float = 0.1
+    noise: Literal["gaussian", "mixture"] = "gaussian"
+    noise_components: int = 8
+    noise_ratio: float = 1.0
+    flow: str = "nsf"
+    flow_layers: int = 4
+    flow_hidden: tuple[int, ...] = (64, 64)
+    flow_mle: float = 0.0
+    quadrature_points: int = 256
+    quadrature_pad: float = 1.0
+    tether: float = 0.0
+
+    def __post_init__(self) -> None:
+        positive = ("mcmc_step_size", "dsm_sigma", "noise_ratio")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key} must be positive, not {getattr(self, key)}")
+        at_least_one = ("mcmc_leapfrog", "buffer_size", "ssm_projections", "noise_components")
+        for key in (*at_least_one, "flow_layers", "quadrature_points"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
+        if self.mcmc_steps < 0 or self.alpha < 0 or self.flow_mle < 0 or self.tether < 0:
+            raise ConfigError("mcmc_steps, alpha, flow_mle and tether must be non-negative")
+        if not 0 <= self.reinit_prob <= 1:
+            raise ConfigError(f"reinit_prob must lie in [0, 1], not {self.reinit_prob}")
+        if self.quadrature_pad < 0:
+            raise ConfigError(f"quadrature_pad must be non-negative, not {self.quadrature_pad}")
+
+
+@dataclass
+class EBMSampleOptions:
+    """Options of :meth:`EBM.sample`.
+
+    Attributes:
+        sampler: ``"langevin"`` (ULA), ``"mala"`` or ``"hmc"``.
+        steps: MCMC steps (default: 10 x the training ``mcmc_steps``).
+        step_size: step size (default: the training ``mcmc_step_size``).
+        n_leapfrog: leapfrog steps of hmc.
+        adapt: mala/hmc tune a global step size by dual averaging over the first half.
+        init: chains start from ``"noise"`` (fitted Gaussian), the pcd ``"buffer"``, the fce
+            ``"flow"``, or ``"auto"`` (buffer for pcd, flow for fce, else noise).
+    """
+
+    sampler: Literal["langevin", "mala", "hmc"] = "langevin"
+    steps: int | None = None
+    step_size: float | None = None
+    n_leapfrog: int = 5
+    adapt: bool = True
+    init: Literal["auto", "noise", "buffer", "flow"] = "auto"
+
+
+@register
+class EBM(Model):
+    name = "ebm"
+    family = "ebm"
+    description = (
+        "energy-based model (cd/pcd, sm/ssm/dsm, nce, fce; MCMC sampling); log_prob by grid "
+        "quadrature of log Z in 2-D, an AIS estimate otherwise"
+    )
+    Config = EBMConfig
+    SampleOptions = EBMSampleOptions
+    exact_likelihood = False  # True on 2-D instances (grid quadrature of log Z)
+    exact_sampling = False
+    needs_grad_for_inference = True
+    test_config = {
+        "hidden": (16, 16),
+        "mcmc_steps": 5,
+        "mcmc_step_size": 0.05,
+        "buffer_size": 64,
+        "quadrature_points": 64,
+        "noise_components": 2,
+        "flow_layers": 1,
+        "flow_hidden": (8,),
+    }
+    #: extra configs the conformance suite also runs (one per other objective)
+    test_variants = [{"objective": o} for o in ("cd", "sm", "ssm", "nce", "fce")] + [
+        # at sigma = 0.1 the DSM gradient of a tiny batch is mostly noise (signal O(sigma^2))
+        {"objective": "dsm", "dsm_sigma": 0.5},
+        {"objective": "nce", "noise": "mixture"},
+    ]
+
+    def __init__(self, spec: DataSpec, config: EBMConfig | None = None) -> None:
+        super().__init__(spec, config)
+        c = self.config
+        ev = self.event_shape
+        if c.energy == "mlp":
+            self.energy_net: nn.Module = MLPEnergy(ev, c.hidden, c.activation)
+        elif c.energy == "conv":
+            self.energy_net = ConvEnergy(ev, c.channels, c.activation)
+        else:
+            self.energy_net = QuadraticEnergy(ev)
+        if c.noise == "mixture" and c.objective == "nce":
+            self.noise: nn.Module = MixtureNoise(ev, c.noise_components)
+        else:
+            self.noise = GaussianNoise(ev)
+        self.buffer = (
+            ReplayBuffer(c.buffer_size, ev, c.reinit_prob) if c.objective == "pcd" else None
+        )
+        self.log_z = nn.Parameter(torch.zeros(())) if c.objective in ("nce", "fce") else None
+        self.flow: Model | None = None
+        if c.objective == "fce":
+            from dgm.core.registry import build
+
+            self.flow = build(c.flow, spec, num_layers=c.flow_layers, hidden=c.flow_hidden)
+            if not self.flow.exact_likelihood:
+                raise ConfigError(f"fce needs a flow with an exact log_prob; {c.flow!r} has none")
+            # two players: each group's step lowers its own term (conformance reads this)
+            self.group_objectives = {"model": "loss", "flow": "flow_loss"}  # type: ignore[misc]
+        self.two_d = self.num_dims == 2 and len(ev) == 1
+        self.exact_likelihood = self.two_d  # type: ignore[misc]
+        self.likelihood_estimate = None if self.two_d else "ais"
+        self.register_buffer("quad_box", torch.tensor([-5.0, 5.0, -5.0, 5.0]))
+        self._quad_cache: tuple[Any, Tensor, Tensor] | None = None
+        self._pending: tuple[Tensor, Tensor] | None = None
+
+    # ------------------------------------------------------------------ the density
+    def energy(self, x: Tensor) -> Tensor:
+        """``E(x) = E_net(x) - tether * log q(x)``, shape ``(B,)``."""
+        e = self.energy_net(x)  # (B,)
+        if self.config.tether > 0:
+            e = e - self.config.tether * self.noise.log_prob(x)
+        return e
+
+    def unnormalized_log_prob(self, x: Tensor) -> Tensor:
+        """``-E(x)``: log p(x) + log Z, shape ``(B,)`` (what samplers and AIS use)."""
+        return -self.energy(x)
+
+    def log_z_quadrature(self) -> tuple[Tensor, Tensor]:
+        """``(log Z, quadrature error indicator)`` on the grid (2-D only), cached until the
+        parameters change."""
+        if not self.two_d:
+            raise DgmError(f"grid quadrature of log Z needs 2-D data, not {self.event_shape}")
+        params = [*self.energy_net.parameters(), *self.noise.buffers(), self.quad_box]
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        if self._quad_cache is None or self._quad_cache[0] != key:
+            box = self.quad_box.to(self.dtype)
+            fine, err = grid_log_z(self.energy, box, self.config.quadrature_points)
+            self._quad_cache = (key, fine, err)
+        return self._quad_cache[1], self._quad_cache[2]
+
+    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """``-E(x) - log Z`` with the grid log Z (2-D); exact up to quadrature error."""
+        if not self.two_d:
+            raise DgmError(
+                f"model 'ebm' has no exact log_prob for data of shape {self.event_shape} (log Z "
+                "is by quadrature in 2-D only); `dgm eval` reports an AIS estimate instead"
+            )
+        x = self.check_input(x)
+        return -self.energy(x) - self.log_z_quadrature()[0]
+
+    def log_likelihood(
+        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
+    ) -> tuple[Tensor, str]:
+        if bound_options:
+            raise DgmError(f"model 'ebm' takes no likelihood options, got {sorted(bound_options)}")
+        return self.log_prob(x), "log_prob (log Z by grid quadrature)"
+
+    # ------------------------------------------------------------------ chains
+    def _init(self, n: int, where: str) -> Tensor:
+        if where == "flow" and self.flow is not None:
+            return self.flow.sample(n).detach()
+        if where == "buffer" and self.buffer is not None and int(self.buffer.count) > 0:
+            return self.buffer.sample(n, self.noise.sample)[0]
+        return self.noise.sample(n)
+
+    def _mcmc(self, x0: Tensor, sampler: str, steps: int, h: float, leap: int, adapt: bool):
+        lp = self.unnormalized_log_prob
+        if sampler == "langevin":
+            return ula(x0, lambda x: grad_and_log_prob(lp, x)[1], h, steps)
+        if sampler == "mala":
+            return mala(x0, lp, h, steps, adapt=adapt).x
+        return hmc(x0, lp, h, leap, steps, adapt=adapt).x
+
+    def _negatives(self, x: Tensor) -> Tensor:
+        c = self.config
+        if c.objective == "pcd":
+            assert self.buffer is not None
+            x0, idx = self.buffer.sample(x.shape[0], self.noise.sample)
+        else:
+            x0 = x.detach() if c.cd_init == "data" else self.noise.sample(x.shape[0])
+            idx = None
+        x_neg = self._mcmc(x0, c.mcmc, c.mcmc_steps, c.mcmc_step_size, c.mcmc_leapfrog, False)
+        if idx is not None:
+            self._pending = (x_neg, idx)
+        return x_neg
+
+    # ------------------------------------------------------------------ training
+    def on_train_start(self, train_data: Tensor) -> None:
+        """Fit the noise (NCE noise, chain initialisation) and, in 2-D, the quadrature box."""
+        x = train_data.to(self.device, self.dtype)
+        self.noise.fit(x)
+        if self.two_d:
+            lo, hi = x.min(0).values, x.max(0).values  # (2,), (2,)
+            pad = self.config.quadrature_pad * (hi - lo) + 1e-3
+            lo, hi = lo - pad, hi + pad
+            self.quad_box.copy_(torch.stack([lo[0], hi[0], lo[1], hi[1]]))
+        if self.flow is not None:
+            self.flow.on_train_start(train_data)
+
+    def _contrastive(self, x: Tensor, detach_flow: bool) -> dict[str, Tensor]:
+        c = self.config
+        assert self.log_z is not None
+        if self.flow is None:
+            m = max(1, round(c.noise_ratio * x.shape[0]))
+            nu = m / x.shape[0]
+            y = self.noise.sample(m)  # (M, *event)
+            log_q_data, log_q_noise = self.noise.log_prob(x), self.noise.log_prob(y)
+        else:
+            nu = 1.0
+            y = self.flow.flow.sample(x.shape[0])  # (B, *event), reparameterised
+            if detach_flow:
+                y = y.detach()
+            log_q_data, log_q_noise = self.flow.log_prob(x), self.flow.log_prob(y)
+            if detach_flow:
+                log_q_data, log_q_noise = log_q_data.detach(), log_q_noise.detach()
+        out = nce_loss(-self.energy(x) - self.log_z, log_q_data, -self.energy(y) - self.log_z,
+                       log_q_noise, nu)  # fmt: skip
+        out["log_z_learned"] = self.log_z.detach()
+        return out
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        x, _ = unpack(batch)
+        x = self.check_input(x)
+        c = self.config
+        if c.objective in ("cd", "pcd"):
+            x_neg = self._negatives(x)
+            return cd_loss(self.energy(x), self.energy(x_neg), c.alpha)
+        if c.objective == "sm":
+            value = sm_loss(self.energy, x).mean()
+        elif c.objective == "ssm":
+            value = ssm_loss(self.energy, x, c.ssm_projections).mean()
+        elif c.objective == "dsm":
+            value = dsm_loss(self.energy, x, c.dsm_sigma).mean()
+        else:
+            out = self._contrastive(x, detach_flow=False)
+            if self.flow is not None:  # the flow's own objective: -V (+ optional MLE term)
+                out["flow_loss"] = -out["loss"] - c.flow_mle * self.flow.log_prob(x).mean()
+            return out
+        return {"loss": value, c.objective: value.detach()}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        model = [*self.energy_net.parameters()] + ([self.log_z] if self.log_z is not None else [])
+        groups = {"model": model}
+        if self.flow is not None:
+            groups["flow"] = list(self.flow.parameters())
+        return groups
+
+    def training_step(self, batch: Batch, step: int, stepper: Stepper) -> dict[str, Tensor]:
+        if self.flow is None:
+            out = self.loss(batch)
+            stepper(out["loss"], "model")
+            if self._pending is not None and self.buffer is not None:
+                self.buffer.push(*self._pending)
+                self._pending = None
+            return out
+        x = self.check_input(unpack(batch)[0])
+        out = self._contrastive(x, detach_flow=True)
+        stepper(out["loss"], "model")  # the EBM (and log Z) maximise V
+        flow_loss = self.loss(x)["flow_loss"]  # the flow minimises V
+        stepper(flow_loss, "flow")
+        out["flow_loss"] = flow_loss.detach()
+        return out
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n: int, y: Tensor | None = None, **options: Any) -> Tensor:
+        """``n`` approximate samples by MCMC on the energy, shape ``(n, *event_shape)``."""
+        o = build_config(EBMSampleOptions, options, what="sampling option of 'ebm'")
+        c = self.config
+        steps = o.steps if o.steps is not None else 10 * c.mcmc_steps
+        h = o.step_size if o.step_size is not None else c.mcmc_step_size
+        where = o.init
+        if where == "auto":
+            where = {"pcd": "buffer", "fce": "flow"}.get(c.objective, "noise")
+        x0 = self._init(n, where)
+        return self._mcmc(x0, o.sampler, steps, h, o.n_leapfrog, o.adapt).to(self.dtype)

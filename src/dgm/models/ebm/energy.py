@@ -1,0 +1,109 @@
+r"""Energy networks ``E_\theta: (B, *event) -> (B,)`` for :mod:`dgm.models.ebm`.
+
+The model density is :math:`p_\theta(x) = e^{-E_\theta(x)} / Z_\theta`. Score-based objectives need
+:math:`\nabla_x E` and (exact score matching) its Hessian, so the networks use smooth activations
+(SiLU by default): a ReLU network has a zero Hessian almost everywhere and exact score matching
+would see no curvature.
+
+* :class:`MLPEnergy`: any event shape, flattened;
+* :class:`ConvEnergy`: images ``(C, H, W)``, strided convolutions then global average pooling;
+* :class:`QuadraticEnergy`: :math:`E(x) = \tfrac12 (x - \mu)^\top P (x - \mu)` with precision
+  :math:`P = L L^\top` (``L`` lower triangular, positive diagonal): a Gaussian energy whose
+  parameters every objective should recover, used by the tests.
+
+No network has an output bias: an additive constant in ``E`` only rescales ``Z``, no objective
+identifies it (its gradient is zero for cd and the score-matching losses), and ``nce``/``fce``
+learn ``log Z`` separately.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from dgm.core.errors import ConfigError
+
+__all__ = ["ConvEnergy", "MLPEnergy", "QuadraticEnergy", "activation"]
+
+_ACTIVATIONS = {"silu": nn.SiLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh": nn.Tanh}
+
+
+def activation(name: str) -> nn.Module:
+    if name not in _ACTIVATIONS:
+        raise ConfigError(
+            f"unknown energy activation {name!r}; choose one of {', '.join(_ACTIVATIONS)} "
+            "(smooth: score matching needs second derivatives)"
+        )
+    return _ACTIVATIONS[name]()
+
+
+class MLPEnergy(nn.Module):
+    """A fully connected energy on flattened events: ``D -> hidden... -> 1``."""
+
+    def __init__(self, event_shape: tuple[int, ...], hidden: tuple[int, ...], act: str) -> None:
+        super().__init__()
+        d = math.prod(event_shape)
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(d, h), activation(act)]
+            d = h
+        layers.append(nn.Linear(d, 1, bias=False))  # a constant energy is absorbed into Z
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.reshape(x.shape[0], -1)).squeeze(-1)  # (B,)
+
+
+class ConvEnergy(nn.Module):
+    """A convolutional energy on images ``(C, H, W)``: a 3x3 convolution, then one stride-2 4x4
+    convolution per entry of ``channels``, global average pooling and a linear read-out."""
+
+    def __init__(self, event_shape: tuple[int, ...], channels: tuple[int, ...], act: str) -> None:
+        super().__init__()
+        if len(event_shape) != 3:
+            raise ConfigError(
+                f"energy='conv' needs image data (C, H, W), not event shape {event_shape}; "
+                "use energy='mlp'"
+            )
+        c = event_shape[0]
+        layers: list[nn.Module] = [nn.Conv2d(c, channels[0], 3, padding=1), activation(act)]
+        prev = channels[0]
+        for ch in channels:
+            layers += [nn.Conv2d(prev, ch, 4, stride=2, padding=1), activation(act)]
+            prev = ch
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(prev, 1, bias=False)  # a constant energy is absorbed into Z
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.features(x)  # (B, C', H', W')
+        return self.head(h.mean(dim=(2, 3))).squeeze(-1)  # (B,)
+
+
+class QuadraticEnergy(nn.Module):
+    r"""Gaussian energy :math:`\tfrac12 (x-\mu)^\top L L^\top (x-\mu)`; ``p = N(mu, (L L^T)^{-1})``
+    and :math:`\log Z = \tfrac D2 \log 2\pi - \log\det L`."""
+
+    def __init__(self, event_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        d = math.prod(event_shape)
+        self.mean = nn.Parameter(torch.zeros(d))
+        self.raw_chol = nn.Parameter(torch.zeros(d, d))  # lower part + log of the diagonal
+
+    def chol(self) -> Tensor:
+        """``L`` with ``P = L L^T``: strictly lower part of ``raw_chol`` and ``exp`` diagonal."""
+        r = self.raw_chol
+        return torch.tril(r, -1) + torch.diag_embed(r.diagonal().exp())  # (D, D)
+
+    def precision(self) -> Tensor:
+        lo = self.chol()
+        return lo @ lo.T  # (D, D)
+
+    def log_z(self) -> Tensor:
+        d = self.mean.shape[0]
+        return 0.5 * d * math.log(2 * math.pi) - self.raw_chol.diagonal().sum()
+
+    def forward(self, x: Tensor) -> Tensor:
+        u = (x.reshape(x.shape[0], -1) - self.mean) @ self.chol()  # (B, D)
+        return 0.5 * (u**2).sum(-1)  # (B,)

@@ -1,0 +1,260 @@
+"""Energy-based models: every objective recovers a Gaussian energy's mean and covariance from its
+samples, score matching's loss is the Fisher divergence up to a constant, the 2-D quadrature
+normalises the density, and the replay buffer is saved with the model.
+
+Recovery tests fit ``energy="quadratic"`` (mean and precision parameters) in float64 to a fixed
+sample and compare with the sample's own mean and covariance (the maximum-likelihood fit, what an
+exact-sampling or consistent objective converges to on that sample), so the tolerances measure
+the objective and its optimisation, not sampling error of the data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dgm.core.errors import ConfigError, DgmError
+from dgm.core.registry import build
+from dgm.core.spec import DataSpec
+from dgm.models.ebm import EBM
+from dgm.models.ebm.scorematching import model_score, sm_loss
+from dgm.train.checkpoint import load_tensors, save_tensors
+
+D64 = torch.float64
+MU = torch.tensor([1.0, -0.5], dtype=D64)
+SIGMA = torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=D64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny 2-D problems: a second thread only adds contention on a shared machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def gaussian_data(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 2, generator=g, dtype=D64)
+    return MU + z @ torch.linalg.cholesky(SIGMA).T
+
+
+def quadratic(**overrides) -> EBM:
+    torch.manual_seed(0)
+    return build("ebm", DataSpec((2,)), energy="quadratic", **overrides).to(D64)
+
+
+def fit(model: EBM, x: torch.Tensor, steps: int, lr: float, batch: int = 500) -> EBM:
+    """Adam on ``training_step`` with minibatches of ``x``, the learning rate decaying to lr/20."""
+    model.on_train_start(x)
+    groups = model.param_groups()
+    opts = {k: torch.optim.Adam(v, lr=lr) for k, v in groups.items()}
+    scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda t: 0.05 ** (t / steps))
+              for k, o in opts.items()}  # fmt: skip
+
+    def stepper(loss, group="model"):
+        opts[group].zero_grad()
+        loss.backward()
+        opts[group].step()
+        scheds[group].step()
+
+    g = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        idx = torch.randint(0, x.shape[0], (batch,), generator=g)
+        model.training_step(x[idx], step, stepper)
+    return model
+
+
+def fitted_moments(model: EBM) -> tuple[torch.Tensor, torch.Tensor]:
+    e = model.energy_net
+    with torch.no_grad():
+        return e.mean.clone(), torch.linalg.inv(e.precision())
+
+
+def assert_recovers(model: EBM, x: torch.Tensor, tol_mean: float, tol_cov: float, extra=0.0):
+    mean, cov = fitted_moments(model)
+    target_cov = torch.cov(x.T) + extra * torch.eye(2, dtype=D64)
+    assert (mean - x.mean(0)).abs().max() < tol_mean, (mean, x.mean(0))
+    assert (cov - target_cov).abs().max() < tol_cov, (cov, target_cov)
+
+
+# ------------------------------------------------------------------------------ recovery
+def test_exact_score_matching_recovers_the_gaussian():
+    """Full batch, minimised by L-BFGS: SM's optimum on a sample is that sample's MLE, exactly
+    (mean, and the biased covariance: d/dP [tr(P^2 S)/2 - tr P] = 0 at P = S^-1)."""
+    x = gaussian_data(2000)
+    model = quadratic(objective="sm")
+    opt = torch.optim.LBFGS(model.parameters(), max_iter=200, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-12, tolerance_change=1e-14)  # fmt: skip
+
+    def closure():
+        opt.zero_grad()
+        loss = model.loss(x)["loss"]
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    mean, cov = fitted_moments(model)
+    torch.testing.assert_close(mean, x.mean(0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(cov, torch.cov(x.T, correction=0), atol=1e-6, rtol=0)
+
+
+def test_sliced_score_matching_recovers_the_gaussian():
+    x = gaussian_data(2000)
+    model = fit(quadratic(objective="ssm", ssm_projections=4), x, 400, 0.05)
+    assert_recovers(model, x, 0.05, 0.08)
+
+
+def test_denoising_score_matching_recovers_the_noised_gaussian():
+    x = gaussian_data(2000)
+    sigma = 0.3
+    model = fit(quadratic(objective="dsm", dsm_sigma=sigma), x, 500, 0.05)
+    assert_recovers(model, x, 0.05, 0.08, extra=sigma**2)  # DSM fits p * N(0, sigma^2 I)
+    with pytest.raises(AssertionError):  # ... and not p itself: the check has power
+        assert_recovers(model, x, 0.05, 0.04)
+
+
+def test_nce_recovers_the_gaussian_and_its_log_normaliser():
+    x = gaussian_data(2000)
+    model = quadratic(objective="nce", noise_ratio=4.0)
+    model.on_train_start(x)
+    model.noise.chol.mul_(1.5)  # noise wider than the data (the fitted one would equal it)
+    model.on_train_start = lambda data: None  # keep that noise in fit()
+    fit(model, x, 500, 0.05)
+    assert_recovers(model, x, 0.06, 0.1)
+    true_log_z = float(model.energy_net.log_z().detach())
+    assert abs(float(model.log_z.detach()) - true_log_z) < 0.05
+
+
+@pytest.mark.slow  # 300 steps of 10 MALA steps each: about 5-10 s on a loaded machine
+@pytest.mark.parametrize("objective,init", [("pcd", "noise"), ("cd", "data")])
+def test_contrastive_divergence_with_mala_negatives_recovers_the_gaussian(objective, init):
+    x = gaussian_data(2000)
+    model = quadratic(
+        objective=objective, cd_init=init, mcmc="mala", mcmc_steps=10, mcmc_step_size=0.3,
+        buffer_size=2000, reinit_prob=0.0,
+    )  # fmt: skip
+    fit(model, x, 300, 0.05)
+    assert_recovers(model, x, 0.08, 0.12)
+
+
+def test_cd_from_noise_with_few_langevin_steps_is_biased_and_the_tests_see_it():
+    """Short-run ULA from a far-away start does not reach the model: recovery fails."""
+    x = gaussian_data(2000)
+    model = quadratic(objective="cd", mcmc="langevin", mcmc_steps=2, mcmc_step_size=0.01)
+    fit(model, x, 150, 0.05)
+    with pytest.raises(AssertionError):
+        assert_recovers(model, x, 0.08, 0.12)
+
+
+# -------------------------------------------------------------------- score matching = Fisher
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_score_matching_loss_is_the_fisher_divergence_up_to_a_constant(seed):
+    """E_p[sm] - 1/2 E_p|s_theta - s_p|^2 = -1/2 E_p|s_p|^2 = -1/2 tr(Sigma^-1) for any energy."""
+    torch.manual_seed(seed)
+    model = build("ebm", DataSpec((2,)), objective="sm", hidden=(16, 16)).to(D64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2.0)  # a clearly non-Gaussian energy
+    x = gaussian_data(50_000, seed=seed + 10)
+    sm = sm_loss(model.energy, x).detach()  # (N,)
+    with torch.enable_grad():
+        _, s_model = model_score(model.energy, x, create_graph=False)
+    s_true = -(x - MU) @ torch.linalg.inv(SIGMA)  # (N, 2)
+    fisher = 0.5 * ((s_model - s_true) ** 2).sum(-1)  # (N,)
+    diff = sm - fisher
+    const = 0.5 * float(torch.linalg.inv(SIGMA).trace())
+    se = float(diff.std()) / math.sqrt(diff.numel())
+    assert abs(float(diff.mean()) + const) < 4 * se
+    assert float(fisher.mean()) > 10 * se  # the model is far from the data: a real check
+
+
+# -------------------------------------------------------------------------- likelihood
+def test_quadrature_log_z_of_a_gaussian_energy_is_exact():
+    model = quadratic(quadrature_points=256)
+    model.on_train_start(gaussian_data(500))
+    with torch.no_grad():
+        model.energy_net.mean.copy_(MU)
+        model.energy_net.raw_chol.copy_(torch.tensor([[0.3, 0.0], [0.4, -0.2]], dtype=D64))
+    log_z, err = model.log_z_quadrature()
+    assert float(log_z) == pytest.approx(float(model.energy_net.log_z().detach()), abs=1e-6)
+    assert float(err) < 1e-6
+    x = gaussian_data(10)
+    exact = torch.distributions.MultivariateNormal(
+        MU, precision_matrix=model.energy_net.precision().detach()
+    ).log_prob(x)
+    torch.testing.assert_close(model.log_prob(x).detach(), exact, atol=1e-6, rtol=0)
+
+
+def test_mlp_density_integrates_to_one_on_its_box_and_the_cache_follows_the_weights():
+    model = build("ebm", DataSpec((2,)), hidden=(16,), quadrature_points=200).to(D64)
+    model.on_train_start(gaussian_data(500))
+    box = model.quad_box.tolist()
+    n = 400
+    hx, hy = (box[1] - box[0]) / n, (box[3] - box[2]) / n
+    xs = box[0] + hx * (torch.arange(n, dtype=D64) + 0.5)
+    ys = box[2] + hy * (torch.arange(n, dtype=D64) + 0.5)
+    pts = torch.cartesian_prod(xs, ys)
+    with torch.no_grad():
+        total = float(model.log_prob(pts).exp().sum()) * hx * hy
+        assert total == pytest.approx(1.0, abs=1e-4)
+        before = float(model.log_z_quadrature()[0])
+        model.energy_net.net[0].bias.add_(1.0)
+        assert float(model.log_z_quadrature()[0]) != before
+    assert model.exact_likelihood and not EBM.exact_likelihood
+
+
+def test_images_have_no_exact_likelihood_but_an_ais_estimate_flag():
+    model = build("ebm", DataSpec((1, 8, 8)), energy="conv", channels=(4, 8), mcmc_steps=2)
+    assert not model.exact_likelihood and model.likelihood_estimate == "ais"
+    x = torch.rand(4, 1, 8, 8)
+    assert torch.isfinite(model.loss(x)["loss"])
+    with pytest.raises(DgmError, match="AIS"):
+        model.log_prob(x)
+    with pytest.raises(ConfigError, match="image data"):
+        build("ebm", DataSpec((2,)), energy="conv")
+
+
+# ------------------------------------------------------------------------ state and options
+def test_replay_buffer_is_trained_saved_and_restored(tmp_path):
+    model = quadratic(objective="pcd", buffer_size=50, mcmc_steps=3)
+    x = gaussian_data(200)
+    fit(model, x, 3, 0.01, batch=20)
+    assert int(model.buffer.count) == 50
+    save_tensors(model.state_dict(), tmp_path / "w.safetensors")
+    other = quadratic(objective="pcd", buffer_size=50, mcmc_steps=3)
+    other.load_state_dict(load_tensors(tmp_path / "w.safetensors"))
+    assert torch.equal(other.buffer.data, model.buffer.data)
+    assert torch.equal(other.quad_box, model.quad_box)
+
+
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "hmc"])
+def test_sampling_options_reach_the_chosen_sampler(sampler):
+    model = quadratic()
+    with torch.no_grad():
+        model.energy_net.mean.copy_(MU)
+    model.noise.mean.copy_(MU)
+    torch.manual_seed(0)
+    with model.inference():
+        s = model.sample(2000, sampler=sampler, steps=60, step_size=0.2)
+    assert s.shape == (2000, 2) and not s.requires_grad
+    assert (s.mean(0) - MU).abs().max() < 0.15  # chains moved to the energy's mean
+    with pytest.raises(ConfigError, match="steps"):
+        model.sample(2, stpes=3)
+
+
+def test_tethered_energy_with_a_zero_network_is_its_base_density():
+    """tether=1: E = E_net - log q; with E_net = 0 the model is q, and the quadrature says so."""
+    model = build("ebm", DataSpec((2,)), hidden=(8,), tether=1.0).to(D64)
+    x = gaussian_data(500)
+    model.on_train_start(x)
+    with torch.no_grad():
+        model.energy_net.net[-1].weight.zero_()
+    torch.testing.assert_close(
+        model.log_prob(x[:20]), model.noise.log_prob(x[:20]), atol=1e-5, rtol=0
+    )
+    with pytest.raises(ConfigError, match="tether"):
+        build("ebm", DataSpec((2,)), tether=-1.0)
