@@ -1,0 +1,85 @@
+r"""Time (noise-level) embeddings and an MLP that takes a time input, for diffusion on vectors.
+
+The sinusoidal embedding of Vaswani et al. ("Attention is all you need", 2017), used for diffusion
+time steps by Ho et al. (2020):
+
+.. math::
+
+    e(t)_{k} = \cos(t\, \omega_k), \quad e(t)_{k + d/2} = \sin(t\, \omega_k), \qquad
+    \omega_k = \text{max\_period}^{-k / (d/2)}, \quad k = 0 .. d/2 - 1.
+
+:class:`TimeMLP` maps ``(x (B, D), t (B,))`` to ``(B, D)`` with residual blocks
+``h <- h + W_2 silu(W_1 silu(h) + A_b e(t))``, the vector analogue of the U-Net's residual blocks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["TimeEmbedding", "TimeMLP", "sinusoidal_embedding"]
+
+
+def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """``(B,)`` times (any real values) to ``(B, dim)`` features ``[cos(t w), sin(t w)]``."""
+    if dim < 2 or dim % 2:
+        raise ValueError(f"the embedding dimension must be an even number >= 2, not {dim}")
+    half = dim // 2
+    k = torch.arange(half, device=t.device, dtype=torch.float64)
+    freqs = torch.exp(-math.log(max_period) * k / half).to(
+        t.dtype if t.is_floating_point() else torch.float32
+    )  # (half,)
+    args = t.reshape(-1, 1).to(freqs.dtype) * freqs  # (B, half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
+
+
+class TimeEmbedding(nn.Module):
+    """Sinusoidal features of ``t`` followed by a two-layer MLP: ``(B,)`` to ``(B, out_dim)``."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        dtype = self.mlp[0].weight.dtype
+        return self.mlp(sinusoidal_embedding(t.to(dtype), self.dim))  # (B, out_dim)
+
+
+class _Block(nn.Module):
+    def __init__(self, hidden: int, time_dim: int) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(hidden, hidden)
+        self.time = nn.Linear(time_dim, hidden)
+        self.lin2 = nn.Linear(hidden, hidden)
+        self.act = nn.SiLU()
+
+    def forward(self, h: Tensor, temb: Tensor) -> Tensor:
+        return h + self.lin2(self.act(self.lin1(self.act(h)) + self.time(temb)))  # (B, H)
+
+
+class TimeMLP(nn.Module):
+    """A residual MLP with a time input: ``forward(x (B, D), t (B,)) -> (B, D)``.
+
+    Args:
+        features: ``D``, the size of input and output.
+        hidden: width of the residual stream.
+        blocks: number of residual blocks, each fed the time embedding.
+        time_dim: size of the sinusoidal embedding (and of the embedding MLP).
+    """
+
+    def __init__(self, features: int, hidden: int = 256, blocks: int = 3, time_dim: int = 64):
+        super().__init__()
+        self.embed = TimeEmbedding(time_dim, time_dim)
+        self.inp = nn.Linear(features, hidden)
+        self.blocks = nn.ModuleList(_Block(hidden, time_dim) for _ in range(blocks))
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, features))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        temb = self.embed(t.expand(x.shape[0]) if t.dim() == 0 else t)  # (B, T)
+        h = self.inp(x)  # (B, H)
+        for block in self.blocks:
+            h = block(h, temb)
+        return self.out(h)  # (B, D)
