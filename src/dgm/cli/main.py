@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--tensorboard", action="store_true", help="also log to TensorBoard (DIR/tensorboard)"
+    )
     _add_common(t)
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
@@ -112,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(e)
 
     sub.add_parser("list", help="models and datasets, one line each")
+
+    co = sub.add_parser("compress", help="lossless coding of discrete data with an AR model")
+    co.add_argument("run", help="run directory of an autoregressive model (pixelcnn, rnn, ...)")
+    co.add_argument("input", help="INPUT.npy with raw integer data, one example per row")
+    co.add_argument("out", help="OUT.bin to write")
+    de = sub.add_parser("decompress", help="restore data written by `dgm compress`")
+    de.add_argument("run", help="the run directory that compressed the file")
+    de.add_argument("input", help="the .bin file from `dgm compress`")
+    de.add_argument("out", help="RESTORED.npy to write")
+
+    from dgm.cli.compare_report import add_parsers as add_compare_report
+
+    add_compare_report(sub)
     return parser
 
 
@@ -129,6 +145,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 0
+        if args.command in ("compress", "decompress"):
+            from dgm.cli import coding
+
+            return getattr(coding, f"cmd_{args.command}")(args)
+        if args.command in ("compare", "report"):
+            from dgm.cli import compare_report
+
+            return getattr(compare_report, f"cmd_{args.command}")(args)
+        if getattr(args, "tensorboard", False):  # dgm train --tensorboard: a training option
+            args.train_set.append("tensorboard=true")
         return getattr(commands, f"cmd_{args.command}")(args)
     except DgmError as e:
         print(f"dgm: error: {e}", file=sys.stderr)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -16,7 +18,16 @@ from torch import Tensor  # noqa: E402
 
 from dgm.eval.density import grid  # noqa: E402
 
-__all__ = ["image_grid", "save_samples", "save_density", "save_reconstructions", "save_latent_map"]
+__all__ = [
+    "curves_figure",
+    "density_figure",
+    "figure_bytes",
+    "image_grid",
+    "save_density",
+    "save_latent_map",
+    "save_reconstructions",
+    "save_samples",
+]
 
 
 def image_grid(images: Tensor, levels: int | None = None, ncols: int | None = None) -> np.ndarray:
@@ -144,3 +155,79 @@ def save_latent_map(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def figure_bytes(fig: Any, fmt: str = "png", dpi: int = 80) -> bytes:
+    """Render a matplotlib figure to PNG or SVG bytes (for reports that inline their images)
+    and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata={"Date": None} if fmt == "svg" else None)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def density_figure(
+    samples: Tensor,
+    bounds: tuple[float, float, float, float],
+    *,
+    true_log_prob: Callable[[Tensor], Tensor] | None = None,
+    model_log_prob: Callable[[Tensor], Tensor] | None = None,
+    n: int = 100,
+    name: str = "model",
+) -> Any:
+    """Side by side on the same axes: the true density (when known), the model's density (when
+    it has an exact one) as heat maps on an ``n x n`` grid, and a scatter of the model's samples
+    ``(N, 2)``. Returns the figure."""
+    pts, _ = grid(bounds, n)
+    panels: list[tuple[str, Any]] = []
+    if true_log_prob is not None:
+        panels.append(("true density", true_log_prob))
+    if model_log_prob is not None:
+        panels.append((f"{name} density", model_log_prob))
+    panels.append((f"{name} samples", None))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
+    for ax, (title, fn) in zip(axes[0], panels):
+        if fn is None:
+            s = samples.detach().to("cpu", torch.float64).numpy()
+            ax.scatter(s[:, 0], s[:, 1], s=1, alpha=0.4)
+            ax.set_xlim(bounds[0], bounds[1])
+            ax.set_ylim(bounds[2], bounds[3])
+        else:
+            dens = torch.cat(
+                [torch.exp(fn(pts[i : i + 10_000]).double()) for i in range(0, len(pts), 10_000)]
+            )
+            ax.imshow(
+                dens.reshape(n, n).numpy(), origin="lower", extent=bounds, cmap="magma",
+                interpolation="nearest",
+            )  # fmt: skip
+        ax.set_title(title, fontsize=9)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(
+    panels: dict[str, dict[str, list[tuple[float, float]]]], *, title: str = ""
+) -> Any:
+    """Line plots of curves against the training step: ``panels`` maps a panel title (e.g.
+    "training", "validation") to ``{curve name: [(step, value), ...]}``. Returns the figure."""
+    shown = {k: v for k, v in panels.items() if any(v.values())}
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4.2 * max(1, len(shown)), 3.0))
+    axes = np.atleast_1d(axes)
+    for ax, (name, curves) in zip(axes, shown.items()):
+        for label, points in curves.items():
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, label=label, lw=1.2, marker="." if len(xs) < 30 else None)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    if not shown:
+        axes[0].text(0.5, 0.5, "no curves logged", ha="center", va="center")
+        axes[0].axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
