@@ -1,0 +1,239 @@
+"""PixelCNN, Gated PixelCNN, Transformer and LSTM: sampling speed, NLL, anomaly AUROC, compression.
+
+    .venv/bin/python benchmarks/autoregressive.py speed [--prefix 8] [--repeats 3]
+    .venv/bin/python benchmarks/autoregressive.py likelihood [--minutes 3] [--digits-minutes 2]
+
+``speed`` (results/autoregressive_speed): time to draw 64 binarized-MNIST 28x28 samples with each
+model's default configuration (untrained weights: the cost of sampling does not depend on them).
+The fast sampler is timed on the full 784 pixels. The naive sampler runs one full forward pass per
+pixel at constant cost, so it is timed on the first ``--prefix`` pixels and extrapolated linearly
+to 784 (stated in the output as ``naive_s_est``); the same prefix is also timed for the fast path.
+
+``likelihood`` trains each model with the common engine (``Trainer``, ``max_minutes`` budget,
+validation NLL on 300 validation images every ``--eval-every`` steps, best weights kept) on the
+fixed binarized MNIST and on the 8x8 digits (17 levels), then reports
+* test NLL in nats on the first ``--test-size`` test images (results/autoregressive_nll),
+* anomaly AUROC of bits/dim: clean binarized-MNIST test images against the same images with 5%
+  of pixels flipped, and against the digits upsampled to 28x28 and binarized
+  (results/autoregressive_anomaly),
+* lossless compression of ``--compress-size`` binarized-MNIST test images with ``dgm.coding``:
+  compressed payload and file size against the model's NLL in bits, and gzip (level 9) of the
+  same array as bytes and bit-packed (results/autoregressive_compression).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import dgm
+from _common import median, report  # noqa: I001
+from dgm.coding import compress, decompress, nll_bits, payload_bytes
+from dgm.core.registry import build
+from dgm.core.spec import DataSpec
+from dgm.eval.anomaly import auroc, pixel_flips, resize_images
+from dgm.eval.likelihood import bits_per_dim
+from dgm.train.config import TrainConfig
+from dgm.train.engine import Trainer
+
+MODELS = ["pixelcnn", "gated-pixelcnn", "transformer", "rnn"]
+BINARY = DataSpec((1, 28, 28), "discrete", levels=2)
+
+
+# ------------------------------------------------------------------------------------ (a) speed
+def time_prefix(model, n: int, prefix: int, sampler: str) -> float:
+    """Seconds for the first ``prefix`` dimensions of ``n`` samples with one sampler."""
+    torch.manual_seed(0)
+    u = torch.rand(n, model.num_dims, dtype=torch.float64)
+    t0 = time.perf_counter()
+    with model.inference():
+        dec = model.decoder(n, None, sampler)
+        for d in range(prefix):
+            probs = torch.softmax(dec.logits().double(), -1)
+            dec.feed((probs.cumsum(-1) < u[:, d : d + 1]).sum(-1).clamp(max=model.levels - 1))
+    return time.perf_counter() - t0
+
+
+def speed(args: argparse.Namespace) -> None:
+    rows = []
+    for name in args.models:
+        torch.manual_seed(0)
+        model = build(name, BINARY).eval()
+        fast_full = []
+        for _ in range(args.repeats):
+            torch.manual_seed(1)
+            t0 = time.perf_counter()
+            with model.inference():
+                model.sample(args.n, sampler="fast")
+            fast_full.append(time.perf_counter() - t0)
+        naive = [time_prefix(model, args.n, args.prefix, "naive") for _ in range(args.repeats)]
+        fast = [time_prefix(model, args.n, args.prefix, "fast") for _ in range(args.repeats)]
+        est = median(naive) * model.num_dims / args.prefix
+        rows.append({
+            "model": name,
+            "params": sum(p.numel() for p in model.parameters()),
+            "fast_s": median(fast_full),
+            "naive_s_est": est,
+            "speedup_est": est / median(fast_full),
+            f"naive_s_first{args.prefix}": median(naive),
+            f"fast_s_first{args.prefix}": median(fast),
+            "prefix_speedup": median(naive) / median(fast),
+        })  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    cols = ["model", "params", "fast_s", "naive_s_est", "speedup_est",
+            f"naive_s_first{args.prefix}", f"fast_s_first{args.prefix}", "prefix_speedup"]  # fmt: skip
+    report("autoregressive_speed", rows, cols, extra={
+        "n_samples": args.n, "prefix": args.prefix, "repeats": args.repeats,
+        "threads": args.threads,
+        "note": "untrained default-config models on binarized MNIST 28x28; fast timed on all 784 "
+                "pixels, naive on the first `prefix` pixels and extrapolated linearly "
+                "(each naive step is one full forward pass of constant cost); medians",
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+    })  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------ (b) NLL
+LR = {"pixelcnn": 1e-3, "gated-pixelcnn": 1e-3, "transformer": 1e-3, "rnn": 2e-3}
+
+
+def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
+    torch.manual_seed(0)
+    model = build(name, data.spec)
+    cfg = TrainConfig(
+        steps=10**7, batch_size=args.batch_size, lr=LR[name], max_minutes=minutes,
+        eval_every=args.eval_every, eval_size=300, checkpoint_every=10**9, progress=False,
+        log_every=10, grad_clip=1.0,
+    )  # fmt: skip
+    trainer = Trainer(model, data.train, config=cfg, out=out, val_x=data.val)
+    info = trainer.fit()
+    model.load_state_dict(trainer.final_weights())
+    logs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    curve = [(r["step"], round(r["val_nll"], 2)) for r in logs if "val_nll" in r]
+    return model.eval(), info, curve
+
+
+def test_nll(model, x: torch.Tensor) -> tuple[float, float]:
+    with model.inference():
+        lp = torch.cat([model.log_prob(x[i : i + 250]) for i in range(0, len(x), 250)])
+    nll = -lp.double()
+    return float(nll.mean()), float(nll.std() / math.sqrt(len(nll)))
+
+
+def bpd(model, x: torch.Tensor) -> torch.Tensor:
+    with model.inference():
+        lp = torch.cat([model.log_prob(x[i : i + 250]) for i in range(0, len(x), 250)])
+    return bits_per_dim(-lp.double(), model.num_dims)
+
+
+def likelihood(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    nll_rows, anomaly_rows, coding_rows = [], [], []
+    bmnist, digits = dgm.datasets.load("binarized-mnist"), dgm.datasets.load("digits")
+    g = torch.Generator().manual_seed(0)
+    clean = bmnist.test[: args.anomaly_size]
+    flipped = pixel_flips(clean, 0.05, generator=g)
+    other = resize_images(digits.test[: args.anomaly_size], (28, 28), 17, 2)
+    for name in args.models:
+        budget = dict(kv.split("=") for kv in args.budget)
+        bm_minutes = float(budget.get(name, args.minutes))
+        for data, minutes in ((bmnist, bm_minutes), (digits, args.digits_minutes)):
+            if minutes <= 0:
+                continue
+            model, info, curve = train(name, data, minutes, args, tmp / f"{name}-{data.name}")
+            x = data.test[: args.test_size]
+            nll, sem = test_nll(model, x)
+            steps_per_epoch = data.train.shape[0] // args.batch_size
+            row = {
+                "model": name, "data": data.name, "minutes": minutes, "steps": info["steps"],
+                "test_nll": nll, "test_nll_sem": sem, "test_images": len(x),
+                "s_per_epoch_est": steps_per_epoch / info["steps_per_second"],
+                "epochs": info["steps"] / steps_per_epoch, "val_curve": curve,
+            }  # fmt: skip
+            nll_rows.append(row)
+            print(json.dumps(row), flush=True)
+            if data is not bmnist:
+                continue
+            b_clean, b_flip, b_other = bpd(model, clean), bpd(model, flipped), bpd(model, other)
+            anomaly_rows.append({
+                "model": name, "bpd_clean": float(b_clean.mean()),
+                "bpd_flipped5": float(b_flip.mean()), "bpd_digits28": float(b_other.mean()),
+                "auroc_flipped5": auroc(b_flip, b_clean), "auroc_digits28": auroc(b_other, b_clean),
+            })  # fmt: skip
+            print(json.dumps(anomaly_rows[-1]), flush=True)
+            arr = bmnist.test[: args.compress_size].numpy().astype(np.uint8)
+            t0 = time.perf_counter()
+            blob = compress(model, arr)
+            t1 = time.perf_counter()
+            exact = bool(np.array_equal(decompress(model, blob), arr))
+            t2 = time.perf_counter()
+            payload = 8 * payload_bytes(blob)
+            model_bits = nll_bits(model, arr)
+            coding_rows.append({
+                "model": name, "images": len(arr), "nll_bits": model_bits,
+                "payload_bits": payload, "file_bits": 8 * len(blob),
+                "payload_over_nll": payload / model_bits,
+                "gzip_bits": 8 * len(gzip.compress(arr.tobytes(), 9)),
+                "gzip_packbits_bits": 8 * len(gzip.compress(np.packbits(arr).tobytes(), 9)),
+                "round_trip_exact": exact, "encode_s": t1 - t0, "decode_s": t2 - t1,
+            })  # fmt: skip
+            print(json.dumps(coding_rows[-1]), flush=True)
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    common = {"loadavg_end": load, "batch_size": args.batch_size, "threads": args.threads}
+    report("autoregressive_nll", nll_rows,
+           ["model", "data", "minutes", "steps", "epochs", "test_nll", "test_nll_sem",
+            "test_images", "s_per_epoch_est"],
+           extra=common | {"note": "default model configs, Adam, grad clip 1, best validated "
+                                   "weights (300 val images); test NLL in nats on the first "
+                                   "test_images test images; s_per_epoch extrapolated from "
+                                   "steps/s"})  # fmt: skip
+    if anomaly_rows:
+        report("autoregressive_anomaly", anomaly_rows,
+               ["model", "bpd_clean", "bpd_flipped5", "bpd_digits28", "auroc_flipped5",
+                "auroc_digits28"],
+               extra=common | {"images_per_set": args.anomaly_size})  # fmt: skip
+    if coding_rows:
+        report("autoregressive_compression", coding_rows,
+               ["model", "images", "nll_bits", "payload_bits", "file_bits", "payload_over_nll",
+                "gzip_bits", "gzip_packbits_bits", "round_trip_exact", "encode_s", "decode_s"],
+               extra=common)  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("part", choices=["speed", "likelihood"])
+    ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    ap.add_argument("--n", type=int, default=64, help="samples to draw (speed)")
+    ap.add_argument("--prefix", type=int, default=8, help="naive pixels timed (speed)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1: the machine is shared)"
+    )
+    ap.add_argument("--minutes", type=float, default=3.0, help="budget on binarized MNIST")
+    ap.add_argument("--digits-minutes", type=float, default=2.0, help="budget on digits")
+    ap.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="MODEL=MINUTES",
+        help="binarized-MNIST budget of one model (overrides --minutes)",
+    )
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--eval-every", type=int, default=25)
+    ap.add_argument("--test-size", type=int, default=1000)
+    ap.add_argument("--anomaly-size", type=int, default=300)
+    ap.add_argument("--compress-size", type=int, default=200)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    speed(args) if args.part == "speed" else likelihood(args)
+
+
+if __name__ == "__main__":
+    main()

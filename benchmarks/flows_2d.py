@@ -1,0 +1,299 @@
+"""Every dgm flow side by side with zuko, nflows and normflows on the analytic 2-D densities.
+
+For each density, every entry trains with the same loop: Adam (lr 1e-3, cosine decay to 0), the
+same minibatches of ``--batch-size`` drawn from the dataset's training split, ``--steps`` steps
+(``--cnf-steps`` for the continuous flow). Entries train round-robin in chunks of ``--chunk``
+steps, so dgm and peer runs are interleaved on a shared, noisy machine; ms/step is the median
+over chunks of wall time (and of process CPU time, less sensitive to other load). The KL gap
+KL(p || q) = E_p[log p - log q] in nats uses ``--eval-samples`` exact samples of the density
+(``dgm.eval.density.kl_divergence``).
+
+Architectures (8 layers, 2 hidden layers of 64, ReLU, 8 bins, tail bound 5, reversal between
+layers) are matched as far as each API allows; see ``NOTES`` in the output.
+
+    .venv/bin/python benchmarks/flows_2d.py [--data 8gaussians ...] [--entries ...] [--steps 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+import dgm.data
+from _common import median, report  # noqa: I001
+from dgm.core.registry import build, names
+from dgm.core.spec import DataSpec
+from dgm.eval.density import kl_divergence
+
+LAYERS, HIDDEN, BINS, BOUND = 8, 64, 8, 5.0
+SPEC = DataSpec((2,))
+
+NOTES = {
+    "dgm nsf-ar": "nsf transform=autoregressive, MADE (64, 64), reverse between layers",
+    "dgm nsf-coupling": "nsf transform=coupling, MLP (64, 64) on half the dims, reverse",
+    "dgm realnvp": "realnvp vector, affine coupling MLP (64, 64)",
+    "dgm maf": "maf, affine MADE (64, 64)",
+    "dgm iaf": "iaf, affine inverse-autoregressive: density needs D passes per layer",
+    "dgm cnf": "cnf FFJORD, concatsquash MLP (64, 64, 64) tanh, rk4 8 steps (train), exact trace; "
+    "KL scored with dopri5 rtol=atol=1e-5",
+    "zuko nsf-ar": "zuko.flows.NSF(transforms=8, hidden_features=(64, 64), bins=8), bound 5",
+    "zuko maf": "zuko.flows.MAF(transforms=8, hidden_features=(64, 64))",
+    "zuko realnvp": "zuko.flows.RealNVP(transforms=8, hidden_features=(64, 64))",
+    "nflows nsf-ar": "MaskedPiecewiseRationalQuadraticAutoregressiveTransform, plain MADE "
+    "(num_blocks=1: 64, 64), linear tails at 5, ReversePermutation",
+    "nflows nsf-coupling": "PiecewiseRationalQuadraticCouplingTransform, MLP (64, 64), linear "
+    "tails at 5, ReversePermutation",
+    "normflows nsf-ar": "AutoregressiveRationalQuadraticSpline(num_blocks=1): residual MADE "
+    "(64 + one residual block of 2x64, forced by the API), tail 5, swap permutation; its "
+    "log_prob runs the D-pass inverse",
+    "normflows nsf-coupling": "CoupledRationalQuadraticSpline(num_blocks=1): residual MLP, tail 5, "
+    "swap permutation",
+}
+
+
+class MLP(nn.Module):
+    """The (64, 64) ReLU conditioner nflows' coupling calls as ``net(x, context)``."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(n_in, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(),
+            nn.Linear(HIDDEN, n_out),
+        )  # fmt: skip
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.net(x)
+
+
+Entry = tuple[nn.Module, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]
+
+
+def dgm_entry(name: str, **cfg) -> Callable[[], Entry]:
+    def make() -> Entry:
+        m = build(name, SPEC, **cfg)
+        return m, lambda x: m.loss(x)["loss"], m.log_prob
+
+    return make
+
+
+def zuko_entry(kind: str) -> Callable[[], Entry]:
+    def make() -> Entry:
+        import zuko
+
+        common = {"transforms": LAYERS, "hidden_features": (HIDDEN, HIDDEN)}
+        if kind == "nsf":
+            f = zuko.flows.NSF(2, bins=BINS, **common)
+        elif kind == "maf":
+            f = zuko.flows.MAF(2, **common)
+        else:
+            f = zuko.flows.RealNVP(2, **common)
+        return f, lambda x: -f().log_prob(x).mean(), lambda x: f().log_prob(x)
+
+    return make
+
+
+def nflows_entry(kind: str) -> Callable[[], Entry]:
+    def make() -> Entry:
+        from nflows.distributions import StandardNormal
+        from nflows.flows import Flow
+        from nflows.transforms import (
+            CompositeTransform,
+            MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
+            PiecewiseRationalQuadraticCouplingTransform,
+            ReversePermutation,
+        )
+
+        layers = []
+        for i in range(LAYERS):
+            if i > 0:
+                layers.append(ReversePermutation(2))
+            if kind == "nsf-ar":
+                layers.append(
+                    MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+                        features=2,
+                        hidden_features=HIDDEN,
+                        num_bins=BINS,
+                        tails="linear",
+                        tail_bound=BOUND,
+                        num_blocks=1,
+                        use_residual_blocks=False,
+                    )  # fmt: skip
+                )
+            else:
+                layers.append(
+                    PiecewiseRationalQuadraticCouplingTransform(
+                        mask=torch.tensor([1, 0]),
+                        transform_net_create_fn=MLP,
+                        num_bins=BINS,
+                        tails="linear",
+                        tail_bound=BOUND,
+                    )  # fmt: skip
+                )
+        f = Flow(CompositeTransform(layers), StandardNormal([2]))
+        return f, lambda x: -f.log_prob(x).mean(), f.log_prob
+
+    return make
+
+
+def normflows_entry(kind: str) -> Callable[[], Entry]:
+    def make() -> Entry:
+        import normflows as nf
+
+        flows = []
+        for _ in range(LAYERS):
+            if kind == "nsf-ar":
+                flows.append(
+                    nf.flows.AutoregressiveRationalQuadraticSpline(
+                        2, 1, HIDDEN, num_bins=BINS, tail_bound=BOUND
+                    )
+                )
+            else:
+                flows.append(
+                    nf.flows.CoupledRationalQuadraticSpline(
+                        2, 1, HIDDEN, num_bins=BINS, tail_bound=BOUND
+                    )
+                )
+            flows.append(nf.flows.Permute(2, mode="swap"))
+        f = nf.NormalizingFlow(nf.distributions.DiagGaussian(2, trainable=False), flows)
+        return f, lambda x: f.forward_kld(x), f.log_prob
+
+    return make
+
+
+def entries() -> dict[str, Callable[[], Entry]]:
+    arch = {"num_layers": LAYERS, "hidden": (HIDDEN, HIDDEN)}
+    out = {
+        "dgm nsf-ar": dgm_entry("nsf", transform="autoregressive", bins=BINS, **arch),
+        "dgm nsf-coupling": dgm_entry("nsf", transform="coupling", bins=BINS, **arch),
+        "dgm realnvp": dgm_entry("realnvp", **arch),
+    }
+    for name in ("maf", "iaf"):
+        if name in names():
+            out[f"dgm {name}"] = dgm_entry(name, **arch)
+    out["dgm cnf"] = dgm_entry("cnf", hidden=(64, 64, 64), method="rk4", steps=8)
+    out |= {
+        "zuko nsf-ar": zuko_entry("nsf"),
+        "zuko maf": zuko_entry("maf"),
+        "zuko realnvp": zuko_entry("realnvp"),
+        "nflows nsf-ar": nflows_entry("nsf-ar"),
+        "nflows nsf-coupling": nflows_entry("nsf-coupling"),
+        "normflows nsf-ar": normflows_entry("nsf-ar"),
+        "normflows nsf-coupling": normflows_entry("nsf-coupling"),
+    }
+    return out
+
+
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+
+
+def run_density(data_name: str, chosen: list[str], args: argparse.Namespace) -> list[dict]:
+    ds = dgm.data.load(data_name)
+    train = ds.train.float()
+    g = torch.Generator().manual_seed(0)
+    batches = torch.randint(0, len(train), (args.steps, args.batch_size), generator=g)
+    test = ds.density.sample(args.eval_samples, generator=torch.Generator().manual_seed(1))
+    makers = entries()
+    state = {}
+    for name in chosen:
+        torch.manual_seed(0)
+        module, loss_fn, logp_fn = makers[name]()
+        total = args.cnf_steps if name == "dgm cnf" else args.steps
+        opt = torch.optim.Adam(module.parameters(), lr=args.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+        state[name] = dict(
+            module=module, loss=loss_fn, logp=logp_fn, opt=opt, sched=sched, total=total,
+            done=0, wall=[], cpu=[], last=float("nan"),
+        )  # fmt: skip
+    load_start = loadavg()
+    while any(s["done"] < s["total"] for s in state.values()):
+        for s in state.values():  # round-robin: peers and dgm interleaved
+            n = min(args.chunk, s["total"] - s["done"])
+            if n <= 0:
+                continue
+            w0, c0 = time.perf_counter(), time.process_time()
+            for i in range(s["done"], s["done"] + n):
+                loss = s["loss"](train[batches[i]])
+                s["opt"].zero_grad()
+                loss.backward()
+                s["opt"].step()
+                s["sched"].step()
+            s["wall"].append(1000 * (time.perf_counter() - w0) / n)
+            s["cpu"].append(1000 * (time.process_time() - c0) / n)
+            s["done"] += n
+            s["last"] = float(loss.detach())
+        print(data_name, {k: s["done"] for k, s in state.items()}, loadavg(), flush=True)
+    rows = []
+    for name, s in state.items():
+        m = s["module"].eval()
+        ctx = m.inference() if hasattr(m, "inference") else torch.no_grad()
+
+        def log_q(x: Tensor, s=s, ctx=ctx) -> Tensor:
+            with ctx:
+                return torch.cat([s["logp"](c.float()).double() for c in x.split(4096)])
+
+        kl = kl_divergence(ds.density.log_prob, log_q, test)
+        rows.append(
+            {
+                "data": data_name,
+                "entry": name,
+                "steps": s["total"],
+                "kl_gap_nats": kl["kl"],
+                "kl_sem": kl["kl_sem"],
+                "ms_per_step_wall": median(s["wall"]),
+                "ms_per_step_cpu": median(s["cpu"]),
+                "params": sum(p.numel() for p in m.parameters()),
+                "final_loss": s["last"],
+                "loadavg_start": load_start,
+                "loadavg_end": loadavg(),
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--cnf-steps", type=int, default=2000)
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--chunk", type=int, default=100)
+    ap.add_argument("--eval-samples", type=int, default=20000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data", nargs="+", default=["8gaussians", "checkerboard", "rings"])
+    ap.add_argument("--entries", nargs="+", default=None, help="default: every entry")
+    ap.add_argument("--name", default="flows_2d")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    chosen = args.entries or list(entries())
+    unknown = set(chosen) - set(entries())
+    if unknown:
+        raise SystemExit(f"unknown entries {sorted(unknown)}; choose from {list(entries())}")
+    rows = []
+    for data_name in args.data:
+        rows += run_density(data_name, chosen, args)
+    report(
+        args.name,
+        rows,
+        [
+            "data",
+            "entry",
+            "steps",
+            "kl_gap_nats",
+            "kl_sem",
+            "ms_per_step_wall",
+            "ms_per_step_cpu",
+            "params",
+        ],  # fmt: skip
+        extra={"args": vars(args), "notes": {k: NOTES[k] for k in chosen}},
+    )
+
+
+if __name__ == "__main__":
+    main()
