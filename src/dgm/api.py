@@ -308,7 +308,10 @@ def write_plots(out: Path, model: Model, pre: Any, dataset: Any, *, seed: int = 
 
         true = density.log_prob if density is not None and density.exact_log_prob else None
         tmp = out / ".density.tmp.png"
-        save_density(log_q, tmp, bounds, true_log_prob=true, title=f"{model.name} density")
+        # A density that needs autograd at inference (ODE trace, MCMC energy) costs tens of network
+        # passes per point: a 80 x 80 grid keeps the plot to seconds instead of many minutes.
+        n = 80 if model.needs_grad_for_inference else 200
+        save_density(log_q, tmp, bounds, true_log_prob=true, n=n, title=f"{model.name} density")
         tmp.replace(out / "density.png")
         written.append(out / "density.png")
     return written

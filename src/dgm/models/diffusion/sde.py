@@ -94,8 +94,10 @@ class ScoreSDEConfig(NetConfig):
     t_eps: float = 1e-5
     trace: Literal["auto", "exact", "hutchinson"] = "auto"
     hutchinson_noise: Literal["rademacher", "gaussian"] = "rademacher"
-    rtol: float = 1e-5
-    atol: float = 1e-5
+    # 1e-4: on a trained 2-D model, 1e-5 took 82 s for 200 points against 7 s (mean log p moved by
+    # about 0.04 nats); pass 1e-5 or tighter for final figures.
+    rtol: float = 1e-4
+    atol: float = 1e-4
 
     def __post_init__(self) -> None:
         super().__post_init__()
