@@ -36,6 +36,7 @@ __all__ = ["train", "load", "load_run", "Run", "RUN_KEYS"]
 
 RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
 SUMMARY_MAX_TRAIN = 10_000
+SUMMARY_MAX_COSTLY = 1000
 
 
 @dataclass
@@ -328,15 +329,21 @@ def summarize(model: Model, dataset: Any, pre: Any, tcfg: TrainConfig) -> dict[s
         x, y = dataset.split(split)
         if x is None or x.shape[0] == 0:
             continue
+        # models whose likelihood needs autograd (an ODE trace) cost seconds per hundred points:
+        # their summary scores the first SUMMARY_MAX_COSTLY examples of each split (counted below)
+        cap = SUMMARY_MAX_COSTLY if model.needs_grad_for_inference else None
         if split == "train":
-            x = x[:SUMMARY_MAX_TRAIN]
-            y = None if y is None else y[:SUMMARY_MAX_TRAIN]
+            cap = min(cap or SUMMARY_MAX_TRAIN, SUMMARY_MAX_TRAIN)
+        if cap is not None:
+            x = x[:cap]
+            y = None if y is None else y[:cap]
         g = torch.Generator(device=model.device).manual_seed(tcfg.seed + 99)
         y = y if model.conditional else None
         m = nll_metric(model, x, y, preprocessor=pre, generator=g)
         res[f"{split}_nll"] = m["nll"]
         res[f"{split}_nll_sem"] = m["nll_sem"]
         res[f"{split}_bpd"] = m["bpd"]
+        res[f"{split}_nll_examples"] = int(x.shape[0])
         res["likelihood"] = m["likelihood"]
     return {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()
