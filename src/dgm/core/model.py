@@ -222,6 +222,32 @@ class Model(nn.Module):
         data-dependent initialisation. The default does nothing."""
 
     # ------------------------------------------------------------------ input checks
+    def check_labels(self, y: Tensor | None, n: int) -> Tensor | None:
+        """Checked class labels as long ``(n,)`` (a scalar is broadcast), or ``None`` for an
+        unconditional model; one-sentence :class:`DataError` otherwise. Needs ``num_classes``."""
+        if not self.conditional:
+            if y is not None:
+                raise DataError(
+                    f"model {self.name!r} was built without conditional=True; call it without "
+                    "labels y"
+                )
+            return None
+        if y is None:
+            raise DataError(
+                f"model {self.name!r} is conditional; pass class labels y of shape ({n},)"
+            )
+        y = torch.as_tensor(y, device=self.device)
+        if y.dim() == 0:
+            y = y.expand(n)
+        if tuple(y.shape) != (n,):
+            raise DataError(f"labels y have shape {tuple(y.shape)}, expected ({n},)")
+        if y.is_floating_point() and (y != y.round()).any():
+            raise DataError("labels y must be integers")
+        num_classes = int(getattr(self, "num_classes", 0))
+        if ((y < 0) | (y >= num_classes)).any():
+            raise DataError(f"labels y must lie in 0..{num_classes - 1}")
+        return y.long()
+
     def check_input(self, x: Tensor, what: str = "input") -> Tensor:
         """Raise a one-sentence :class:`DataError` for a wrong shape or non-finite values."""
         if not isinstance(x, Tensor):

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgm.core.errors import ConfigError, DataError
+from dgm.core.errors import ConfigError
 from dgm.core.model import Model
 from dgm.core.spec import DataSpec
 
@@ -124,27 +124,7 @@ class AutoregressiveModel(Model):
     # ------------------------------------------------------------------ helpers
     def labels(self, y: Tensor | None, n: int) -> Tensor | None:
         """Checked long labels ``(n,)``, or ``None`` for an unconditional model."""
-        if not self.conditional:
-            if y is not None:
-                raise DataError(
-                    f"model {self.name!r} was built without conditional=True; call it without "
-                    "labels y"
-                )
-            return None
-        if y is None:
-            raise DataError(
-                f"model {self.name!r} is conditional; pass class labels y of shape ({n},)"
-            )
-        y = torch.as_tensor(y, device=self.device)
-        if y.dim() == 0:
-            y = y.expand(n)
-        if tuple(y.shape) != (n,):
-            raise DataError(f"labels y have shape {tuple(y.shape)}, expected ({n},)")
-        if y.is_floating_point() and (y != y.round()).any():
-            raise DataError("labels y must be integers")
-        if ((y < 0) | (y >= self.num_classes)).any():
-            raise DataError(f"labels y must lie in 0..{self.num_classes - 1}")
-        return y.long()
+        return self.check_labels(y, n)
 
     def decoder(self, n: int, y: Tensor | None, sampler: str = "fast") -> Decoder:
         """The fast or naive decoder for ``n`` sequences with checked labels ``y``."""

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgm.core.errors import ConfigError, DataError
+from dgm.core.errors import ConfigError
 from dgm.core.model import Model
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
@@ -122,26 +122,8 @@ class MADE(Model):
         return x.to(self.dtype) / (self.levels - 1)  # (B, D)
 
     def _context(self, y: Tensor | None, n: int) -> Tensor | None:
-        if not self.conditional:
-            if y is not None:
-                raise DataError(
-                    f"model {self.name!r} was built without conditional=True; call it without labels y"
-                )
-            return None
-        if y is None:
-            raise DataError(
-                f"model {self.name!r} is conditional; pass class labels y of shape ({n},)"
-            )
-        y = torch.as_tensor(y, device=self.device)
-        if y.dim() == 0:
-            y = y.expand(n)
-        if tuple(y.shape) != (n,):
-            raise DataError(f"labels y have shape {tuple(y.shape)}, expected ({n},)")
-        if y.is_floating_point() and (y != y.round()).any():
-            raise DataError("labels y must be integers")
-        if ((y < 0) | (y >= self.num_classes)).any():
-            raise DataError(f"labels y must lie in 0..{self.num_classes - 1}")
-        return F.one_hot(y.long(), self.num_classes).to(self.dtype)  # (n, K)
+        y = self.check_labels(y, n)
+        return None if y is None else F.one_hot(y, self.num_classes).to(self.dtype)  # (n, K)
 
     def logits(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Conditional logits of flat data ``(B, D)``: ``(B, D)`` (binary) or ``(B, D, L)``."""

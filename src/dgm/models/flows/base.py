@@ -138,24 +138,8 @@ class FlowModel(Model):
 
     # ------------------------------------------------------------------ inputs
     def _context(self, y: Tensor | None, n: int) -> Tensor | None:
-        if not self.conditional:
-            if y is not None:
-                raise DataError(f"model {self.name!r} is unconditional; call it without labels y")
-            return None
-        if y is None:
-            raise DataError(
-                f"model {self.name!r} is conditional; pass class labels y of shape ({n},)"
-            )
-        y = torch.as_tensor(y, device=self.device)
-        if y.dim() == 0:
-            y = y.expand(n)
-        if tuple(y.shape) != (n,):
-            raise DataError(f"labels y have shape {tuple(y.shape)}, expected ({n},)")
-        if y.is_floating_point() and (y != y.round()).any():
-            raise DataError("labels y must be integers")
-        if ((y < 0) | (y >= self.num_classes)).any():
-            raise DataError(f"labels y must lie in 0..{self.num_classes - 1}")
-        return F.one_hot(y.long(), self.num_classes).to(self.dtype)  # (n, K)
+        y = self.check_labels(y, n)
+        return None if y is None else F.one_hot(y, self.num_classes).to(self.dtype)  # (n, K)
 
     def check_input(self, x: Tensor, what: str = "input") -> Tensor:
         x = super().check_input(x, what)
