@@ -228,8 +228,8 @@ class Model(nn.Module):
         if not self.conditional:
             if y is not None:
                 raise DataError(
-                    f"model {self.name!r} was built without conditional=True; call it without "
-                    "labels y"
+                    f"model {self.name!r} is unconditional (built without conditional=True); "
+                    "call it without labels y"
                 )
             return None
         if y is None:
