@@ -246,3 +246,76 @@ def test_errors():
         MADE(DataSpec((3,)))
     with pytest.raises(ConfigError, match="hidden"):
         MADE.Config(hidden=())
+
+
+# ---------------------------------------------------------------------------------- mask ensembles
+def test_every_mask_set_is_autoregressive_in_its_own_order():
+    torch.manual_seed(0)
+    model = made((6,), 2, hidden=(20, 20), masks=4, direct=True, activation="tanh")
+    x = torch.rand(6, dtype=D64)
+    orders = []
+    for k in range(4):
+        model.net.use_mask(k)
+        jac = jacobian(lambda v: model.logits(v[None])[0], x)  # (D, D)
+        order = model.net.order.clone()
+        forbidden = order[None, :] >= order[:, None]
+        assert (jac[forbidden] == 0).all()
+        assert (jac[~forbidden] != 0).any()
+        orders.append(order)
+    assert torch.equal(orders[0], torch.arange(6))  # set 0 keeps the configured ordering
+    assert len({tuple(o.tolist()) for o in orders}) == 4
+
+
+@pytest.mark.parametrize("levels,encoding", [(2, "auto"), (3, "onehot"), (3, "scalar")])
+def test_mask_mixture_is_normalised_and_is_the_mean_of_its_members(levels, encoding):
+    torch.manual_seed(0)
+    model = sharpen(made((4,), levels, hidden=(12,), masks=3, input_encoding=encoding), 3.0)
+    xs = all_configurations(4, levels)
+    logp = model.log_prob(xs)
+    torch.testing.assert_close(
+        torch.logsumexp(logp, 0), torch.tensor(0.0, dtype=D64), atol=1e-12, rtol=0
+    )
+    members = []
+    for k in range(3):
+        model.net.use_mask(k)
+        members.append(model.chain_log_prob(xs))
+    members = torch.stack(members)  # (K, N)
+    torch.testing.assert_close(logp, members.exp().mean(0).log())
+    assert (members[0] - members[1]).abs().max() > 0.1  # the members differ: a real mixture
+
+
+def test_mask_mixture_samples_follow_the_mixture():
+    torch.manual_seed(0)
+    model = sharpen(made((3,), 3, hidden=(12, 12), masks=3, connectivity="random"), 2.5)
+    xs = all_configurations(3, 3)
+    p = model.log_prob(xs).exp()
+    n = 40000
+    torch.manual_seed(1)
+    s = model.sample(n)
+    codes = (s.long() * 3 ** torch.arange(2, -1, -1)).sum(-1)
+    counts = torch.bincount(codes, minlength=len(xs)).to(D64)
+    chi2 = ((counts - n * p) ** 2 / (n * p)).sum().item()
+    assert chi2 < chi_square_threshold(len(xs) - 1)
+    model.net.use_mask(0)
+    p0 = model.chain_log_prob(xs).exp()  # one member alone is a different distribution
+    assert ((counts - n * p0) ** 2 / (n * p0)).sum().item() > 3 * chi_square_threshold(26)
+
+
+def test_order_agnostic_training_visits_every_mask_set_and_saves_them():
+    torch.manual_seed(0)
+    model = made((5,), 2, hidden=(8,), masks=4, seed=3)
+    model.train()
+    x = torch.randint(0, 2, (16, 5)).to(D64)
+    seen = set()
+    for _ in range(40):
+        model.loss(x)
+        seen.add(int(model.net.mask_index))
+    assert seen == {0, 1, 2, 3}
+    model.eval()
+    other = made((5,), 2, hidden=(8,), masks=4, seed=9)
+    other.load_state_dict(model.state_dict())
+    torch.testing.assert_close(other.log_prob(x), model.log_prob(x))
+    with pytest.raises(ValueError, match="mask set 4 does not exist"):
+        model.net.use_mask(4)
+    with pytest.raises(ConfigError, match="masks must be a positive"):
+        made((5,), 2, hidden=(8,), masks=0)

@@ -152,9 +152,14 @@ class MADENet(nn.Module):
         connectivity: hidden degrees, ``"cyclic"`` or ``"random"`` (see :func:`hidden_degrees`).
         seed: seed of random connectivity.
         zero_last: initialise the output layer to zero (flows start at the identity this way).
+        num_masks: ``K`` mask sets over the same weights (order- and connectivity-agnostic
+            training, Germain et al. Sec. 4.2): set 0 uses ``order``, set ``k > 0`` a random
+            ordering and hidden degrees drawn from ``seed + k``. :meth:`use_mask` selects one;
+            all are buffers, saved with the weights.
     """
 
     order: Tensor
+    mask_index: Tensor
 
     def __init__(
         self,
@@ -169,33 +174,45 @@ class MADENet(nn.Module):
         connectivity: Literal["cyclic", "random"] = "cyclic",
         seed: int = 0,
         zero_last: bool = False,
+        num_masks: int = 1,
     ) -> None:
         super().__init__()
         if len(hidden) == 0 or min(hidden) < 1:
             raise ConfigError(f"hidden must list one or more positive widths, not {tuple(hidden)}")
+        if num_masks < 1:
+            raise ConfigError(f"num_masks must be at least 1, not {num_masks}")
         num_dims = int(order.numel())
         self.num_dims, self.in_features, self.out_features = num_dims, in_features, out_features
-        self.register_buffer("order", order.clone().long())
-        deg_in = (self.order + 1).repeat_interleave(in_features)  # (D * F,)
-        deg_out = (self.order + 1).repeat_interleave(out_features)  # (D * P,)
-        degrees = [deg_in, *hidden_degrees(num_dims, hidden, connectivity, seed)]
+        self.num_masks = num_masks
+        orders = [order.clone().long()] + [
+            torch.randperm(num_dims, generator=_generator(seed + 7919 * k))
+            for k in range(1, num_masks)
+        ]
+        # hidden-unit degrees of every mask set: masks are recomputed from them in use_mask
+        hidden_banks = [hidden_degrees(num_dims, hidden, connectivity, seed + 7919 * k)
+                        for k in range(num_masks)]  # fmt: skip
+        self.register_buffer("order", orders[0].clone())
+        self.register_buffer("mask_index", torch.zeros((), dtype=torch.long))
+        if num_masks > 1:
+            self.register_buffer("order_bank", torch.stack(orders))  # (K, D)
+            for i in range(len(hidden)):
+                bank = torch.stack([b[i] for b in hidden_banks])  # (K, H_i)
+                self.register_buffer(f"degree_bank_{i}", bank)
+        first = self._masks(orders[0], hidden_banks[0], direct)
         self.layers = nn.ModuleList(
-            MaskedLinear(len(a), len(b), mask_from_degrees(a, b, strict=False))
-            for a, b in zip(degrees[:-1], degrees[1:])
+            MaskedLinear(m.shape[1], m.shape[0], m) for m in first[: len(hidden)]
         )
-        self.out = MaskedLinear(
-            len(degrees[-1]), len(deg_out), mask_from_degrees(degrees[-1], deg_out, True)
-        )
+        n = len(hidden)
+        self.out = MaskedLinear(first[n].shape[1], first[n].shape[0], first[n])
         self.direct = (
-            MaskedLinear(
-                len(deg_in), len(deg_out), mask_from_degrees(deg_in, deg_out, True), bias=False
-            )
+            MaskedLinear(first[n + 1].shape[1], first[n + 1].shape[0], first[n + 1], bias=False)
             if direct
             else None
         )
         self.context = (
             nn.ModuleList(
-                nn.Linear(context_features, n, bias=False) for n in [*hidden, len(deg_out)]
+                nn.Linear(context_features, n, bias=False)
+                for n in [*hidden, num_dims * out_features]
             )
             if context_features > 0
             else None
@@ -206,6 +223,30 @@ class MADENet(nn.Module):
             nn.init.zeros_(self.out.bias)
             if self.context is not None:
                 nn.init.zeros_(self.context[-1].weight)
+
+    def _masks(self, order: Tensor, hidden: list[Tensor], direct: bool) -> list[Tensor]:
+        """Masks ``[hidden layers..., output, direct]`` of one ordering and hidden degrees."""
+        deg_in = (order + 1).repeat_interleave(self.in_features)  # (D * F,)
+        deg_out = (order + 1).repeat_interleave(self.out_features)  # (D * P,)
+        degrees = [deg_in, *hidden]
+        masks = [mask_from_degrees(a, b, strict=False) for a, b in zip(degrees[:-1], degrees[1:])]
+        masks.append(mask_from_degrees(degrees[-1], deg_out, True))
+        return masks + ([mask_from_degrees(deg_in, deg_out, True)] if direct else [])
+
+    @torch.no_grad()
+    def use_mask(self, k: int) -> None:
+        """Make mask set ``k`` (ordering and hidden degrees) the current one."""
+        if not 0 <= k < self.num_masks:
+            raise ValueError(f"mask set {k} does not exist; this network has {self.num_masks}")
+        if k == int(self.mask_index):
+            return
+        hidden = [getattr(self, f"degree_bank_{i}")[k] for i in range(len(self.layers))]
+        order = self.order_bank[k]
+        layers = [*self.layers, self.out] + ([self.direct] if self.direct is not None else [])
+        for layer, mask in zip(layers, self._masks(order, hidden, self.direct is not None)):
+            layer.mask.copy_(mask)
+        self.order.copy_(order)
+        self.mask_index.fill_(k)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Outputs ``(B, D, P)``; output ``[:, d]`` depends on input dims of lower rank only."""

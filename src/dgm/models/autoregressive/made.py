@@ -25,15 +25,16 @@ torch.Size([3])
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
-from dgm.core.model import Model
+from dgm.core.model import Model, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.nn import MADENet, made_order
@@ -58,6 +59,10 @@ class MADEConfig:
             and one-hot for ``L > 2``.
         activation: ``"relu"``, ``"tanh"`` or ``"elu"``.
         direct: add a masked direct input-to-output connection.
+        masks: ``K`` orderings and connectivities over the same weights. With ``K > 1`` each
+            training batch uses one drawn at random (order-agnostic training) and the density
+            is the equal mixture of the ``K`` autoregressive models (``K`` passes per
+            ``log_prob``); set 0 keeps ``ordering``, the others are random.
         conditional: condition on class labels (needs ``num_classes`` in the data spec).
     """
 
@@ -68,11 +73,14 @@ class MADEConfig:
     input_encoding: Literal["auto", "scalar", "onehot"] = "auto"
     activation: Literal["relu", "tanh", "elu"] = "relu"
     direct: bool = False
+    masks: int = 1
     conditional: bool = False
 
     def __post_init__(self) -> None:
         if len(self.hidden) == 0 or min(self.hidden) < 1:
             raise ConfigError(f"hidden must list one or more positive widths, not {self.hidden}")
+        if self.masks < 1:
+            raise ConfigError(f"masks must be a positive number of mask sets, not {self.masks}")
 
 
 @register
@@ -112,6 +120,7 @@ class MADE(Model):
             direct=c.direct,
             connectivity=c.connectivity,
             seed=c.seed,
+            num_masks=c.masks,
         )
 
     # ------------------------------------------------------------------ helpers
@@ -130,20 +139,58 @@ class MADE(Model):
         out = self.net(self.encode(x), self._context(y, x.shape[0]))  # (B, D, P)
         return out.squeeze(-1) if self.levels == 2 else out
 
-    # ------------------------------------------------------------------ the contract
-    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Exact ``log p(x | y)`` in nats, ``(B,)``: a sum of Bernoulli or categorical terms."""
-        x = self.check_input(x).reshape(x.shape[0], -1).to(self.dtype)  # (B, D)
+    def chain_log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """``log p_k(x | y)`` of the current mask set ``k`` (flat checked ``x``), ``(B,)``."""
         logits = self.logits(x, y)
         if self.levels == 2:
             return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
         logp = torch.log_softmax(logits, dim=-1)  # (B, D, L)
         return logp.gather(-1, x.long()[..., None]).squeeze(-1).sum(-1)  # (B,)
 
+    # ------------------------------------------------------------------ the contract
+    def loss(self, batch: Any) -> dict[str, Tensor]:
+        """Mean NLL; with several mask sets, of one drawn at random (order-agnostic training).
+
+        ``E_k[-log p_k(x)]`` bounds the mixture's NLL ``-log mean_k p_k(x)`` from above (Jensen),
+        so training it trains every member of the mixture that ``log_prob`` evaluates.
+        """
+        x, y = unpack(batch)
+        if self.training and self.net.num_masks > 1:
+            self.net.use_mask(int(torch.randint(self.net.num_masks, ())))
+            x = self.check_input(x).reshape(x.shape[0], -1).to(self.dtype)
+            nll = -self.chain_log_prob(x, y if self.conditional else None)
+        else:
+            nll = -self.log_prob(x, y if self.conditional else None)
+        return {"loss": nll.mean(), "nll": nll.mean().detach()}
+
+    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Exact ``log p(x | y)`` in nats, ``(B,)``: a sum of Bernoulli or categorical terms;
+        with ``K`` mask sets, ``log (1/K) sum_k p_k(x | y)`` (exact: a mixture of densities)."""
+        x = self.check_input(x).reshape(x.shape[0], -1).to(self.dtype)  # (B, D)
+        if self.net.num_masks == 1:
+            return self.chain_log_prob(x, y)
+        per_mask = []
+        for k in range(self.net.num_masks):
+            self.net.use_mask(k)
+            per_mask.append(self.chain_log_prob(x, y))
+        return torch.logsumexp(torch.stack(per_mask), 0) - math.log(self.net.num_masks)
+
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        """Ancestral sampling, ``(n, *event_shape)``: ``D`` passes in the order of the ranks."""
+        """Ancestral sampling, ``(n, *event_shape)``: ``D`` passes in the order of the ranks; with
+        several mask sets each sample first draws its mixture component."""
         ctx = self._context(y, n)
+        x = torch.zeros(n, self.num_dims, device=self.device, dtype=self.dtype)  # (n, D)
+        comp = torch.zeros(n, dtype=torch.long, device=self.device)
+        if self.net.num_masks > 1:
+            comp = torch.randint(self.net.num_masks, (n,), device=self.device)
+        for k in comp.unique().tolist():
+            rows = (comp == k).nonzero().squeeze(1)
+            self.net.use_mask(k)
+            x[rows] = self._ancestral(len(rows), None if ctx is None else ctx[rows])
+        return x.view(n, *self.event_shape)
+
+    def _ancestral(self, n: int, ctx: Tensor | None) -> Tensor:
         x = torch.zeros(n, self.num_dims, device=self.device, dtype=self.dtype)  # (n, D)
         for d in torch.argsort(self.net.order).tolist():
             out = self.net(self.encode(x), ctx)[:, d]  # (n, P)
@@ -151,4 +198,4 @@ class MADE(Model):
                 x[:, d] = torch.bernoulli(torch.sigmoid(out[:, 0]))
             else:
                 x[:, d] = torch.multinomial(torch.softmax(out, dim=-1), 1).squeeze(-1).to(x.dtype)
-        return x.view(n, *self.event_shape)
+        return x
