@@ -257,38 +257,21 @@ def mala(
         n_adapt: adaptation steps (default ``n_steps // 2``).
     """
     _check(x0, step_size, n_steps)
-    da, n_adapt = _setup_adapt(step_size, adapt, target_accept, n_adapt, n_steps)
-    x = x0.detach().clone()
-    lp, g = grad_and_log_prob(log_prob, x)
-    accepted = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    counted = 0
-    step: float | Tensor = step_size
-    flat = (x.shape[0], -1)
-    for t in range(n_steps):
-        h = _per_chain(step, x)
+
+    def propose(x: Tensor, lp: Tensor, g: Tensor, h: float | Tensor):
+        flat = (x.shape[0], -1)
         mean_x = x + h * g
-        y = mean_x + ((2 * h) ** 0.5 if isinstance(h, Tensor) else math.sqrt(2 * h)) * _randn(
-            x, generator
-        )
+        noise = (2 * h) ** 0.5 if isinstance(h, Tensor) else math.sqrt(2 * h)
+        y = mean_x + noise * _randn(x, generator)
         lp_y, g_y = grad_and_log_prob(log_prob, y)
         mean_y = y + h * g_y
         h_flat = h.reshape(-1) if isinstance(h, Tensor) else h
         log_q_fwd = -((y - mean_x).reshape(flat) ** 2).sum(1) / (4 * h_flat)  # (B,)
         log_q_bwd = -((x - mean_y).reshape(flat) ** 2).sum(1) / (4 * h_flat)  # (B,)
-        log_ratio = lp_y - lp + log_q_bwd - log_q_fwd  # (B,)
-        acc = _accept(log_ratio, x, generator)
-        x = torch.where(_mask(acc, x), y, x)
-        lp = torch.where(acc, lp_y, lp)
-        g = torch.where(_mask(acc, g), g_y, g)
-        if da is not None and t < n_adapt:
-            prob = torch.nan_to_num(log_ratio, nan=-math.inf).clamp(max=0).exp().mean()
-            step = da.update(float(prob))
-            if t == n_adapt - 1:
-                step = da.final
-        else:
-            accepted += acc.to(x.dtype)
-            counted += 1
-    return _finish(x, accepted, counted, step, da)
+        return y, lp_y, g_y, lp_y - lp + log_q_bwd - log_q_fwd
+
+    return _metropolis(x0, log_prob, propose, step_size, n_steps, generator, adapt,
+                       target_accept, n_adapt)  # fmt: skip
 
 
 def hmc(
@@ -319,15 +302,9 @@ def hmc(
     _check(x0, step_size, n_steps)
     if n_leapfrog < 1:
         raise ConfigError(f"n_leapfrog must be at least 1, not {n_leapfrog}")
-    da, n_adapt = _setup_adapt(step_size, adapt, target_accept, n_adapt, n_steps)
-    x = x0.detach().clone()
-    lp, g = grad_and_log_prob(log_prob, x)
-    accepted = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    counted = 0
-    step: float | Tensor = step_size
-    flat = (x.shape[0], -1)
-    for t in range(n_steps):
-        eps = _per_chain(step, x)
+
+    def propose(x: Tensor, lp: Tensor, g: Tensor, eps: float | Tensor):
+        flat = (x.shape[0], -1)
         r = _randn(x, generator)  # (B, *event)
         h0 = -lp + 0.5 * (r.reshape(flat) ** 2).sum(1)  # (B,)
         y, g_y = x, g
@@ -337,7 +314,34 @@ def hmc(
             lp_y, g_y = grad_and_log_prob(log_prob, y)
             r = r + (eps if i < n_leapfrog - 1 else 0.5 * eps) * g_y
         h1 = -lp_y + 0.5 * (r.reshape(flat) ** 2).sum(1)  # (B,)
-        log_ratio = h0 - h1  # (B,)
+        return y, lp_y, g_y, h0 - h1
+
+    return _metropolis(x0, log_prob, propose, step_size, n_steps, generator, adapt,
+                       target_accept, n_adapt)  # fmt: skip
+
+
+def _metropolis(
+    x0: Tensor,
+    log_prob: LogProb,
+    propose: Callable,
+    step_size: float | Tensor,
+    n_steps: int,
+    generator: torch.Generator | None,
+    adapt: bool,
+    target_accept: float,
+    n_adapt: int | None,
+) -> SamplerResult:
+    """The Metropolis-Hastings loop MALA and HMC share: ``propose(x, lp, g, step)`` returns the
+    proposal, its log-density and gradient and the log acceptance ratio; accepted moves replace
+    the state chain by chain, and dual averaging tunes the step during the first ``n_adapt``."""
+    da, n_adapt = _setup_adapt(step_size, adapt, target_accept, n_adapt, n_steps)
+    x = x0.detach().clone()
+    lp, g = grad_and_log_prob(log_prob, x)
+    accepted = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    counted = 0
+    step: float | Tensor = step_size
+    for t in range(n_steps):
+        y, lp_y, g_y, log_ratio = propose(x, lp, g, _per_chain(step, x))
         acc = _accept(log_ratio, x, generator)
         x = torch.where(_mask(acc, x), y, x)
         lp = torch.where(acc, lp_y, lp)

@@ -8,11 +8,12 @@ non-finite steps skipped, validation NLL with early stopping, an EMA of the weig
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,12 +198,9 @@ class Trainer:
     def evaluation_weights(self) -> dict[str, Tensor]:
         return self.ema if self.ema is not None else self.model.state_dict()
 
-    def validate(self) -> float | None:
-        if self.val_x is None or not (self.model.exact_likelihood or self.model.likelihood_bound):
-            return None
-        n = self.val_x.shape[0] if self.cfg.eval_size == 0 else self.cfg.eval_size
-        x = self.val_x[:n]
-        y = None if self.val_y is None or not self.model.conditional else self.val_y[:n]
+    @contextlib.contextmanager
+    def evaluation_mode(self) -> Iterator[None]:
+        """The model in eval mode with the evaluation (EMA) weights; training state restored."""
         backup = None
         if self.ema is not None:
             backup = {k: v.clone() for k, v in self.model.state_dict().items()}
@@ -210,12 +208,21 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            g = torch.Generator(device=self.device).manual_seed(12345)
-            res = nll_metric(self.model, x, y, preprocessor=self.preprocessor, generator=g)
+            yield
         finally:
             self.model.train(was_training)
             if backup is not None:
                 self.model.load_state_dict(backup)
+
+    def validate(self) -> float | None:
+        if self.val_x is None or not (self.model.exact_likelihood or self.model.likelihood_bound):
+            return None
+        n = self.val_x.shape[0] if self.cfg.eval_size == 0 else self.cfg.eval_size
+        x = self.val_x[:n]
+        y = None if self.val_y is None or not self.model.conditional else self.val_y[:n]
+        with self.evaluation_mode():
+            g = torch.Generator(device=self.device).manual_seed(12345)
+            res = nll_metric(self.model, x, y, preprocessor=self.preprocessor, generator=g)
         return res["nll"]
 
     # ------------------------------------------------------------------ checkpoints
@@ -440,23 +447,12 @@ class Trainer:
         n = self.val_x.shape[0] if self.cfg.eval_size == 0 else self.cfg.eval_size
         x = self.val_x[:n]
         y = None if self.val_y is None or not self.model.conditional else self.val_y[:n]
-        backup = None
-        if self.ema is not None:
-            backup = {k: v.clone() for k, v in self.model.state_dict().items()}
-            self.model.load_state_dict(self.ema)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(12345)
-                if self.preprocessor is not None:
-                    g = torch.Generator(device=self.device).manual_seed(12345)
-                    x, _ = self.preprocessor(x, generator=g)
-                return self.model.validation_metrics(x, y)
-        finally:
-            self.model.train(was_training)
-            if backup is not None:
-                self.model.load_state_dict(backup)
+        with self.evaluation_mode(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(12345)
+            if self.preprocessor is not None:
+                g = torch.Generator(device=self.device).manual_seed(12345)
+                x, _ = self.preprocessor(x, generator=g)
+            return self.model.validation_metrics(x, y)
 
     def _evaluate_and_check_patience(self) -> bool:
         t0 = time.perf_counter()

@@ -113,14 +113,17 @@ class MAF(FlowModel):
     supports_labels = True
     test_config = {"num_layers": 2, "hidden": (16,)}
     test_spec = DataSpec((2,))
+    #: the MADE layers map noise to data (IAF) instead of data to noise (MAF)
+    inverse_layers = False
 
     def __init__(self, spec: DataSpec, config: MAFConfig | None = None) -> None:
         super().__init__(spec, config)
-        self._make_flow(Composite(autoregressive_layers(self, self.config, inverse=False)))
+        layers = autoregressive_layers(self, self.config, inverse=self.inverse_layers)
+        self._make_flow(Composite(layers))
 
 
 @register
-class IAF(FlowModel):
+class IAF(MAF):
     """Inverse autoregressive flow: one pass per layer for ``sample``; ``log_prob`` takes ``D``
     sequential passes per layer (slow density, see the module docstring)."""
 
@@ -129,11 +132,4 @@ class IAF(FlowModel):
         "IAF: inverse autoregressive affine flow; fast sampling, slow density "
         "(log_prob takes D passes per layer) (Kingma et al. 2016)"
     )
-    Config = MAFConfig
-    supports_labels = True
-    test_config = {"num_layers": 2, "hidden": (16,)}
-    test_spec = DataSpec((2,))
-
-    def __init__(self, spec: DataSpec, config: MAFConfig | None = None) -> None:
-        super().__init__(spec, config)
-        self._make_flow(Composite(autoregressive_layers(self, self.config, inverse=True)))
+    inverse_layers = True
