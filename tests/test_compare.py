@@ -11,6 +11,7 @@ import pytest
 import dgm.api
 from dgm.cli.main import main
 from dgm.compare import FAMILIES, PRESETS, compare, parse_grid, split_values
+from dgm.core.config import build_config
 from dgm.core.errors import ConfigError
 from dgm.core.registry import get
 from dgm.data import load
@@ -68,6 +69,35 @@ def test_presets_name_models_in_one_place_and_fit_the_time_budget():
         # training budget of every (model, dataset) pair well under 15 minutes on 2 cores
         if p.budget_minutes:
             assert len(p.models) * len(p.data) * p.budget_minutes * p.seeds < 10
+        # every override names a model of the preset and valid fields (a typo would fail late)
+        for model, cfg in p.model_config.items():
+            assert model in p.models
+            build_config(get(model).Config, cfg)
+        for model, opts in p.sample_options.items():
+            assert model in p.models
+            build_config(get(model).SampleOptions, opts)
+
+
+@pytest.mark.slow  # a tiny EBM trained 10 steps and evaluated (~5 s)
+def test_sample_options_reach_the_model_and_the_leaderboard(tmp_path, monkeypatch):
+    seen = []
+    cls = get("ebm")
+    real = cls.sample
+
+    def spy(self, n, y=None, **options):
+        seen.append(options)
+        return real(self, n, y, **options)
+
+    monkeypatch.setattr(cls, "sample", spy)
+    doc = compare(
+        ["ebm"], ["8gaussians"], tmp_path / "cmp", steps=10, model_configs=configs("ebm"),
+        sample_options={"ebm": {"steps": 7, "sampler": "mala"}}, train_options=TINY,
+        eval_options=EVAL | {"metrics": ["mmd"]}, report=False,
+    )  # fmt: skip
+    assert doc["tables"][0]["rows"][0]["status"] == "ok"
+    assert {"steps": 7, "sampler": "mala"} in seen
+    md = (tmp_path / "cmp" / "leaderboard.md").read_text()
+    assert "ebm sampled with steps=7, sampler=mala" in md
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,8 @@ __all__ = ["train", "load", "load_run", "Run", "RUN_KEYS"]
 RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
 SUMMARY_MAX_TRAIN = 10_000
 SUMMARY_MAX_COSTLY = 1000
+#: the training split of such models: its NLL only shows over-fitting, half as many suffice
+SUMMARY_MAX_COSTLY_TRAIN = 500
 
 
 @dataclass
@@ -333,7 +335,7 @@ def summarize(model: Model, dataset: Any, pre: Any, tcfg: TrainConfig) -> dict[s
         # their summary scores the first SUMMARY_MAX_COSTLY examples of each split (counted below)
         cap = SUMMARY_MAX_COSTLY if model.needs_grad_for_inference else None
         if split == "train":
-            cap = min(cap or SUMMARY_MAX_TRAIN, SUMMARY_MAX_TRAIN)
+            cap = SUMMARY_MAX_COSTLY_TRAIN if model.needs_grad_for_inference else SUMMARY_MAX_TRAIN
         if cap is not None:
             x = x[:cap]
             y = None if y is None else y[:cap]

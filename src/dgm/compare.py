@@ -41,55 +41,14 @@ from dgm.core.config import build_config, config_to_dict
 from dgm.core.errors import ConfigError, DgmError
 from dgm.core.registry import get
 from dgm.core.registry import names as registered_names
+from dgm.presets import FAMILIES, PRESETS, Preset
 from dgm.train.checkpoint import atomic_write_text, latest_checkpoint
 from dgm.train.config import TrainConfig
 
 __all__ = ["FAMILIES", "PRESETS", "Preset", "compare", "parse_grid"]
 
-#: every model dgm has or is getting, by registry name; a preset lists those it wants from here
-FAMILIES = (
-    "made", "pixelcnn", "gated-pixelcnn", "transformer", "rnn",
-    "nsf", "realnvp", "glow", "maf", "iaf", "cnf",
-    "vae", "iwae", "gan", "ebm", "ddpm", "ncsn", "score-sde",
-)  # fmt: skip
 #: training steps when the budget is time: large, so that the time limit ends the run
 _UNLIMITED = 10**9
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A ready-made comparison: datasets, models, budget and evaluation settings in one place."""
-
-    description: str
-    data: tuple[str, ...]
-    models: tuple[str, ...] = FAMILIES
-    budget_minutes: float | None = None
-    steps: int | None = None
-    seeds: int = 1
-    train: dict[str, Any] = field(default_factory=dict)
-    model_config: dict[str, dict[str, Any]] = field(default_factory=dict)
-    eval: dict[str, Any] = field(default_factory=dict)
-
-
-# Budgets are chosen for 2 quiet cores: about 13 applicable models x 2 densities x (15 s of
-# training + ~10 s of evaluation) for toy2d, about 16 models x (24 s + ~15 s) for digits.
-PRESETS: dict[str, Preset] = {
-    "toy2d": Preset(
-        description="every family on two analytic 2-D densities (8gaussians: modes; "
-        "checkerboard: sharp edges), 15 s of training each",
-        data=("8gaussians", "checkerboard"),
-        budget_minutes=0.25,
-        train={"batch_size": 256, "eval_every": 250, "eval_size": 500},
-        eval={"num_samples": 1000, "max_test": 1000, "grid_size": 100},
-    ),
-    "digits": Preset(
-        description="every family on scikit-learn's 8x8 digits, 24 s of training each",
-        data=("digits",),
-        budget_minutes=0.4,
-        train={"batch_size": 128, "eval_every": 250, "eval_size": 350},
-        eval={"num_samples": 447},
-    ),
-}
 
 
 def split_values(text: str) -> list[str]:
@@ -155,6 +114,7 @@ class _Comparison:
     cv: int
     train_options: dict[str, Any]
     model_configs: dict[str, dict[str, Any]]
+    sample_options: dict[str, dict[str, Any]]
     eval_options: dict[str, Any]
     data_dir: str | None
     say: Callable[[str], None]
@@ -230,7 +190,7 @@ class _Comparison:
         run = load_run(path)
         res = evaluate(
             run.model, dataset, run.preprocessor, seed=seed, data_dir=self.data_dir,
-            **self.eval_options,
+            sample_options=self.sample_options.get(run.model.name), **self.eval_options,
         )  # fmt: skip
         summary = json.loads((path / "summary.json").read_text())
         res["parameters"] = sum(p.numel() for p in run.model.parameters())
@@ -375,6 +335,7 @@ def compare(
     cv: int = 0,
     train_options: dict[str, Any] | None = None,
     model_configs: dict[str, dict[str, Any]] | None = None,
+    sample_options: dict[str, dict[str, Any]] | None = None,
     eval_options: dict[str, Any] | None = None,
     data_dir: str | None = None,
     missing_ok: bool = False,
@@ -420,7 +381,8 @@ def compare(
     job = _Comparison(
         out=out, steps=steps, budget_minutes=budget_minutes, seeds=seeds, grid=grid, cv=cv,
         train_options=dict(train_options or {}), model_configs=dict(model_configs or {}),
-        eval_options=dict(eval_options or {}), data_dir=data_dir, say=say,
+        sample_options=dict(sample_options or {}), eval_options=dict(eval_options or {}),
+        data_dir=data_dir, say=say,
     )  # fmt: skip
     doc: dict[str, Any] = {
         "dgm_version": __version__,
@@ -429,6 +391,8 @@ def compare(
         "seeds": seeds,
         "grid": grid,
         "cv": cv,
+        "model_config": job.model_configs,
+        "sample_options": job.sample_options,
         "tables": [],
         "complete": False,
     }
@@ -467,29 +431,7 @@ def compare(
 
 def write_leaderboard(out: Path, doc: dict[str, Any]) -> None:
     """``leaderboard.json`` and ``leaderboard.md`` in ``out`` (each replaced atomically)."""
-    from dgm.eval.leaderboard import to_markdown
+    from dgm.eval.leaderboard import document_markdown
 
-    budget = doc["budget"]
-    what = (
-        f"{budget['steps']} training steps"
-        if "steps" in budget
-        else f"{budget['minutes']} minutes of training"
-    )
-    head = [
-        "# dgm compare leaderboard",
-        "",
-        f"Every model had the same budget ({what}) and data split; "
-        f"{doc['seeds']} seed(s), figures are mean ± std over seeds.",
-    ]
-    if doc.get("command"):
-        head += ["", f"Command: `{doc['command']}`"]
-    if not doc.get("complete"):
-        head += ["", "**Incomplete**: the comparison is still running or was interrupted."]
-    parts = ["\n".join(head) + "\n"] + [to_markdown(t) for t in doc["tables"]]
-    parts.append(
-        "*FID and KID: on images, in the features of a small classifier dgm trains on the "
-        "dataset's labels (not Inception), so they compare dgm runs with each other, not with "
-        "published figures; on vector data, in the raw values.\n"
-    )
     atomic_write_text(out / "leaderboard.json", json.dumps(doc, indent=2) + "\n")
-    atomic_write_text(out / "leaderboard.md", "\n".join(parts))
+    atomic_write_text(out / "leaderboard.md", document_markdown(doc))

@@ -104,6 +104,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cv=args.cv,
         train_options=train,
         model_configs=dict(preset.model_config) if preset else {},
+        sample_options=dict(preset.sample_options) if preset else {},
         eval_options=eval_options,
         data_dir=args.data_dir,
         missing_ok=preset is not None,

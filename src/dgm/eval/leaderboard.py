@@ -28,6 +28,7 @@ __all__ = [
     "COLUMNS",
     "RANK_METRICS",
     "aggregate",
+    "document_markdown",
     "format_stat",
     "likelihood_kind",
     "rank_rows",
@@ -202,3 +203,39 @@ def to_markdown(table: dict[str, Any]) -> str:
     if notes:
         lines += [""] + notes
     return "\n".join(lines) + "\n"
+
+
+def _pairs(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items())
+
+
+def document_markdown(doc: dict[str, Any]) -> str:
+    """The Markdown of a whole comparison (``dgm compare``'s ``leaderboard.json`` document):
+    budget, command, settings that differ from the defaults, then one table per dataset."""
+    budget = doc["budget"]
+    what = (
+        f"{budget['steps']} training steps"
+        if "steps" in budget
+        else f"{budget['minutes']} minutes of training"
+    )
+    head = [
+        "# dgm compare leaderboard",
+        "",
+        f"Every model had the same budget ({what}) and data split; "
+        f"{doc['seeds']} seed(s), figures are mean ± std over seeds.",
+    ]
+    if doc.get("command"):
+        head += ["", f"Command: `{doc['command']}`"]
+    overrides = [f"{m} trained with {_pairs(c)}" for m, c in doc.get("model_config", {}).items()]
+    overrides += [f"{m} sampled with {_pairs(o)}" for m, o in doc.get("sample_options", {}).items()]
+    if overrides:
+        head += ["", "Settings other than the models' defaults: " + "; ".join(overrides) + "."]
+    if not doc.get("complete"):
+        head += ["", "**Incomplete**: the comparison is still running or was interrupted."]
+    parts = ["\n".join(head) + "\n"] + [to_markdown(t) for t in doc["tables"]]
+    parts.append(
+        "*FID and KID: on images, in the features of a small classifier dgm trains on the "
+        "dataset's labels (not Inception), so they compare dgm runs with each other, not with "
+        "published figures; on vector data, in the raw values.\n"
+    )
+    return "\n".join(parts)

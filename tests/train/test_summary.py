@@ -1,0 +1,30 @@
+"""The run summary: which examples its NLL figures cover, and that it says so."""
+
+from __future__ import annotations
+
+import torch
+
+import dgm.api
+from dgm.core.registry import get
+from dgm.data import default_preprocessor, load
+from dgm.train.config import TrainConfig
+
+
+def test_summary_of_a_model_needing_autograd_scores_capped_splits_and_counts_them(monkeypatch):
+    data = load("8gaussians")
+    cls = get("nsf")
+    pre = default_preprocessor(data.spec, cls.data_kinds)
+    model = cls(pre.spec(data.spec), cls.Config(**cls.test_config))
+    tcfg = TrainConfig()
+    full = dgm.api.summarize(model, data, pre, tcfg)
+    assert full["val_nll_examples"] == data.split("val")[0].shape[0]
+    monkeypatch.setattr(dgm.api, "SUMMARY_MAX_COSTLY", 40)
+    monkeypatch.setattr(dgm.api, "SUMMARY_MAX_COSTLY_TRAIN", 20)
+    model.needs_grad_for_inference = True  # as a CNF or score-SDE likelihood does
+    capped = dgm.api.summarize(model, data, pre, tcfg)
+    assert (capped["train_nll_examples"], capped["val_nll_examples"]) == (20, 40)
+    assert capped["test_nll_examples"] == 40
+    x = data.split("val")[0][:40]
+    with torch.no_grad():
+        expected = -model.log_prob(pre(x)[0]).mean().item()
+    assert abs(capped["val_nll"] - expected) < 1e-4
