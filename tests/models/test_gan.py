@@ -143,6 +143,18 @@ def test_architecture_and_pack_errors_are_clear():
         m.loss(torch.randn(3, 2))
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [("pack", 0, "pack must be at least 1"), ("hidden", (16, 0), "hidden sizes"),
+     ("ema", 1.0, r"ema must be in \[0, 1\)"), ("r1_weight", -1.0, "r1_weight must be >= 0"),
+     ("beta1", 1.5, r"beta1 must be in \[0, 1\)")],
+)  # fmt: skip
+def test_bad_config_values_are_one_config_error(key, value, says):
+    with pytest.raises(ConfigError, match=says) as info:
+        GANConfig(**{key: value})
+    assert "\n" not in str(info.value)
+
+
 def test_spectral_norm_bounds_each_discriminator_layer():
     torch.manual_seed(0)
     m = GAN(DataSpec((2,)), GANConfig(hidden=(32, 32), spectral_norm=True, pack=1))
@@ -242,6 +254,21 @@ def test_gan_optimizers_get_the_model_betas(tmp_path):
     assert set(t.optimizers) == {"discriminator", "generator"}
     for opt in t.optimizers.values():
         assert opt.param_groups[0]["betas"] == (0.0, 0.9)
+
+
+def test_learning_rate_schedule_follows_engine_steps_not_discriminator_steps(tmp_path):
+    # d_steps = 4 discriminator updates per engine step: both players' linear decay must still
+    # reach the same point of the run, not the discriminator's four times as fast
+    m = GAN(DataSpec((2,)), GANConfig(**TINY, d_steps=4))
+    cfg = TrainConfig(steps=8, schedule="linear", lr=1e-3, progress=False, checkpoint_every=0)
+    t = Trainer(m, torch.randn(256, 2), config=cfg, out=tmp_path)
+    t.fit()
+    lrs = {g: opt.param_groups[0]["lr"] for g, opt in t.optimizers.items()}
+    assert lrs["discriminator"] == pytest.approx(lrs["generator"])
+    assert {g: s.last_epoch for g, s in t.schedulers.items()} == {
+        "discriminator": 8,
+        "generator": 8,
+    }
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,6 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             raise NonFiniteError(f"gradient norm of {group!r} is {norm.item()}")
         opt.step()
-        self.schedulers[group].step()
 
     def _update_ema(self) -> None:
         if self.ema is None:
@@ -369,6 +368,10 @@ class Trainer:
                 try:
                     out = self.model.training_step(batch, self.step, self._stepper)
                     self.bad_steps = 0
+                    # once per engine step, whatever number of optimizer steps a group took
+                    # (a GAN's discriminator takes d_steps): the schedule is one of the run
+                    for sched in self.schedulers.values():
+                        sched.step()
                 except NonFiniteError as e:
                     self.bad_steps += 1
                     self._log({"step": self.step, "skipped": str(e)})

@@ -11,7 +11,12 @@ Training goes through the engine's ``training_step`` hook with two parameter gro
 ``"discriminator"`` and ``"generator"``, hence two optimizers (Adam with ``betas = (beta1, beta2)``,
 by default ``(0.5, 0.999)`` as in DCGAN; the class's ``train_defaults`` ask for lr 1e-3 and batch
 256 unless the caller sets them): one engine step makes ``d_steps`` discriminator updates on the
-step's real batch (fresh noise each) and then one generator update.
+step's real batch (fresh noise each) and then one generator update. The R1 penalty is on by
+default (``r1_weight=0.1``): it is what made ``grid25`` converge to all 25 modes (see
+:class:`GANConfig`). Keep the engine's ``--schedule`` constant: its schedulers advance once per
+optimizer step, so with ``d_steps=4`` the discriminator's learning rate would reach its final value
+after a quarter of the run (and a cosine decay with both rates decayed correctly measured 87%
+high-quality samples on ``grid25`` against 90% for the constant rate, seed 0, 8000 steps).
 
 **EMA of the generator.** The model keeps its own exponential moving average of the generator's
 weights (``ema``, default 0.999, with the warm-up ``min(ema, (1 + t) / (10 + t))`` at generator
@@ -80,10 +85,15 @@ class GANConfig:
     16-dimensional noise gave 6-8% high-quality samples on ``ring8`` after 2000 steps and a
     2-dimensional one 68% (the generator must fold the noise onto separated modes; with as many
     noise as data dimensions it does so far faster). ``gp_weight`` is WGAN-GP's lambda;
-    ``r1_weight`` the gamma of the R1 penalty ``gamma / 2 E_data |grad D|^2`` (any loss; 0: off);
-    ``ema`` the decay of the generator average (0: off). ``d_steps`` defaults to 4: on ``grid25``
-    one discriminator step per generator step left the inside of the grid a uniform smear (0 to 4
-    of 25 modes after 4000 steps), four captured 14 modes after 2400 steps.
+    ``r1_weight`` the gamma of the R1 penalty ``gamma / 2 E_data |grad D|^2`` (any loss; 0: off),
+    on the standardised data the discriminator sees; ``ema`` the decay of the generator average
+    (0: off). ``d_steps`` defaults to 4: on ``grid25`` one discriminator step per generator step
+    left the inside of the grid a uniform smear (0 to 4 of 25 modes after 4000 steps), four
+    captured 14 modes after 2400 steps. ``r1_weight`` defaults to 0.1: on ``grid25`` (seed 0, 8000
+    steps, lr 1e-3) it took the modes from 15 to 25 of 25 and the high-quality samples from 79% to
+    87-90%, where gamma 1 kept 24 modes but blurred them (68%) and 0.03 gave 25 modes and 85%;
+    without it, more steps, a 256-wide MLP, ``pack=4`` or an 8-dimensional noise all stayed at
+    12-18 modes. It costs about 1.7x the time per step (a double backward per discriminator step).
     """
 
     loss: Literal["minimax", "non-saturating", "wgan-gp", "hinge"] = "non-saturating"
@@ -95,7 +105,7 @@ class GANConfig:
     spectral_norm: bool = False
     pack: int = 2
     gp_weight: float = 10.0
-    r1_weight: float = 0.0
+    r1_weight: float = 0.1
     ema: float = 0.999
     beta1: float = 0.5
     beta2: float = 0.999
@@ -103,17 +113,17 @@ class GANConfig:
     def __post_init__(self) -> None:
         for key in ("latent_dim", "channels", "d_steps", "pack"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise ValueError(f"{key} must be at least 1, not {getattr(self, key)}")
+                raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
         if any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden sizes must be positive, not {list(self.hidden)}")
+            raise ConfigError(f"hidden sizes must be positive integers, not {list(self.hidden)}")
         if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema must be in [0, 1), not {self.ema}")
+            raise ConfigError(f"ema must be in [0, 1) (0 turns the average off), not {self.ema}")
         for key in ("gp_weight", "r1_weight"):
             if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, not {getattr(self, key)}")
+                raise ConfigError(f"{key} must be >= 0 (0 turns it off), not {getattr(self, key)}")
         for key in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"{key} must be in [0, 1), not {getattr(self, key)}")
+                raise ConfigError(f"{key} must be in [0, 1), not {getattr(self, key)}")
 
 
 @dataclass
