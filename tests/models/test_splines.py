@@ -97,3 +97,56 @@ def test_second_derivatives_fall_back_to_autograd():
     torch.testing.assert_close(g, g2)
     for a, b in zip(h1, h2, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("batch", [(7,), (2, 3, 4)])
+def test_any_batch_shape_and_strided_parameters_match_the_reference(batch):
+    # the fast path flattens the elements and transposes the parameters: other batch shapes
+    # and a non-contiguous parameter tensor must give the reference's values and gradients
+    g = torch.Generator().manual_seed(11)
+    k = 5
+    x = 5 * torch.rand(*batch, generator=g, dtype=D64) - 2.5  # inside and in the tails
+    wide = 2 * torch.randn(*batch, 3 * k + 3, generator=g, dtype=D64)
+    weights = torch.randn(2, *batch, dtype=D64)
+
+    def run(fast: bool):
+        xx, ww = x.clone().requires_grad_(), wide.clone().requires_grad_()
+        pp = ww[..., 2 : 3 * k + 1]  # (..., 3K - 1), not contiguous
+        assert not pp.is_contiguous()
+        if fast:
+            out, ladj = RQSpline(k, 2.0)(xx, pp)
+        else:
+            w, h, d = pp[..., :k], pp[..., k : 2 * k], pp[..., 2 * k :]
+            out, ladj = _spline_autograd(xx, w, h, d, False, 2.0, MIN_BIN_WIDTH, MIN_BIN_HEIGHT,
+                                         MIN_DERIVATIVE)  # fmt: skip
+        loss = (weights[0] * out + weights[1] * ladj).sum()
+        return (out, ladj, *torch.autograd.grad(loss, (xx, ww)))
+
+    for a, b in zip(run(True), run(False), strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+def test_tails_bounds_and_nan_pass_through():
+    k, bound = 4, 3.0
+    params = torch.randn(5, 3 * k - 1, dtype=D64, generator=torch.Generator().manual_seed(3))
+    x = torch.tensor([-7.0, -bound, 0.5, bound, float("nan")], dtype=D64)
+    out, ladj = RQSpline(k, bound)(x, params)
+    assert out[0] == -7.0 and ladj[0] == 0  # left tail: identity
+    torch.testing.assert_close(out[[1, 3]], torch.tensor([-bound, bound], dtype=D64))  # knots
+    assert ladj[2] != 0
+    assert out[4].isnan()  # bad input stays visible instead of becoming a number
+
+
+def test_constants_first_built_in_inference_mode_still_train():
+    # the constant cache is filled on first use; tensors made under inference_mode could not be
+    # used by autograd later, so the cache must build plain tensors
+    k, bound = 3, 1.7  # a setting no other test uses: the cache starts empty for it
+    params = torch.randn(6, 2, 3 * k - 1, dtype=D64)
+    x = torch.randn(6, 2, dtype=D64)
+    with torch.inference_mode():
+        RQSpline(k, bound)(x, params)
+    pp = params.clone().requires_grad_()
+    out, ladj = RQSpline(k, bound)(x, pp)
+    (g,) = torch.autograd.grad((out + ladj).sum(), pp)
+    assert g.isfinite().all() and g.abs().sum() > 0

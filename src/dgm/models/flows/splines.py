@@ -27,15 +27,23 @@ to exactly ``-B`` and ``B`` so the spline meets the tails without a gap; inputs 
 NaNs (whose gradients would leak through). Everything runs in the dtype of the inputs.
 
 Speed: the forward map (``log_prob`` and training) runs as one :class:`torch.autograd.Function`
-whose backward is derived by hand: through the rational function, the bin gather (a scatter),
-the cumulative sum and the softmax. When a differentiable gradient is asked for
-(``create_graph=True``, e.g. a gradient penalty), the backward recomputes the spline with plain
-autograd instead, so higher derivatives stay correct. The inverse (sampling) keeps plain autograd.
+whose backward is derived by hand: through the rational function, the two knots of each
+element's bin and the softmax (see :class:`_RQSplineForward`). It works on the parameters
+transposed to ``(3K - 1, elements)``, so operations over the bins run across contiguous rows, and
+takes its constants from a cache (on CPU a Python-scalar operand costs a tensor copy per
+operation). At the sizes of a 2-D flow (1024 elements) the cost is mostly per-operation
+overhead, so the number of operations is what counts: about 70% of the previous version's
+time per forward + backward (measured 0.73 ms against 1.04 ms at batch 512 x 2 dims, 8 bins,
+one idle thread).
+When a differentiable gradient is asked for (``create_graph=True``, e.g. a gradient penalty), the
+backward recomputes the spline with plain autograd instead, so higher derivatives stay correct.
+The inverse (sampling) keeps plain autograd.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +58,12 @@ MIN_BIN_HEIGHT = 1e-3
 MIN_DERIVATIVE = 1e-3
 
 
+def _normaliser(e: Tensor, dim: int) -> Tensor:
+    """``sum(e)`` over ``dim`` (kept) as the last cumulative sum: one summation order whatever
+    the memory layout, so the fast spline's knots round exactly like the reference's."""
+    return e.cumsum(dim).narrow(dim, e.shape[dim] - 1, 1)
+
+
 def _knots(unnormalized: Tensor, bound: float, minimum: float) -> Tensor:
     """Knot positions ``(..., K + 1)`` from ``-bound`` to ``bound`` with bins at least
     ``minimum * 2 * bound`` wide."""
@@ -57,7 +71,7 @@ def _knots(unnormalized: Tensor, bound: float, minimum: float) -> Tensor:
     # softmax written out: torch.softmax over a short last dim is ~3x slower on CPU; the shift
     # by the (detached) max cancels exactly, so values and gradients are the softmax's
     e = torch.exp(unnormalized - unnormalized.detach().amax(dim=-1, keepdim=True))  # (..., K)
-    frac = minimum + (1 - minimum * k) * (e / e.sum(dim=-1, keepdim=True))  # (..., K)
+    frac = minimum + (1 - minimum * k) * (e / _normaliser(e, -1))  # (..., K)
     inner = 2 * bound * torch.cumsum(frac[..., :-1], dim=-1) - bound  # (..., K - 1)
     ends = inner.new_full((*inner.shape[:-1], 1), bound)  # (..., 1)
     return torch.cat([-ends, inner, ends], dim=-1)  # (..., K + 1)
@@ -142,125 +156,189 @@ def _spline_autograd(
     return out, ladj
 
 
+class _Constants(NamedTuple):
+    """Tensors the fast spline reuses on every call (a Python scalar costs a tensor copy each)."""
+
+    ends: Tensor  # (3, 2, 1) first and last columns of [x knots; y knots; derivatives]
+    m: Tensor  # (2, 1, 1) bin floors of widths and heights
+    scale: Tensor  # (2, 1, 1) 1 - m K
+    span: Tensor  # (2, 1, 1) 2 B (1 - m K) = d knot_j / d p_i for i < j
+    bound: Tensor  # () B
+    two_bound: Tensor  # () 2 B
+    bins: Tensor  # (K, 1) 0..K-1, long
+    shift: Tensor  # () softplus(shift) + min_derivative == 1
+    min_d: Tensor  # ()
+    one: Tensor  # ()
+    zero: Tensor  # ()
+
+
+_CONSTANTS: dict[tuple, _Constants] = {}
+
+
+def _constants(
+    dtype: torch.dtype, device: torch.device, k: int, bound: float, mins: tuple[float, ...]
+) -> _Constants:
+    """The :class:`_Constants` of one spline setting, built once (in Python double precision,
+    then rounded, as the reference's scalar arithmetic)."""
+    key = (dtype, device, k, bound, *mins)
+    found = _CONSTANTS.get(key)
+    if found is not None:
+        return found
+    with torch.inference_mode(False), torch.no_grad():  # plain tensors even if first built there
+        opts = {"dtype": dtype, "device": device}
+        min_w, min_h, min_d = mins
+        made = _Constants(
+            ends=torch.tensor([[-bound, bound], [-bound, bound], [1.0, 1.0]], **opts)[..., None],
+            m=torch.tensor([min_w, min_h], **opts).view(2, 1, 1),
+            scale=torch.tensor([1 - min_w * k, 1 - min_h * k], **opts).view(2, 1, 1),
+            span=torch.tensor(
+                [2 * bound * (1 - min_w * k), 2 * bound * (1 - min_h * k)], **opts
+            ).view(2, 1, 1),  # fmt: skip
+            bound=torch.tensor(bound, **opts),
+            two_bound=torch.tensor(2 * bound, **opts),
+            bins=torch.arange(k, device=device).view(k, 1),
+            shift=torch.tensor(math.log(math.expm1(1 - min_d)), **opts),
+            min_d=torch.tensor(min_d, **opts),
+            one=torch.ones((), **opts),
+            zero=torch.zeros((), **opts),
+        )
+    _CONSTANTS[key] = made
+    return made
+
+
 class _RQSplineForward(torch.autograd.Function):
-    """The forward spline ``(inputs (...), wh (..., 2, K), ud (..., K - 1)) -> (out, ladj)`` with a
-    hand-derived backward: the same maths as :func:`_spline_autograd` (checked against it in
-    float64), about a third fewer tensor operations and no autograd graph inside. Not twice
-    differentiable."""
+    r"""The forward spline ``(inputs (...), params (..., 3K - 1)) -> (out, ladj)`` with a
+    hand-derived backward: the same maths and the same knots as :func:`_spline_autograd`
+    (checked against it in float64), a fraction of the tensor operations and no autograd graph
+    inside. Not twice differentiable.
+
+    Layout: the parameters are transposed once to ``(3K - 1, M)`` (``M`` elements), so every
+    operation over the bins (max, softmax, cumulative sum, bin search, gathers) runs along a
+    leading axis with the ``M`` elements contiguous, instead of over rows of ``K`` numbers.
+
+    Knot ``j`` is ``X_j = -B + 2 B sum_{i<j} (m + (1 - m K) p_i)`` with ``p = softmax(u)``, so
+    ``d X_j / d p_i = span [i < j]`` with ``span = 2 B (1 - m K)``. Only the two knots of the
+    element's bin get a gradient, ``G_0`` (knot ``idx``) and ``G_1`` (knot ``idx + 1``); the end
+    knots are constants, but treating them by the same formula adds a gradient constant over
+    ``i``, which the softmax backward cancels. Hence, with
+    ``H_i = span (G_0 [i < idx] + G_1 [i <= idx])``, the logits' gradient is
+    ``p_i (H_i - sum_l p_l H_l)``: no scatter and no reverse cumulative sum over the bins.
+    """
 
     @staticmethod
-    def forward(ctx, inputs, wh, ud, bound, min_w, min_h, min_d):
-        k = wh.shape[-1]
-        inside = (inputs >= -bound) & (inputs <= bound)  # (...)
-        v = inputs.clamp(-bound, bound)  # (...)
-        e = torch.exp(wh - wh.amax(dim=-1, keepdim=True))  # (..., 2, K)
-        prob = e / e.sum(dim=-1, keepdim=True)  # (..., 2, K)
-        if min_w == min_h:
-            m = min_w
-            scale = 1 - min_w * k
-        else:
-            m = wh.new_tensor([[min_w], [min_h]])  # (2, 1)
-            scale = 1 - m * k
-        frac = m + scale * prob  # (..., 2, K)
-        knots = torch.empty((*wh.shape[:-1], k + 1), dtype=wh.dtype, device=wh.device)
-        knots[..., 0] = -bound
-        knots[..., k] = bound
-        torch.cumsum(frac[..., :-1], dim=-1, out=knots[..., 1:k])
-        knots[..., 1:k].mul_(2 * bound).sub_(bound)  # (..., 2, K + 1)
-        shift = math.log(math.expm1(1 - min_d))
-        z = ud + shift
-        deriv = torch.ones((*ud.shape[:-1], k + 1), dtype=wh.dtype, device=wh.device)
-        deriv[..., 1:k] = F.softplus(z) + min_d  # (..., K + 1)
-        idx = (v.unsqueeze(-1) >= knots[..., 0, 1:k]).sum(-1, keepdim=True)  # (..., 1)
-        ix = idx.unsqueeze(-2)  # (..., 1, 1)
-        lo = knots.gather(-1, ix.expand(*idx.shape[:-1], 2, 1)).squeeze(-1)  # (..., 2)
-        hi = knots.gather(-1, ix.expand(*idx.shape[:-1], 2, 1) + 1).squeeze(-1)  # (..., 2)
-        x0, y0 = lo.unbind(-1)
-        w, h = (hi - lo).unbind(-1)
-        d0 = deriv.gather(-1, idx).squeeze(-1)
-        d1 = deriv.gather(-1, idx + 1).squeeze(-1)
+    def forward(ctx, inputs, params, k, bound, min_w, min_h, min_d):
+        c = _constants(params.dtype, params.device, k, bound, (min_w, min_h, min_d))
+        x = inputs.reshape(-1)  # (M,)
+        n_el = x.shape[0]
+        pt = params.reshape(n_el, 3 * k - 1).t().contiguous()  # (3K - 1, M)
+        u = pt[: 2 * k].view(2, k, n_el)  # (2, K, M) width and height logits
+        v = x.clamp(-bound, bound)  # (M,)
+        inside = v == x  # (M,) in [-B, B] (NaN: outside, passed through)
+        e = torch.exp(u - u.amax(dim=1, keepdim=True))  # (2, K, M)
+        prob = e / _normaliser(e, 1)  # (2, K, M) softmax
+        # [x knots; y knots; derivatives] stacked, so one gather fetches a bin's corner;
+        # knots as in _knots (the same rounding): 2 B cumsum(m + (1 - m K) p)[:-1] - B
+        table = torch.empty((3, k + 1, n_el), dtype=params.dtype, device=params.device)
+        table[:, ::k] = c.ends  # columns 0 and K
+        inner = table[:2, 1:k]  # (2, K - 1, M)
+        torch.cumsum((c.m + c.scale * prob)[:, : k - 1], dim=1, out=inner)
+        inner.mul_(c.two_bound).sub_(c.bound)
+        z = pt[2 * k :] + c.shift  # (K - 1, M)
+        torch.add(F.softplus(z), c.min_d, out=table[2, 1:k])
+        idx = (v >= table[0, 1:k]).sum(0, keepdim=True)  # (1, M) bin in 0..K-1
+        ix = idx.expand(3, n_el).unsqueeze(1)  # (3, 1, M)
+        lo = table.gather(1, ix).squeeze(1)  # (3, M) x0, y0, d0
+        hi = table.gather(1, ix + 1).squeeze(1)  # (3, M) x1, y1, d1
+        x0, y0, d0 = lo.unbind(0)
+        d1 = hi[2]
+        size = hi - lo  # (3, M)
+        w, h = size[0], size[1]
         s = h / w
         raw = (v - x0) / w
         theta = raw.clamp(0, 1)
-        phi = 1 - theta
+        phi = c.one - theta
         t = theta * phi
         th2 = theta * theta
-        den = s + (d1 + d0 - 2 * s) * t
-        n = s * th2 + d0 * t
-        out = y0 + h * n / den
-        mm = d1 * th2 + 2 * s * t + d0 * phi * phi
-        ladj = torch.log(s * s * mm / (den * den))
-        out = torch.where(inside, out, inputs)
-        ladj = torch.where(inside, ladj, torch.zeros_like(ladj))
-        ctx.save_for_backward(inside, idx, raw, w, h, s, d0, d1, den, n, mm, prob, z)
-        ctx.originals = (inputs, wh, ud)  # for the create_graph fallback (references, no copies)
-        ctx.mins = (min_w, min_h, min_d)
-        ctx.scale = scale
-        ctx.bound = bound
-        return out, ladj
+        s2 = s + s
+        c0 = d1 + d0 - s2
+        den = torch.addcmul(s, c0, t)
+        n = torch.addcmul(s * th2, d0, t)
+        out = torch.addcmul(y0, h, n / den)
+        mm = torch.addcmul(torch.addcmul(d1 * th2, s2, t), d0, phi * phi)
+        r = s / den
+        ladj = torch.log(r * r * mm)
+        out = torch.where(inside, out, x)
+        ladj = torch.where(inside, ladj, c.zero)
+        ctx.save_for_backward(inside, idx, raw, theta, phi, t, w, h, s, c0, d0, d1, den, n, mm)
+        ctx.rest = (prob, z, c)  # intermediates, not inputs: no version check needed
+        ctx.originals = (inputs, params)  # for the create_graph fallback (references, no copies)
+        ctx.setting = (k, bound, min_w, min_h, min_d)
+        return out.view(inputs.shape), ladj.view(inputs.shape)
 
     @staticmethod
     def backward(ctx, gout, gladj):
         if torch.is_grad_enabled():  # create_graph=True: differentiate the reference formulas
             return _RQSplineForward._backward_autograd(ctx, gout, gladj)
-        inside, idx, raw, w, h, s, d0, d1, den, n, mm, prob, z = ctx.saved_tensors
-        k = prob.shape[-1]
-        theta = raw.clamp(0, 1)
-        phi = 1 - theta
-        t = theta * phi
-        one2 = 1 - 2 * theta
-        c0 = d1 + d0 - 2 * s
-        rden = 1 / den
+        inside, idx, raw, theta, phi, t, w, h, s, c0, d0, d1, den, n, mm = ctx.saved_tensors
+        prob, z, c = ctx.rest
+        inputs, params = ctx.originals
+        k = prob.shape[1]
+        n_el = theta.shape[0]
+        gout, gladj = gout.reshape(-1), gladj.reshape(-1)  # (M,)
+        one2 = phi - theta  # 1 - 2 theta
+        rden = torch.reciprocal(den)
         rden2 = rden * rden
-        rm = 1 / mm
-        zero = torch.zeros((), dtype=gout.dtype, device=gout.device)
-        go = torch.where(inside, gout, zero)
-        gl = torch.where(inside, gladj, zero)
-        dden = c0 * one2
-        g_th = go * (h * ((2 * s * theta + d0 * one2) * den - n * dden) * rden2) + gl * (
-            (2 * d1 * theta + 2 * s * one2 - 2 * d0 * phi) * rm - 2 * dden * rden
-        )
-        g_s = go * (h * (theta * theta * den - n * (1 - 2 * t)) * rden2) + gl * (
-            2 / s + 2 * t * rm - 2 * (1 - 2 * t) * rden
-        )
-        rw = 1 / w
+        rm = torch.reciprocal(mm)
+        go = torch.where(inside, gout, c.zero)
+        gl = torch.where(inside, gladj, c.zero)
+        s2 = s + s
+        th2 = theta * theta
+        dden = c0 * one2  # d den / d theta
+        hr2 = h * rden2
+        # d out / d theta and d ladj / d theta
+        q1 = (torch.addcmul(s2 * theta, d0, one2) * den - n * dden) * hr2
+        u = d1 * theta - d0 * phi
+        q2 = torch.addcmul(u + u, s2, one2) * rm - (dden + dden) * rden
+        g_th = torch.addcmul(go * q1, gl, q2)
+        # d / d s at fixed theta
+        omt = c.one - (t + t)  # 1 - 2 t
+        q3 = (th2 * den - n * omt) * hr2
+        q4 = torch.reciprocal(s) + t * rm - omt * rden
+        g_s = torch.addcmul(go * q3, gl, q4 + q4)
+        rw = torch.reciprocal(w)
         g_v = g_th * rw
-        g_h = go * n * rden + g_s * rw
-        g_w = -(g_th * raw + g_s * s) * rw
-        g_d0 = go * (h * t * (den - n) * rden2) + gl * (phi * phi * rm - 2 * t * rden)
-        g_d1 = -go * (h * n * t * rden2) + gl * (theta * theta * rm - 2 * t * rden)
+        g_h = torch.addcmul(go * n * rden, g_s, rw)
+        g_w = -torch.addcmul(g_th * raw, g_s, s) * rw
+        t2r = (t + t) * rden
+        g_d0 = torch.addcmul(go * (den - n) * t * hr2, gl, phi * phi * rm - t2r)
+        g_d1 = torch.addcmul(-go * n * t * hr2, gl, th2 * rm - t2r)
         g_in = torch.where(inside, g_v, gout)
-        # scatter the per-element gradients into the bins: (..., 2, K) for lo (x0, y0) and
-        # size (w, h); (..., K + 1) for the derivatives
-        shape = (*idx.shape[:-1], 2, k + 1)
-        gk = torch.zeros(shape, dtype=gout.dtype, device=gout.device)  # (..., 2, K + 1) knots
-        ix = idx.unsqueeze(-2).expand(*idx.shape[:-1], 2, 1)
-        g_lo = torch.stack([-g_v, go], -1)  # d/dx0 = -g_v, d/dy0 = go  (..., 2)
-        g_sz = torch.stack([g_w, g_h], -1)  # (..., 2)
-        gk.scatter_(-1, ix, (g_lo - g_sz).unsqueeze(-1))  # knot k: x0 - size
-        gk.scatter_add_(-1, ix + 1, g_sz.unsqueeze(-1))  # knot k + 1: + size
-        g_inner = gk[..., 1:k]  # (..., 2, K - 1); end knots are constants
-        # inner = 2B cumsum(frac[:-1]) - B
-        g_frac = (2 * ctx.bound) * g_inner.flip(-1).cumsum(-1).flip(-1)  # (..., 2, K - 1)
-        g_p = torch.zeros_like(prob)
-        g_p[..., :-1] = g_frac * ctx.scale
-        g_wh = prob * (g_p - (prob * g_p).sum(-1, keepdim=True))  # softmax backward
-        gd = torch.zeros((*idx.shape[:-1], k + 1), dtype=gout.dtype, device=gout.device)
-        gd.scatter_(-1, idx, g_d0.unsqueeze(-1))
-        gd.scatter_add_(-1, idx + 1, g_d1.unsqueeze(-1))
-        g_ud = gd[..., 1:k] * torch.sigmoid(z)
-        return g_in, g_wh, g_ud, None, None, None, None
+        # knots: G0 at the bin's left knot (x0, y0), G1 at its right knot (x1, y1)
+        g0 = torch.stack([-(g_v + g_w), go - g_h]).unsqueeze(1) * c.span  # (2, 1, M)
+        g1 = torch.stack([g_w, g_h]).unsqueeze(1) * c.span  # (2, 1, M)
+        big = torch.addcmul(g0 * (c.bins < idx), g1, c.bins <= idx)  # (2, K, M) H
+        ph = prob * big
+        g_pt = torch.empty((3 * k - 1, n_el), dtype=gout.dtype, device=gout.device)
+        torch.sub(ph, prob * ph.sum(1, keepdim=True), out=g_pt[: 2 * k].view(2, k, n_el))
+        gd = torch.zeros((k + 1, n_el), dtype=gout.dtype, device=gout.device)
+        gd.scatter_(0, idx, g_d0.unsqueeze(0))
+        gd.scatter_add_(0, idx + 1, g_d1.unsqueeze(0))
+        torch.mul(gd[1:k], torch.sigmoid(z), out=g_pt[2 * k :])  # (K - 1, M)
+        g_params = g_pt.t().reshape(params.shape)  # a transposed view, no copy
+        return g_in.view(inputs.shape), g_params, None, None, None, None, None
 
     @staticmethod
     def _backward_autograd(ctx, gout, gladj):
-        inputs, wh, ud = ctx.originals
-        wanted = [t for t, need in zip((inputs, wh, ud), ctx.needs_input_grad[:3]) if need]
+        inputs, params = ctx.originals
+        k, bound, *mins = ctx.setting
+        wanted = [t for t, need in zip((inputs, params), ctx.needs_input_grad[:2]) if need]
         out, ladj = _spline_autograd(
-            inputs, wh[..., 0, :], wh[..., 1, :], ud, False, ctx.bound, *ctx.mins
-        )
+            inputs, params[..., :k], params[..., k : 2 * k], params[..., 2 * k :], False, bound,
+            *mins,
+        )  # fmt: skip
         grads = iter(torch.autograd.grad((out, ladj), wanted, (gout, gladj), create_graph=True))
-        g = [next(grads) if need else None for need in ctx.needs_input_grad[:3]]
-        return g[0], g[1], g[2], None, None, None, None
+        g = [next(grads) if need else None for need in ctx.needs_input_grad[:2]]
+        return g[0], g[1], None, None, None, None, None
 
 
 def rational_quadratic_spline(
@@ -308,11 +386,11 @@ def rational_quadratic_spline(
             min_bin_height,
             min_derivative,
         )
-    wh = torch.stack([unnormalized_widths, unnormalized_heights], dim=-2)  # (..., 2, K)
+    params = torch.cat([unnormalized_widths, unnormalized_heights, unnormalized_derivatives], -1)
     return _RQSplineForward.apply(
         inputs,
-        wh,
-        unnormalized_derivatives,
+        params,  # (..., 3K - 1)
+        k,
         float(tail_bound),
         min_bin_width,
         min_bin_height,
@@ -346,8 +424,8 @@ class RQSpline(Univariate):
             )
         return _RQSplineForward.apply(
             x,  # (B, D)
-            params[..., : 2 * k].unflatten(-1, (2, k)),  # (B, D, 2, K) width, height logits
-            params[..., 2 * k :],  # (B, D, K - 1)
+            params,  # (B, D, 3K - 1) width logits, height logits, derivatives
+            k,
             self.tail_bound,
             MIN_BIN_WIDTH,
             MIN_BIN_HEIGHT,
