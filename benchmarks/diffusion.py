@@ -1,26 +1,33 @@
-"""Diffusion benchmarks: 2-D densities, digits samplers, and the U-Net beside diffusers.
+"""Diffusion benchmarks: 2-D densities, image samplers (digits, MNIST), the U-Net beside diffusers.
 
-``2d``: ``score-sde`` (and ``ddpm``) on the analytic 2-D densities. For score-sde the test NLL is the
-probability-flow ODE log-likelihood (exact trace, dopri5 rtol=atol=1e-5) and the KL gap is
-``KL(p || q) = E_p[log p - log q]`` on exact test samples (``dgm.eval.density.kl_divergence``),
-the figure ``benchmarks/nsf_2d.py`` reports for the flows. For ddpm the NLL is the variational
-bound (an upper bound on the NLL). Every model gets a classifier two-sample test
-(``dgm.eval.twosample.c2st``, MLP classifier, 0.5 = indistinguishable) of 2000 samples against
-2000 test points.
+``2d``: ``score-sde``, ``ddpm`` and ``ncsn`` on the analytic 2-D densities, with ``nsf`` trained by
+the same engine call as the flows' reference. For score-sde (and nsf) the test NLL is the exact
+log-likelihood (score-sde: probability-flow ODE, exact trace, dopri5 at the model's rtol/atol) and
+the KL gap is ``KL(p || q) = E_p[log p - log q]`` on exact test samples
+(``dgm.eval.density.kl_divergence``), the figure ``benchmarks/nsf_2d.py`` reports for the flows.
+For ddpm the NLL is the variational bound (an upper bound on the NLL), so its "KL gap" column is
+an upper bound on the KL. ncsn has no likelihood: only its samples are judged. Every model gets a
+classifier two-sample test (``dgm.eval.twosample.c2st``, MLP classifier, 0.5 = indistinguishable)
+and a kernel MMD^2 (median bandwidth) of 2000 samples against 2000 test points. A model may carry
+config overrides, ``score-sde:weighting=likelihood,hidden=256`` (numbers parsed, the rest strings).
 
-``digits``: ddpm (U-Net) on the 8x8 digits (17 levels). The bound in bits/dim on the discrete test
-data (discretized decoder, ``bound_terms`` stratified terms), and for 100 samples drawn with 1000
-ancestral steps, DDIM 50 and DDIM 20 steps: wall and CPU seconds, and FID in the feature space of
-the classifier dgm trains on the digits labels (``dgm.eval.features``; not Inception, comparable
-only within this table). The FID of 100 real validation digits against the test set is the floor
-at this sample size.
+``digits`` / ``mnist`` (``images --dataset``): ddpm (U-Net) on the 8x8 digits (17 levels) or MNIST
+(256 levels), trained for ``--steps`` or until ``--max-minutes`` (engine budget, wall minutes of
+training). The bound in bits/dim on (``--test-n``) discrete test images (discretized decoder,
+``bound_terms`` stratified terms), a PNG grid of samples, and for ``--n`` samples drawn with 1000
+ancestral steps, DDIM 50 and DDIM 20 steps: wall and CPU seconds (median of ``--repeats`` timings,
+the samplers interleaved), the time ratio against ancestral sampling, and FID in the feature space
+of the classifier dgm trains on the dataset's labels (``dgm.eval.features``; not Inception,
+comparable only within one table) of the first repeat's samples. The FID of ``--n`` real
+validation images against the test set is the floor at this sample size.
 
 ``unet``: one training step (noise, forward, MSE, backward, Adam) of dgm's U-Net with its schedule
 and of diffusers' ``UNet2DModel`` with ``DDPMScheduler.add_noise`` of similar size, interleaved,
 median over repeats; the ratio dgm / diffusers.
 
     .venv/bin/python benchmarks/diffusion.py 2d [--steps 2000] [--data 8gaussians checkerboard rings]
-    .venv/bin/python benchmarks/diffusion.py digits [--steps 1000]
+    .venv/bin/python benchmarks/diffusion.py digits [--steps 1000] [--repeats 3]
+    .venv/bin/python benchmarks/diffusion.py mnist --max-minutes 15 --channels 16 --test-n 1000
     .venv/bin/python benchmarks/diffusion.py unet [--repeats 15]
 
 The machine this ran on was shared: each result records ``/proc/loadavg`` before and after, and
@@ -30,6 +37,7 @@ CPU seconds next to wall seconds.
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +46,7 @@ from typing import Any
 import torch
 
 import dgm.data
-from _common import median, report  # noqa: I001
+from _common import RESULTS, median, report  # noqa: I001
 from dgm.core.registry import build
 from dgm.eval.density import kl_divergence
 from dgm.eval.likelihood import bits_per_dim
@@ -54,20 +62,22 @@ def loadavg() -> str:
         return "n/a"
 
 
-def fit(name: str, data: Any, steps: int, batch: int, lr: float, ema: float = 0.0, **cfg: Any):
+def fit(name: str, data: Any, steps: int, batch: int, lr: float, ema: float = 0.0,
+        max_minutes: float = 0.0, **cfg: Any):  # fmt: skip
     """Train ``name`` with the engine (no summary or plots); returns the model with its final
-    (EMA if on) weights, in eval mode, and CPU/wall seconds."""
+    (EMA if on) weights, in eval mode, CPU/wall seconds and the steps taken."""
     torch.manual_seed(0)
     model = build(name, data.spec, **cfg)
     tc = TrainConfig(steps=steps, batch_size=batch, lr=lr, schedule="cosine", ema=ema,
-                     progress=False, checkpoint_every=0, log_every=100)  # fmt: skip
+                     max_minutes=max_minutes, progress=False, checkpoint_every=0,
+                     log_every=100)  # fmt: skip
     out = Path(tempfile.mkdtemp()) / name
     trainer = Trainer(model, data.train, config=tc, out=out)
     c0, w0 = time.process_time(), time.perf_counter()
     trainer.fit()
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     model.load_state_dict(trainer.final_weights())
-    return model.eval(), cpu, wall
+    return model.eval(), cpu, wall, int(getattr(trainer, "step", steps))
 
 
 def timed(fn):
@@ -76,32 +86,58 @@ def timed(fn):
     return out, time.process_time() - c0, time.perf_counter() - w0
 
 
+def parse_model(entry: str) -> tuple[str, dict[str, Any]]:
+    """``"name:k=v,k=v"`` -> ``(name, {k: v})`` with numbers parsed."""
+    name, _, rest = entry.partition(":")
+    cfg: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            cfg[key] = int(value)
+        except ValueError:
+            try:
+                cfg[key] = float(value)
+            except ValueError:
+                cfg[key] = value
+    return name, cfg
+
+
 def bench_2d(args: argparse.Namespace) -> None:
-    rows = []
+    from dgm.eval.twosample import mmd
+
+    rows: list[dict[str, Any]] = []
     for data_name in args.data:
         data = dgm.data.load(data_name)
         x_test = data.split("test")[0][: args.n_eval].double()
-        for name in args.models:
-            cfg: dict[str, Any] = {"hidden": args.hidden}
-            model, cpu, wall = fit(name, data, args.steps, 512, 1e-3, **cfg)
+        for entry in args.models:
+            name, over = parse_model(entry)
+            cfg: dict[str, Any] = {} if name == "nsf" else {"hidden": args.hidden}
+            cfg.update(over)
+            model, cpu, wall, _ = fit(name, data, args.steps, 512, 1e-3, **cfg)
             model = model.double()
-            row: dict[str, Any] = {"model": name, "data": data_name, "steps": args.steps,
+            row: dict[str, Any] = {"model": entry, "data": data_name, "steps": args.steps,
                                    "train_cpu_s": cpu, "train_wall_s": wall}  # fmt: skip
-            torch.manual_seed(1)
-            with model.inference():
-                ll, name_ll = model.log_likelihood(x_test)
-            row["test_nll"] = float(-ll.mean())
-            row["likelihood"] = name_ll
-            if model.exact_likelihood:  # KL(p || q) on the exact test samples, log q computed once
+            if model.exact_likelihood or model.likelihood_bound:
+                torch.manual_seed(1)
+                with model.inference():
+                    (ll, name_ll), lcpu, _ = timed(lambda m=model, x=x_test: m.log_likelihood(x))
+                row.update(test_nll=float(-ll.mean()), likelihood=name_ll, nll_cpu_s=lcpu)
+                # KL(p || q) on the exact test samples, log q computed once; for a bound this is
+                # E_p[log p - bound] >= KL
                 kl = kl_divergence(
                     lambda p, d=data: d.density.log_prob(p), lambda p, v=ll: v, x_test
                 )
-                row["kl_gap_nats"], row["kl_sem"] = kl["kl"], kl["kl_sem"]
+                key = "kl_gap_nats" if model.exact_likelihood else "kl_gap_upper_nats"
+                row[key], row["kl_sem"] = kl["kl"], kl["kl_sem"]
+            else:
+                row["likelihood"] = "none (judged by samples only)"
             torch.manual_seed(2)
             with model.inference():
                 s, scpu, swall = timed(lambda m=model: m.sample(args.n_eval))
             r = c2st(x_test.float(), s.float(), seed=0)
-            row.update(c2st_accuracy=r.statistic, c2st_p=r.p_value, sample_cpu_s=scpu)
+            k = mmd(x_test.float(), s.float(), num_permutations=100, seed=0)
+            row.update(c2st_accuracy=r.statistic, c2st_p=r.p_value, mmd2=k.statistic,
+                       mmd_p=k.p_value, sample_cpu_s=scpu)  # fmt: skip
             row["loadavg"] = loadavg()
             rows.append(row)
             print(row, flush=True)
@@ -109,53 +145,88 @@ def bench_2d(args: argparse.Namespace) -> None:
 
 
 def write_2d(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    report("diffusion_2d", rows, ["model", "data", "steps", "test_nll", "kl_gap_nats", "kl_sem",
-                                  "c2st_accuracy", "train_cpu_s", "train_wall_s", "sample_cpu_s"],
-           {"n_eval": args.n_eval})  # fmt: skip
+    report(args.out or "diffusion_2d", rows,
+           ["model", "data", "steps", "test_nll", "kl_gap_nats", "kl_gap_upper_nats", "kl_sem",
+            "c2st_accuracy", "mmd2", "train_cpu_s", "nll_cpu_s", "sample_cpu_s"],
+           {"n_eval": args.n_eval, "hidden": args.hidden, "batch": 512, "lr": 1e-3,
+            "threads": args.threads})  # fmt: skip
 
 
-def bench_digits(args: argparse.Namespace) -> None:
+def chunked_bound(model: Any, x: Any, chunk: int = 250) -> tuple[Any, str]:
+    """``model.log_likelihood`` over chunks of ``x`` (memory), values concatenated."""
+    parts = [model.log_likelihood(c) for c in x.split(chunk)]
+    return torch.cat([v for v, _ in parts]), parts[0][1]
+
+
+SAMPLERS = (("ancestral-1000", {"sampler": "ancestral"}),
+            ("ddim-50", {"sampler": "ddim", "steps": 50}),
+            ("ddim-20", {"sampler": "ddim", "steps": 20}))  # fmt: skip
+
+
+def bench_images(args: argparse.Namespace) -> None:
     from dgm.eval.features import dataset_features
     from dgm.eval.fid import fid
+    from dgm.plots.figures import save_samples
 
-    data = dgm.data.load("digits")
+    dataset = args.part
+    data = dgm.data.load(dataset)
     load_start = loadavg()
-    cfg = {"channels": args.channels, "bound_terms": args.bound_terms}
-    model, cpu, wall = fit("ddpm", data, args.steps, 128, args.lr, ema=args.ema, **cfg)
-    x_test = data.split("test")[0]
+    cfg: dict[str, Any] = {"channels": args.channels, "bound_terms": args.bound_terms}
+    model, cpu, wall, steps_done = fit("ddpm", data, args.steps, args.batch_size, args.lr,
+                                       ema=args.ema, max_minutes=args.max_minutes,
+                                       **cfg)  # fmt: skip
+    print({"train_cpu_s": cpu, "train_wall_s": wall, "steps": steps_done}, flush=True)
+    x_test = data.split("test")[0][: args.test_n or None]
     torch.manual_seed(3)
     with model.inference():
-        ll, name_ll = model.log_likelihood(x_test)
-    bpd = float(bits_per_dim(-ll.mean(), 64))
+        (ll, name_ll), bcpu, _ = timed(lambda: chunked_bound(model, x_test))
+    dims = x_test[0].numel()
+    bpd = float(bits_per_dim(-ll.mean(), dims))
+    bpd_sem = float(ll.std() / ll.shape[0] ** 0.5 / (dims * math.log(2)))
+    print({"test_bpd_bound": bpd, "sem": bpd_sem, "cpu_s": bcpu}, flush=True)
     feats = dataset_features(data, seed=0)
     x_val = data.split("val")[0]
     floor = fid(x_val[: args.n], x_test, features=feats)
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in SAMPLERS}
+    fids: dict[str, float] = {}
+    for rep in range(args.repeats):  # the samplers interleaved, so load drifts hit all alike
+        for label, opts in SAMPLERS:
+            torch.manual_seed(4 + rep)
+            with model.inference():
+                s, scpu, swall = timed(lambda o=opts: model.sample(args.n, **o))
+            times[label].append((scpu, swall))
+            if rep == 0:
+                fids[label] = fid(s, x_test, features=feats)
+                if label == "ancestral-1000":
+                    save_samples(s[:100], RESULTS / f"diffusion_{dataset}_samples.png",
+                                 levels=data.spec.levels,
+                                 title=f"ddpm on {dataset}, ancestral 1000 steps")  # fmt: skip
+                if label == "ddim-50":
+                    save_samples(s[:100], RESULTS / f"diffusion_{dataset}_samples_ddim50.png",
+                                 levels=data.spec.levels,
+                                 title=f"ddpm on {dataset}, DDIM 50 steps")  # fmt: skip
+            print(label, rep, f"cpu {scpu:.2f} wall {swall:.2f}", loadavg(), flush=True)
     rows = []
-    for label, opts in (("ancestral-1000", {"sampler": "ancestral"}),
-                        ("ddim-50", {"sampler": "ddim", "steps": 50}),
-                        ("ddim-20", {"sampler": "ddim", "steps": 20})):  # fmt: skip
-        torch.manual_seed(4)
-        with model.inference():
-            s, scpu, swall = timed(lambda o=opts: model.sample(args.n, **o))
-        rows.append({"sampler": label, "n": args.n, "sample_wall_s": swall, "sample_cpu_s": scpu,
-                     "fid": fid(s, x_test, features=feats), "fid_real_floor": floor,
-                     "loadavg": loadavg()})  # fmt: skip
+    base_cpu = median([c for c, _ in times["ancestral-1000"]])
+    for label, _ in SAMPLERS:
+        cpus, walls = [c for c, _ in times[label]], [w for _, w in times[label]]
+        rows.append({"sampler": label, "n": args.n, "repeats": args.repeats,
+                     "sample_wall_s": median(walls), "sample_cpu_s": median(cpus),
+                     "cpu_s_all": cpus, "speedup_vs_ancestral_cpu": base_cpu / median(cpus),
+                     "fid": fids[label], "fid_ratio_vs_ancestral": fids[label] / fids["ancestral-1000"],
+                     "fid_real_floor": floor})  # fmt: skip
         print(rows[-1], flush=True)
-        if label == "ancestral-1000":
-            import numpy as np
-
-            np.save(Path(tempfile.gettempdir()) / "ddpm_digits_samples.npy", s.numpy())
-    base = rows[0]
-    for r in rows:
-        r["speedup_vs_ancestral_cpu"] = base["sample_cpu_s"] / r["sample_cpu_s"]
-        r["fid_ratio_vs_ancestral"] = r["fid"] / base["fid"]
-    extra = {"train_steps": args.steps, "train_cpu_s": cpu, "train_wall_s": wall, "ema": args.ema,
-             "test_bpd_bound": bpd, "likelihood": name_ll, "loadavg_start": load_start,
+    extra = {"dataset": dataset, "train_steps_max": args.steps, "train_steps_done": steps_done,
+             "max_minutes": args.max_minutes, "batch": args.batch_size, "lr": args.lr,
+             "channels": args.channels, "train_cpu_s": cpu, "train_wall_s": wall, "ema": args.ema,
+             "test_n": int(x_test.shape[0]), "test_bpd_bound": bpd, "test_bpd_sem": bpd_sem,
+             "bound_cpu_s": bcpu, "bound_terms": args.bound_terms, "likelihood": name_ll,
+             "loadavg_start": load_start, "loadavg_end": loadavg(),
              "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
     print(extra)
-    report("diffusion_digits", rows, ["sampler", "n", "sample_wall_s", "sample_cpu_s",
-                                      "speedup_vs_ancestral_cpu", "fid", "fid_ratio_vs_ancestral",
-                                      "fid_real_floor"], extra)  # fmt: skip
+    report(args.out or f"diffusion_{dataset}", rows,
+           ["sampler", "n", "repeats", "sample_wall_s", "sample_cpu_s", "speedup_vs_ancestral_cpu",
+            "fid", "fid_ratio_vs_ancestral", "fid_real_floor"], extra)  # fmt: skip
 
 
 def bench_unet(args: argparse.Namespace) -> None:
@@ -221,23 +292,30 @@ def bench_unet(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=["2d", "digits", "unet"])
+    ap.add_argument("part", choices=["2d", "digits", "mnist", "unet"])
     ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--max-minutes", type=float, default=0.0, help="training budget (wall)")
     ap.add_argument("--data", nargs="+", default=["8gaussians", "checkerboard", "rings"])
-    ap.add_argument("--models", nargs="+", default=["score-sde", "ddpm"])
+    ap.add_argument("--models", nargs="+", default=["score-sde", "ddpm", "ncsn", "nsf"])
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--n-eval", type=int, default=2000)
     ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--test-n", type=int, default=0, help="test images for the bound (0: all)")
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--bound-terms", type=int, default=100)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ema", type=float, default=0.0)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--batch-size", type=int, default=128, help="training batch (images)")
+    ap.add_argument("--batch", type=int, default=128, help="batch of the unet timing")
+    ap.add_argument("--repeats", type=int, default=0, help="timing repeats (unet: 15, images: 3)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="", help="results name (default diffusion_<part>)")
     args = ap.parse_args()
+    args.repeats = args.repeats or (15 if args.part == "unet" else 3)
     torch.set_num_threads(args.threads)
-    {"2d": bench_2d, "digits": bench_digits, "unet": bench_unet}[args.part](args)
+    {"2d": bench_2d, "digits": bench_images, "mnist": bench_images, "unet": bench_unet}[args.part](
+        args
+    )
 
 
 if __name__ == "__main__":

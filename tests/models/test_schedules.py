@@ -93,6 +93,32 @@ def test_ddim_step_is_exact_for_a_point_mass():
     torch.testing.assert_close(xs, sch.add_noise(x0, noise, torch.tensor([20])))
 
 
+def test_clipped_ddim_step_uses_the_noise_direction_of_the_clipped_x0():
+    """The fused update equals the textbook one: clip x0^, recompute eps from it, then jump; the
+    inputs are left untouched."""
+    sch = DiscreteSchedule.named("linear", 100)
+    g = torch.Generator().manual_seed(3)
+    xt = 3 * torch.randn(5, 4, generator=g, dtype=D64)  # large: many x0^ outside [-1, 1]
+    eps = torch.randn(5, 4, generator=g, dtype=D64)
+    xt0, eps0 = xt.clone(), eps.clone()
+    for t, s, eta in ((90, 40, 0.0), (30, 29, 0.5), (10, -1, 0.0)):
+        abar_t = sch.alphas_cumprod[t]
+        abar_s = torch.tensor(1.0, dtype=D64) if s < 0 else sch.alphas_cumprod[s]
+        x0 = ((xt - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()).clamp(-1, 1)
+        e = (xt - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+        sigma2 = eta**2 * (1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)
+        want = x0 if s < 0 else abar_s.sqrt() * x0 + (1 - abar_s - sigma2).sqrt() * e
+        gen = torch.Generator().manual_seed(7)
+        if s >= 0 and eta > 0:
+            want = want + sigma2.sqrt() * torch.randn(xt.shape, generator=gen, dtype=D64)
+        got = sch.step(eps, t, xt, prev_t=s, eta=eta, clip=1.0,
+                       generator=torch.Generator().manual_seed(7))  # fmt: skip
+        torch.testing.assert_close(got, want)
+        assert not torch.equal(got, sch.step(eps, t, xt, prev_t=s, eta=0.0))  # clipping acted
+    torch.testing.assert_close(xt, xt0, rtol=0, atol=0)
+    torch.testing.assert_close(eps, eps0, rtol=0, atol=0)
+
+
 def test_ddim_timesteps():
     sch = DiscreteSchedule.named("linear", 1000)
     for k in (1, 20, 50, 1000):

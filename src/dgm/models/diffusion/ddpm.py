@@ -261,7 +261,7 @@ class DDPM(DiffusionBase):
         z = self.prior_noise(n, generator)  # (n, *event)
         if sampler == "ancestral":
             for t in reversed(range(T)):
-                eps = self.eps(z, torch.full((n,), t, device=z.device))
+                eps = self.eps(z, torch.full((n,), float(t), dtype=z.dtype, device=z.device))
                 z = sch.ancestral_step(
                     eps, t, z, variance=self.config.variance, clip=clip, generator=generator
                 )
@@ -269,7 +269,7 @@ class DDPM(DiffusionBase):
             seq = sch.ddim_timesteps(min(int(steps), T))
             for j, t in enumerate(seq):
                 prev = seq[j + 1] if j + 1 < len(seq) else -1
-                eps = self.eps(z, torch.full((n,), t, device=z.device))
+                eps = self.eps(z, torch.full((n,), float(t), dtype=z.dtype, device=z.device))
                 z = sch.step(eps, t, z, prev_t=prev, eta=eta, clip=clip, generator=generator)
         else:
             raise ConfigError(f"sampler must be 'ancestral' or 'ddim', not {sampler!r}")

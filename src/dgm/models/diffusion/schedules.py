@@ -210,14 +210,19 @@ class DiscreteSchedule:
             raise ConfigError(f"eta must be >= 0, not {eta}")
         abar_t = float(self.alphas_cumprod[t])
         abar_s = 1.0 if prev_t < 0 else float(self.alphas_cumprod[prev_t])
-        x0 = (xt - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)  # (B, *event)
+        # scalar coefficients, then two fused tensor updates (no per-step tensors but x0 and x)
+        x0 = torch.add(xt, eps, alpha=-math.sqrt(1 - abar_t)).div_(math.sqrt(abar_t))
         if clip is not None:
-            x0 = x0.clamp(-clip, clip)
-            eps = (xt - math.sqrt(abar_t) * x0) / math.sqrt(1 - abar_t)
+            x0.clamp_(-clip, clip)
         if prev_t < 0:
             return x0
         sigma2 = eta**2 * (1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)
-        x = math.sqrt(abar_s) * x0 + math.sqrt(max(1 - abar_s - sigma2, 0.0)) * eps
+        c_eps = math.sqrt(max(1 - abar_s - sigma2, 0.0))
+        if clip is None:  # x = sqrt(abar_s) x0 + c_eps eps
+            x = torch.add(x0.mul_(math.sqrt(abar_s)), eps, alpha=c_eps)
+        else:  # the noise direction of the clipped x0: eps = (x_t - sqrt(abar_t) x0) / std_t
+            k = c_eps / math.sqrt(1 - abar_t)
+            x = torch.add(x0.mul_(math.sqrt(abar_s) - k * math.sqrt(abar_t)), xt, alpha=k)
         if sigma2 > 0:
             z = torch.randn(xt.shape, generator=generator, dtype=xt.dtype, device=xt.device)
             x = x + math.sqrt(sigma2) * z
@@ -243,17 +248,17 @@ class DiscreteSchedule:
         # scalar coefficients: one step of a whole batch at the same t
         beta, abar = float(self.betas[t]), float(self.alphas_cumprod[t])
         abar_prev = float(self.alphas_cumprod_prev[t])
-        x0 = (xt - math.sqrt(1 - abar) * eps) / math.sqrt(abar)  # (B, *event)
+        x0 = torch.add(xt, eps, alpha=-math.sqrt(1 - abar)).div_(math.sqrt(abar))  # (B, *event)
         if clip is not None:
-            x0 = x0.clamp(-clip, clip)
+            x0.clamp_(-clip, clip)
         c0 = math.sqrt(abar_prev) * beta / (1 - abar)
         ct = math.sqrt(1 - beta) * (1 - abar_prev) / (1 - abar)
-        mean = c0 * x0 + ct * xt
+        mean = torch.add(x0.mul_(c0), xt, alpha=ct)  # c0 x0^ + ct x_t
         if t == 0:
             return mean
         var = beta if variance == "large" else float(self.posterior_variance[t])
         z = torch.randn(xt.shape, generator=generator, dtype=xt.dtype, device=xt.device)
-        return mean + math.sqrt(var) * z
+        return mean.add_(z, alpha=math.sqrt(var))
 
     def ddim_timesteps(self, steps: int) -> list[int]:
         """``steps`` distinct indices from ``T - 1`` down to 0, evenly spaced (DDIM's "linear"
