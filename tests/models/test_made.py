@@ -319,3 +319,22 @@ def test_order_agnostic_training_visits_every_mask_set_and_saves_them():
         model.net.use_mask(4)
     with pytest.raises(ConfigError, match="masks must be a positive"):
         made((5,), 2, hidden=(8,), masks=0)
+
+
+def test_connectivity_agnostic_mask_sets_share_the_ordering():
+    torch.manual_seed(0)
+    model = sharpen(
+        made((4,), 2, hidden=(12,), masks=3, order_agnostic=False, connectivity="random"), 3.0
+    )
+    xs = all_configurations(4, 2)
+    torch.testing.assert_close(
+        torch.logsumexp(model.log_prob(xs), 0), torch.tensor(0.0, dtype=D64), atol=1e-12, rtol=0
+    )
+    layers = []
+    for k in range(3):
+        model.net.use_mask(k)
+        assert torch.equal(model.net.order, torch.arange(4))
+        layers.append(model.net.layers[0].mask.clone())
+    assert not torch.equal(layers[0], layers[1])  # the hidden connectivity differs
+    with pytest.raises(ConfigError, match="repeat one mask set"):
+        made((4,), 2, hidden=(12,), masks=3, order_agnostic=False)

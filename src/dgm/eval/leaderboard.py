@@ -226,7 +226,7 @@ def document_markdown(doc: dict[str, Any]) -> str:
     ]
     if doc.get("command"):
         head += ["", f"Command: `{doc['command']}`"]
-    overrides = [f"{m} trained with {_pairs(c)}" for m, c in doc.get("model_config", {}).items()]
+    overrides = [f"{m} configured with {_pairs(c)}" for m, c in doc.get("model_config", {}).items()]
     overrides += [f"{m} sampled with {_pairs(o)}" for m, o in doc.get("sample_options", {}).items()]
     if overrides:
         head += ["", "Settings other than the models' defaults: " + "; ".join(overrides) + "."]

@@ -154,8 +154,9 @@ class MADENet(nn.Module):
         zero_last: initialise the output layer to zero (flows start at the identity this way).
         num_masks: ``K`` mask sets over the same weights (order- and connectivity-agnostic
             training, Germain et al. Sec. 4.2): set 0 uses ``order``, set ``k > 0`` a random
-            ordering and hidden degrees drawn from ``seed + k``. :meth:`use_mask` selects one;
-            all are buffers, saved with the weights.
+            ordering (``order_agnostic``; else ``order`` again) and hidden degrees drawn from
+            ``seed + k``. :meth:`use_mask` selects one; all are buffers, saved with the weights.
+        order_agnostic: whether the mask sets ``k > 0`` draw their own orderings.
     """
 
     order: Tensor
@@ -175,6 +176,7 @@ class MADENet(nn.Module):
         seed: int = 0,
         zero_last: bool = False,
         num_masks: int = 1,
+        order_agnostic: bool = True,
     ) -> None:
         super().__init__()
         if len(hidden) == 0 or min(hidden) < 1:
@@ -186,6 +188,8 @@ class MADENet(nn.Module):
         self.num_masks = num_masks
         orders = [order.clone().long()] + [
             torch.randperm(num_dims, generator=_generator(seed + 7919 * k))
+            if order_agnostic
+            else order.clone().long()
             for k in range(1, num_masks)
         ]
         # hidden-unit degrees of every mask set: masks are recomputed from them in use_mask

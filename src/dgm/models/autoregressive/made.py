@@ -63,6 +63,8 @@ class MADEConfig:
             training batch uses one drawn at random (order-agnostic training) and the density
             is the equal mixture of the ``K`` autoregressive models (``K`` passes per
             ``log_prob``); set 0 keeps ``ordering``, the others are random.
+        order_agnostic: the mask sets ``k > 0`` draw their own orderings; with ``False`` they
+            share ``ordering`` and differ in hidden connectivity only (connectivity-agnostic).
         conditional: condition on class labels (needs ``num_classes`` in the data spec).
     """
 
@@ -74,6 +76,7 @@ class MADEConfig:
     activation: Literal["relu", "tanh", "elu"] = "relu"
     direct: bool = False
     masks: int = 1
+    order_agnostic: bool = True
     conditional: bool = False
 
     def __post_init__(self) -> None:
@@ -81,6 +84,11 @@ class MADEConfig:
             raise ConfigError(f"hidden must list one or more positive widths, not {self.hidden}")
         if self.masks < 1:
             raise ConfigError(f"masks must be a positive number of mask sets, not {self.masks}")
+        if self.masks > 1 and not self.order_agnostic and self.connectivity == "cyclic":
+            raise ConfigError(
+                "masks > 1 with order_agnostic=false would repeat one mask set: cyclic degrees "
+                "do not vary; use connectivity=random or order_agnostic=true"
+            )
 
 
 @register
@@ -121,6 +129,7 @@ class MADE(Model):
             connectivity=c.connectivity,
             seed=c.seed,
             num_masks=c.masks,
+            order_agnostic=c.order_agnostic,
         )
 
     # ------------------------------------------------------------------ helpers
