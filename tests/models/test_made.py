@@ -338,3 +338,11 @@ def test_connectivity_agnostic_mask_sets_share_the_ordering():
     assert not torch.equal(layers[0], layers[1])  # the hidden connectivity differs
     with pytest.raises(ConfigError, match="repeat one mask set"):
         made((4,), 2, hidden=(12,), masks=3, order_agnostic=False)
+
+
+def test_one_mask_set_keeps_the_state_dict_of_earlier_versions():
+    # networks saved before mask sets existed have no mask bookkeeping: they must still load
+    single = made((5,), 2, hidden=(8,)).state_dict()
+    assert not any("bank" in k or "mask_index" in k for k in single)
+    several = made((5,), 2, hidden=(8,), masks=2).state_dict()
+    assert {"net.mask_index", "net.order_bank", "net.degree_bank_0"} <= set(several)

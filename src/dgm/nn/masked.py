@@ -196,8 +196,8 @@ class MADENet(nn.Module):
         hidden_banks = [hidden_degrees(num_dims, hidden, connectivity, seed + 7919 * k)
                         for k in range(num_masks)]  # fmt: skip
         self.register_buffer("order", orders[0].clone())
-        self.register_buffer("mask_index", torch.zeros((), dtype=torch.long))
-        if num_masks > 1:
+        if num_masks > 1:  # one mask set keeps the state dict of networks saved before sets
+            self.register_buffer("mask_index", torch.zeros((), dtype=torch.long))
             self.register_buffer("order_bank", torch.stack(orders))  # (K, D)
             for i in range(len(hidden)):
                 bank = torch.stack([b[i] for b in hidden_banks])  # (K, H_i)
@@ -242,7 +242,7 @@ class MADENet(nn.Module):
         """Make mask set ``k`` (ordering and hidden degrees) the current one."""
         if not 0 <= k < self.num_masks:
             raise ValueError(f"mask set {k} does not exist; this network has {self.num_masks}")
-        if k == int(self.mask_index):
+        if self.num_masks == 1 or k == int(self.mask_index):
             return
         hidden = [getattr(self, f"degree_bank_{i}")[k] for i in range(len(self.layers))]
         order = self.order_bank[k]

@@ -13,10 +13,9 @@ by default ``(0.5, 0.999)`` as in DCGAN; the class's ``train_defaults`` ask for 
 256 unless the caller sets them): one engine step makes ``d_steps`` discriminator updates on the
 step's real batch (fresh noise each) and then one generator update. The R1 penalty is on by
 default (``r1_weight=0.1``): it is what made ``grid25`` converge to all 25 modes (see
-:class:`GANConfig`). Keep the engine's ``--schedule`` constant: its schedulers advance once per
-optimizer step, so with ``d_steps=4`` the discriminator's learning rate would reach its final value
-after a quarter of the run (and a cosine decay with both rates decayed correctly measured 87%
-high-quality samples on ``grid25`` against 90% for the constant rate, seed 0, 8000 steps).
+:class:`GANConfig`). The engine's learning-rate schedule advances once per engine step for both
+players; the default is a constant rate (a cosine decay measured 87% high-quality samples on
+``grid25`` against 90% for the constant rate, seed 0, 8000 steps).
 
 **EMA of the generator.** The model keeps its own exponential moving average of the generator's
 weights (``ema``, default 0.999, with the warm-up ``min(ema, (1 + t) / (10 + t))`` at generator
