@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (2 cores here)")
     ap.add_argument("--train-set", action="append", default=[], help="training key=value")
+    ap.add_argument("--name", default=None, help="results file name (default made_<data>)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batches)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.data]
@@ -97,7 +99,7 @@ def main() -> None:
     # one run whose learning-rate schedule spans exactly the epochs that fit in the budget; the
     # engine's time limit (training time) is a guard should the machine slow down
     t0 = time.perf_counter()
-    dgm.train("made", data, out, model_config=model_cfg, progress=False,
+    dgm.train("made", data, out, model_config=model_cfg, progress=False, seed=args.seed,
               eval_every=steps_per_epoch * train_opts.get("eval_every_epochs", 1),
               checkpoint_every=10 * steps_per_epoch, overwrite=True, max_minutes=args.minutes,
               **({k: v for k, v in train_opts.items() if k != "eval_every_epochs"}
@@ -113,6 +115,7 @@ def main() -> None:
         "model_config": " ".join(f"{k}={v}" for k, v in model_cfg.items() if k != "hidden"),
         "training": " ".join(f"{k}={v}" for k, v in train_opts.items() if k != "epochs"),
         "threads": args.threads,
+        "seed": args.seed,
         "epochs_run": summary["steps"] // steps_per_epoch,
         "stopped_early": summary["stopped_early"],
         "test_nll": summary["test_nll"],
@@ -125,7 +128,12 @@ def main() -> None:
         "wall_minutes_with_final_scoring": wall / 60,
         "calibration_step_ms": 1000 * calibration["step_s"],
     }
-    report(f"made_{args.data.replace('-', '_')}", [row], list(row), {"val_curve": val_curve})
+    report(
+        args.name or f"made_{args.data.replace('-', '_')}",
+        [row],
+        list(row),
+        {"val_curve": val_curve},
+    )
 
 
 if __name__ == "__main__":

@@ -346,3 +346,27 @@ def test_one_mask_set_keeps_the_state_dict_of_earlier_versions():
     assert not any("bank" in k or "mask_index" in k for k in single)
     several = made((5,), 2, hidden=(8,), masks=2).state_dict()
     assert {"net.mask_index", "net.order_bank", "net.degree_bank_0"} <= set(several)
+
+
+# ---------------------------------------------------------------------------------- dropout
+def test_dropout_keeps_the_autoregressive_property_and_is_off_in_eval_mode():
+    torch.manual_seed(0)
+    model = sharpen(made((6,), 2, hidden=(30,), dropout=0.5, activation="tanh", direct=True), 2.0)
+    order = model.net.order
+    forbidden = order[None, :] >= order[:, None]
+    x = torch.rand(6, dtype=D64)
+    model.train()
+    dropped = []
+    for seed in range(5):  # every dropout draw is a sub-network of the masked one
+        torch.manual_seed(seed)
+        jac = jacobian(lambda v: model.logits(v[None])[0], x)
+        assert (jac[forbidden] == 0).all()
+        dropped.append(model.logits(x[None]))
+    assert not torch.equal(dropped[0], dropped[1])  # dropout is active in training mode
+    model.eval()
+    xs = all_configurations(6, 2)
+    first, second = model.log_prob(xs), model.log_prob(xs)
+    assert torch.equal(first, second)  # eval: deterministic, the density the weights define
+    assert torch.logsumexp(first, 0).item() == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ConfigError, match="dropout"):
+        MADE.Config(dropout=1.0)

@@ -157,6 +157,9 @@ class MADENet(nn.Module):
             ordering (``order_agnostic``; else ``order`` again) and hidden degrees drawn from
             ``seed + k``. :meth:`use_mask` selects one; all are buffers, saved with the weights.
         order_agnostic: whether the mask sets ``k > 0`` draw their own orderings.
+        dropout: dropout probability on every hidden layer in training mode. Dropping hidden
+            units removes paths, never adds one, so the autoregressive property holds in
+            training too; ``eval()`` turns it off, which is the network the density is of.
     """
 
     order: Tensor
@@ -177,10 +180,13 @@ class MADENet(nn.Module):
         zero_last: bool = False,
         num_masks: int = 1,
         order_agnostic: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if len(hidden) == 0 or min(hidden) < 1:
             raise ConfigError(f"hidden must list one or more positive widths, not {tuple(hidden)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be a probability in [0, 1), not {dropout}")
         if num_masks < 1:
             raise ConfigError(f"num_masks must be at least 1, not {num_masks}")
         num_dims = int(order.numel())
@@ -222,6 +228,7 @@ class MADENet(nn.Module):
             else None
         )
         self.act = get_activation(activation)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         if zero_last:
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
@@ -268,7 +275,7 @@ class MADENet(nn.Module):
             a = layer(h)  # (B, H_i)
             if self.context is not None:
                 a = a + self.context[i](context)
-            h = self.act(a)
+            h = self.dropout(self.act(a))
         out = self.out(h)  # (B, D * P)
         if self.direct is not None:
             out = out + self.direct(x)
