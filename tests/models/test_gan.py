@@ -116,6 +116,22 @@ def test_gradient_penalties_match_finite_differences(pack):
     assert abs(r1 - expected) < 1e-7 * max(1.0, expected) and expected > 1e-3
 
 
+def test_discriminator_loss_with_r1_reuses_the_real_forward_pass_exactly():
+    torch.manual_seed(0)
+    model = GAN(DataSpec((2,)), GAN.Config(hidden=(8, 8), pack=2, r1_weight=0.3)).double()
+    real, fake = torch.randn(8, 2, dtype=D64), torch.randn(8, 2, dtype=D64)
+    loss, terms = model._d_loss(real, fake)
+    d = model.discriminator
+    expected = discriminator_loss(d(real), d(fake), "non-saturating") + 0.15 * r1_penalty(
+        d, real, pack=2
+    )
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad(loss, list(d.parameters()))
+    for g, e in zip(grads, torch.autograd.grad(expected, list(d.parameters()))):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+    assert not real.requires_grad  # the caller's tensor is untouched
+
+
 # ---------------------------------------------------------------------------------- networks
 def test_packing_concatenates_consecutive_samples():
     x = torch.arange(24.0).reshape(6, 2, 2)  # (6, C=2, 2)

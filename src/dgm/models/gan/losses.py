@@ -38,7 +38,14 @@ from torch import Tensor
 
 from dgm.core.errors import ConfigError
 
-__all__ = ["LOSSES", "discriminator_loss", "generator_loss", "gradient_penalty", "r1_penalty"]
+__all__ = [
+    "LOSSES",
+    "discriminator_loss",
+    "generator_loss",
+    "gradient_penalty",
+    "r1_from_output",
+    "r1_penalty",
+]
 
 LOSSES = ("minimax", "non-saturating", "wgan-gp", "hinge")
 
@@ -109,5 +116,13 @@ def r1_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, *, pack: int = 
     x = real.detach().requires_grad_(True)  # (B, *event)
     with torch.enable_grad():
         out = critic(x)  # (B / pack,)
+    return r1_from_output(out, x, pack=pack)
+
+
+def r1_from_output(out: Tensor, x: Tensor, *, pack: int = 1) -> Tensor:
+    """The R1 penalty from critic outputs ``out`` ``(B / pack,)`` already computed on ``x``
+    ``(B, *event)`` (a leaf that requires grad): the discriminator's loss can then reuse ``out``
+    for its real-data term instead of a second forward pass."""
+    with torch.enable_grad():
         (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # (B, *event)
     return grad.reshape(x.shape[0] // pack, -1).square().sum(dim=1).mean()
