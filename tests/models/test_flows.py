@@ -21,6 +21,7 @@ from dgm.core.spec import DataSpec
 from dgm.core.transforms import MonotonicAffine, Transform
 from dgm.models.flows import IAF, MAF, NSF, Coupling, Glow, MaskedAutoregressive, RealNVP, RQSpline
 from dgm.models.flows.coupling import alternating_mask, half_mask
+from dgm.models.flows.realnvp import RescaledAffine
 from dgm.models.flows.splines import MIN_BIN_WIDTH, MIN_DERIVATIVE, rational_quadratic_spline
 from dgm.nn import made_order
 
@@ -417,3 +418,55 @@ def test_flow_input_errors():
         NSF(DataSpec((2,), "discrete", levels=2))
     with pytest.raises(ConfigError, match="bins"):
         NSF.Config(bins=0)
+
+
+# ---------------------------------------------------------------------------------- realnvp images
+def test_rescaled_affine_inverts_with_the_autograd_log_derivative():
+    torch.manual_seed(0)
+    affine = RescaledAffine(3).double()
+    x = torch.randn(2, 3, 4, 4, dtype=D64)
+    zero = torch.zeros(2, 3, 4, 4, 2, dtype=D64)
+    y0, ladj0 = affine(x, zero)
+    assert torch.equal(y0, x) and torch.equal(ladj0, torch.zeros_like(x))  # identity at zero
+    with torch.no_grad():
+        affine.scale.copy_(torch.tensor([0.5, 1.0, 2.5]))
+    params = 2 * torch.randn(2, 3, 4, 4, 2, dtype=D64)
+    y, ladj = affine(x, params)
+    x2, ladj_inv = affine(y, params, inverse=True)
+    torch.testing.assert_close(x2, x, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ladj_inv, -ladj, atol=1e-12, rtol=0)
+    xg = x.clone().requires_grad_(True)
+    (dy,) = torch.autograd.grad(affine(xg, params)[0].sum(), xg)  # elementwise: the diagonal
+    torch.testing.assert_close(dy.log(), ladj, atol=1e-12, rtol=0)
+    # |log-scale| stays below the learned per-channel scale
+    assert (ladj.abs() <= affine.scale.detach().view(1, 3, 1, 1)).all()
+
+
+def test_realnvp_image_coupling_option_and_state_dict():
+    spec = DataSpec((1, 4, 4))
+    assert RealNVP.Config().image_coupling == "rescaled"
+    new = RealNVP(spec, RealNVP.Config(num_scales=2, hidden_channels=8))
+    old = RealNVP(spec, RealNVP.Config(num_scales=2, hidden_channels=8, image_coupling="bounded"))
+    scales = [k for k in new.state_dict() if k.endswith("univariate.scale")]
+    assert len(scales) == 10  # one per coupling: 3 + 3 + 4
+    assert not any(k.endswith("univariate.scale") for k in old.state_dict())
+    # "bounded" keeps the parameters of models saved before the option existed
+    assert set(old.state_dict()) == set(new.state_dict()) - set(scales)
+    # the vector architecture is unchanged by the option
+    vec = RealNVP(DataSpec((4,)), RealNVP.Config(num_layers=2))
+    assert not any(k.endswith("univariate.scale") for k in vec.state_dict())
+    with pytest.raises(ConfigError, match="image_coupling"):
+        RealNVP.Config(image_coupling="affine")  # type: ignore[arg-type]
+
+
+def test_realnvp_bounded_image_coupling_is_a_bijection_with_the_autograd_log_det():
+    torch.manual_seed(0)
+    cfg = RealNVP.Config(num_scales=1, hidden_channels=8, image_coupling="bounded")
+    model = perturb(RealNVP(DataSpec((1, 4, 4)), cfg).double(), 0.1).eval()
+    x = torch.rand(2, 1, 4, 4, dtype=D64)
+    z, ladj = model.forward_transform(x)
+    x2, ladj_inv = model.inverse_transform(z)
+    torch.testing.assert_close(x2, x, atol=1e-10, rtol=0)
+    torch.testing.assert_close(ladj_inv, -ladj, atol=1e-10, rtol=0)
+    jac = jacobian(lambda v: model.flow(v.view(1, 1, 4, 4))[0].reshape(-1), x[0].flatten())
+    torch.testing.assert_close(ladj[0], torch.linalg.slogdet(jac)[1], atol=1e-9, rtol=0)
