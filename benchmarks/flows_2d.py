@@ -13,6 +13,7 @@ Architectures (8 layers, 2 hidden layers of 64, ReLU, 8 bins, tail bound 5, reve
 layers) are matched as far as each API allows; see ``NOTES`` in the output.
 
     .venv/bin/python benchmarks/flows_2d.py [--data 8gaussians ...] [--entries ...] [--steps 2000]
+        [--seeds 0 1 2]  (several seeds: medians over seeds)
 """
 
 from __future__ import annotations
@@ -224,16 +225,19 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def run_density(data_name: str, chosen: list[str], args: argparse.Namespace) -> list[dict]:
+def run_density(
+    data_name: str, chosen: list[str], args: argparse.Namespace, seed: int = 0
+) -> list[dict]:
+    """Train every chosen entry once (initialisation and minibatch order from ``seed``)."""
     ds = dgm.data.load(data_name)
     train = ds.train.float()
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     batches = torch.randint(0, len(train), (args.steps, args.batch_size), generator=g)
     test = ds.density.sample(args.eval_samples, generator=torch.Generator().manual_seed(1))
     makers = entries()
     state = {}
     for name in chosen:
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         module, loss_fn, logp_fn = makers[name]()
         total = args.cnf_steps if name == "dgm cnf" else args.steps
         opt = torch.optim.Adam(module.parameters(), lr=args.lr, fused=True)
@@ -274,6 +278,7 @@ def run_density(data_name: str, chosen: list[str], args: argparse.Namespace) -> 
             {
                 "data": data_name,
                 "entry": name,
+                "seed": seed,
                 "steps": s["total"],
                 "kl_gap_nats": kl["kl"],
                 "kl_sem": kl["kl_sem"],
@@ -301,6 +306,12 @@ def main() -> None:
     ap.add_argument("--data", nargs="+", default=["8gaussians", "checkerboard", "rings"])
     ap.add_argument("--entries", nargs="+", default=None, help="default: every entry")
     ap.add_argument("--name", default="flows_2d")
+    ap.add_argument(
+        "--seeds", nargs="+", type=int, default=[0],
+        help="one training run per seed (initialisation and minibatch order); with several, the "
+        "table gives the median KL gap and step time over seeds and the per-seed rows are kept "
+        "in the JSON",
+    )  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     chosen = args.entries or list(entries())
@@ -312,15 +323,47 @@ def main() -> None:
         "data", "entry", "steps", "kl_gap_nats", "kl_sem", "ms_per_step_wall", "ms_per_step_cpu",
         "params", "loadavg_start", "loadavg_end",
     ]  # fmt: skip
+    summary: list[dict] = []
     for data_name in args.data:
-        rows += run_density(data_name, chosen, args)
+        per_seed = [r for seed in args.seeds for r in run_density(data_name, chosen, args, seed)]
+        rows += per_seed
+        if len(args.seeds) > 1:
+            summary += summarise(per_seed)
         # written after every density, so a long run that is stopped keeps what it finished
         report(
             args.name,
-            rows,
-            columns,
-            extra={"args": vars(args), "notes": {k: NOTES[k] for k in chosen}},
+            summary if len(args.seeds) > 1 else rows,
+            SUMMARY_COLUMNS if len(args.seeds) > 1 else columns,
+            extra={"args": vars(args), "notes": {k: NOTES[k] for k in chosen}, "runs": rows},
         )
+
+
+SUMMARY_COLUMNS = [
+    "data", "entry", "seeds", "steps", "kl_gap_median", "kl_gap_min", "kl_gap_max",
+    "ms_per_step_cpu_median", "params",
+]  # fmt: skip
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """One row per (density, entry): the median, min and max KL gap over seeds."""
+    out = []
+    for entry in dict.fromkeys(r["entry"] for r in rows):
+        mine = [r for r in rows if r["entry"] == entry]
+        kls = [r["kl_gap_nats"] for r in mine]
+        out.append(
+            {
+                "data": mine[0]["data"],
+                "entry": entry,
+                "seeds": len(mine),
+                "steps": mine[0]["steps"],
+                "kl_gap_median": median(kls),
+                "kl_gap_min": min(kls),
+                "kl_gap_max": max(kls),
+                "ms_per_step_cpu_median": median([r["ms_per_step_cpu"] for r in mine]),
+                "params": mine[0]["params"],
+            }
+        )
+    return out
 
 
 if __name__ == "__main__":
