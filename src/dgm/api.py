@@ -378,7 +378,14 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
         files, _ = read_checkpoint(ckpt)
         weights = files.get("ema", files["model"])
     try:
-        model.load_state_dict(weights)
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError:
+            legacy = type(model).legacy_config(dict(cfg["model_config"] or {}), set(weights))
+            if legacy is None:
+                raise
+            model = _build(cfg["model"], pre.spec(raw_spec), legacy, True)
+            model.load_state_dict(weights)
     except RuntimeError:
         raise CheckpointError(
             f"the weights in {path} do not fit model {cfg['model']!r} as configured; "

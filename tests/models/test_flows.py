@@ -470,3 +470,28 @@ def test_realnvp_bounded_image_coupling_is_a_bijection_with_the_autograd_log_det
     torch.testing.assert_close(ladj_inv, -ladj, atol=1e-10, rtol=0)
     jac = jacobian(lambda v: model.flow(v.view(1, 1, 4, 4))[0].reshape(-1), x[0].flatten())
     torch.testing.assert_close(ladj[0], torch.linalg.slogdet(jac)[1], atol=1e-9, rtol=0)
+
+
+def test_realnvp_image_run_saved_before_image_coupling_still_loads(tmp_path):
+    import numpy as np
+    import yaml
+
+    import dgm
+    from dgm.api import load_run
+
+    torch.manual_seed(0)
+    data = tmp_path / "images.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 4, (32, 1, 4, 4)).astype(np.uint8))
+    cfg = {"num_scales": 1, "hidden_channels": 4, "image_coupling": "bounded"}
+    out = tmp_path / "old"
+    dgm.train("realnvp", data, out, model_config=cfg, steps=2, batch_size=16, progress=False,
+              checkpoint_every=0)  # fmt: skip
+    x = load_run(out).model.sample(4)
+    expected = load_run(out).model.log_prob(x)
+    # what an earlier version wrote: no image_coupling key (its couplings were the bounded map)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    del config["model_config"]["image_coupling"]
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    run = load_run(out)
+    assert run.model.config.image_coupling == "bounded"
+    torch.testing.assert_close(run.model.log_prob(x), expected)

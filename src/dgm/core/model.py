@@ -135,6 +135,16 @@ class Model(nn.Module):
         autograd inside (``needs_grad_for_inference``), then ``torch.no_grad()``."""
         return torch.no_grad() if self.needs_grad_for_inference else torch.inference_mode()
 
+    @classmethod
+    def legacy_config(cls, config: dict[str, Any], weight_names: set[str]) -> dict[str, Any] | None:
+        """The hyperparameters under which weights saved by an earlier version load, or None.
+
+        :func:`dgm.load_run` asks when the saved weights ``weight_names`` do not fit the model
+        built from ``config``: a class whose default changed the parameters it holds returns the
+        config that rebuilds the old model (e.g. the option that restores the old layer).
+        """
+        return None
+
     def hparams(self) -> dict[str, Any]:
         """The hyperparameters as a plain dict (what is saved beside the weights)."""
         return config_to_dict(self.config)

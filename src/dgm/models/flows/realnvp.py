@@ -157,6 +157,16 @@ class RealNVP(FlowModel):
     test_config = {"num_layers": 2, "hidden": (16,)}
     test_spec = DataSpec((2,))
 
+    @classmethod
+    def legacy_config(cls, config: dict, weight_names: set[str]) -> dict | None:
+        """Image runs saved before ``image_coupling`` have no ``univariate.scale`` weights."""
+        has_couplings = any(".net." in k for k in weight_names)
+        if config.get("image_coupling", "rescaled") != "rescaled" or not has_couplings:
+            return None
+        if any(k.endswith("univariate.scale") for k in weight_names):
+            return None
+        return config | {"image_coupling": "bounded"}
+
     def __init__(self, spec: DataSpec, config: RealNVPConfig | None = None) -> None:
         super().__init__(spec, config)
         c: RealNVPConfig = self.config
