@@ -2,7 +2,8 @@
 
 For each dataset and seed: ``dgm.train("gan", data, steps=S, seed=s)`` with the model's defaults
 (its ``train_defaults``: lr 1e-3, batch 256; its ``Config``: non-saturating loss, 4 discriminator
-steps per generator step, R1 penalty 0.1, PacGAN pack 2, generator EMA 0.999), then 2,500 samples
+steps per generator step, R1 penalty 0.1 on every 4th of them, PacGAN pack 2, generator EMA
+0.999), then 2,500 samples
 from the trained model and :func:`dgm.eval.modes.mode_coverage`:
 modes captured (a mode needs at least 1/5 of its expected share of high-quality samples) and the
 fraction of high-quality samples (within 3 standard deviations of their nearest mode). The table
@@ -13,7 +14,7 @@ process CPU time (one thread) is what the run would take on one free core.
 Published anchors (Lin et al., PacGAN, NeurIPS 2018, Table 3): a plain GAN captures 1 to 6.3 of 8
 ring modes and 3.3 to 17.3 of 25 grid modes; PacGAN 7.9 / 8 and 24.8 / 25 (mean of 5 or 10 seeds).
 
-    .venv/bin/python benchmarks/gan_modes.py [--seeds 0 1 2 3 4] [--steps 8000]
+    .venv/bin/python benchmarks/gan_modes.py [--seeds 0 1 2 3 4] [--steps 12000]
         [--data ring8 grid25] [--set key=value ...] [--threads 1] [--name gan_modes]
 """
 
@@ -79,7 +80,7 @@ def run_one(data_name: str, seed: int, steps: int, model_config: dict, train: di
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    ap.add_argument("--steps", type=int, default=8000)
+    ap.add_argument("--steps", type=int, default=12000)
     ap.add_argument("--data", nargs="+", default=["ring8", "grid25"])
     ap.add_argument("--set", nargs="*", default=[], help="model config overrides key=value")
     ap.add_argument("--train-set", nargs="*", default=[], help="training overrides key=value")

@@ -130,6 +130,30 @@ def test_discriminator_loss_with_r1_reuses_the_real_forward_pass_exactly():
     for g, e in zip(grads, torch.autograd.grad(expected, list(d.parameters()))):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
     assert not real.requires_grad  # the caller's tensor is untouched
+    # lazy R1: the scale multiplies the penalty; 0 skips it
+    base, terms0 = model._d_loss(real, fake, 0.0)
+    lazy, _ = model._d_loss(real, fake, 4.0)
+    assert "r1" not in terms0 and "r1" in terms
+    torch.testing.assert_close(lazy - base, 4.0 * (loss - base), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("d_steps", "r1_every"), [(4, 4), (3, 2), (1, 3)])
+def test_lazy_r1_runs_on_every_kth_discriminator_update_with_weight_k(d_steps, r1_every):
+    model = GAN(DataSpec((2,)), GAN.Config(hidden=(8,), d_steps=d_steps, r1_every=r1_every))
+    scales: list[float] = []
+    d_loss = model._d_loss
+
+    def spy(real, fake, r1_scale=1.0):
+        scales.append(r1_scale)
+        return d_loss(real, fake, r1_scale)
+
+    model._d_loss = spy  # type: ignore[method-assign]
+    model.on_train_start(torch.randn(16, 2))
+    for step in range(6):
+        model.training_step(torch.randn(16, 2), step, lambda loss, group: None)
+    expected = [float(r1_every) if u % r1_every == 0 else 0.0 for u in range(6 * d_steps)]
+    assert scales == expected
+    assert sum(scales) == pytest.approx(len(scales) * 1.0, abs=r1_every)  # same mean weight
 
 
 # ---------------------------------------------------------------------------------- networks
