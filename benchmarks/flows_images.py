@@ -73,7 +73,7 @@ def run(name: str, data, cfg: dict, args) -> dict:
         opt.step()
         clock += time.perf_counter() - t0
         steps += 1
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             raise RuntimeError(f"{name}: non-finite loss at step {steps}")
         if marks and clock >= marks[0]:
             marks.pop(0)

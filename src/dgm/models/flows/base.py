@@ -47,6 +47,21 @@ class ConditionalOptions:
     conditional: bool = False
 
 
+def check_coupling_config(cfg: Any, counts: tuple[str, ...]) -> None:
+    """The checks the coupling flows' configs share: the ``counts`` fields (layers, scales, ...)
+    are at least 1, and ``hidden_channels``, ``hidden`` and ``log_scale_bound`` are positive."""
+    for key in counts:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, not {getattr(cfg, key)}")
+    if cfg.hidden_channels < 1:
+        raise ConfigError(f"hidden_channels must be positive, not {cfg.hidden_channels}")
+    if not cfg.log_scale_bound > 0:
+        raise ConfigError(f"log_scale_bound must be positive, not {cfg.log_scale_bound}")
+    hidden = cfg.hidden
+    if len(hidden) == 0 or min(hidden) < 1:
+        raise ConfigError(f"hidden must list one or more positive widths, not {hidden}")
+
+
 @dataclass
 class ImageOptions(ConditionalOptions):
     """Config fields of flows that model (dequantized) images.

@@ -42,7 +42,7 @@ from dgm.core.spec import DataSpec
 from dgm.core.transforms import Composite, MonotonicAffine, Transform
 from dgm.models.flows.actnorm import ActNorm
 from dgm.models.flows.affine import ImageCoupling
-from dgm.models.flows.base import FlowModel, ImageOptions
+from dgm.models.flows.base import FlowModel, ImageOptions, check_coupling_config
 from dgm.models.flows.conv1x1 import InvConv1x1
 from dgm.models.flows.coupling import Coupling, alternating_mask
 from dgm.models.flows.multiscale import MultiScale, Squeeze
@@ -77,16 +77,7 @@ class GlowConfig(ImageOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.levels < 1:
-            raise ConfigError(f"levels must be at least 1, not {self.levels}")
-        if self.steps < 1:
-            raise ConfigError(f"steps must be at least 1, not {self.steps}")
-        if self.hidden_channels < 1:
-            raise ConfigError(f"hidden_channels must be positive, not {self.hidden_channels}")
-        if not self.log_scale_bound > 0:
-            raise ConfigError(f"log_scale_bound must be positive, not {self.log_scale_bound}")
-        if len(self.hidden) == 0 or min(self.hidden) < 1:
-            raise ConfigError(f"hidden must list one or more positive widths, not {self.hidden}")
+        check_coupling_config(self, ("levels", "steps"))
 
 
 @register

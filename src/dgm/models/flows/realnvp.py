@@ -59,7 +59,7 @@ from dgm.core.spec import DataSpec
 from dgm.core.transforms import Composite, MonotonicAffine, Transform, Univariate
 from dgm.models.flows.actnorm import ActNorm
 from dgm.models.flows.affine import ImageCoupling
-from dgm.models.flows.base import FlowModel, ImageOptions
+from dgm.models.flows.base import FlowModel, ImageOptions, check_coupling_config
 from dgm.models.flows.coupling import Coupling, alternating_mask
 from dgm.models.flows.multiscale import MultiScale, Squeeze
 
@@ -99,16 +99,7 @@ class RealNVPConfig(ImageOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_layers < 1:
-            raise ConfigError(f"num_layers must be at least 1, not {self.num_layers}")
-        if self.num_scales < 1:
-            raise ConfigError(f"num_scales must be at least 1, not {self.num_scales}")
-        if self.hidden_channels < 1:
-            raise ConfigError(f"hidden_channels must be positive, not {self.hidden_channels}")
-        if not self.log_scale_bound > 0:
-            raise ConfigError(f"log_scale_bound must be positive, not {self.log_scale_bound}")
-        if len(self.hidden) == 0 or min(self.hidden) < 1:
-            raise ConfigError(f"hidden must list one or more positive widths, not {self.hidden}")
+        check_coupling_config(self, ("num_layers", "num_scales"))
         if self.image_coupling not in ("rescaled", "bounded"):
             raise ConfigError(
                 f"image_coupling must be 'rescaled' or 'bounded', not {self.image_coupling!r}"
