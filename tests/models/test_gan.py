@@ -150,7 +150,9 @@ def test_lazy_r1_runs_on_every_kth_discriminator_update_with_weight_k(d_steps, r
     model._d_loss = spy  # type: ignore[method-assign]
     model.on_train_start(torch.randn(16, 2))
     for step in range(6):
-        model.training_step(torch.randn(16, 2), step, lambda loss, group: None)
+        out = model.training_step(torch.randn(16, 2), step, lambda loss, group: None)
+        updates = range(step * d_steps, (step + 1) * d_steps)
+        assert ("r1" in out) == any(u % r1_every == 0 for u in updates)  # logged when computed
     expected = [float(r1_every) if u % r1_every == 0 else 0.0 for u in range(6 * d_steps)]
     assert scales == expected
     assert sum(scales) == pytest.approx(len(scales) * 1.0, abs=r1_every)  # same mean weight

@@ -288,11 +288,13 @@ class GAN(Model):
         cfg = self.config
         real = self._real(batch)  # (B, *event)
         b = real.shape[0]
+        logged: dict[str, Tensor] = {}  # the last update's terms; r1 from the last that had it
         for i in range(cfg.d_steps):
             with torch.no_grad():
                 fake = self._generate(self._noise(b))
             lazy = (step * cfg.d_steps + i) % cfg.r1_every == 0  # R1 on every r1_every-th update
             d_loss, terms = self._d_loss(real, fake, float(cfg.r1_every) if lazy else 0.0)
+            logged.update(terms)
             stepper(d_loss, "discriminator")
         self.discriminator.requires_grad_(False)  # the generator step needs no D weight grads
         try:
@@ -302,7 +304,7 @@ class GAN(Model):
         stepper(g_loss, "generator")
         self._update_ema(step)
         d, g = d_loss.detach(), g_loss.detach()
-        return {"loss": d + g, "d_loss": d, "g_loss": g, **terms}
+        return {"loss": d + g, "d_loss": d, "g_loss": g, **logged}
 
     @torch.no_grad()
     def _update_ema(self, step: int) -> None:
