@@ -189,3 +189,28 @@ def test_narrow_layers_still_reach_every_degree():
     (deg,) = hidden_degrees(784, [500], "cyclic")
     assert int(deg.min()) == 1 and int(deg.max()) >= 780
     assert torch.all(deg[1:] >= deg[:-1])
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+def test_cropped_masked_convolutions_equal_the_full_masked_kernel(kernel):
+    """The forward passes convolve only the kept rectangle; the result and the weight gradient
+    must equal those of the full ``k x k`` kernel times its mask (float64)."""
+    from dgm.nn.pixel import StackConv2d
+
+    torch.manual_seed(kernel)
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64)
+    convs = [MaskedConv2d(4, 6, kernel, t, channel_groups=2) for t in "AB"] + [
+        StackConv2d(4, 6, kernel, kind, centre=centre)
+        for kind in ("vertical", "horizontal")
+        for centre in (True, False)
+    ]
+    for conv in convs:
+        conv = conv.double()
+        with torch.no_grad():
+            conv.weight.normal_()
+        out = conv(x)
+        ref = torch.nn.functional.conv2d(x, conv.weight * conv.mask, conv.bias, padding=kernel // 2)
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        g = torch.autograd.grad(out.square().sum(), conv.weight)[0]
+        g_ref = torch.autograd.grad(ref.square().sum(), conv.weight)[0]
+        torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)

@@ -82,7 +82,19 @@ class StackConv2d(nn.Conv2d):
         self.register_buffer("mask", m.expand(out_channels, in_channels, -1, -1).clone())
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(x, self.weight * self.mask, self.bias)  # (B, C_out, H, W)
+        # Only the rectangle the mask keeps is convolved: the same function and gradients as the
+        # masked k x k kernel, at 1/k (horizontal) or about 1/2 (vertical) of its cost.
+        c = self.kernel_size[0] // 2
+        if self.kind == "vertical":
+            weight = self.weight[:, :, : c + 1, :]  # rows above and the centre row
+            pad = (c, c, c, 0)
+        else:
+            cols = c + (1 if self.centre else 0)  # columns left of the centre (and the centre)
+            if cols == 0:  # a 1 x 1 type-A kernel sees nothing
+                return self._conv_forward(x, self.weight * self.mask, self.bias)
+            weight = self.weight[:, :, c : c + 1, :cols]
+            pad = (c, cols - 1 - c, 0, 0)  # a negative pad crops the last column
+        return F.conv2d(F.pad(x, pad), weight, self.bias)  # (B, C_out, H, W)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, kind={self.kind!r}, centre={self.centre}"
@@ -142,6 +154,8 @@ def conv_row(conv: nn.Conv2d, cache: PixelCache, i: int) -> Tensor:
 
 def pointwise(conv: nn.Conv2d, h: Tensor) -> Tensor:
     """A 1x1 convolution applied to per-pixel features ``(n, C_in, ...)`` with channels second."""
+    if h.dim() == 4:  # a 1x1 convolution on whole maps: mkldnn, contiguous output
+        return F.conv2d(h, conv.weight, conv.bias)  # (n, C_out, H, W)
     weight = conv.weight.flatten(1)  # (C_out, C_in)
     out = torch.einsum("oc,nc...->no...", weight, h)  # (n, C_out, ...)
     if conv.bias is not None:
