@@ -41,6 +41,9 @@ def test_training_lowers_validation_nll(tmp_path):
     assert t.best_val < before - 0.3
     lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("val_nll" in r for r in lines) and any("loss" in r for r in lines)
+    # each validation record carries the training time so far (learning curves over time)
+    seconds = [r["train_seconds"] for r in lines if "val_nll" in r]
+    assert seconds == sorted(seconds) and seconds[0] > 0
 
 
 def test_same_seed_same_parameters(tmp_path):

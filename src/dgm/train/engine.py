@@ -471,7 +471,7 @@ class Trainer:
         val = self.validate()
         if val is None:
             return False
-        self._log({"step": self.step, "val_nll": val})
+        self._log({"step": self.step, "val_nll": val, "train_seconds": self.elapsed_seconds()})
         if val < self.best_val:
             self.best_val = val
             self.evals_since_best = 0
