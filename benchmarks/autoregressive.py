@@ -10,8 +10,11 @@ pixel at constant cost, so it is timed on the first ``--prefix`` pixels and extr
 to 784 (stated in the output as ``naive_s_est``); the same prefix is also timed for the fast path.
 
 ``likelihood`` trains each model with the common engine (``Trainer``, ``max_minutes`` budget,
-validation NLL on 300 validation images every ``--eval-every`` steps, best weights kept) on the
-fixed binarized MNIST and on the 8x8 digits (17 levels), then reports
+validation NLL on ``--eval-size`` validation images every ``--eval-every`` steps, best weights
+kept) on the fixed binarized MNIST and on the 8x8 digits (17 levels). ``--set [MODEL.]key=value``
+changes a model hyperparameter, ``--train-set [MODEL.]key=value`` a training option; with a
+decaying schedule (``--train-set schedule=cosine``) the number of steps is fitted to the budget
+from 20 timed steps. It then reports
 * test NLL in nats on the first ``--test-size`` test images (results/autoregressive_nll),
 * anomaly AUROC of bits/dim: clean binarized-MNIST test images against the same images with 5%
   of pixels flipped, and against the digits upsampled to 28x28 and binarized
@@ -27,6 +30,7 @@ import argparse
 import gzip
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +41,7 @@ import torch
 import dgm
 from _common import median, report  # noqa: I001
 from dgm.coding import compress, decompress, nll_bits, payload_bytes
+from dgm.core.config import build_config, config_to_dict, parse_value
 from dgm.core.registry import build
 from dgm.core.spec import DataSpec
 from dgm.eval.anomaly import auroc, pixel_flips, resize_images
@@ -104,19 +109,52 @@ def speed(args: argparse.Namespace) -> None:
 LR = {"pixelcnn": 1e-3, "gated-pixelcnn": 1e-3, "transformer": 1e-3, "rnn": 2e-3}
 
 
+def overrides(pairs: list[str], name: str | None = None) -> dict:
+    """``key=value`` (or ``MODEL.key=value``, kept only for ``name``) strings as a dict."""
+    out = {}
+    for kv in pairs:
+        key, value = kv.split("=", 1)
+        model, _, key = key.rpartition(".")
+        if not model or model == name:
+            out[key] = parse_value(value)
+    return out
+
+
 def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
     torch.manual_seed(0)
-    model = build(name, data.spec)
-    cfg = TrainConfig(
-        steps=10**7, batch_size=args.batch_size, lr=LR[name], max_minutes=minutes,
-        eval_every=args.eval_every, eval_size=300, checkpoint_every=10**9, progress=False,
-        log_every=10, grad_clip=1.0,
-    )  # fmt: skip
+    model_cfg = overrides(args.set, name)
+    opts = {
+        "steps": 10**7, "batch_size": args.batch_size, "lr": LR[name], "max_minutes": minutes,
+        "eval_every": args.eval_every, "eval_size": args.eval_size, "checkpoint_every": 10**9,
+        "progress": False, "log_every": 10, "grad_clip": 1.0,
+    } | overrides(args.train_set, name)  # fmt: skip
+    if opts.get("schedule", "constant") != "constant":
+        # a decaying schedule needs its length: the steps that fit in the budget, from a short
+        # timed run (training steps plus the validation passes); max_minutes stays as a guard
+        probe = Trainer(build(name, data.spec, **model_cfg), data.train, out=out / "probe",
+                        val_x=data.val, config=build_config(TrainConfig, opts | {"steps": 20,
+                        "eval_every": 0, "schedule": "constant", "warmup_steps": 0}))  # fmt: skip
+        t0 = time.perf_counter()
+        probe.fit()
+        step_s = (time.perf_counter() - t0) / 20
+        val_s = step_s * opts["eval_size"] / opts["batch_size"] / 3  # forward only
+        per_step = step_s + val_s / max(opts["eval_every"], 1)
+        opts["steps"] = max(1, int(0.97 * 60 * minutes / per_step))
+    torch.manual_seed(0)
+    model = build(name, data.spec, **model_cfg)
+    cfg = build_config(TrainConfig, opts, what="training")
     trainer = Trainer(model, data.train, config=cfg, out=out, val_x=data.val)
     info = trainer.fit()
     model.load_state_dict(trainer.final_weights())
     logs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
-    curve = [(r["step"], round(r["val_nll"], 2)) for r in logs if "val_nll" in r]
+    curve = [
+        (r["step"], round(r["train_seconds"] / 60, 2), round(r["val_nll"], 2))
+        for r in logs
+        if "val_nll" in r
+    ]
+    info["config"] = config_to_dict(model.config)
+    info["train"] = {k: v for k, v in opts.items() if k not in ("progress", "checkpoint_every")}
+    info["params"] = sum(p.numel() for p in model.parameters())
     return model.eval(), info, curve
 
 
@@ -155,7 +193,9 @@ def likelihood(args: argparse.Namespace) -> None:
                 "model": name, "data": data.name, "minutes": minutes, "steps": info["steps"],
                 "test_nll": nll, "test_nll_sem": sem, "test_images": len(x),
                 "s_per_epoch_est": steps_per_epoch / info["steps_per_second"],
-                "epochs": info["steps"] / steps_per_epoch, "val_curve": curve,
+                "epochs": info["steps"] / steps_per_epoch, "params": info["params"],
+                "config": info["config"], "train": info["train"],
+                "val_curve_step_min_nll": curve,
             }  # fmt: skip
             nll_rows.append(row)
             print(json.dumps(row), flush=True)
@@ -186,21 +226,24 @@ def likelihood(args: argparse.Namespace) -> None:
             })  # fmt: skip
             print(json.dumps(coding_rows[-1]), flush=True)
     load = Path("/proc/loadavg").read_text().split()[:3]
-    common = {"loadavg_end": load, "batch_size": args.batch_size, "threads": args.threads}
-    report("autoregressive_nll", nll_rows,
+    common = {"loadavg_end": load, "batch_size": args.batch_size, "threads": args.threads,
+              "argv": sys.argv[1:]}  # fmt: skip
+    tag = args.tag
+    report(f"autoregressive_nll{tag}", nll_rows,
            ["model", "data", "minutes", "steps", "epochs", "test_nll", "test_nll_sem",
             "test_images", "s_per_epoch_est"],
-           extra=common | {"note": "default model configs, Adam, grad clip 1, best validated "
-                                   "weights (300 val images); test NLL in nats on the first "
+           extra=common | {"note": "model configs and training options per row (defaults "
+                                   "unless --set/--train-set), best validated weights "
+                                   "(eval_size val images); test NLL in nats on the first "
                                    "test_images test images; s_per_epoch extrapolated from "
                                    "steps/s"})  # fmt: skip
     if anomaly_rows:
-        report("autoregressive_anomaly", anomaly_rows,
+        report(f"autoregressive_anomaly{tag}", anomaly_rows,
                ["model", "bpd_clean", "bpd_flipped5", "bpd_digits28", "auroc_flipped5",
                 "auroc_digits28"],
                extra=common | {"images_per_set": args.anomaly_size})  # fmt: skip
     if coding_rows:
-        report("autoregressive_compression", coding_rows,
+        report(f"autoregressive_compression{tag}", coding_rows,
                ["model", "images", "nll_bits", "payload_bits", "file_bits", "payload_over_nll",
                 "gzip_bits", "gzip_packbits_bits", "round_trip_exact", "encode_s", "decode_s"],
                extra=common)  # fmt: skip
@@ -225,6 +268,16 @@ def main() -> None:
         metavar="MODEL=MINUTES",
         help="binarized-MNIST budget of one model (overrides --minutes)",
     )
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="[MODEL.]KEY=VALUE",
+        help="model hyperparameter (for every model, or only MODEL)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--train-set", action="append", default=[], metavar="[MODEL.]KEY=VALUE",
+        help="TrainConfig option, e.g. schedule=cosine (its length is fitted to the budget)",
+    )  # fmt: skip
+    ap.add_argument("--tag", default="", help="suffix of the results files")
+    ap.add_argument("--eval-size", type=int, default=300, help="validation images per check")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--eval-every", type=int, default=25)
     ap.add_argument("--test-size", type=int, default=1000)
