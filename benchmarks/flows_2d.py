@@ -62,18 +62,26 @@ NOTES = {
     "log_prob runs the D-pass inverse",
     "normflows nsf-coupling": "CoupledRationalQuadraticSpline(num_blocks=1): residual MLP, tail 5, "
     "swap permutation",
+    # three hidden layers: the depth (and parameter count) of normflows' residual conditioners,
+    # whose API has no two-layer form; every library that allows it gets the same
+    "dgm nsf-ar h3": "as dgm nsf-ar with MADE (64, 64, 64)",
+    "dgm nsf-coupling h3": "as dgm nsf-coupling with MLP (64, 64, 64)",
+    "zuko nsf-ar h3": "as zuko nsf-ar with hidden_features=(64, 64, 64)",
+    "nflows nsf-coupling h3": "as nflows nsf-coupling with MLP (64, 64, 64)",
 }
 
 
 class MLP(nn.Module):
-    """The (64, 64) ReLU conditioner nflows' coupling calls as ``net(x, context)``."""
+    """The ReLU conditioner (``depth`` hidden layers of 64) nflows' coupling calls as
+    ``net(x, context)``."""
 
-    def __init__(self, n_in: int, n_out: int) -> None:
+    def __init__(self, n_in: int, n_out: int, depth: int = 2) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(n_in, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(),
-            nn.Linear(HIDDEN, n_out),
-        )  # fmt: skip
+        sizes = [n_in] + [HIDDEN] * depth
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], n_out))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         return self.net(x)
@@ -90,11 +98,11 @@ def dgm_entry(name: str, **cfg) -> Callable[[], Entry]:
     return make
 
 
-def zuko_entry(kind: str) -> Callable[[], Entry]:
+def zuko_entry(kind: str, depth: int = 2) -> Callable[[], Entry]:
     def make() -> Entry:
         import zuko
 
-        common = {"transforms": LAYERS, "hidden_features": (HIDDEN, HIDDEN)}
+        common = {"transforms": LAYERS, "hidden_features": (HIDDEN,) * depth}
         if kind == "nsf":
             f = zuko.flows.NSF(2, bins=BINS, **common)
         elif kind == "maf":
@@ -106,7 +114,7 @@ def zuko_entry(kind: str) -> Callable[[], Entry]:
     return make
 
 
-def nflows_entry(kind: str) -> Callable[[], Entry]:
+def nflows_entry(kind: str, depth: int = 2) -> Callable[[], Entry]:
     def make() -> Entry:
         from nflows.distributions import StandardNormal
         from nflows.flows import Flow
@@ -147,7 +155,7 @@ def nflows_entry(kind: str) -> Callable[[], Entry]:
                 layers.append(
                     PiecewiseRationalQuadraticCouplingTransform(
                         mask=torch.tensor([1, 0]),
-                        transform_net_create_fn=MLP,
+                        transform_net_create_fn=lambda i, o: MLP(i, o, depth),
                         num_bins=BINS,
                         tails="linear",
                         tail_bound=BOUND,
@@ -203,6 +211,9 @@ def entries() -> dict[str, Callable[[], Entry]]:
     for name in ("maf", "iaf"):
         if name in names():
             out[f"dgm {name}"] = dgm_entry(name, **arch)
+    deep = {"num_layers": LAYERS, "hidden": (HIDDEN,) * 3}
+    out["dgm nsf-ar h3"] = dgm_entry("nsf", variant="autoregressive", bins=BINS, **deep)
+    out["dgm nsf-coupling h3"] = dgm_entry("nsf", variant="coupling", bins=BINS, **deep)
     out["dgm cnf"] = dgm_entry("cnf", hidden=(64, 64, 64), method="rk4", steps=8)
     out |= {
         "zuko nsf-ar": zuko_entry("nsf"),
@@ -210,6 +221,8 @@ def entries() -> dict[str, Callable[[], Entry]]:
         "zuko realnvp": zuko_entry("realnvp"),
         "nflows nsf-ar": nflows_entry("nsf-ar"),
         "nflows nsf-coupling": nflows_entry("nsf-coupling"),
+        "zuko nsf-ar h3": zuko_entry("nsf", depth=3),
+        "nflows nsf-coupling h3": nflows_entry("nsf-coupling", depth=3),
         "nflows maf": nflows_entry("maf"),
         "nflows realnvp": nflows_entry("realnvp"),
         "normflows nsf-ar": normflows_entry("nsf-ar"),
