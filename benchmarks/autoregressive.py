@@ -113,6 +113,8 @@ def overrides(pairs: list[str], name: str | None = None) -> dict:
     """``key=value`` (or ``MODEL.key=value``, kept only for ``name``) strings as a dict."""
     out = {}
     for kv in pairs:
+        if "=" not in kv:
+            raise SystemExit(f"expected [MODEL.]KEY=VALUE, not {kv!r}")
         key, value = kv.split("=", 1)
         model, _, key = key.rpartition(".")
         if not model or model == name:

@@ -99,8 +99,9 @@ def run(name: str, data, cfg: dict, args) -> dict:
                 print(f"{name}: {clock / 60:.2f} min, {steps} steps, val bpd {val:.4f}, "
                       f"test bpd {bpd:.4f}", flush=True)  # fmt: skip
     last = evaluate(test_x)
-    model.load_state_dict(best["state"])
-    final = evaluate(test_x)
+    if best["state"] is not None:  # no finite validation figure: the last weights stand
+        model.load_state_dict(best["state"])
+    final = evaluate(test_x) if best["state"] is not None else last
     return {
         "model": name,
         "config": str(cfg),
