@@ -169,6 +169,7 @@ def bench_images(args: argparse.Namespace) -> None:
     from dgm.plots.figures import save_samples
 
     dataset = args.part
+    name = args.out or f"diffusion_{dataset}"
     data = dgm.data.load(dataset)
     load_start = loadavg()
     cfg: dict[str, Any] = {"channels": args.channels, "bound_terms": args.bound_terms}
@@ -198,11 +199,11 @@ def bench_images(args: argparse.Namespace) -> None:
             if rep == 0:
                 fids[label] = fid(s, x_test, features=feats)
                 if label == "ancestral-1000":
-                    save_samples(s[:100], RESULTS / f"diffusion_{dataset}_samples.png",
+                    save_samples(s[:100], RESULTS / f"{name}_samples.png",
                                  levels=data.spec.levels,
                                  title=f"ddpm on {dataset}, ancestral 1000 steps")  # fmt: skip
                 if label == "ddim-50":
-                    save_samples(s[:100], RESULTS / f"diffusion_{dataset}_samples_ddim50.png",
+                    save_samples(s[:100], RESULTS / f"{name}_samples_ddim50.png",
                                  levels=data.spec.levels,
                                  title=f"ddpm on {dataset}, DDIM 50 steps")  # fmt: skip
             print(label, rep, f"cpu {scpu:.2f} wall {swall:.2f}", loadavg(), flush=True)
@@ -224,7 +225,7 @@ def bench_images(args: argparse.Namespace) -> None:
              "loadavg_start": load_start, "loadavg_end": loadavg(),
              "params": sum(p.numel() for p in model.parameters())}  # fmt: skip
     print(extra)
-    report(args.out or f"diffusion_{dataset}", rows,
+    report(name, rows,
            ["sampler", "n", "repeats", "sample_wall_s", "sample_cpu_s", "speedup_vs_ancestral_cpu",
             "fid", "fid_ratio_vs_ancestral", "fid_real_floor"], extra)  # fmt: skip
 

@@ -61,13 +61,18 @@ NOTES = {
     "(64 + one residual block of 2x64, forced by the API), tail 5, swap permutation; its "
     "log_prob runs the D-pass inverse",
     "normflows nsf-coupling": "CoupledRationalQuadraticSpline(num_blocks=1): residual MLP, tail 5, "
-    "swap permutation",
+    "swap permutation; it also maps the conditioning half by an unconditional spline (its "
+    "wrapper sets apply_unconditional_transform=True)",
     # three hidden layers: the depth (and parameter count) of normflows' residual conditioners,
     # whose API has no two-layer form; every library that allows it gets the same
     "dgm nsf-ar h3": "as dgm nsf-ar with MADE (64, 64, 64)",
     "dgm nsf-coupling h3": "as dgm nsf-coupling with MLP (64, 64, 64)",
     "zuko nsf-ar h3": "as zuko nsf-ar with hidden_features=(64, 64, 64)",
     "nflows nsf-coupling h3": "as nflows nsf-coupling with MLP (64, 64, 64)",
+    # "u": the conditioning half also goes through an unconditional spline (Durkan et al. 2019,
+    # eqs. 4-6), as normflows' coupling does
+    "dgm nsf-coupling h3u": "as dgm nsf-coupling h3 with unconditional=True",
+    "nflows nsf-coupling h3u": "as nflows nsf-coupling h3 with apply_unconditional_transform=True",
 }
 
 
@@ -114,7 +119,7 @@ def zuko_entry(kind: str, depth: int = 2) -> Callable[[], Entry]:
     return make
 
 
-def nflows_entry(kind: str, depth: int = 2) -> Callable[[], Entry]:
+def nflows_entry(kind: str, depth: int = 2, unconditional: bool = False) -> Callable[[], Entry]:
     def make() -> Entry:
         from nflows.distributions import StandardNormal
         from nflows.flows import Flow
@@ -159,6 +164,7 @@ def nflows_entry(kind: str, depth: int = 2) -> Callable[[], Entry]:
                         num_bins=BINS,
                         tails="linear",
                         tail_bound=BOUND,
+                        apply_unconditional_transform=unconditional,
                     )  # fmt: skip
                 )
         f = Flow(CompositeTransform(layers), StandardNormal([2]))
@@ -214,6 +220,9 @@ def entries() -> dict[str, Callable[[], Entry]]:
     deep = {"num_layers": LAYERS, "hidden": (HIDDEN,) * 3}
     out["dgm nsf-ar h3"] = dgm_entry("nsf", variant="autoregressive", bins=BINS, **deep)
     out["dgm nsf-coupling h3"] = dgm_entry("nsf", variant="coupling", bins=BINS, **deep)
+    out["dgm nsf-coupling h3u"] = dgm_entry(
+        "nsf", variant="coupling", bins=BINS, unconditional=True, **deep
+    )
     out["dgm cnf"] = dgm_entry("cnf", hidden=(64, 64, 64), method="rk4", steps=8)
     out |= {
         "zuko nsf-ar": zuko_entry("nsf"),
@@ -223,6 +232,7 @@ def entries() -> dict[str, Callable[[], Entry]]:
         "nflows nsf-coupling": nflows_entry("nsf-coupling"),
         "zuko nsf-ar h3": zuko_entry("nsf", depth=3),
         "nflows nsf-coupling h3": nflows_entry("nsf-coupling", depth=3),
+        "nflows nsf-coupling h3u": nflows_entry("nsf-coupling", depth=3, unconditional=True),
         "nflows maf": nflows_entry("maf"),
         "nflows realnvp": nflows_entry("realnvp"),
         "normflows nsf-ar": normflows_entry("nsf-ar"),

@@ -219,18 +219,46 @@ def test_masked_autoregressive_transform(kind, ordering, context_features):
 
 @pytest.mark.parametrize("kind", list(UNIVARIATES))
 @pytest.mark.parametrize("mask", ["alternating", "half"])
-def test_coupling_transform(kind, mask):
+@pytest.mark.parametrize("unconditional", [False, True])
+def test_coupling_transform(kind, mask, unconditional):
     torch.manual_seed(0)
     num_dims = 5
     m = alternating_mask(num_dims, 1) if mask == "alternating" else half_mask(num_dims)
-    t = perturb(Coupling(m, UNIVARIATES[kind](), (16,)).double(), 0.3)
+    t = Coupling(m, UNIVARIATES[kind](), (16,), unconditional=unconditional)
+    t = perturb(t.double(), 0.3)
     x = 1.5 * torch.randn(4, num_dims, dtype=D64)
     jac = check_transform(t, x)
     a, b = torch.nonzero(m).flatten(), torch.nonzero(~m).flatten()
-    assert torch.equal(jac[:, a], torch.eye(num_dims, dtype=D64)[a].expand(4, -1, -1))
+    jaa = jac[:, a][:, :, a]
+    if unconditional:  # x_A is mapped elementwise by its own parameters: diagonal, not identity
+        assert torch.equal(jaa, torch.diag_embed(torch.diagonal(jaa, dim1=1, dim2=2)))
+        assert (torch.diagonal(jaa, dim1=1, dim2=2) - 1).abs().max() > 1e-3
+    else:
+        assert torch.equal(jaa, torch.eye(len(a), dtype=D64).expand(4, -1, -1))
+    assert (jac[:, a][:, :, b] == 0).all(), "the passed-through half depends on the other half"
     jbb = jac[:, b][:, :, b]
     assert torch.equal(jbb, torch.diag_embed(torch.diagonal(jbb, dim1=1, dim2=2)))
     assert (jac[:, b][:, :, a] != 0).any()
+
+
+def test_unconditional_coupling_parameters_and_identity_start():
+    """The unconditional half starts at the identity and carries one spline per dimension;
+    the option belongs to the coupling variant only."""
+    t = Coupling(half_mask(5), RQSpline(4, 3.0), (8,), unconditional=True).double()
+    assert t.unconditional.shape == (2, RQSpline(4, 3.0).num_params)
+    x = 2 * torch.randn(6, 5, dtype=D64)
+    y, ladj = t(x)
+    torch.testing.assert_close(y, x, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ladj, torch.zeros(6, dtype=D64), atol=1e-12, rtol=0)
+    plain = NSF(DataSpec((4,)), NSF.Config(variant="coupling", num_layers=2, hidden=(8,)))
+    both = NSF(
+        DataSpec((4,)),
+        NSF.Config(variant="coupling", num_layers=2, hidden=(8,), unconditional=True),
+    )
+    extra = sum(p.numel() for p in both.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == 2 * 2 * (3 * 8 - 1)  # 2 layers x 2 passed-through dims x (3K - 1)
+    with pytest.raises(ConfigError, match="variant='coupling' only"):
+        NSF.Config(unconditional=True)
 
 
 def test_coupling_with_context_and_its_errors():
@@ -248,6 +276,9 @@ FLOWS = {
     "nsf-autoregressive": lambda spec: NSF(spec, NSF.Config(num_layers=3, hidden=(24, 24), bins=6)),
     "nsf-coupling": lambda spec: NSF(
         spec, NSF.Config(variant="coupling", num_layers=3, hidden=(24, 24), bins=6)
+    ),
+    "nsf-coupling-unconditional": lambda spec: NSF(
+        spec, NSF.Config(variant="coupling", num_layers=3, hidden=(16,), unconditional=True)
     ),
     "nsf-random-permutation": lambda spec: NSF(
         spec, NSF.Config(num_layers=3, hidden=(16,), permutation="random", seed=3)

@@ -12,7 +12,14 @@ With a binary mask splitting ``x`` into a passed-through part ``x_A`` and a tran
     \log |\det J| = \sum_{i \in B} \log g'(x_i;\ \theta_i),
 
 because the Jacobian is block-triangular with identity on ``A``. The inverse is one pass too:
-``theta`` depends only on ``y_A = x_A``. ``g`` is any :class:`~dgm.core.transforms.Univariate`:
+``theta`` depends only on ``y_A = x_A``.
+
+With ``unconditional=True`` the passed-through half is also transformed, by the same kind of
+elementwise map with parameters of its own that depend on nothing (Durkan et al. 2019, eqs. 4-6):
+``y_A = g(x_A; phi)``, while the conditioner still reads the untransformed ``x_A``. The Jacobian
+stays block-triangular, now with a diagonal block on ``A``, and ``log |det J|`` gains
+``sum_{i in A} log g'(x_i; phi_i)``; the inverse first undoes ``g(.; phi)`` on ``A``, then the
+conditional map on ``B``. Every dimension is then transformed in every layer. ``g`` is any :class:`~dgm.core.transforms.Univariate`:
 :class:`~dgm.core.transforms.MonotonicAffine` gives RealNVP, :class:`~dgm.models.flows.splines.RQSpline`
 gives the coupling NSF.
 """
@@ -80,8 +87,11 @@ class Coupling(Transform):
         hidden: hidden widths of the conditioner MLP.
         context_features: size of an optional context concatenated to ``x_A``.
         activation: activation of the conditioner.
+        unconditional: also map ``x_A`` elementwise with learned parameters of its own (see the
+            module docstring).
 
-    The conditioner's last layer starts at zero, so the layer starts as the identity.
+    The conditioner's last layer (and the unconditional parameters) start at zero, so the layer
+    starts as the identity.
     """
 
     idx_a: Tensor
@@ -95,6 +105,7 @@ class Coupling(Transform):
         *,
         context_features: int = 0,
         activation: str = "relu",
+        unconditional: bool = False,
     ) -> None:
         super().__init__()
         mask = torch.as_tensor(mask, dtype=torch.bool)
@@ -106,6 +117,8 @@ class Coupling(Transform):
             )
         self.register_buffer("idx_a", idx_a)
         self.register_buffer("idx_b", idx_b)
+        # where each dimension sits in [x_A, x_B] (not saved: derived from the mask)
+        self.register_buffer("place", torch.argsort(torch.cat([idx_a, idx_b])), persistent=False)
         self.univariate = univariate
         self.context_features = context_features
         self.conditioner = MLP(
@@ -114,6 +127,10 @@ class Coupling(Transform):
             hidden,
             activation,
             zero_last=True,
+        )
+        # (|A|, P) parameters of the unconditional map of x_A; zeros give the identity
+        self.unconditional = (
+            nn.Parameter(torch.zeros(len(idx_a), univariate.num_params)) if unconditional else None
         )
 
     def _params(self, x_a: Tensor, context: Tensor | None) -> Tensor:
@@ -127,8 +144,20 @@ class Coupling(Transform):
 
     def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         x_a, x_b = x[:, self.idx_a], x[:, self.idx_b]  # (B, |A|), (B, |B|)
-        y_b, ladj = self.univariate(x_b, self._params(x_a, context), inverse=inverse)  # (B, |B|)
-        return x.index_copy(1, self.idx_b, y_b), ladj.sum(-1)  # (B, D), (B,)
+        if self.unconditional is None:
+            y_b, ladj = self.univariate(x_b, self._params(x_a, context), inverse=inverse)
+            return x.index_copy(1, self.idx_b, y_b), ladj.sum(-1)  # (B, D), (B,)
+        phi = self.unconditional.expand(x.shape[0], -1, -1)  # (B, |A|, P)
+        if not inverse:
+            # both halves in one spline call: [x_A, x_B] with [phi, theta(x_A, c)]
+            params = torch.cat([phi, self._params(x_a, context)], dim=1)  # (B, D, P)
+            y_ab, ladj = self.univariate(torch.cat([x_a, x_b], dim=1), params)  # (B, D)
+            return y_ab[:, self.place], ladj.sum(-1)  # (B, D), (B,)
+        # undo the unconditional map first: the conditioner read the untransformed x_A
+        x_a, ladj_a = self.univariate(x_a, phi, inverse=True)  # (B, |A|)
+        x_b, ladj_b = self.univariate(x_b, self._params(x_a, context), inverse=True)  # (B, |B|)
+        y = torch.cat([x_a, x_b], dim=1)[:, self.place]  # (B, D)
+        return y, ladj_a.sum(-1) + ladj_b.sum(-1)  # (B, D), (B,)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._couple(x, context, inverse=False)

@@ -60,6 +60,10 @@ class NSFConfig(ConditionalOptions):
         permutation: between layers, ``"reverse"`` the dimensions or a ``"random"`` permutation
             (drawn from ``seed``). With ``D == 2`` only ``"reverse"`` guarantees alternation.
         activation: activation of the conditioners.
+        unconditional: coupling variant only: also transform the conditioning half of every
+            layer by a spline with learned parameters of its own (Durkan et al. 2019, eqs. 4-6;
+            nflows' ``apply_unconditional_transform``), so every dimension is transformed in
+            every layer at the cost of one more spline evaluation per layer.
         seed: seed of the random permutations.
     """
 
@@ -71,6 +75,7 @@ class NSFConfig(ConditionalOptions):
     tail_bound: float = 5.0
     permutation: Literal["reverse", "random"] = "reverse"
     activation: Literal["relu", "tanh", "elu"] = "relu"
+    unconditional: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -89,6 +94,11 @@ class NSFConfig(ConditionalOptions):
             raise ConfigError(f"tail_bound must be positive, not {self.tail_bound}")
         if len(self.hidden) == 0 or min(self.hidden) < 1:
             raise ConfigError(f"hidden must list one or more positive widths, not {self.hidden}")
+        if self.unconditional and self.variant != "coupling":
+            raise ConfigError(
+                "unconditional=True applies to variant='coupling' only (an autoregressive "
+                "layer already transforms every dimension)"
+            )
 
 
 @register
@@ -138,7 +148,12 @@ class NSF(FlowModel):
             else:
                 layers.append(
                     Coupling(
-                        half_mask(d), spline, c.hidden, context_features=k, activation=c.activation
+                        half_mask(d),
+                        spline,
+                        c.hidden,
+                        context_features=k,
+                        activation=c.activation,
+                        unconditional=c.unconditional,
                     )
                 )
         self._make_flow(Composite(layers))
