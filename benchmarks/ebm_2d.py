@@ -11,6 +11,7 @@ step is the wall clock of the loop divided by the steps, and both libraries run 
 
     .venv/bin/python benchmarks/ebm_2d.py [--steps 2000] [--data 8gaussians rings]
         [--objectives cd pcd sm ssm dsm nce fce] [--no-torchebm] [--no-flow]
+        [--fourier 64 --fourier-scale 2]  (random Fourier features in the MLP energy)
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ def main() -> None:
     ap.add_argument("--no-torchebm", action="store_true")
     ap.add_argument("--no-flow", action="store_true")
     ap.add_argument("--tag", default="", help="suffix of the results files (supplementary runs)")
+    ap.add_argument(
+        "--fourier", type=int, default=0,
+        help="random Fourier features of every dgm MLP energy (EBM fourier_features; 0: off)",
+    )  # fmt: skip
+    ap.add_argument("--fourier-scale", type=float, default=1.0, help="EBM fourier_scale")
     args = ap.parse_args()
     torch.set_num_threads(1)
     load_start = Path("/proc/loadavg").read_text().split()[:3]
@@ -139,6 +145,8 @@ def main() -> None:
         for name, cfg in models:
             torch.manual_seed(args.seed)
             extra = {"hidden": HIDDEN} if name == "ebm" else {}
+            if name == "ebm" and args.fourier:
+                extra |= {"fourier_features": args.fourier, "fourier_scale": args.fourier_scale}
             model = dgm.models.build(name, DataSpec((2,)), **extra, **cfg)
             model.on_train_start(x_train[: args.batch_size])
             sec = loop(model, x_train, args.steps, args.batch_size, args.seed)
@@ -173,7 +181,8 @@ def main() -> None:
                 print(p, flush=True)
     load_end = Path("/proc/loadavg").read_text().split()[:3]
     cols = ["data", "model", "steps", "kl_gap_nats", "kl_sem", "quad_err", "ms_per_step"]
-    extra = {"loadavg_start": load_start, "loadavg_end": load_end, "hidden": HIDDEN}
+    extra = {"loadavg_start": load_start, "loadavg_end": load_end, "hidden": HIDDEN,
+             "fourier_features": args.fourier, "fourier_scale": args.fourier_scale}  # fmt: skip
     report("ebm_2d" + args.tag, rows, cols, extra | {"configs": OBJECTIVE_CONFIG})
     if peer:
         cols = list(peer[0])

@@ -258,3 +258,23 @@ def test_tethered_energy_with_a_zero_network_is_its_base_density():
     )
     with pytest.raises(ConfigError, match="tether"):
         build("ebm", DataSpec((2,)), tether=-1.0)
+
+
+def test_fourier_feature_energy_reads_fixed_features_and_saves_them():
+    """The MLP energy with random Fourier features: the documented map, the same fixed
+    frequencies for every build, a buffer in the state dict, and a bad setting refused."""
+    torch.manual_seed(0)
+    a = EBM(DataSpec((2,)), EBM.Config(fourier_features=8, fourier_scale=2.0)).double()
+    b = EBM(DataSpec((2,)), EBM.Config(fourier_features=8, fourier_scale=2.0)).double()
+    net = a.energy_net
+    assert net.W.shape == (2, 8) and torch.equal(net.W, b.energy_net.W)
+    assert "energy_net.W" in a.state_dict()
+    x = torch.randn(5, 2, dtype=torch.float64)
+    p = x @ net.W
+    expect = net.net(torch.cat([x, torch.sin(p), torch.cos(p)], -1)).squeeze(-1)
+    torch.testing.assert_close(net(x), expect, atol=1e-12, rtol=0)
+    assert net.net[0].in_features == 2 + 16
+    with pytest.raises(ConfigError, match="fourier"):
+        EBM.Config(fourier_features=-1)
+    with pytest.raises(ConfigError, match="fourier"):
+        EBM.Config(fourier_scale=0.0)

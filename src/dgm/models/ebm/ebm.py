@@ -64,6 +64,9 @@ class EBMConfig:
         objective: one of cd, pcd, sm, ssm, dsm, nce, fce (see the module docstring).
         energy: ``"mlp"``, ``"conv"`` (images) or ``"quadratic"`` (a Gaussian energy).
         hidden: hidden widths of the MLP energy. channels: channels of the conv energy.
+        fourier_features, fourier_scale: the MLP energy reads ``F`` random Fourier features
+            ``sin/cos(x W)``, ``W ~ N(0, scale^2)``, beside ``x`` (0: plain ``x``); in
+            the units of the data (see :class:`~dgm.models.ebm.energy.MLPEnergy`).
         activation: smooth activation of the energy network (silu, softplus, elu, tanh).
         mcmc: sampler of the training negatives (cd/pcd): langevin (ULA), mala or hmc.
         mcmc_steps, mcmc_step_size, mcmc_leapfrog: its number of steps, step size and leapfrog
@@ -89,6 +92,8 @@ class EBMConfig:
     objective: Literal["cd", "pcd", "sm", "ssm", "dsm", "nce", "fce"] = "pcd"
     energy: Literal["mlp", "conv", "quadratic"] = "mlp"
     hidden: tuple[int, ...] = (128, 128)
+    fourier_features: int = 0
+    fourier_scale: float = 1.0
     channels: tuple[int, ...] = (32, 64)
     activation: str = "silu"
     mcmc: Literal["langevin", "mala", "hmc"] = "langevin"
@@ -121,6 +126,11 @@ class EBMConfig:
         for key in (*at_least_one, "flow_layers", "quadrature_points"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
+        if self.fourier_features < 0 or not self.fourier_scale > 0:
+            raise ConfigError(
+                f"fourier_features must be >= 0 and fourier_scale positive, not "
+                f"{self.fourier_features} and {self.fourier_scale}"
+            )
         if self.mcmc_steps < 0 or self.alpha < 0 or self.flow_mle < 0 or self.tether < 0:
             raise ConfigError("mcmc_steps, alpha, flow_mle and tether must be non-negative")
         if not 0 <= self.reinit_prob <= 1:
@@ -179,6 +189,8 @@ class EBM(Model):
         # at sigma = 0.1 the DSM gradient of a tiny batch is mostly noise (signal O(sigma^2))
         {"objective": "dsm", "dsm_sigma": 0.5},
         {"objective": "nce", "noise": "mixture"},
+        {"objective": "nce", "fourier_features": 4, "tether": 1.0},
+        {"objective": "sm", "fourier_features": 4},  # the Hessian through sin/cos features
     ]
 
     def __init__(self, spec: DataSpec, config: EBMConfig | None = None) -> None:
@@ -186,7 +198,9 @@ class EBM(Model):
         c = self.config
         ev = self.event_shape
         if c.energy == "mlp":
-            self.energy_net: nn.Module = MLPEnergy(ev, c.hidden, c.activation)
+            self.energy_net: nn.Module = MLPEnergy(
+                ev, c.hidden, c.activation, c.fourier_features, c.fourier_scale
+            )
         elif c.energy == "conv":
             self.energy_net = ConvEnergy(ev, c.channels, c.activation)
         else:

@@ -40,11 +40,34 @@ def activation(name: str) -> nn.Module:
 
 
 class MLPEnergy(nn.Module):
-    """A fully connected energy on flattened events: ``D -> hidden... -> 1``."""
+    """A fully connected energy on flattened events: ``D -> hidden... -> 1``.
 
-    def __init__(self, event_shape: tuple[int, ...], hidden: tuple[int, ...], act: str) -> None:
+    With ``fourier_features = F > 0`` the network reads ``[x, sin(x W), cos(x W)]``
+    instead of ``x``, with a fixed random ``W`` of shape ``(D, F)`` and entries drawn from
+    ``N(0, fourier_scale^2)``, angular frequencies (random Fourier features, Tancik et al. 2020, arXiv:2006.10739).
+    An MLP on raw coordinates learns sharp, thin structures (a ring of width 0.08) slowly;
+    the features give it those frequencies from the start. ``W`` is a buffer drawn from a fixed
+    seed and saved with the weights; the energy stays smooth (sin, cos and SiLU), so every
+    objective, score matching included, applies unchanged.
+    """
+
+    W: Tensor
+
+    def __init__(
+        self,
+        event_shape: tuple[int, ...],
+        hidden: tuple[int, ...],
+        act: str,
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         d = math.prod(event_shape)
+        self.fourier = fourier_features > 0
+        if self.fourier:
+            g = torch.Generator().manual_seed(0)  # the same features on every machine
+            self.register_buffer("W", fourier_scale * torch.randn(d, fourier_features, generator=g))
+            d = d + 2 * fourier_features
         layers: list[nn.Module] = []
         for h in hidden:
             layers += [nn.Linear(d, h), activation(act)]
@@ -53,7 +76,11 @@ class MLPEnergy(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.reshape(x.shape[0], -1)).squeeze(-1)  # (B,)
+        h = x.reshape(x.shape[0], -1)  # (B, D)
+        if self.fourier:
+            p = h @ self.W.to(h.dtype)  # (B, F)
+            h = torch.cat([h, torch.sin(p), torch.cos(p)], dim=-1)  # (B, D + 2F)
+        return self.net(h).squeeze(-1)  # (B,)
 
 
 class ConvEnergy(nn.Module):
