@@ -47,9 +47,19 @@ def mean_sem(v: list[float]) -> tuple[float, float]:
     return m, math.sqrt(var / len(v))
 
 
+def summary(fids: list[float], kids: list[float]) -> dict:
+    """Mean and standard error of a list of FIDs and of KIDs, and the values themselves."""
+    (fm, fs), (km, ks) = mean_sem(fids), mean_sem(kids)
+    return {"fid_mean": fm, "fid_sem": fs, "kid_mean": km, "kid_sem": ks, "fids": fids,
+            "kids": kids}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("checkpoint", type=Path, help="engine checkpoint dir (with ema.safetensors)")
+    ap.add_argument(
+        "checkpoint", type=Path,
+        help="engine checkpoint dir (with ema.safetensors); unused with --real-only",
+    )  # fmt: skip
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--n", type=int, default=300)
@@ -66,13 +76,6 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = dgm.data.load(args.dataset)
-    model = build("ddpm", data.spec, channels=args.channels)
-    weights = args.checkpoint / "ema.safetensors"
-    if not weights.is_file():
-        weights = args.checkpoint / "model.safetensors"
-    if not args.real_only:
-        model.load_state_dict(load_file(weights))
-    model.eval()
     feats = dataset_features(data, seed=0)
     x_test = data.split("test")[0]
     x_val = data.split("val")[0]
@@ -87,9 +90,7 @@ def main() -> None:
         pick = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(0))[: args.n]
         first, rand = x_test[: args.n], x_test[pick]
         rows = [{"reference": f"real-val, {len(real)} random subsets", "n": args.n,
-                 "fid_mean": mean_sem(real)[0], "fid_sem": mean_sem(real)[1],
-                 "kid_mean": mean_sem(real_kid)[0], "kid_sem": mean_sem(real_kid)[1],
-                 "fids": real, "kids": real_kid},
+                 **summary(real, real_kid)},
                 {"reference": "first n test images", "n": args.n,
                  "fid_mean": fid(first, x_test, features=feats)},
                 {"reference": "random n test images", "n": args.n,
@@ -97,6 +98,12 @@ def main() -> None:
         report(args.name, rows, ["reference", "n", "fid_mean", "fid_sem", "kid_mean", "kid_sem"],
                {"dataset": args.dataset})  # fmt: skip
         return
+    model = build("ddpm", data.spec, channels=args.channels)
+    weights = args.checkpoint / "ema.safetensors"
+    if not weights.is_file():
+        weights = args.checkpoint / "model.safetensors"
+    model.load_state_dict(load_file(weights))
+    model.eval()
     rows = []
     for label, opts in SAMPLERS.items():
         fids, kids, cpus = [], [], []
@@ -110,21 +117,18 @@ def main() -> None:
             fids.append(fid(s, x_test, features=feats))
             kids.append(kid(s, x_test, features=feats, subset_size=args.n)[0])
             print(label, k, round(fids[-1], 3), round(cpus[-1], 1), flush=True)
-        m, se = mean_sem(fids)
-        rows.append({"sampler": label, "n": args.n, "sets": sets, "fid_mean": m,
-                     "fid_sem": se, "kid_mean": mean_sem(kids)[0], "kid_sem": mean_sem(kids)[1],
-                     "fids": fids, "kids": kids, "sample_cpu_s_median": median(cpus)})  # fmt: skip
+        rows.append({"sampler": label, "n": args.n, "sets": sets, **summary(fids, kids),
+                     "sample_cpu_s_median": median(cpus)})  # fmt: skip
         print(rows[-1], flush=True)
     base = rows[-1]["fid_mean"]
     for r in rows:
         r["fid_ratio_vs_ancestral"] = r["fid_mean"] / base
-    rm, rse = mean_sem(real)
-    rows.append({"sampler": "real-val", "n": args.n, "sets": len(real), "fid_mean": rm,
-                 "fid_sem": rse, "kid_mean": mean_sem(real_kid)[0],
-                 "kid_sem": mean_sem(real_kid)[1], "fids": real, "kids": real_kid,
-                 "fid_ratio_vs_ancestral": rm / base})  # fmt: skip
+    real_row = {"sampler": "real-val", "n": args.n, "sets": len(real), **summary(real, real_kid)}
+    real_row["fid_ratio_vs_ancestral"] = real_row["fid_mean"] / base
+    rows.append(real_row)
     extra = {"checkpoint": str(weights), "dataset": args.dataset, "channels": args.channels,
-             "real_subset_fids": real, "real_fid_mean": rm, "real_fid_sem": rse}  # fmt: skip
+             "real_subset_fids": real, "real_fid_mean": real_row["fid_mean"],
+             "real_fid_sem": real_row["fid_sem"]}  # fmt: skip
     report(args.name, rows, ["sampler", "n", "sets", "fid_mean", "fid_sem", "kid_mean", "kid_sem",
                              "fid_ratio_vs_ancestral", "sample_cpu_s_median"], extra)  # fmt: skip
 

@@ -261,9 +261,12 @@ def test_unconditional_coupling_parameters_and_identity_start():
         NSF.Config(unconditional=True)
 
 
-def test_coupling_with_context_and_its_errors():
+@pytest.mark.parametrize("unconditional", [False, True])
+def test_coupling_with_context_and_its_errors(unconditional):
     torch.manual_seed(0)
-    t = perturb(Coupling(half_mask(3), RQSpline(4, 3.0), (8,), context_features=2).double(), 0.3)
+    t = Coupling(half_mask(3), RQSpline(4, 3.0), (8,), context_features=2,
+                 unconditional=unconditional)  # fmt: skip
+    t = perturb(t.double(), 0.3)
     check_transform(t, torch.randn(3, 3, dtype=D64), torch.randn(3, 2, dtype=D64))
     with pytest.raises(ValueError, match="context"):
         t(torch.randn(3, 3, dtype=D64))

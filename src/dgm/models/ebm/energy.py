@@ -42,9 +42,10 @@ def activation(name: str) -> nn.Module:
 class MLPEnergy(nn.Module):
     """A fully connected energy on flattened events: ``D -> hidden... -> 1``.
 
-    With ``fourier_features = F > 0`` the network reads ``[x, sin(x W), cos(x W)]``
-    instead of ``x``, with a fixed random ``W`` of shape ``(D, F)`` and entries drawn from
-    ``N(0, fourier_scale^2)``, angular frequencies (random Fourier features, Tancik et al. 2020, arXiv:2006.10739).
+    With ``fourier_features = F > 0`` the network reads ``[x, sin(x W), cos(x W)]`` instead of
+    ``x``, with a fixed random ``W`` of shape ``(D, F)`` whose entries, angular frequencies, are
+    drawn from ``N(0, fourier_scale^2)`` (random Fourier features, Tancik et al. 2020,
+    arXiv:2006.10739).
     An MLP on raw coordinates learns sharp, thin structures (a ring of width 0.08) slowly;
     the features give it those frequencies from the start. ``W`` is a buffer drawn from a fixed
     seed and saved with the weights; the energy stays smooth (sin, cos and SiLU), so every

@@ -19,9 +19,10 @@ elementwise map with parameters of its own that depend on nothing (Durkan et al.
 ``y_A = g(x_A; phi)``, while the conditioner still reads the untransformed ``x_A``. The Jacobian
 stays block-triangular, now with a diagonal block on ``A``, and ``log |det J|`` gains
 ``sum_{i in A} log g'(x_i; phi_i)``; the inverse first undoes ``g(.; phi)`` on ``A``, then the
-conditional map on ``B``. Every dimension is then transformed in every layer. ``g`` is any :class:`~dgm.core.transforms.Univariate`:
-:class:`~dgm.core.transforms.MonotonicAffine` gives RealNVP, :class:`~dgm.models.flows.splines.RQSpline`
-gives the coupling NSF.
+conditional map on ``B``. Every dimension is then transformed in every layer.
+
+``g`` is any :class:`~dgm.core.transforms.Univariate`: :class:`~dgm.core.transforms.MonotonicAffine`
+gives RealNVP, :class:`~dgm.models.flows.splines.RQSpline` gives the coupling NSF.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ class NSFConfig(ConditionalOptions):
         unconditional: coupling variant only: also transform the conditioning half of every
             layer by a spline with learned parameters of its own (Durkan et al. 2019, eqs. 4-6;
             nflows' ``apply_unconditional_transform``), so every dimension is transformed in
-            every layer at the cost of one more spline evaluation per layer.
+            every layer, at the cost of ``3K - 1`` more parameters per conditioning dimension
+            and twice the spline elements per layer.
         seed: seed of the random permutations.
     """
 
