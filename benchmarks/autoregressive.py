@@ -142,10 +142,12 @@ def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
                             "warmup_steps": 0}  # fmt: skip
         probe = Trainer(build(name, data.spec, **model_cfg), data.train, out=out / "probe",
                         val_x=data.val, config=build_config(TrainConfig, probe_cfg))  # fmt: skip
-        probe.fit()
+        probe_info = probe.fit()
         rates = [json.loads(s).get("steps_per_s") for s in
                  (out / "probe" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
-        rates = [r for r in rates if r][1:]  # the first interval holds the start-up cost
+        # the first interval holds the start-up cost; a budget too short for two intervals
+        # falls back to the probe's overall rate
+        rates = [r for r in rates if r][1:] or [probe_info["steps_per_second"]]
         opts["steps"] = max(1, int(0.98 * 60 * minutes * median(rates)))
     torch.manual_seed(0)
     model = build(name, data.spec, **model_cfg)
