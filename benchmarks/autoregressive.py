@@ -140,8 +140,9 @@ def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
         # past the slow first steps. max_minutes stays as a guard.
         probe_cfg = opts | {"steps": 40, "eval_every": 0, "log_every": 10, "schedule": "constant",
                             "warmup_steps": 0}  # fmt: skip
+        # no validation data: the probe's rates are all it is for
         probe = Trainer(build(name, data.spec, **model_cfg), data.train, out=out / "probe",
-                        val_x=data.val, config=build_config(TrainConfig, probe_cfg))  # fmt: skip
+                        config=build_config(TrainConfig, probe_cfg))  # fmt: skip
         probe_info = probe.fit()
         rates = [json.loads(s).get("steps_per_s") for s in
                  (out / "probe" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
