@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -44,6 +45,23 @@ def test_training_lowers_validation_nll(tmp_path):
     # each validation record carries the training time so far (learning curves over time)
     seconds = [r["train_seconds"] for r in lines if "val_nll" in r]
     assert seconds == sorted(seconds) and seconds[0] > 0
+
+
+def test_validation_time_is_not_training_time(tmp_path, monkeypatch):
+    # a validation record's train_seconds is the training time of the weights it scored: neither
+    # this validation pass nor an earlier one counts (the budget buys training steps)
+    t = _trainer(tmp_path, 2, eval_every=1)
+    validate = t.validate
+
+    def slow_validate():
+        time.sleep(0.4)
+        return validate()
+
+    monkeypatch.setattr(t, "validate", slow_validate)
+    t.fit()
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    seconds = [r["train_seconds"] for r in lines if "val_nll" in r]
+    assert len(seconds) == 2 and 0 < seconds[0] < seconds[1] < 0.4, seconds
 
 
 def test_same_seed_same_parameters(tmp_path):

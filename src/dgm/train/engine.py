@@ -458,20 +458,22 @@ class Trainer:
             return self.model.validation_metrics(x, y)
 
     def _evaluate_and_check_patience(self) -> bool:
+        # the training time at which the weights were validated, not counting this validation
+        trained = self.elapsed_seconds()
         t0 = time.perf_counter()
         try:
-            return self._validate_and_check_patience()
+            return self._validate_and_check_patience(trained)
         finally:
             self._session_val_seconds += time.perf_counter() - t0
 
-    def _validate_and_check_patience(self) -> bool:
+    def _validate_and_check_patience(self, trained: float) -> bool:
         extra = self.model_validation_metrics()
         if extra:
             self._log({"step": self.step, **{f"val_{k}": v for k, v in extra.items()}})
         val = self.validate()
         if val is None:
             return False
-        self._log({"step": self.step, "val_nll": val, "train_seconds": self.elapsed_seconds()})
+        self._log({"step": self.step, "val_nll": val, "train_seconds": trained})
         if val < self.best_val:
             self.best_val = val
             self.evals_since_best = 0
