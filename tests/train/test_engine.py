@@ -150,3 +150,33 @@ def test_dgm_train_is_callable_after_the_package_is_imported(tmp_path):
         out = dgm.train("nsf", "8gaussians", tmp_path / name, steps=2, progress=False,
                         model_config=_tiny_nsf())  # fmt: skip
         assert (out / "summary.json").is_file()
+
+
+def test_time_clock_decays_over_the_budget():
+    from dgm.train.engine import _lr_lambda
+
+    cfg = TrainConfig(schedule="cosine", schedule_clock="time", max_minutes=1.0, warmup_steps=10)
+    clock = [0.0]
+    f = _lr_lambda(cfg, 10**6, lambda: clock[0])
+    assert f(4) == pytest.approx(0.5)  # warm-up runs on steps
+    for seconds, factor in ((0.0, 1.0), (30.0, 0.5), (45.0, 0.5 * (1 - 0.5**0.5)), (90.0, 0.0)):
+        clock[0] = seconds
+        assert f(20) == pytest.approx(factor), seconds
+    cfg = TrainConfig(schedule="linear", schedule_clock="time", max_minutes=2.0)
+    lin = _lr_lambda(cfg, 5, lambda: clock[0])
+    clock[0] = 30.0
+    assert lin(3) == pytest.approx(0.75)  # 30 s of 120, whatever the step count says
+    with pytest.raises(ValueError, match="give max_minutes > 0, or use schedule_clock 'steps'"):
+        TrainConfig(schedule="cosine", schedule_clock="time")
+
+
+def test_time_clock_ends_the_schedule_with_the_budget(tmp_path):
+    # the step count (10**6) would keep the rate near its peak; on the time clock it has
+    # decayed by the time the budget runs out
+    t = _trainer(tmp_path, 10**6, schedule="cosine", schedule_clock="time", max_minutes=0.01,
+                 log_every=1, checkpoint_every=0)  # fmt: skip
+    info = t.fit()
+    assert info["stopped_by_time"] and 10 < info["steps"] < 10**6
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    lrs = [r["lr"] for r in map(json.loads, lines) if "lr" in r]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * 3e-3 < lrs[0]

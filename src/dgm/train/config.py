@@ -23,6 +23,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: Literal["constant", "cosine", "linear"] = "constant"
     warmup_steps: int = 0
+    #: what a decaying schedule runs on: ``"steps"`` (the fraction of ``steps`` done) or
+    #: ``"time"`` (the fraction of the ``max_minutes`` budget used, so that the rate reaches its
+    #: end when the time does, however fast the machine turns out to be; not reproducible
+    #: step for step)
+    schedule_clock: Literal["steps", "time"] = "steps"
     #: maximum global gradient norm; 0 disables clipping
     grad_clip: float = 10.0
     #: evaluate validation NLL every this many steps (0: only at the end)
@@ -68,6 +73,11 @@ class TrainConfig:
             raise ValueError(f"ema must be in [0, 1), not {self.ema}")
         if not self.max_minutes >= 0.0:  # also rejects NaN
             raise ValueError(f"max_minutes must be >= 0 (0: no limit), not {self.max_minutes}")
+        if self.schedule_clock == "time" and not self.max_minutes:
+            raise ValueError(
+                "schedule_clock 'time' runs the schedule on the time budget, which is not set; "
+                "give max_minutes > 0, or use schedule_clock 'steps'"
+            )
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', not {self.device!r}")
 

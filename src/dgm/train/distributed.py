@@ -26,6 +26,7 @@ __all__ = [
     "barrier",
     "broadcast_state",
     "is_main",
+    "max_over_ranks",
     "mean_over_ranks",
     "rank",
     "setup",
@@ -89,6 +90,15 @@ def all_reduce_grads(params: list[torch.nn.Parameter]) -> None:
         else:
             p.grad.copy_(flat[offset : offset + n].view_as(p))
         offset += n
+
+
+def max_over_ranks(value: float, device: torch.device | str = "cpu") -> float:
+    """The largest of every rank's ``value`` (itself with one process)."""
+    if world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
 
 
 def mean_over_ranks(

@@ -40,13 +40,24 @@ class NonFiniteError(ArithmeticError):
     """A loss or gradient was NaN or infinite; the step is skipped."""
 
 
-def _lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+def _lr_lambda(
+    cfg: TrainConfig, total: int, seconds: Callable[[], float] | None = None
+) -> Callable[[int], float]:
+    """The learning-rate factor at ``step``: linear warm-up, then the decay of ``cfg.schedule``
+    over the steps after warm-up, or with ``cfg.schedule_clock == "time"`` over the time budget
+    (``seconds()``: training seconds so far, of ``60 * cfg.max_minutes``)."""
+
     def f(step: int) -> float:
         if cfg.warmup_steps and step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "constant" or total <= cfg.warmup_steps:
+        if cfg.schedule_clock == "time" and seconds is not None:
+            frac = min(1.0, seconds() / (60.0 * cfg.max_minutes))
+        elif cfg.schedule == "constant" or total <= cfg.warmup_steps:
             return 1.0
-        frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        else:
+            frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        if cfg.schedule == "constant":
+            return 1.0
         if cfg.schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * frac))
         return 1.0 - frac
@@ -115,8 +126,12 @@ class Trainer:
             for g, params in groups.items()
             if params
         }
+        # the training seconds all ranks agreed on at the last budget check (the time clock)
+        self._clock = 0.0
         self.schedulers = {
-            g: torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, self.total_steps))
+            g: torch.optim.lr_scheduler.LambdaLR(
+                opt, _lr_lambda(config, self.total_steps, lambda: self._clock)
+            )
             for g, opt in self.optimizers.items()
         }
         self.ema: dict[str, Tensor] | None = None
@@ -246,7 +261,10 @@ class Trainer:
     def _out_of_time(self) -> bool:
         if not self.cfg.max_minutes:
             return False
-        return not ddp.all_true(self.elapsed_seconds() < 60.0 * self.cfg.max_minutes, self.device)
+        # the slowest rank's time: every rank stops at the same step and, with the time clock,
+        # sets the same learning rate
+        self._clock = ddp.max_over_ranks(self.elapsed_seconds(), self.device)
+        return self._clock >= 60.0 * self.cfg.max_minutes
 
     def _open_tensorboard(self) -> None:
         if not self.cfg.tensorboard or self.rank != 0 or self._tb is not None:
@@ -320,6 +338,7 @@ class Trainer:
         self.best_val = state["best_val"] if state["best_val"] is not None else math.inf
         self.evals_since_best = state["evals_since_best"]
         self.seconds_before = float(state.get("train_seconds") or 0.0)
+        self._clock = self.seconds_before
         self.last_good_checkpoint = str(path)
         return skipped
 
