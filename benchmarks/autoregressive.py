@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/autoregressive.py speed [--prefix 8] [--repeats 3]
     .venv/bin/python benchmarks/autoregressive.py likelihood [--minutes 3] [--digits-minutes 2]
+    .venv/bin/torchrun --nproc_per_node=2 benchmarks/autoregressive.py likelihood --threads 1 ...
 
 ``speed`` (results/autoregressive_speed): time to draw 64 binarized-MNIST 28x28 samples with each
 model's default configuration (untrained weights: the cost of sampling does not depend on them).
@@ -15,7 +16,11 @@ kept) on the fixed binarized MNIST and on the 8x8 digits (17 levels). ``--set [M
 changes a model hyperparameter, ``--train-set [MODEL.]key=value`` a training option; with a
 decaying schedule (``--train-set schedule=cosine``) the number of steps is fitted to the budget
 from the steady-state step rate of 40 timed steps (the budget counts
-training steps, not validation). It then reports
+training steps, not validation); ``--train-set schedule_clock=time`` decays it over the budget
+itself and needs no such estimate. Under ``torchrun`` the processes train data-parallel through
+the engine (``--batch-size`` is the global batch, ``--threads`` per process; on 2 cores, two
+one-thread processes train the Gated PixelCNN faster than one two-thread process: ``scale.py``),
+and rank 0 alone scores, with the threads of all of them. It then reports
 * test NLL in nats on the first ``--test-size`` test images, or with ``--test-spread`` on that many
   evenly spaced over the test set (results/autoregressive_nll; MNIST's test set is ordered by
   writer population and its first images are easier),
@@ -49,6 +54,7 @@ from dgm.core.registry import build
 from dgm.core.spec import DataSpec
 from dgm.eval.anomaly import auroc, pixel_flips, resize_images
 from dgm.eval.likelihood import bits_per_dim
+from dgm.train import distributed as ddp
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
 
@@ -126,6 +132,7 @@ def overrides(pairs: list[str], name: str | None = None) -> dict:
 
 
 def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
+    torch.set_num_threads(args.threads)  # rank 0 scores with more under torchrun
     torch.manual_seed(0)
     model_cfg = overrides(args.set, name)
     opts = {
@@ -133,8 +140,9 @@ def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
         "eval_every": args.eval_every, "eval_size": args.eval_size, "checkpoint_every": 10**9,
         "progress": False, "log_every": 10, "grad_clip": 1.0,
     } | overrides(args.train_set, name)  # fmt: skip
-    if opts.get("schedule", "constant") != "constant":
-        # a decaying schedule needs its length: the steps that fit in the budget. The budget
+    if opts.get("schedule", "constant") != "constant" and opts.get("schedule_clock") != "time":
+        # a decaying schedule on the step clock needs its length: the steps that fit in the
+        # budget (schedule_clock=time needs none: it decays over the budget itself). The budget
         # (max_minutes) counts training steps only, not validation, so the length comes from
         # the steady-state step rate of a short run: the median rate logged over steps 11-40,
         # past the slow first steps. max_minutes stays as a guard.
@@ -144,17 +152,22 @@ def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
         probe = Trainer(build(name, data.spec, **model_cfg), data.train, out=out / "probe",
                         config=build_config(TrainConfig, probe_cfg))  # fmt: skip
         probe_info = probe.fit()
-        rates = [json.loads(s).get("steps_per_s") for s in
-                 (out / "probe" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
-        # the first interval holds the start-up cost; a budget too short for two intervals
-        # falls back to the probe's overall rate
-        rates = [r for r in rates if r][1:] or [probe_info["steps_per_second"]]
-        opts["steps"] = max(1, int(0.98 * 60 * minutes * median(rates)))
+        steps = 0
+        if ddp.is_main():  # only rank 0 writes the log; every rank must plan the same schedule
+            rates = [json.loads(s).get("steps_per_s") for s in
+                     (out / "probe" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+            # the first interval holds the start-up cost; a budget too short for two intervals
+            # falls back to the probe's overall rate
+            rates = [r for r in rates if r][1:] or [probe_info["steps_per_second"]]
+            steps = max(1, int(0.98 * 60 * minutes * median(rates)))
+        opts["steps"] = from_rank0(steps)
     torch.manual_seed(0)
     model = build(name, data.spec, **model_cfg)
     cfg = build_config(TrainConfig, opts, what="training")
     trainer = Trainer(model, data.train, config=cfg, out=out, val_x=data.val)
     info = trainer.fit()
+    if not ddp.is_main():  # rank 0 holds the best weights and the log
+        return None, info, []
     model.load_state_dict(trainer.final_weights())
     logs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     curve = [
@@ -166,6 +179,15 @@ def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
     info["train"] = {k: v for k, v in opts.items() if k not in ("progress", "checkpoint_every")}
     info["params"] = sum(p.numel() for p in model.parameters())
     return model.eval(), info, curve
+
+
+def from_rank0(value: int) -> int:
+    """Rank 0's ``value`` on every rank (itself with one process)."""
+    if ddp.world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    torch.distributed.broadcast(t, src=0)
+    return int(t.item())
 
 
 def test_images(test: torch.Tensor, size: int, spread: bool) -> torch.Tensor:
@@ -189,6 +211,9 @@ def bpd(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def likelihood(args: argparse.Namespace) -> None:
+    # under torchrun every process trains (data parallel, --batch-size is the global batch);
+    # rank 0 alone scores, with the threads of all of them, while the others wait or exit
+    _, world = ddp.setup()
     tmp = Path(tempfile.mkdtemp())
     nll_rows, anomaly_rows, coding_rows = [], [], []
     bmnist, digits = dgm.datasets.load("binarized-mnist"), dgm.datasets.load("digits")
@@ -203,6 +228,9 @@ def likelihood(args: argparse.Namespace) -> None:
             if minutes <= 0:
                 continue
             model, info, curve = train(name, data, minutes, args, tmp / f"{name}-{data.name}")
+            if model is None:
+                continue
+            torch.set_num_threads(args.threads * world)
             x = test_images(data.test, args.test_size, args.test_spread)
             nll, sem = test_nll(model, x)
             steps_per_epoch = data.train.shape[0] // args.batch_size
@@ -212,6 +240,7 @@ def likelihood(args: argparse.Namespace) -> None:
                 "test_spread": args.test_spread,
                 "s_per_epoch_est": steps_per_epoch / info["steps_per_second"],
                 "epochs": info["steps"] / steps_per_epoch, "params": info["params"],
+                "processes": world,
                 "config": info["config"], "train": info["train"],
                 "val_curve_step_min_nll": curve,
             }  # fmt: skip
@@ -243,9 +272,11 @@ def likelihood(args: argparse.Namespace) -> None:
                 "round_trip_exact": exact, "encode_s": t1 - t0, "decode_s": t2 - t1,
             })  # fmt: skip
             print(json.dumps(coding_rows[-1]), flush=True)
+    if not ddp.is_main():
+        return
     load = Path("/proc/loadavg").read_text().split()[:3]
     common = {"loadavg_end": load, "batch_size": args.batch_size, "threads": args.threads,
-              "argv": sys.argv[1:]}  # fmt: skip
+              "processes": world, "argv": sys.argv[1:]}  # fmt: skip
     tag = args.tag
     report(f"autoregressive_nll{tag}", nll_rows,
            ["model", "data", "minutes", "steps", "epochs", "test_nll", "test_nll_sem",
