@@ -160,7 +160,7 @@ def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
             # falls back to the probe's overall rate
             rates = [r for r in rates if r][1:] or [probe_info["steps_per_second"]]
             steps = max(1, int(0.98 * 60 * minutes * median(rates)))
-        opts["steps"] = from_rank0(steps)
+        opts["steps"] = int(ddp.max_over_ranks(steps))  # rank 0's: the others hold 0
     torch.manual_seed(0)
     model = build(name, data.spec, **model_cfg)
     cfg = build_config(TrainConfig, opts, what="training")
@@ -179,15 +179,6 @@ def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
     info["train"] = {k: v for k, v in opts.items() if k not in ("progress", "checkpoint_every")}
     info["params"] = sum(p.numel() for p in model.parameters())
     return model.eval(), info, curve
-
-
-def from_rank0(value: int) -> int:
-    """Rank 0's ``value`` on every rank (itself with one process)."""
-    if ddp.world_size() == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.int64)
-    torch.distributed.broadcast(t, src=0)
-    return int(t.item())
 
 
 def test_images(test: torch.Tensor, size: int, spread: bool) -> torch.Tensor:

@@ -41,7 +41,7 @@ class NonFiniteError(ArithmeticError):
 
 
 def _lr_lambda(
-    cfg: TrainConfig, total: int, seconds: Callable[[], float] | None = None
+    cfg: TrainConfig, total: int, seconds: Callable[[], float]
 ) -> Callable[[int], float]:
     """The learning-rate factor at ``step``: linear warm-up, then the decay of ``cfg.schedule``
     over the steps after warm-up, or with ``cfg.schedule_clock == "time"`` over the time budget
@@ -50,14 +50,14 @@ def _lr_lambda(
     def f(step: int) -> float:
         if cfg.warmup_steps and step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
-        if cfg.schedule_clock == "time" and seconds is not None:
+        if cfg.schedule == "constant":
+            return 1.0
+        if cfg.schedule_clock == "time":
             frac = min(1.0, seconds() / (60.0 * cfg.max_minutes))
-        elif cfg.schedule == "constant" or total <= cfg.warmup_steps:
+        elif total <= cfg.warmup_steps:
             return 1.0
         else:
             frac = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-        if cfg.schedule == "constant":
-            return 1.0
         if cfg.schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * frac))
         return 1.0 - frac
