@@ -50,7 +50,7 @@ import dgm
 from _common import median, report  # noqa: I001
 from dgm.coding import compress, decompress, nll_bits, payload_bytes
 from dgm.core.config import build_config, config_to_dict, parse_value
-from dgm.core.registry import build
+from dgm.models import build
 from dgm.core.spec import DataSpec
 from dgm.eval.anomaly import auroc, pixel_flips, resize_images
 from dgm.eval.likelihood import bits_per_dim

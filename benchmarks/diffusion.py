@@ -47,7 +47,7 @@ import torch
 
 import dgm.data
 from _common import RESULTS, median, report  # noqa: I001
-from dgm.core.registry import build
+from dgm.models import build
 from dgm.eval.density import kl_divergence
 from dgm.eval.likelihood import bits_per_dim
 from dgm.eval.twosample import c2st

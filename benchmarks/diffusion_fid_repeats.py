@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 import dgm.data
 from _common import median, report  # noqa: I001
-from dgm.core.registry import build
+from dgm.models import build
 from dgm.eval.features import dataset_features
 from dgm.eval.fid import fid, kid
 

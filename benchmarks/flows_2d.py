@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 import dgm.data
 from _common import median, report  # noqa: I001
-from dgm.core.registry import build, names
+from dgm.models import build, names
 from dgm.core.spec import DataSpec
 from dgm.eval.density import kl_divergence
 

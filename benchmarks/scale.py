@@ -36,7 +36,7 @@ GATED = """
 import json, sys
 from pathlib import Path
 import torch, dgm
-from dgm.core.registry import build
+from dgm.models import build
 from dgm.train import distributed as ddp
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer

@@ -13,7 +13,7 @@ from dgm.cli.main import main
 from dgm.compare import FAMILIES, PRESETS, compare, parse_grid, split_values
 from dgm.core.config import build_config
 from dgm.core.errors import ConfigError
-from dgm.core.registry import get
+from dgm.models import get
 from dgm.data import load
 from dgm.eval.leaderboard import aggregate, likelihood_kind, rank_rows, to_markdown
 from dgm.train.engine import Trainer

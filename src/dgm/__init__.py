@@ -9,24 +9,41 @@ torch.Size([4])
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "datasets", "load", "models", "train"]
+__all__ = ["__version__", "TrainConfig", "datasets", "load", "load_run", "models", "train"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from dgm import datasets, models
+    from dgm.api import load, load_run, train
+    from dgm.train.config import TrainConfig
+
+# Lazy attributes keep `import dgm` and `dgm --help` fast (torch is imported on first use).
+_MODULES = ("models", "datasets", "api")
+_API = ("train", "load", "load_run")
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy imports keep `import dgm` and `dgm --help` fast.
-    import importlib
-
-    if name in ("models", "datasets", "api", "train"):
-        # dgm.train is the engine package, callable as dgm.api.train
+    if name in _MODULES:
         return importlib.import_module(f"dgm.{name}")
-    if name == "load":
-        from dgm.api import load
-
-        return load
+    if name in _API:
+        return getattr(importlib.import_module("dgm.api"), name)
+    if name == "TrainConfig":
+        return importlib.import_module("dgm.train.config").TrainConfig
     raise AttributeError(f"module 'dgm' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    # `dgm.train` is the function of dgm.api; importing the engine package dgm.train (which stays
+    # importable: `from dgm.train import Trainer`) must not replace it with the module.
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -24,11 +24,11 @@ from dgm import __version__
 from dgm.core.config import build_config, config_to_dict
 from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgm.core.model import Model
-from dgm.core.registry import get as get_model_class
+from dgm.models import get as get_model_class
 from dgm.core.spec import DataSpec
 from dgm.eval.likelihood import nll as nll_metric
-from dgm.train.checkpoint import atomic_write_text, latest_checkpoint, load_tensors, read_checkpoint
-from dgm.train.checkpoint import save_tensors as _save_tensors
+from dgm.core.io import atomic_write_text, load_tensors, save_tensors
+from dgm.train.checkpoint import latest_checkpoint, read_checkpoint
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
 
@@ -241,8 +241,7 @@ def train(
     if rank != 0:
         return out
     built.load_state_dict(trainer.final_weights())
-    _save_tensors(built.state_dict(), out / ".model.safetensors.tmp")
-    (out / ".model.safetensors.tmp").replace(out / "model.safetensors")
+    save_tensors(built.state_dict(), out / "model.safetensors")
     summary = (
         summarize(built, dataset, pre, tcfg)
         | info

@@ -11,7 +11,7 @@ import torch
 from torch.distributions import MultivariateNormal, Normal
 
 from dgm.core.errors import ConfigError
-from dgm.core.registry import build
+from dgm.models import build
 from dgm.core.spec import DataSpec
 from dgm.eval.ais import ais, ebm_log_likelihood, sigmoid_schedule
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dgm.core.errors import ConfigError, DataError
-from dgm.core.registry import build
+from dgm.models import build
 from dgm.core.spec import DataSpec
 from dgm.models.flows import CNF
 

@@ -382,7 +382,7 @@ def test_sampling_with_log_det_agrees_with_log_prob(name):
 
 @pytest.mark.parametrize("name", ["nsf", "maf", "iaf", "realnvp", "glow"])
 def test_conditional_flow_is_a_density_for_every_label(name):
-    from dgm.core.registry import build
+    from dgm.models import build
 
     torch.manual_seed(0)
     cfg = {"num_layers": 2, "hidden": (16,)} if name != "glow" else {"steps": 2, "hidden": (16,)}

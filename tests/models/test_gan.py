@@ -28,7 +28,7 @@ from dgm.models.gan import (
     pack_samples,
     r1_penalty,
 )
-from dgm.train.checkpoint import load_tensors
+from dgm.core.io import load_tensors
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
 

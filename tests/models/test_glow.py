@@ -15,7 +15,7 @@ import torch
 from torch.autograd.functional import jacobian
 
 from dgm.core.errors import ConfigError, DataError, DgmError
-from dgm.core.registry import build
+from dgm.models import build
 from dgm.core.spec import DataSpec
 from dgm.data import Dequantize
 from dgm.eval.likelihood import nll

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dgm.core.errors import CheckpointError
+from dgm.train import checkpoint
 from dgm.train.checkpoint import (
     flatten_optimizer_state,
     latest_checkpoint,
@@ -58,7 +59,7 @@ def test_failed_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
     def fail(*a, **k):
         raise Boom
 
-    monkeypatch.setattr("dgm.train.checkpoint.save_tensors", fail)
+    monkeypatch.setattr(checkpoint, "save_tensors", fail)
     with pytest.raises(Boom):
         write_checkpoint(tmp_path, "step-00000002", _files(2), {"step": 2})
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("latest")] == [

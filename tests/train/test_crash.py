@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgm.train.checkpoint import list_checkpoints, load_tensors
+from dgm.core.io import load_tensors
+from dgm.train.checkpoint import list_checkpoints
 
 ARGS = ["--data", "8gaussians", "--batch-size", "64", "--no-progress", "--set", "num_layers=2",
         "--set", "hidden=[16,16]", "--checkpoint-every", "20", "--ema", "0.9"]  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgm.train.checkpoint import load_tensors
+from dgm.core.io import load_tensors
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ARGS = ["--data", "8gaussians", "--batch-size", "64", "--no-progress", "--checkpoint-every", "10",
@@ -91,12 +91,12 @@ def test_two_processes_match_one_and_resume_across_world_sizes(tmp_path):
 
 RANK_SCRIPT = """
 import sys, torch
-from dgm.core.registry import build
+from dgm.models import build
 from dgm.core.spec import DataSpec
 from dgm.train import distributed as ddp
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
-from dgm.train.checkpoint import save_tensors
+from dgm.core.io import save_tensors
 
 out = sys.argv[1]
 torch.manual_seed(0)

@@ -11,7 +11,7 @@ import torch
 
 from dgm.core.errors import DgmError
 from dgm.core.model import Model
-from dgm.core.registry import build
+from dgm.models import build
 from dgm.core.spec import DataSpec
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
@@ -30,7 +30,7 @@ def _trainer(tmp_path, steps, **kw):
 
 
 def _tiny_nsf():
-    from dgm.core.registry import get
+    from dgm.models import get
 
     return dict(get("nsf").test_config)
 

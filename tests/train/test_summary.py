@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import dgm.api
-from dgm.core.registry import get
+from dgm.models import get
 from dgm.data import default_preprocessor, load
 from dgm.train.config import TrainConfig
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dgm.core.errors import DataError, DgmError
+from dgm.core.io import atomic_path, atomic_write_bytes
 
 __all__ = ["cmd_compress", "cmd_decompress"]
 
@@ -38,13 +39,6 @@ def _load_coder_run(path: str) -> Any:
     return run
 
 
-def _atomic_write(out: Path, blob: bytes) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(blob)
-    tmp.replace(out)
-
-
 def cmd_compress(args: Any) -> int:
     from dgm.coding import compress, nll_bits, payload_bytes
 
@@ -60,7 +54,7 @@ def cmd_compress(args: Any) -> int:
         raise DataError(f"cannot read {src} as a numpy array ({e})") from None
     blob = compress(run.model, data)
     nll = nll_bits(run.model, data)
-    _atomic_write(Path(args.out), blob)
+    atomic_write_bytes(Path(args.out), blob)
     dims, payload = math.prod(data.shape), payload_bytes(blob)
     print(
         f"dgm: {data.shape[0]} examples -> {len(blob)} bytes ({payload} coded, "
@@ -81,9 +75,7 @@ def cmd_decompress(args: Any) -> int:
     if not src.is_file():
         raise DataError(f"input file {src} does not exist")
     data = decompress(run.model, src.read_bytes())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.npy")
-    np.save(tmp, data)
-    tmp.replace(out)
+    with atomic_path(out, suffix=".npy") as tmp:
+        np.save(tmp, data)
     print(f"dgm: restored {data.shape[0]} examples {data.shape} to {out}", file=sys.stderr)
     return 0

@@ -14,6 +14,7 @@ import yaml
 from dgm.cli.inputs import ArrayInput
 from dgm.core.config import build_config
 from dgm.core.errors import ConfigError, DgmError
+from dgm.core.io import atomic_path
 from dgm.core.spec import DataSpec
 
 __all__ = ["cmd_train", "cmd_sample", "cmd_score", "cmd_eval", "cmd_list"]
@@ -217,12 +218,10 @@ def cmd_score(args: Any) -> int:
     inputs = ArrayInput(args.input, run.raw_spec)
     options = bound_options(model, args)
     g = torch.Generator(device=model.device).manual_seed(args.seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Scores stream into a memory-mapped temporary file, renamed into place when complete.
-    tmp = out.with_name(f".{out.name}.tmp.npy")
-    scores = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(len(inputs),))
     name, start = "", 0
-    try:
+    # Scores stream into a memory-mapped temporary file, renamed into place when complete.
+    with atomic_path(out, suffix=".npy") as tmp:
+        scores = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(len(inputs),))
         for x in inputs.batches(args.batch_size):
             ll, name = log_likelihood(
                 model, x, preprocessor=run.preprocessor, batch_size=len(x), generator=g,
@@ -233,9 +232,6 @@ def cmd_score(args: Any) -> int:
             start += len(x)
         scores.flush()
         del scores
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     unit = "bits/dim (NLL)" if args.bits_per_dim else "log-likelihood in nats"
     print(f"dgm: {len(inputs)} scores in {unit} from {name}, written to {out}", file=sys.stderr)
     return 0
@@ -261,7 +257,7 @@ def cmd_eval(args: Any) -> int:
     from dgm.api import load_run
     from dgm.data import load as load_dataset
     from dgm.eval.run import evaluate, format_table
-    from dgm.train.checkpoint import atomic_write_text
+    from dgm.core.io import atomic_write_text
 
     metrics = _metric_list(args.metrics)
     if args.num_samples is not None and args.num_samples < 2:
@@ -289,7 +285,7 @@ def cmd_eval(args: Any) -> int:
 
 
 def cmd_list(args: Any) -> int:
-    from dgm.core.registry import entries
+    from dgm.models import entries
     from dgm.data import names as dataset_names
 
     print("models:")

@@ -3,7 +3,7 @@
 from dgm.core.config import build_config, config_to_dict
 from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgm.core.model import Batch, Model, unpack
-from dgm.core.registry import build, register
+from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 
 __all__ = [
@@ -14,7 +14,6 @@ __all__ = [
     "DataSpec",
     "DgmError",
     "Model",
-    "build",
     "build_config",
     "config_to_dict",
     "register",

@@ -1,4 +1,9 @@
-"""The model registry: names to classes. Registering a model enrols it in the conformance suite."""
+"""The model registry: names to classes. Registering a model enrols it in the conformance suite.
+
+This floor only keeps the table. The families register themselves when :mod:`dgm.models` is
+imported, and that package offers the look-ups (``dgm.models.get``, ``names``, ``build``), so
+nothing here imports a higher floor.
+"""
 
 from __future__ import annotations
 
@@ -25,22 +30,18 @@ def register(cls: type[Model]) -> type[Model]:
     return cls
 
 
-def _ensure_loaded() -> None:
-    import dgm.models  # noqa: F401  (importing the families fills the registry)
-
-
 def names() -> list[str]:
-    _ensure_loaded()
+    """The registered names, sorted."""
     return sorted(_REGISTRY)
 
 
 def entries() -> list[type[Model]]:
-    _ensure_loaded()
+    """The registered classes, sorted by name."""
     return [_REGISTRY[n] for n in sorted(_REGISTRY)]
 
 
 def get(name: str) -> type[Model]:
-    _ensure_loaded()
+    """The class registered as ``name``; an unknown name is one :class:`ConfigError`."""
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -53,8 +54,9 @@ def get(name: str) -> type[Model]:
 def build(name: str, spec: DataSpec | None = None, **hyperparameters: Any) -> Model:
     """Build model ``name`` for data described by ``spec`` with checked hyperparameters.
 
+    >>> import dgm.models
     >>> from dgm.core.spec import DataSpec
-    >>> m = build("nsf", DataSpec((2,)), num_layers=2)
+    >>> m = dgm.models.build("nsf", DataSpec((2,)), num_layers=2)
     >>> m.sample(3).shape
     torch.Size([3, 2])
     """

@@ -241,7 +241,7 @@ def classifier_features(
     """
     from safetensors import SafetensorError, safe_open
 
-    from dgm.train.checkpoint import save_tensors
+    from dgm.core.io import save_tensors
 
     hp = {
         "num_classes": num_classes,
@@ -276,9 +276,7 @@ def classifier_features(
     if val is not None:
         info["val_accuracy"] = extractor.accuracy(val[0], val[1].to(torch.int64))
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_tensors(net.state_dict(), tmp, metadata={"key": key, "info": json.dumps(info)})
-    tmp.replace(path)
+    save_tensors(net.state_dict(), path, metadata={"key": key, "info": json.dumps(info)})
     extractor.info = info | {"path": str(path), "cached": False}
     return extractor
 

@@ -1,4 +1,6 @@
-"""Model families. Importing this package registers every model with :mod:`dgm.core.registry`."""
+"""Model families. Importing this package registers every model, so the look-ups here
+(``get``, ``names``, ``entries``, ``build``) see them all; use these rather than
+:mod:`dgm.core.registry`, whose table is empty until the families are imported."""
 
 from dgm.core.registry import build, entries, get, names
 from dgm.models import (  # noqa: F401  (registration side effects)

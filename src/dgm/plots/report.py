@@ -396,7 +396,7 @@ def write_report(
 ) -> Path:
     """Write the self-contained HTML report of ``run_dirs`` to ``out`` (atomically). Without a
     ``leaderboard`` (from ``dgm compare``), one is built from the runs' own results."""
-    from dgm.train.checkpoint import atomic_write_text
+    from dgm.core.io import atomic_write_text
 
     dirs = [Path(p) for p in run_dirs]
     board = leaderboard if leaderboard is not None else _run_leaderboard(dirs)

@@ -25,56 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
 from dgm.core.errors import CheckpointError
+from dgm.core.io import atomic_write_text, fsync_dir, load_tensors, save_tensors
 
 __all__ = [
-    "atomic_write_text",
     "flatten_optimizer_state",
     "unflatten_optimizer_state",
     "write_checkpoint",
     "read_checkpoint",
     "list_checkpoints",
     "latest_checkpoint",
-    "save_tensors",
-    "load_tensors",
 ]
 
 MANIFEST = "MANIFEST.json"
 # Seconds to pause inside every checkpoint write, so that tests can SIGKILL a process mid-write.
 _FAULT_DELAY = float(os.environ.get("DGM_TEST_CHECKPOINT_DELAY", "0") or 0)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _sha256(path: Path) -> str:
@@ -83,23 +48,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def save_tensors(
-    tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None
-) -> None:
-    """Save a flat dict of tensors in safetensors (contiguous CPU copies; shared storage is fine)."""
-    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    save_file(flat, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
-
-
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"cannot read {path}: the file is corrupt or not safetensors ({e})"
-        ) from None
 
 
 def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -158,7 +106,7 @@ def write_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

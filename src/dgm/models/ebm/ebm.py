@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from dgm.core.config import build_config
 from dgm.core.errors import ConfigError, DgmError
 from dgm.core.model import Batch, Model, Stepper, unpack
-from dgm.core.registry import register
+from dgm.core.registry import build, register
 from dgm.core.spec import DataSpec
 from dgm.models.ebm.contrastive import cd_loss, nce_loss
 from dgm.models.ebm.energy import ConvEnergy, MLPEnergy, QuadraticEnergy
@@ -215,8 +215,6 @@ class EBM(Model):
         self.log_z = nn.Parameter(torch.zeros(())) if c.objective in ("nce", "fce") else None
         self.flow: Model | None = None
         if c.objective == "fce":
-            from dgm.core.registry import build
-
             self.flow = build(c.flow, spec, num_layers=c.flow_layers, hidden=c.flow_hidden)
             if not self.flow.exact_likelihood:
                 raise ConfigError(f"fce needs a flow with an exact log_prob; {c.flow!r} has none")
