@@ -50,10 +50,10 @@ import dgm
 from _common import median, report  # noqa: I001
 from dgm.coding import compress, decompress, nll_bits, payload_bytes
 from dgm.core.config import build_config, config_to_dict, parse_value
-from dgm.models import build
 from dgm.core.spec import DataSpec
 from dgm.eval.anomaly import auroc, pixel_flips, resize_images
 from dgm.eval.likelihood import bits_per_dim
+from dgm.models import build
 from dgm.train import distributed as ddp
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer

@@ -47,10 +47,10 @@ import torch
 
 import dgm.data
 from _common import RESULTS, median, report  # noqa: I001
-from dgm.models import build
 from dgm.eval.density import kl_divergence
 from dgm.eval.likelihood import bits_per_dim
 from dgm.eval.twosample import c2st
+from dgm.models import build
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
 

@@ -28,9 +28,9 @@ from safetensors.torch import load_file
 
 import dgm.data
 from _common import median, report  # noqa: I001
-from dgm.models import build
 from dgm.eval.features import dataset_features
 from dgm.eval.fid import fid, kid
+from dgm.models import build
 
 SAMPLERS = {
     "ddim-20": {"sampler": "ddim", "steps": 20},

@@ -28,9 +28,9 @@ from torch import Tensor, nn
 
 import dgm.data
 from _common import median, report  # noqa: I001
-from dgm.models import build, names
 from dgm.core.spec import DataSpec
 from dgm.eval.density import kl_divergence
+from dgm.models import build, names
 
 LAYERS, HIDDEN, BINS, BOUND = 8, 64, 8, 5.0
 SPEC = DataSpec((2,))

@@ -13,9 +13,9 @@ from dgm.cli.main import main
 from dgm.compare import FAMILIES, PRESETS, compare, parse_grid, split_values
 from dgm.core.config import build_config
 from dgm.core.errors import ConfigError
-from dgm.models import get
 from dgm.data import load
 from dgm.eval.leaderboard import aggregate, likelihood_kind, rank_rows, to_markdown
+from dgm.models import get
 from dgm.train.engine import Trainer
 
 # tiny and fast: small test split, few samples, coarse KL grid

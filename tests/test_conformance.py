@@ -11,8 +11,8 @@ import torch
 
 from dgm.core.config import build_config
 from dgm.core.errors import ConfigError, DataError
-from dgm.models import build, entries
 from dgm.core.io import load_tensors, save_tensors
+from dgm.models import build, entries
 
 # every registered model, plus ``name[key=value,...]`` for each entry of its ``test_variants``
 # (config overrides merged over ``test_config``: one model checked in several configurations)

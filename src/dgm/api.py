@@ -23,11 +23,11 @@ import yaml
 from dgm import __version__
 from dgm.core.config import build_config, config_to_dict
 from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
+from dgm.core.io import atomic_write_text, load_tensors, save_tensors
 from dgm.core.model import Model
-from dgm.models import get as get_model_class
 from dgm.core.spec import DataSpec
 from dgm.eval.likelihood import nll as nll_metric
-from dgm.core.io import atomic_write_text, load_tensors, save_tensors
+from dgm.models import get as get_model_class
 from dgm.train.checkpoint import latest_checkpoint, read_checkpoint
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer

@@ -39,10 +39,10 @@ import torch
 from dgm import __version__
 from dgm.core.config import build_config, config_to_dict
 from dgm.core.errors import ConfigError, DgmError
+from dgm.core.io import atomic_write_text
 from dgm.models import get
 from dgm.models import names as registered_names
 from dgm.presets import FAMILIES, PRESETS, Preset
-from dgm.core.io import atomic_write_text
 from dgm.train.checkpoint import latest_checkpoint
 from dgm.train.config import TrainConfig
 

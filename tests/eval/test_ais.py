@@ -11,9 +11,9 @@ import torch
 from torch.distributions import MultivariateNormal, Normal
 
 from dgm.core.errors import ConfigError
-from dgm.models import build
 from dgm.core.spec import DataSpec
 from dgm.eval.ais import ais, ebm_log_likelihood, sigmoid_schedule
+from dgm.models import build
 
 D64 = torch.float64
 

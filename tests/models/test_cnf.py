@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dgm.core.errors import ConfigError, DataError
-from dgm.models import build
 from dgm.core.spec import DataSpec
+from dgm.models import build
 from dgm.models.flows import CNF
 
 D64 = torch.float64

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from dgm.core.errors import ConfigError, DgmError
-from dgm.models import build
+from dgm.core.io import load_tensors, save_tensors
 from dgm.core.spec import DataSpec
+from dgm.models import build
 from dgm.models.ebm import EBM
 from dgm.models.ebm.scorematching import model_score, sm_loss
-from dgm.core.io import load_tensors, save_tensors
 
 D64 = torch.float64
 MU = torch.tensor([1.0, -0.5], dtype=D64)

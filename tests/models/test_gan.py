@@ -16,6 +16,7 @@ from torch import Tensor
 import dgm
 from dgm.cli.main import main
 from dgm.core.errors import ConfigError, DataError
+from dgm.core.io import load_tensors
 from dgm.core.spec import DataSpec
 from dgm.models.gan import (
     GAN,
@@ -28,7 +29,6 @@ from dgm.models.gan import (
     pack_samples,
     r1_penalty,
 )
-from dgm.core.io import load_tensors
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
 

@@ -15,10 +15,10 @@ import torch
 from torch.autograd.functional import jacobian
 
 from dgm.core.errors import ConfigError, DataError, DgmError
-from dgm.models import build
 from dgm.core.spec import DataSpec
 from dgm.data import Dequantize
 from dgm.eval.likelihood import nll
+from dgm.models import build
 from dgm.models.flows import ActNorm, Glow, RealNVP
 
 D64 = torch.float64

@@ -13,8 +13,8 @@ from torch.distributions import MultivariateNormal, Normal
 
 import dgm.models.vae  # noqa: F401  (registers vae and iwae)
 from dgm.core.errors import ConfigError, DataError
-from dgm.models import build
 from dgm.core.spec import DataSpec
+from dgm.models import build
 from dgm.models.vae import (
     Bernoulli,
     Categorical,

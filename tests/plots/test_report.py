@@ -15,11 +15,11 @@ import pytest
 import dgm
 from dgm.api import load_run
 from dgm.cli.main import main
-from dgm.models import get
+from dgm.core.io import atomic_write_text
 from dgm.data import load
 from dgm.eval.run import evaluate
+from dgm.models import get
 from dgm.plots.report import gather, read_records, write_report
-from dgm.core.io import atomic_write_text
 
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

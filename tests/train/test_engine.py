@@ -11,8 +11,8 @@ import torch
 
 from dgm.core.errors import DgmError
 from dgm.core.model import Model
-from dgm.models import build
 from dgm.core.spec import DataSpec
+from dgm.models import build
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 import dgm.api
-from dgm.models import get
 from dgm.data import default_preprocessor, load
+from dgm.models import get
 from dgm.train.config import TrainConfig
 
 

@@ -255,9 +255,9 @@ def _metric_list(text: str | None) -> list[str] | None:
 
 def cmd_eval(args: Any) -> int:
     from dgm.api import load_run
+    from dgm.core.io import atomic_write_text
     from dgm.data import load as load_dataset
     from dgm.eval.run import evaluate, format_table
-    from dgm.core.io import atomic_write_text
 
     metrics = _metric_list(args.metrics)
     if args.num_samples is not None and args.num_samples < 2:
@@ -285,8 +285,8 @@ def cmd_eval(args: Any) -> int:
 
 
 def cmd_list(args: Any) -> int:
-    from dgm.models import entries
     from dgm.data import names as dataset_names
+    from dgm.models import entries
 
     print("models:")
     for cls in entries():

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from dgm.core.errors import CheckpointError
 from dgm.core.io import atomic_write_text, fsync_dir, load_tensors, save_tensors
 
