@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch lies on this machine's disk; install it first so nothing pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test fuzz lint clean
 
 $(BIN)/dgm: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# randomized property and fuzz tests, 20x the cases of the default run (tests/conftest.py)
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz DGM_FUZZ_SCALE=20 $(BIN)/python -m pytest -q tests/cli/test_hostile.py tests/models/test_flow_transforms.py tests/models/test_flows.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

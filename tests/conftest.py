@@ -6,8 +6,15 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Property and fuzz tests draw the same cases on every run (a red CI is then a real, repeatable
+# failure); `make fuzz` selects the randomized profile, whose failures are added as @example.
+settings.register_profile("dgm", derandomize=True, database=None, deadline=None)
+settings.register_profile("fuzz", derandomize=False, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dgm"))
 
 
 @pytest.fixture(autouse=True)

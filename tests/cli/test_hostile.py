@@ -4,6 +4,7 @@ sentence, never a traceback or a changed run directory."""
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -14,6 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dgm.cli.main import main
+
+# `make fuzz` multiplies every fuzz test's number of cases (and draws new ones each run)
+SCALE = int(os.environ.get("DGM_FUZZ_SCALE", "1"))
 
 
 class _Payload:
@@ -83,7 +87,9 @@ words = st.sampled_from(["nsf", "made", "8gaussians", "digits", "--steps", "--se
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30 * SCALE,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(command=st.sampled_from(["train", "sample", "score"]), rest=st.lists(words, max_size=6))
 def test_fuzzed_command_lines_end_in_exit_0_or_2(command, rest, run_dir, tmp_path, capsys):
@@ -107,7 +113,9 @@ def test_fuzzed_command_lines_end_in_exit_0_or_2(command, rest, run_dir, tmp_pat
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=30 * SCALE,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     arr=st.one_of(
@@ -149,7 +157,9 @@ yaml_values = st.recursive(
 
 
 @settings(
-    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=10 * SCALE,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     doc=st.one_of(
@@ -178,7 +188,9 @@ def test_fuzzed_config_files_end_in_exit_0_or_2(doc, tmp_path, capsys):
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25 * SCALE,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     target=st.sampled_from(["config.yaml", "model.safetensors", "summary.json", "checkpoints"]),
@@ -208,3 +220,20 @@ def test_fuzzed_run_directories_end_in_exit_0_or_2(
         assert code in (0, 2), (target, err)
         if code == 2:
             assert err.startswith("dgm: error:") and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["  kind: c\n", "  event_shape: c\n", "  kind: discrete\n  levels: a\n", "  event_shape:\n"],
+)
+def test_a_run_whose_saved_spec_is_cut_short_is_one_sentence(spec, run_dir, tmp_path, capsys):
+    # found by the randomized fuzz profile: a config.yaml cut inside its `spec:` block raised a
+    # ValueError from DataSpec (a traceback, exit 1)
+    bad = tmp_path / "run"
+    shutil.copytree(run_dir, bad)
+    text = (bad / "config.yaml").read_text()
+    (bad / "config.yaml").write_text(text[: text.index("spec:")] + "spec:\n" + spec)
+    code = main(["sample", str(bad), "-n", "3", "--out", str(tmp_path / "s.npy")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("dgm: error:") and len(err.strip().splitlines()) == 1, err
+    assert "spec" in err

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from dgm.core.errors import ConfigError
+
 __all__ = ["DataSpec"]
 
 Kind = Literal["continuous", "discrete"]
@@ -32,11 +34,11 @@ class DataSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "event_shape", tuple(int(s) for s in self.event_shape))
         if self.kind not in ("continuous", "discrete"):
-            raise ValueError(f"kind must be 'continuous' or 'discrete', not {self.kind!r}")
+            raise ConfigError(f"kind must be 'continuous' or 'discrete', not {self.kind!r}")
         if self.kind == "discrete" and (self.levels is None or self.levels < 2):
-            raise ValueError("discrete data needs levels >= 2 (e.g. 2 for binary images)")
+            raise ConfigError("discrete data needs levels >= 2 (e.g. 2 for binary images)")
         if self.kind == "continuous" and self.levels is not None:
-            raise ValueError("continuous data has no levels; use kind='discrete' for integer data")
+            raise ConfigError("continuous data has no levels; use kind='discrete' for integer data")
 
     @property
     def num_dims(self) -> int:
@@ -54,9 +56,18 @@ class DataSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> DataSpec:
-        return cls(
-            event_shape=tuple(d["event_shape"]),
-            kind=d.get("kind", "continuous"),
-            levels=d.get("levels"),
-            num_classes=d.get("num_classes"),
-        )
+        """The spec saved by :meth:`to_dict`; anything else is one :class:`ConfigError`."""
+        try:
+            return cls(
+                event_shape=tuple(d["event_shape"]),
+                kind=d.get("kind", "continuous"),
+                levels=d.get("levels"),
+                num_classes=d.get("num_classes"),
+            )
+        except ConfigError as e:
+            raise ConfigError(f"the data spec {d!r} is malformed: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ConfigError(
+                f"the data spec {d!r} is malformed; it needs event_shape (a list of integers), "
+                "kind, levels and num_classes as dgm writes them"
+            ) from None
