@@ -224,7 +224,12 @@ def test_fuzzed_run_directories_end_in_exit_0_or_2(
 
 @pytest.mark.parametrize(
     "spec",
-    ["  kind: c\n", "  event_shape: c\n", "  kind: discrete\n  levels: a\n", "  event_shape:\n"],
+    [
+        "  event_shape:\n  - 2\n  kind: c\n",
+        "  event_shape: c\n",
+        "  event_shape:\n  - 2\n  kind: discrete\n  levels: a\n",
+        "  event_shape:\n",
+    ],
 )
 def test_a_run_whose_saved_spec_is_cut_short_is_one_sentence(spec, run_dir, tmp_path, capsys):
     # found by the randomized fuzz profile: a config.yaml cut inside its `spec:` block raised a
