@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 import dgm.data
-from _common import median, report  # noqa: I001
+from _common import loadavg, median, report  # noqa: I001
 from dgm.core.spec import DataSpec
 from dgm.eval.density import kl_divergence
 from dgm.models import build, names
@@ -241,11 +240,6 @@ def entries() -> dict[str, Callable[[], Entry]]:
         "normflows realnvp": normflows_entry("realnvp"),
     }
     return out
-
-
-def loadavg() -> str:
-    """The 1, 5 and 15 minute load averages, e.g. ``"4.1 3.9 3.5"``."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def run_density(
