@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 import dgm.data
-from _common import (  # noqa: I001
+from _common import (
     loadavg,
     mean_sem,
     median,

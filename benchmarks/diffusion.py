@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 import dgm.data
-from _common import RESULTS, loadavg, median, parse_sets, report  # noqa: I001
+from _common import RESULTS, loadavg, median, parse_sets, report
 from dgm.eval.density import kl_divergence
 from dgm.eval.features import dataset_features
 from dgm.eval.fid import fid

@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 import dgm.data
-from _common import mean_sem, median, report  # noqa: I001
+from _common import mean_sem, median, report
 from dgm.eval.features import dataset_features
 from dgm.eval.fid import fid, kid
 from dgm.models import build

@@ -22,7 +22,7 @@ import time
 import torch
 
 import dgm.data
-from _common import loadavg, mean_sem, report  # noqa: I001
+from _common import loadavg, mean_sem, report
 from dgm.core.spec import DataSpec
 from dgm.models import build
 
@@ -75,7 +75,7 @@ def kl_gap(model, density, x_test: torch.Tensor) -> dict[str, float]:
 
 def torchebm_run(objective, data, x_train, x_test, steps, batch, seed):
     """The same MLP energy trained by torchebm's loss for ``objective``; scored by dgm's grid."""
-    from torchebm.core import BaseModel
+    from torchebm.core import BaseModel  # optional peer: the ``bench`` extra
     from torchebm.losses import (
         ContrastiveDivergence,
         DenoisingScoreMatching,

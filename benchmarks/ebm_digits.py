@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import dgm.data
-from _common import RESULTS, loadavg, report  # noqa: I001
+from _common import RESULTS, loadavg, report
 from dgm.api import load_run
 from dgm.eval.ais import ebm_log_likelihood
 from dgm.eval.run import evaluate

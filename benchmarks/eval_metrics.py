@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from _common import median, report  # noqa: I001
+from _common import median, report
 from dgm.api import load_run
 from dgm.data import get_density, load
 from dgm.eval import (

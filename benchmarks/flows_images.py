@@ -28,7 +28,7 @@ import time
 import torch
 
 import dgm.data
-from _common import report, with_overrides  # noqa: I001
+from _common import report, with_overrides
 from dgm.data import Dequantize
 from dgm.eval.likelihood import nll
 from dgm.models import build

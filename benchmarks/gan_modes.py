@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 import dgm.data
-from _common import loadavg, read_log, report, with_overrides  # noqa: I001
+from _common import loadavg, read_log, report, with_overrides
 from dgm.api import load_run
 from dgm.eval.modes import mode_coverage
 

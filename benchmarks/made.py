@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import dgm.data
-from _common import median, read_log, report, step_rates, with_overrides  # noqa: I001
+from _common import median, read_log, report, step_rates, with_overrides
 from dgm.api import load_run
 from dgm.eval.likelihood import nll
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import dgm.data
-from _common import median, read_log, report, step_rates  # noqa: I001
+from _common import median, read_log, report, step_rates
 from dgm.api import load_run
 from dgm.eval.run import evaluate
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import dgm.data
-from _common import mean_sem, median, read_log, report, step_rates, with_overrides  # noqa: I001
+from _common import mean_sem, median, read_log, report, step_rates, with_overrides
 from dgm.api import load, train
 from dgm.eval.likelihood import nll
 

@@ -36,6 +36,7 @@ import json
 import shutil
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -43,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dgm.data
-from _common import mean_sem, report  # noqa: I001
+from _common import mean_sem, report
 from dgm.api import load, train
 
 
@@ -58,7 +59,7 @@ def mlp(sizes: list[int], last_bias: bool = True) -> nn.Sequential:
 
 
 def pythae_networks(hidden: int, latent: int, init_bias: torch.Tensor):
-    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.base.base_utils import ModelOutput  # optional peer (``bench`` extra)
     from pythae.models.nn import BaseDecoder, BaseEncoder
 
     class Encoder(BaseEncoder):
@@ -112,9 +113,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    from importlib.metadata import version
-
-    import pythae
+    import pythae  # optional peer: the ``bench`` extra
     from pythae.data.datasets import BaseDataset
     from pythae.models import VAE, VAEConfig
     from pythae.trainers import BaseTrainer, BaseTrainerConfig
