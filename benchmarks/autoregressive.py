@@ -22,14 +22,14 @@ the engine (``--batch-size`` is the global batch, ``--threads`` per process; on 
 one-thread processes train the Gated PixelCNN faster than one two-thread process: ``scale.py``),
 and rank 0 alone scores, with the threads of all of them. It then reports
 * test NLL in nats on the first ``--test-size`` test images, or with ``--test-spread`` on that many
-  evenly spaced over the test set (results/autoregressive_nll; MNIST's test set is ordered by
+  evenly spaced over the test set (results/autoregressive_nll<TAG>; MNIST's test set is ordered by
   writer population and its first images are easier),
 * anomaly AUROC of bits/dim: clean binarized-MNIST test images against the same images with 5%
   of pixels flipped, and against the digits upsampled to 28x28 and binarized
-  (results/autoregressive_anomaly),
+  (results/autoregressive_anomaly<TAG>),
 * lossless compression of ``--compress-size`` binarized-MNIST test images with ``dgm.coding``:
   compressed payload and file size against the model's NLL in bits, and gzip (level 9) of the
-  same array as bytes and bit-packed (results/autoregressive_compression).
+  same array as bytes and bit-packed (results/autoregressive_compression<TAG>).
 """
 
 from __future__ import annotations
