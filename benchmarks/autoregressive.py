@@ -22,14 +22,14 @@ the engine (``--batch-size`` is the global batch, ``--threads`` per process; on 
 one-thread processes train the Gated PixelCNN faster than one two-thread process: ``scale.py``),
 and rank 0 alone scores, with the threads of all of them. It then reports
 * test NLL in nats on the first ``--test-size`` test images, or with ``--test-spread`` on that many
-  evenly spaced over the test set (results/autoregressive_nll; MNIST's test set is ordered by
+  evenly spaced over the test set (results/autoregressive_nll<TAG>; MNIST's test set is ordered by
   writer population and its first images are easier),
 * anomaly AUROC of bits/dim: clean binarized-MNIST test images against the same images with 5%
   of pixels flipped, and against the digits upsampled to 28x28 and binarized
-  (results/autoregressive_anomaly),
+  (results/autoregressive_anomaly<TAG>),
 * lossless compression of ``--compress-size`` binarized-MNIST test images with ``dgm.coding``:
   compressed payload and file size against the model's NLL in bits, and gzip (level 9) of the
-  same array as bytes and bit-packed (results/autoregressive_compression).
+  same array as bytes and bit-packed (results/autoregressive_compression<TAG>).
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,10 +44,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import dgm
-from _common import median, report  # noqa: I001
+import dgm.data
+from _common import (
+    loadavg,
+    mean_sem,
+    median,
+    parse_sets,
+    read_log,
+    report,
+    step_rates,
+)
 from dgm.coding import compress, decompress, nll_bits, payload_bytes
-from dgm.core.config import build_config, config_to_dict, parse_value
+from dgm.core.config import build_config, config_to_dict
 from dgm.core.spec import DataSpec
 from dgm.eval.anomaly import auroc, pixel_flips, resize_images
 from dgm.eval.likelihood import bits_per_dim
@@ -110,7 +116,7 @@ def speed(args: argparse.Namespace) -> None:
         "note": "untrained default-config models on binarized MNIST 28x28; fast timed on all 784 "
                 "pixels, naive on the first `prefix` pixels and extrapolated linearly "
                 "(each naive step is one full forward pass of constant cost); medians",
-        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "loadavg": loadavg(),
     })  # fmt: skip
 
 
@@ -118,28 +124,15 @@ def speed(args: argparse.Namespace) -> None:
 LR = {"pixelcnn": 1e-3, "gated-pixelcnn": 1e-3, "transformer": 1e-3, "rnn": 2e-3}
 
 
-def overrides(pairs: list[str], name: str | None = None) -> dict:
-    """``key=value`` (or ``MODEL.key=value``, kept only for ``name``) strings as a dict."""
-    out = {}
-    for kv in pairs:
-        if "=" not in kv:
-            raise SystemExit(f"expected [MODEL.]KEY=VALUE, not {kv!r}")
-        key, value = kv.split("=", 1)
-        model, _, key = key.rpartition(".")
-        if not model or model == name:
-            out[key] = parse_value(value)
-    return out
-
-
 def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
     torch.set_num_threads(args.threads)  # rank 0 scores with more under torchrun
     torch.manual_seed(0)
-    model_cfg = overrides(args.set, name)
+    model_cfg = parse_sets(args.set, name)
     opts = {
         "steps": 10**7, "batch_size": args.batch_size, "lr": LR[name], "max_minutes": minutes,
         "eval_every": args.eval_every, "eval_size": args.eval_size, "checkpoint_every": 10**9,
         "progress": False, "log_every": 10, "grad_clip": 1.0,
-    } | overrides(args.train_set, name)  # fmt: skip
+    } | parse_sets(args.train_set, name)  # fmt: skip
     if opts.get("schedule", "constant") != "constant" and opts.get("schedule_clock") != "time":
         # a decaying schedule on the step clock needs its length: the steps that fit in the
         # budget (schedule_clock=time needs none: it decays over the budget itself). The budget
@@ -154,11 +147,9 @@ def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
         probe_info = probe.fit()
         steps = 0
         if ddp.is_main():  # only rank 0 writes the log; every rank must plan the same schedule
-            rates = [json.loads(s).get("steps_per_s") for s in
-                     (out / "probe" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
             # the first interval holds the start-up cost; a budget too short for two intervals
             # falls back to the probe's overall rate
-            rates = [r for r in rates if r][1:] or [probe_info["steps_per_second"]]
+            rates = step_rates(read_log(out / "probe"))[1:] or [probe_info["steps_per_second"]]
             steps = max(1, int(0.98 * 60 * minutes * median(rates)))
         opts["steps"] = int(ddp.max_over_ranks(steps))  # rank 0's: the others hold 0
     torch.manual_seed(0)
@@ -169,14 +160,14 @@ def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
     if not ddp.is_main():  # rank 0 holds the best weights and the log
         return None, info, []
     model.load_state_dict(trainer.final_weights())
-    logs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     curve = [
         (r["step"], round(r["train_seconds"] / 60, 2), round(r["val_nll"], 2))
-        for r in logs
+        for r in read_log(out)
         if "val_nll" in r
     ]
     info["config"] = config_to_dict(model.config)
-    info["train"] = {k: v for k, v in opts.items() if k not in ("progress", "checkpoint_every")}
+    # the options as the engine read them (``--train-set`` values arrive as strings)
+    info["train"] = {k: getattr(cfg, k) for k in opts if k not in ("progress", "checkpoint_every")}
     info["params"] = sum(p.numel() for p in model.parameters())
     return model.eval(), info, curve
 
@@ -191,8 +182,7 @@ def test_images(test: torch.Tensor, size: int, spread: bool) -> torch.Tensor:
 def test_nll(model, x: torch.Tensor) -> tuple[float, float]:
     with model.inference():
         lp = torch.cat([model.log_prob(x[i : i + 250]) for i in range(0, len(x), 250)])
-    nll = -lp.double()
-    return float(nll.mean()), float(nll.std() / math.sqrt(len(nll)))
+    return mean_sem(-lp.double())
 
 
 def bpd(model, x: torch.Tensor) -> torch.Tensor:
@@ -207,7 +197,7 @@ def likelihood(args: argparse.Namespace) -> None:
     _, world = ddp.setup()
     tmp = Path(tempfile.mkdtemp())
     nll_rows, anomaly_rows, coding_rows = [], [], []
-    bmnist, digits = dgm.datasets.load("binarized-mnist"), dgm.datasets.load("digits")
+    bmnist, digits = dgm.data.load("binarized-mnist"), dgm.data.load("digits")
     g = torch.Generator().manual_seed(0)
     clean = bmnist.test[: args.anomaly_size]
     flipped = pixel_flips(clean, 0.05, generator=g)
@@ -265,9 +255,8 @@ def likelihood(args: argparse.Namespace) -> None:
             print(json.dumps(coding_rows[-1]), flush=True)
     if not ddp.is_main():
         return
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    common = {"loadavg_end": load, "batch_size": args.batch_size, "threads": args.threads,
-              "processes": world, "argv": sys.argv[1:]}  # fmt: skip
+    common = {"batch_size": args.batch_size, "threads": args.threads,
+              "processes": world}  # fmt: skip
     tag = args.tag
     report(f"autoregressive_nll{tag}", nll_rows,
            ["model", "data", "minutes", "steps", "epochs", "test_nll", "test_nll_sem",

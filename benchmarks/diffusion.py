@@ -46,20 +46,18 @@ from typing import Any
 import torch
 
 import dgm.data
-from _common import RESULTS, median, report  # noqa: I001
+from _common import RESULTS, loadavg, median, parse_sets, report
 from dgm.eval.density import kl_divergence
+from dgm.eval.features import dataset_features
+from dgm.eval.fid import fid
 from dgm.eval.likelihood import bits_per_dim
-from dgm.eval.twosample import c2st
+from dgm.eval.twosample import c2st, mmd
 from dgm.models import build
+from dgm.models.diffusion.schedules import DiscreteSchedule
+from dgm.nn.unet import UNet
+from dgm.plots.figures import save_samples
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
-
-
-def loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split(" ")[:3].__str__()
-    except OSError:
-        return "n/a"
 
 
 def fit(name: str, data: Any, steps: int, batch: int, lr: float, ema: float = 0.0,
@@ -86,25 +84,13 @@ def timed(fn):
     return out, time.process_time() - c0, time.perf_counter() - w0
 
 
-def parse_model(entry: str) -> tuple[str, dict[str, Any]]:
-    """``"name:k=v,k=v"`` -> ``(name, {k: v})`` with numbers parsed."""
+def parse_model(entry: str) -> tuple[str, dict[str, str]]:
+    """``"name:k=v,k=v"`` -> ``(name, {k: v})``; dgm parses the values against the config."""
     name, _, rest = entry.partition(":")
-    cfg: dict[str, Any] = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            cfg[key] = int(value)
-        except ValueError:
-            try:
-                cfg[key] = float(value)
-            except ValueError:
-                cfg[key] = value
-    return name, cfg
+    return name, parse_sets(list(filter(None, rest.split(","))))
 
 
 def bench_2d(args: argparse.Namespace) -> None:
-    from dgm.eval.twosample import mmd
-
     rows: list[dict[str, Any]] = []
     for data_name in args.data:
         data = dgm.data.load(data_name)
@@ -164,10 +150,6 @@ SAMPLERS = (("ancestral-1000", {"sampler": "ancestral"}),
 
 
 def bench_images(args: argparse.Namespace) -> None:
-    from dgm.eval.features import dataset_features
-    from dgm.eval.fid import fid
-    from dgm.plots.figures import save_samples
-
     dataset = args.part
     name = args.out or f"diffusion_{dataset}"
     data = dgm.data.load(dataset)
@@ -236,10 +218,8 @@ def bench_images(args: argparse.Namespace) -> None:
 
 
 def bench_unet(args: argparse.Namespace) -> None:
+    import diffusers  # optional: the ``bench`` extra
     from diffusers import DDPMScheduler, UNet2DModel
-
-    from dgm.models.diffusion.schedules import DiscreteSchedule
-    from dgm.nn.unet import UNet
 
     torch.manual_seed(0)
     B, T = args.batch, 1000
@@ -286,8 +266,6 @@ def bench_unet(args: argparse.Namespace) -> None:
          "params": sum(p.numel() for p in theirs.parameters()),
          "ms_cpu": row["diffusers_cpu"], "ms_wall": row["diffusers_wall"]},
     ]  # fmt: skip
-    import diffusers
-
     extra = {"batch": B, "repeats": args.repeats, "diffusers": diffusers.__version__,
              "ratio_cpu_dgm_over_diffusers": row["dgm_cpu"] / row["diffusers_cpu"],
              "ratio_wall_dgm_over_diffusers": row["dgm_wall"] / row["diffusers_wall"],

@@ -19,7 +19,6 @@ seconds per set.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 
 import dgm.data
-from _common import median, report  # noqa: I001
+from _common import mean_sem, median, report
 from dgm.eval.features import dataset_features
 from dgm.eval.fid import fid, kid
 from dgm.models import build
@@ -37,14 +36,6 @@ SAMPLERS = {
     "ddim-50": {"sampler": "ddim", "steps": 50},
     "ancestral-1000": {"sampler": "ancestral"},
 }
-
-
-def mean_sem(v: list[float]) -> tuple[float, float]:
-    m = sum(v) / len(v)
-    if len(v) < 2:
-        return m, float("nan")
-    var = sum((x - m) ** 2 for x in v) / (len(v) - 1)
-    return m, math.sqrt(var / len(v))
 
 
 def summary(fids: list[float], kids: list[float]) -> dict:

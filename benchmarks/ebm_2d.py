@@ -17,15 +17,14 @@ step is the wall clock of the loop divided by the steps, and both libraries run 
 from __future__ import annotations
 
 import argparse
-import math
 import time
-from pathlib import Path
 
 import torch
 
-import dgm
-from _common import report  # noqa: I001
+import dgm.data
+from _common import loadavg, mean_sem, report
 from dgm.core.spec import DataSpec
+from dgm.models import build
 
 HIDDEN = (128, 128)
 OBJECTIVE_CONFIG = {
@@ -67,7 +66,8 @@ def kl_gap(model, density, x_test: torch.Tensor) -> dict[str, float]:
     with model.inference():
         log_q = model.log_prob(x_test.to(model.dtype)).double()
     diff = density.log_prob(x_test.double()) - log_q  # (N,)
-    out = {"kl_gap_nats": float(diff.mean()), "kl_sem": float(diff.std() / math.sqrt(len(diff)))}
+    kl, sem = mean_sem(diff)
+    out = {"kl_gap_nats": kl, "kl_sem": sem}
     if hasattr(model, "log_z_quadrature"):
         out["quad_err"] = float(model.log_z_quadrature()[1])
     return out
@@ -75,7 +75,7 @@ def kl_gap(model, density, x_test: torch.Tensor) -> dict[str, float]:
 
 def torchebm_run(objective, data, x_train, x_test, steps, batch, seed):
     """The same MLP energy trained by torchebm's loss for ``objective``; scored by dgm's grid."""
-    from torchebm.core import BaseModel
+    from torchebm.core import BaseModel  # optional peer: the ``bench`` extra
     from torchebm.losses import (
         ContrastiveDivergence,
         DenoisingScoreMatching,
@@ -84,7 +84,7 @@ def torchebm_run(objective, data, x_train, x_test, steps, batch, seed):
     from torchebm.samplers import LangevinDynamics
 
     torch.manual_seed(seed)
-    ebm = dgm.models.build("ebm", DataSpec((2,)), hidden=HIDDEN, **OBJECTIVE_CONFIG[objective])
+    ebm = build("ebm", DataSpec((2,)), hidden=HIDDEN, **OBJECTIVE_CONFIG[objective])
     net = ebm.energy_net
 
     class Energy(BaseModel):
@@ -134,10 +134,10 @@ def main() -> None:
     ap.add_argument("--fourier-scale", type=float, default=1.0, help="EBM fourier_scale")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    load_start = Path("/proc/loadavg").read_text().split()[:3]
+    load_start = loadavg()
     rows, peer = [], []
     for data_name in args.data:
-        data = dgm.datasets.load(data_name)
+        data = dgm.data.load(data_name)
         x_train = data.split("train")[0].float()
         x_test = data.density.sample(5000, generator=torch.Generator().manual_seed(123)).float()
         models = [] if args.no_flow else [("nsf", {})]
@@ -147,7 +147,7 @@ def main() -> None:
             extra = {"hidden": HIDDEN} if name == "ebm" else {}
             if name == "ebm" and args.fourier:
                 extra |= {"fourier_features": args.fourier, "fourier_scale": args.fourier_scale}
-            model = dgm.models.build(name, DataSpec((2,)), **extra, **cfg)
+            model = build(name, DataSpec((2,)), **extra, **cfg)
             model.on_train_start(x_train[: args.batch_size])
             sec = loop(model, x_train, args.steps, args.batch_size, args.seed)
             row = {
@@ -179,15 +179,13 @@ def main() -> None:
                 p["time_ratio_dgm_over_torchebm"] = p["dgm_ms_per_step"] / p["torchebm_ms_per_step"]
                 peer.append(p)
                 print(p, flush=True)
-    load_end = Path("/proc/loadavg").read_text().split()[:3]
     cols = ["data", "model", "steps", "kl_gap_nats", "kl_sem", "quad_err", "ms_per_step"]
-    extra = {"loadavg_start": load_start, "loadavg_end": load_end, "hidden": HIDDEN,
+    extra = {"loadavg_start": load_start, "hidden": HIDDEN,
              "fourier_features": args.fourier, "fourier_scale": args.fourier_scale}  # fmt: skip
     report("ebm_2d" + args.tag, rows, cols, extra | {"configs": OBJECTIVE_CONFIG})
     if peer:
         cols = list(peer[0])
-        report("ebm_vs_torchebm" + args.tag, peer, cols, {"loadavg_start": load_start,
-                                               "loadavg_end": load_end})  # fmt: skip
+        report("ebm_vs_torchebm" + args.tag, peer, cols, {"loadavg_start": load_start})
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-import dgm
-from _common import RESULTS, report  # noqa: I001
+import dgm.data
+from _common import RESULTS, loadavg, report
 from dgm.api import load_run
 from dgm.eval.ais import ebm_log_likelihood
 from dgm.eval.run import evaluate
@@ -43,8 +43,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    load_start = Path("/proc/loadavg").read_text().split()[:3]
-    data = dgm.datasets.load("digits")
+    load_start = loadavg()
+    data = dgm.data.load("digits")
     out = Path(tempfile.mkdtemp()) / "ebm-digits"
     t0 = time.perf_counter()
     dgm.train(
@@ -89,13 +89,12 @@ def main() -> None:
         "gaussian_nll_exact": gauss_nll,
         "gaussian_bpd_exact": gauss_nll / (d * math.log(2)),
     }
-    load_end = Path("/proc/loadavg").read_text().split()[:3]
     report(
         "ebm_digits",
         [row],
         list(row),
         {"config": CONFIG, "samples": png.name, "likelihood": res["likelihood"],
-         "loadavg_start": load_start, "loadavg_end": load_end},
+         "loadavg_start": load_start},
     )  # fmt: skip
 
 

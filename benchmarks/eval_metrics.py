@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 import torch
 
-from _common import median, report  # noqa: I001
-from dgm.data import get_density
+from _common import median, report
+from dgm.api import load_run
+from dgm.data import get_density, load
 from dgm.eval import (
     auprc,
     auroc,
@@ -33,6 +34,7 @@ from dgm.eval import (
     precision_recall,
     reverse_kl,
 )
+from dgm.eval.run import evaluate
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:
@@ -105,10 +107,6 @@ TABLE = [
 
 
 def models(runs: list[str], num_samples: int | None) -> list[dict]:
-    from dgm.api import load_run
-    from dgm.data import load
-    from dgm.eval.run import evaluate
-
     rows = []
     for path in runs:
         run = load_run(path)

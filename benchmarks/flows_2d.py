@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 import dgm.data
-from _common import median, report  # noqa: I001
+from _common import loadavg, median, report
 from dgm.core.spec import DataSpec
 from dgm.eval.density import kl_divergence
 from dgm.models import build, names
@@ -105,7 +104,7 @@ def dgm_entry(name: str, **cfg) -> Callable[[], Entry]:
 
 def zuko_entry(kind: str, depth: int = 2) -> Callable[[], Entry]:
     def make() -> Entry:
-        import zuko
+        import zuko  # optional peer: the ``bench`` extra
 
         common = {"transforms": LAYERS, "hidden_features": (HIDDEN,) * depth}
         if kind == "nsf":
@@ -121,7 +120,7 @@ def zuko_entry(kind: str, depth: int = 2) -> Callable[[], Entry]:
 
 def nflows_entry(kind: str, depth: int = 2, unconditional: bool = False) -> Callable[[], Entry]:
     def make() -> Entry:
-        from nflows.distributions import StandardNormal
+        from nflows.distributions import StandardNormal  # optional peer (``bench`` extra)
         from nflows.flows import Flow
         from nflows.transforms import (
             AffineCouplingTransform,
@@ -175,7 +174,7 @@ def nflows_entry(kind: str, depth: int = 2, unconditional: bool = False) -> Call
 
 def normflows_entry(kind: str) -> Callable[[], Entry]:
     def make() -> Entry:
-        import normflows as nf
+        import normflows as nf  # optional peer: the ``bench`` extra
 
         flows = []
         for _ in range(LAYERS):
@@ -241,11 +240,6 @@ def entries() -> dict[str, Callable[[], Entry]]:
         "normflows realnvp": normflows_entry("realnvp"),
     }
     return out
-
-
-def loadavg() -> str:
-    """The 1, 5 and 15 minute load averages, e.g. ``"4.1 3.9 3.5"``."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def run_density(

@@ -27,10 +27,11 @@ import time
 
 import torch
 
-import dgm
-from _common import report, with_overrides  # noqa: I001
+import dgm.data
+from _common import report, with_overrides
 from dgm.data import Dequantize
 from dgm.eval.likelihood import nll
+from dgm.models import build
 
 PRESETS = {
     "digits": {
@@ -49,7 +50,7 @@ def run(name: str, data, cfg: dict, args) -> dict:
     pre = Dequantize(data.spec.levels)
     if cfg.get("dequantization") == "variational":
         cfg = {"dequantization_levels": data.spec.levels} | cfg
-    model = dgm.models.build(name, pre.spec(data.spec), **cfg)
+    model = build(name, pre.spec(data.spec), **cfg)
     noise = torch.Generator().manual_seed(args.seed + 1)
     train_x, test_x = data.train, data.test
     n = train_x.shape[0]
@@ -134,20 +135,18 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = dgm.datasets.load(args.data)
+    data = dgm.data.load(args.data)
     rows = []
     for name in args.models:
         cfg = with_overrides(PRESETS[args.data][name], args.set)
         rows.append(run(name, data, cfg, args))
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[:3]
     columns = ["model", "parameters", "minutes", "steps", "ms_per_step", "best_val_bpd",
                "selected_minutes", "test_bpd", "test_bpd_last"]  # fmt: skip
     report(
         f"flows_images_{args.data}{args.tag}",
         rows,
         columns,
-        {"args": vars(args), "loadavg_at_end": load},
+        {"args": vars(args)},
     )
 
 

@@ -29,23 +29,16 @@ from pathlib import Path
 
 import torch
 
-import dgm
-from _common import report, with_overrides  # noqa: I001
+import dgm.data
+from _common import loadavg, read_log, report, with_overrides
 from dgm.api import load_run
 from dgm.eval.modes import mode_coverage
 
 NUM_SAMPLES = 2500
 
 
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
-
-
 def run_one(data_name: str, seed: int, steps: int, model_config: dict, train: dict) -> dict:
-    data = dgm.datasets.load(data_name)
+    data = dgm.data.load(data_name)
     out = Path(tempfile.mkdtemp()) / f"gan-{data_name}-{seed}"
     t0, c0 = time.perf_counter(), time.process_time()
     dgm.train(
@@ -59,8 +52,7 @@ def run_one(data_name: str, seed: int, steps: int, model_config: dict, train: di
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     d = data.density
     res = mode_coverage(s, d.modes, d.mode_std)
-    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    last = [r for r in logs if "d_loss" in r][-1]
+    last = [r for r in read_log(out) if "d_loss" in r][-1]
     return {
         "data": data_name,
         "seed": seed,
@@ -90,7 +82,7 @@ def main() -> None:
     # One thread: on this shared 2-core machine two threads were 9x slower per step (contention).
     torch.set_num_threads(args.threads)
     model_config = with_overrides({}, args.set)
-    train = {k: json.loads(v) for k, v in with_overrides({}, args.train_set).items()}
+    train = with_overrides({}, args.train_set)  # dgm parses the values against TrainConfig
     rows, summary = [], []
     for data_name in args.data:
         per_seed = []

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import torch
 
-import dgm
-from _common import median, report, with_overrides  # noqa: I001
+import dgm.data
+from _common import median, read_log, report, step_rates, with_overrides
+from dgm.api import load_run
+from dgm.eval.likelihood import nll
 
 PRESETS = {
     # one hidden layer of 3000 units with dropout 0.5 and the masked direct input-to-output
@@ -70,9 +72,6 @@ PRESETS = {
 
 def fit_epochs(data, model_cfg: dict, train_opts: dict, steps_per_epoch: int, minutes: float):
     """How many epochs (training + validation) fit in ``minutes``, from a short timed run."""
-    from dgm.api import load_run
-    from dgm.eval.likelihood import nll
-
     tmp = Path(tempfile.mkdtemp()) / "calibrate"
     opts = {k: v for k, v in train_opts.items() if k not in ("epochs", "eval_every_epochs")}
     dgm.train("made", data, tmp, model_config=model_cfg, progress=False, steps=100,
@@ -104,7 +103,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.data]
     model_cfg = with_overrides(preset["model"], args.set)
-    data = dgm.datasets.load(args.data)
+    data = dgm.data.load(args.data)
     steps_per_epoch = data.train.shape[0] // preset["train"]["batch_size"]
     train_opts = with_overrides(preset["train"], args.train_set)
     out = Path(args.out or tempfile.mkdtemp()) / f"made-{args.data}"
@@ -119,8 +118,8 @@ def main() -> None:
                  | {"epochs": epochs}))  # fmt: skip
     wall = time.perf_counter() - t0
     summary = json.loads((out / "summary.json").read_text())
-    logs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["steps_per_s"] for r in logs if "steps_per_s" in r]
+    logs = read_log(out)
+    rates = step_rates(logs)
     val_curve = [(r["step"] // steps_per_epoch, r["val_nll"]) for r in logs if "val_nll" in r]
     row = {
         "data": args.data,

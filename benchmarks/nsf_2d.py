@@ -9,14 +9,13 @@ batch 512, and milliseconds per training step (median over the run's logged inte
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
 
-import dgm
-from _common import median, report  # noqa: I001
+import dgm.data
+from _common import median, read_log, report, step_rates
 from dgm.api import load_run
 from dgm.eval.run import evaluate
 
@@ -32,7 +31,7 @@ def main() -> None:
     rows = []
     for model_name in args.models:
         for data_name in args.data:
-            data = dgm.datasets.load(data_name)
+            data = dgm.data.load(data_name)
             out = Path(tempfile.mkdtemp()) / f"{model_name}-{data_name}"
             dgm.train(
                 model_name, data, out, steps=args.steps, batch_size=args.batch_size, lr=1e-3,
@@ -40,8 +39,7 @@ def main() -> None:
             )  # fmt: skip
             run = load_run(out)
             res = evaluate(run.model, data, run.preprocessor, grid_size=400, metrics=["nll", "kl"])
-            logs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
-            rates = [r["steps_per_s"] for r in logs if "steps_per_s" in r]
+            rates = step_rates(read_log(out))
             rows.append(
                 {
                     "model": model_name,

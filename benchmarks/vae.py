@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-import dgm
-import dgm.models.vae  # noqa: F401  (registers vae and iwae until dgm.models imports them)
-from _common import median, report, with_overrides  # noqa: I001
-from dgm.api import load, train  # not dgm.train: the dgm.train package shadows it once imported
+import dgm.data
+from _common import mean_sem, median, read_log, report, step_rates, with_overrides
+from dgm.api import load, train
 from dgm.eval.likelihood import nll
 
 PRESETS = {
@@ -58,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(2)
     preset = PRESETS[args.data]
     model_cfg = with_overrides(preset["model"], args.set)
-    data = dgm.datasets.load(args.data)
+    data = dgm.data.load(args.data)
     train_opts = dict(preset["train"])
     steps_per_epoch = data.train.shape[0] // train_opts["batch_size"]
     common = dict(
@@ -87,15 +85,16 @@ def main() -> None:
               progress=False)  # fmt: skip
     wall = time.perf_counter() - t0
     train_minutes = trained / 60
-    logs = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["steps_per_s"] for r in logs if "steps_per_s" in r]
+    logs = read_log(out)
+    rates = step_rates(logs)
     val_curve = [(r["step"] // steps_per_epoch, r["val_nll"]) for r in logs if "val_nll" in r]
 
     model = load(out)
     x_test = data.test.to(model.dtype)
     torch.manual_seed(0)
     with model.inference():
-        neg_elbo = torch.cat([-model.elbo(xb) for xb in x_test.split(1000)]).double()
+        neg_elbo = torch.cat([-model.elbo(xb) for xb in x_test.split(1000)])
+    neg_elbo_mean, neg_elbo_sem = mean_sem(neg_elbo)
     # a fixed random subset: the binarized-MNIST test split is sorted by class, so its first
     # images are all zeros and ones
     n = min(args.test_n, x_test.shape[0])
@@ -114,8 +113,8 @@ def main() -> None:
         "test_nll_sem": bound["nll_sem"],
         "test_n": n,
         "test_subset": "random, seed 0" if n < x_test.shape[0] else "all",
-        "test_neg_elbo": float(neg_elbo.mean()),
-        "test_neg_elbo_sem": float(neg_elbo.std() / math.sqrt(neg_elbo.numel())),
+        "test_neg_elbo": neg_elbo_mean,
+        "test_neg_elbo_sem": neg_elbo_sem,
         f"best_val_nll_iwae{model.config.eval_k}": summary["best_val_nll"],
         "s_per_epoch": steps_per_epoch / median(rates),  # median rate, validation included
         "s_per_epoch_mean": trained / (summary["steps"] // steps_per_epoch),

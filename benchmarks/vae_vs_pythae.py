@@ -33,19 +33,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import dgm
-import dgm.models.vae  # noqa: F401  (registers vae)
-from _common import report  # noqa: I001
+import dgm.data
+from _common import mean_sem, report
 from dgm.api import load, train
 
 
@@ -60,7 +59,7 @@ def mlp(sizes: list[int], last_bias: bool = True) -> nn.Sequential:
 
 
 def pythae_networks(hidden: int, latent: int, init_bias: torch.Tensor):
-    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.base.base_utils import ModelOutput  # optional peer (``bench`` extra)
     from pythae.models.nn import BaseDecoder, BaseEncoder
 
     class Encoder(BaseEncoder):
@@ -114,15 +113,13 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    from importlib.metadata import version
-
-    import pythae
+    import pythae  # optional peer: the ``bench`` extra
     from pythae.data.datasets import BaseDataset
     from pythae.models import VAE, VAEConfig
     from pythae.trainers import BaseTrainer, BaseTrainerConfig
 
     E, B, H, L, lr = args.epochs, args.batch_size, args.hidden, args.latent, args.lr
-    data = dgm.datasets.load("binarized-mnist")
+    data = dgm.data.load("binarized-mnist")
     x_train, x_test = data.train.float(), data.test.float()
     sub = torch.randperm(x_test.shape[0], generator=torch.Generator().manual_seed(0))[: args.test_n]
     x_eval = x_test[sub]
@@ -180,7 +177,9 @@ def main() -> None:
 
         pythae_nelbo = neg_elbo(encode, pm.decoder.logits, x_eval, eps)
 
-    sem = lambda v: float(v.std() / math.sqrt(v.numel()))  # noqa: E731
+    def sem(v: torch.Tensor) -> float:
+        return mean_sem(v)[1]
+
     rows = [
         {
             "library": "dgm " + dgm.__version__,
