@@ -177,7 +177,7 @@ def test_evaluate_is_deterministic_and_explains_what_does_not_apply(ring8, one_t
         evaluate(sampler, ring8, metrics=["nll"])
     res = evaluate(sampler, ring8, max_test=300, metrics=None, grid_size=50)
     assert {"nll", "kl", "anomaly"} <= set(res["skipped"]) and res["likelihood"] is None
-    digits_like = type("D", (), {"name": "digits", "density": None})()
+    digits_like = type("D", (), {"name": "digits", "density": None, "feature_data": None})()
     digits_like.spec = DataSpec((1, 8, 8), "discrete", levels=17)
     assert "separated modes" in not_applicable(model, digits_like, "modes")
     assert "known density" in not_applicable(model, digits_like, "kl")
