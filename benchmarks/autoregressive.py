@@ -207,7 +207,7 @@ def likelihood(args: argparse.Namespace) -> None:
     _, world = ddp.setup()
     tmp = Path(tempfile.mkdtemp())
     nll_rows, anomaly_rows, coding_rows = [], [], []
-    bmnist, digits = dgm.datasets.load("binarized-mnist"), dgm.datasets.load("digits")
+    bmnist, digits = dgm.data.load("binarized-mnist"), dgm.data.load("digits")
     g = torch.Generator().manual_seed(0)
     clean = bmnist.test[: args.anomaly_size]
     flipped = pixel_flips(clean, 0.05, generator=g)

@@ -137,7 +137,7 @@ def main() -> None:
     load_start = Path("/proc/loadavg").read_text().split()[:3]
     rows, peer = [], []
     for data_name in args.data:
-        data = dgm.datasets.load(data_name)
+        data = dgm.data.load(data_name)
         x_train = data.split("train")[0].float()
         x_test = data.density.sample(5000, generator=torch.Generator().manual_seed(123)).float()
         models = [] if args.no_flow else [("nsf", {})]

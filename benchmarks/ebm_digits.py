@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     load_start = Path("/proc/loadavg").read_text().split()[:3]
-    data = dgm.datasets.load("digits")
+    data = dgm.data.load("digits")
     out = Path(tempfile.mkdtemp()) / "ebm-digits"
     t0 = time.perf_counter()
     dgm.train(

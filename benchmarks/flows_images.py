@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = dgm.datasets.load(args.data)
+    data = dgm.data.load(args.data)
     rows = []
     for name in args.models:
         cfg = with_overrides(PRESETS[args.data][name], args.set)

@@ -45,7 +45,7 @@ def loadavg() -> str:
 
 
 def run_one(data_name: str, seed: int, steps: int, model_config: dict, train: dict) -> dict:
-    data = dgm.datasets.load(data_name)
+    data = dgm.data.load(data_name)
     out = Path(tempfile.mkdtemp()) / f"gan-{data_name}-{seed}"
     t0, c0 = time.perf_counter(), time.process_time()
     dgm.train(

@@ -104,7 +104,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.data]
     model_cfg = with_overrides(preset["model"], args.set)
-    data = dgm.datasets.load(args.data)
+    data = dgm.data.load(args.data)
     steps_per_epoch = data.train.shape[0] // preset["train"]["batch_size"]
     train_opts = with_overrides(preset["train"], args.train_set)
     out = Path(args.out or tempfile.mkdtemp()) / f"made-{args.data}"

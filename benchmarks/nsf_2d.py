@@ -32,7 +32,7 @@ def main() -> None:
     rows = []
     for model_name in args.models:
         for data_name in args.data:
-            data = dgm.datasets.load(data_name)
+            data = dgm.data.load(data_name)
             out = Path(tempfile.mkdtemp()) / f"{model_name}-{data_name}"
             dgm.train(
                 model_name, data, out, steps=args.steps, batch_size=args.batch_size, lr=1e-3,

@@ -58,7 +58,7 @@ def main() -> None:
     torch.set_num_threads(2)
     preset = PRESETS[args.data]
     model_cfg = with_overrides(preset["model"], args.set)
-    data = dgm.datasets.load(args.data)
+    data = dgm.data.load(args.data)
     train_opts = dict(preset["train"])
     steps_per_epoch = data.train.shape[0] // train_opts["batch_size"]
     common = dict(

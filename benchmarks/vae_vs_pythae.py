@@ -122,7 +122,7 @@ def main() -> None:
     from pythae.trainers import BaseTrainer, BaseTrainerConfig
 
     E, B, H, L, lr = args.epochs, args.batch_size, args.hidden, args.latent, args.lr
-    data = dgm.datasets.load("binarized-mnist")
+    data = dgm.data.load("binarized-mnist")
     x_train, x_test = data.train.float(), data.test.float()
     sub = torch.randperm(x_test.shape[0], generator=torch.Generator().manual_seed(0))[: args.test_n]
     x_eval = x_test[sub]
