@@ -112,7 +112,7 @@ def not_applicable(model: Model, dataset: Dataset, metric: str) -> str | None:
                 f"{metric} needs features, which dgm learns from class labels, and "
                 f"{dataset.name!r} has none; pass features= from Python"
             )
-    if metric == "modes" and getattr(density, "modes", None) is None:
+    if metric == "modes" and (density is None or density.modes is None):
         return (
             f"modes needs data made of separated modes (ring8, grid25, 8gaussians), and "
             f"{dataset.name!r} is not"
