@@ -1,7 +1,7 @@
 """dgm: deep generative models behind one contract.
 
 >>> import dgm
->>> data = dgm.datasets.load("8gaussians")
+>>> data = dgm.data.load("8gaussians")
 >>> model = dgm.models.build("nsf", data.spec, num_layers=2)
 >>> model.log_prob(data.test[:4]).shape
 torch.Size([4])
@@ -15,15 +15,15 @@ import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "TrainConfig", "datasets", "load", "load_run", "models", "train"]
+__all__ = ["__version__", "TrainConfig", "data", "load", "load_run", "models", "train"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dgm import datasets, models
+    from dgm import data, models
     from dgm.api import load, load_run, train
     from dgm.train.config import TrainConfig
 
 # Lazy attributes keep `import dgm` and `dgm --help` fast (torch is imported on first use).
-_MODULES = ("models", "datasets", "api")
+_MODULES = ("models", "data", "api")
 _API = ("train", "load", "load_run")
 
 

@@ -10,7 +10,6 @@ checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 from dataclasses import dataclass
@@ -26,8 +25,12 @@ from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgm.core.io import atomic_write_text, load_tensors, save_tensors
 from dgm.core.model import Model
 from dgm.core.spec import DataSpec
-from dgm.eval.likelihood import nll as nll_metric
+from dgm.data import Dataset, default_preprocessor, preprocessor_from_config
+from dgm.data import load as load_dataset
+from dgm.eval.summary import summarize
 from dgm.models import get as get_model_class
+from dgm.plots.run import write_plots
+from dgm.train import distributed as ddp
 from dgm.train.checkpoint import latest_checkpoint, read_checkpoint
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
@@ -35,10 +38,6 @@ from dgm.train.engine import Trainer
 __all__ = ["train", "load", "load_run", "Run", "RUN_KEYS"]
 
 RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
-SUMMARY_MAX_TRAIN = 10_000
-SUMMARY_MAX_COSTLY = 1000
-#: the training split of such models: its NLL only shows over-fitting, half as many suffice
-SUMMARY_MAX_COSTLY_TRAIN = 500
 
 
 @dataclass
@@ -79,10 +78,7 @@ def read_run_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _resolve_dataset(data: Any, data_dir: str | Path | None):
-    from dgm.data import Dataset
-    from dgm.data import load as load_dataset
-
+def _resolve_dataset(data: Any, data_dir: str | Path | None) -> tuple[Dataset, dict[str, Any]]:
     if isinstance(data, Dataset):
         return data, {"name": data.name, "data_dir": None}
     if not isinstance(data, (str, Path)):
@@ -125,7 +121,7 @@ def train(
 
     Args:
         model: a registry name (``"made"``, ``"nsf"``, ...) or a built :class:`Model`.
-        data: a dataset name (``dgm.datasets.names()``), a ``.npy/.npz/.csv`` path, or a Dataset.
+        data: a dataset name (``dgm.data.names()``), a ``.npy/.npz/.csv`` path, or a Dataset.
         out: run directory. An existing run is an error unless ``resume`` or ``overwrite``.
         model_config: hyperparameters of the model (checked against its ``Config``).
         preprocess: a preprocessor config (``{"name": "binarize", ...}``); by default discrete
@@ -138,9 +134,6 @@ def train(
     >>> sorted(p.name for p in d.iterdir())[:3]
     ['checkpoints', 'config.yaml', 'metrics.jsonl']
     """
-    from dgm.data import default_preprocessor, preprocessor_from_config
-    from dgm.train import distributed as ddp
-
     out = Path(out)
     rank, _ = ddp.setup(str(train_options.get("device", "cpu")))
     if resume:
@@ -207,7 +200,7 @@ def train(
     if built.spec != pre.spec(dataset.spec):
         raise DataError(
             f"model was built for {built.spec} but the data (after preprocessing) is "
-            f"{pre.spec(dataset.spec)}; build it with dgm.datasets.load(...).spec"
+            f"{pre.spec(dataset.spec)}; build it with dgm.data.load(...).spec"
         )
     if cfg_doc is None:
         cfg_doc = {
@@ -243,7 +236,7 @@ def train(
     built.load_state_dict(trainer.final_weights())
     save_tensors(built.state_dict(), out / "model.safetensors")
     summary = (
-        summarize(built, dataset, pre, tcfg)
+        summarize(built, dataset, pre, seed=tcfg.seed)
         | info
         | {"model": model_name, "data": data_entry["name"]}
     )
@@ -252,109 +245,8 @@ def train(
     return out
 
 
-def write_plots(out: Path, model: Model, pre: Any, dataset: Any, *, seed: int = 0) -> list[Path]:
-    """Write ``samples.png`` and, for 2-D data with an exact model density, ``density.png``
-    (the model beside the true density). Each file appears atomically."""
-    from dgm.plots import save_density, save_latent_map, save_reconstructions, save_samples
-
-    written = []
-    model.eval()
-    torch.manual_seed(seed)
-    two_d = dataset.spec.event_shape == (2,)
-    density = getattr(dataset, "density", None)
-    bounds = density.bounds if density is not None else None
-    with model.inference():
-        s = pre.inverse(model.sample(2000 if two_d else 100)).to("cpu")
-    tmp = out / ".samples.tmp.png"
-    save_samples(s, tmp, levels=dataset.spec.levels, bounds=bounds, title=f"{model.name} samples")
-    tmp.replace(out / "samples.png")
-    written.append(out / "samples.png")
-    if model.has_latent and dataset.spec.is_image:
-        x, labels = dataset.split("test")
-        y = labels if model.conditional else None
-        with model.inference():
-            xm, _ = pre(x[:2000].to(model.device, model.dtype))
-            yb = None if y is None else y[:2000].to(model.device)
-            pairs = model.reconstructions(xm[:16], None if yb is None else yb[:16])
-            pairs = pre.inverse(pairs.flatten(0, 1)).reshape(pairs.shape).to("cpu")
-            latent = model.latent_map(xm, yb)
-            latent["grid"] = pre.inverse(latent["grid"].flatten(0, 1)).reshape(latent["grid"].shape)
-        for name, draw in (
-            (
-                "reconstructions",
-                lambda p: save_reconstructions(pairs, p, levels=dataset.spec.levels),
-            ),
-            (
-                "latent",
-                lambda p: save_latent_map(
-                    latent,
-                    p,
-                    labels=None if labels is None else labels[:2000],
-                    levels=dataset.spec.levels,
-                ),
-            ),  # fmt: skip
-        ):
-            tmp = out / f".{name}.tmp.png"
-            draw(tmp)
-            tmp.replace(out / f"{name}.png")
-            written.append(out / f"{name}.png")
-    if two_d and model.exact_likelihood:
-        if bounds is None:
-            lo, hi = dataset.train.min(0).values, dataset.train.max(0).values
-            bounds = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
-
-        def log_q(pts: torch.Tensor) -> torch.Tensor:
-            with model.inference():
-                xm, ld = pre(pts.to(model.device, model.dtype))
-                return (model.log_prob(xm) + ld).to("cpu", torch.float64)
-
-        true = density.log_prob if density is not None and density.exact_log_prob else None
-        tmp = out / ".density.tmp.png"
-        # A density that needs autograd at inference (ODE trace, MCMC energy) costs tens of network
-        # passes per point: a 80 x 80 grid keeps the plot to seconds instead of many minutes.
-        n = 80 if model.needs_grad_for_inference else 200
-        save_density(log_q, tmp, bounds, true_log_prob=true, n=n, title=f"{model.name} density")
-        tmp.replace(out / "density.png")
-        written.append(out / "density.png")
-    return written
-
-
-def summarize(model: Model, dataset: Any, pre: Any, tcfg: TrainConfig) -> dict[str, Any]:
-    """Final train (first 10k) / validation / test NLL in nats and bits/dim, where defined."""
-    model.eval()
-    res: dict[str, Any] = {}
-    if not (model.exact_likelihood or model.likelihood_bound):
-        res["likelihood"] = None
-        return res
-    for split in ("train", "val", "test"):
-        x, y = dataset.split(split)
-        if x is None or x.shape[0] == 0:
-            continue
-        # models whose likelihood needs autograd (an ODE trace) cost seconds per hundred points:
-        # their summary scores the first SUMMARY_MAX_COSTLY examples of each split (counted below)
-        cap = SUMMARY_MAX_COSTLY if model.needs_grad_for_inference else None
-        if split == "train":
-            cap = SUMMARY_MAX_COSTLY_TRAIN if model.needs_grad_for_inference else SUMMARY_MAX_TRAIN
-        if cap is not None:
-            x = x[:cap]
-            y = None if y is None else y[:cap]
-        g = torch.Generator(device=model.device).manual_seed(tcfg.seed + 99)
-        y = y if model.conditional else None
-        m = nll_metric(model, x, y, preprocessor=pre, generator=g)
-        res[f"{split}_nll"] = m["nll"]
-        res[f"{split}_nll_sem"] = m["nll_sem"]
-        res[f"{split}_bpd"] = m["bpd"]
-        res[f"{split}_nll_examples"] = int(x.shape[0])
-        res["likelihood"] = m["likelihood"]
-    return {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()
-    }
-
-
 def load_run(path: str | Path, *, device: str = "cpu") -> Run:
     """Load a run directory: the model with its final (or newest checkpointed) weights."""
-    from dgm.data import preprocessor_from_config
-
     path = Path(path)
     cfg = read_run_config(path)
     try:

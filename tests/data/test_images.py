@@ -125,6 +125,23 @@ def test_data_dir_from_environment_and_explicit_dir_wins(tmp_path, monkeypatch):
     assert str(arg_dir) in str(err.value) and str(env_dir) not in str(err.value)
 
 
+def test_default_data_dir_is_shared_data_beside_the_working_directory(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(DataError, match="searched via the default location") as err:
+        load("binarized-mnist")
+    target = tmp_path / "shared" / "data" / "binarized_mnist"
+    assert f"put the file in {target}/" in str(err.value)
+    monkeypatch.setattr(images, "BINARIZED_MNIST_ROWS", SMALL)
+    md5 = _fake_binarized(target / images.BINARIZED_MNIST_FILE, SMALL)
+    monkeypatch.setattr(images, "BINARIZED_MNIST_MD5", md5)
+    assert load("binarized-mnist").train.shape == (6, 1, 28, 28)
+    monkeypatch.setenv("DGM_DATA", str(tmp_path / "elsewhere"))  # $DGM_DATA wins over the default
+    with pytest.raises(DataError, match=r"searched via \$DGM_DATA"):
+        load("binarized-mnist")
+
+
 def test_partially_missing_mnist_names_only_the_missing_file(tmp_path):
     for name in list(images.MNIST_MD5)[:3]:
         (tmp_path / "mnist").mkdir(exist_ok=True)

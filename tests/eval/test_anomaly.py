@@ -97,10 +97,12 @@ def test_builtin_shifts_suit_the_data(tmp_path):
     assert set(shifts) == {"noise", "fgsm"}
     for xs, ys in shifts.values():
         assert xs.shape == x.shape and torch.equal(ys, y) and xs.max() <= 16
-    binary = type(digits)("b", digits.spec.__class__((1, 8, 8), "discrete", levels=2), x, x, x)
+    spec = digits.spec.__class__((1, 8, 8), "discrete", levels=2)
+    binary = type(digits)("b", spec, x, x, x, ood_dataset="digits")
     shifts = builtin_shifts(binary, (x > 8).float())
     assert set(shifts) == {"flips", "other"}  # the digits themselves, binarized
     assert set(shifts["other"][0].unique().tolist()) <= {0.0, 1.0}
+    assert set(builtin_shifts(type(digits)("b", spec, x, x, x), (x > 8).float())) == {"flips"}
     points = load("ring8")
     (noisy, labels), *_ = builtin_shifts(points, points.test[:50]).values()
     assert noisy.shape == (50, 2) and labels is None

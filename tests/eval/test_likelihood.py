@@ -13,7 +13,7 @@ from torch import nn
 from dgm.core.errors import DgmError
 from dgm.core.model import Model
 from dgm.core.spec import DataSpec
-from dgm.data import Dequantize, load
+from dgm.data import Dataset, Dequantize, load
 from dgm.eval.likelihood import bits_per_dim, log_likelihood, nll
 from dgm.eval.run import METRICS, evaluate, format_table, not_applicable
 
@@ -177,10 +177,20 @@ def test_evaluate_is_deterministic_and_explains_what_does_not_apply(ring8, one_t
         evaluate(sampler, ring8, metrics=["nll"])
     res = evaluate(sampler, ring8, max_test=300, metrics=None, grid_size=50)
     assert {"nll", "kl", "anomaly"} <= set(res["skipped"]) and res["likelihood"] is None
-    digits_like = type("D", (), {"name": "digits", "density": None})()
+    digits_like = type("D", (), {"name": "digits", "density": None, "feature_data": None})()
     digits_like.spec = DataSpec((1, 8, 8), "discrete", levels=17)
     assert "separated modes" in not_applicable(model, digits_like, "modes")
     assert "known density" in not_applicable(model, digits_like, "kl")
     assert "class labels" in not_applicable(model, digits_like, "fid")
     with pytest.raises(DgmError, match="unknown metric"):
         not_applicable(model, ring8, "bleu")
+
+
+def test_feature_metrics_apply_to_images_that_declare_labelled_data(ring8):
+    spec = DataSpec((1, 4, 4), "discrete", levels=2)
+    x = torch.zeros(4, 1, 4, 4)
+    model = Gauss(ring8.spec)
+    unlabelled = Dataset("blank", spec, x, x, x)
+    declared = Dataset("blank", spec, x, x, x, feature_data=lambda: (x, torch.zeros(4), x, None))
+    assert "class labels" in not_applicable(model, unlabelled, "fid")
+    assert all(not_applicable(model, declared, m) is None for m in ("fid", "kid", "prd"))

@@ -372,7 +372,7 @@ def test_eval_reports_likelihood_free_metrics(ring_runs):
 
     full, _ = ring_runs
     run = load_run(full)
-    res = evaluate(run.model, dgm.datasets.load("ring8"), run.preprocessor, num_samples=200)
+    res = evaluate(run.model, dgm.data.load("ring8"), run.preprocessor, num_samples=200)
     assert res["likelihood"] is None
     assert {"nll", "kl", "anomaly"} <= set(res["skipped"])
     for key in ("c2st_accuracy", "mmd2", "fid", "modes_captured", "modes_high_quality"):

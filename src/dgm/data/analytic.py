@@ -61,12 +61,17 @@ class Density2D:
         exact_log_prob: ``log_prob`` is the exact log-density (False when there is no closed form).
         bounds: ``(xmin, xmax, ymin, ymax)``, a box holding all but a negligible part (< 1e-6) of
             the mass, for grid plots and grid integrals.
+        modes, mode_std: ``(K, 2)`` centres and the common std of separated modes, for the
+            mode-coverage metric (:func:`dgm.eval.mode_coverage`); ``None`` for a density that is
+            not made of separated modes.
     """
 
     name: str = ""
     description: str = ""
     exact_log_prob: bool = True
     bounds: tuple[float, float, float, float] = (-4.0, 4.0, -4.0, 4.0)
+    modes: Tensor | None = None
+    mode_std: float | None = None
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density in nats of points ``x`` of shape ``(B, 2)``; returns ``(B,)`` in the

@@ -1,21 +1,24 @@
-"""The :class:`Dataset` record: three splits of raw data as tensors, a spec, optional labels."""
+"""The :class:`Dataset` record: three splits of raw data as tensors, a spec, optional labels, and
+what evaluation needs to know about the data (its true density, its out-of-distribution partner,
+labelled data for a feature network)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
 from dgm.core.errors import DataError
 from dgm.core.spec import DataSpec
+from dgm.data.analytic import Density2D
 
-if TYPE_CHECKING:  # pragma: no cover
-    from dgm.data.analytic import Density2D
-
-__all__ = ["Dataset", "SPLITS"]
+__all__ = ["Dataset", "LabelledSplits", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
+
+#: ``(x_train, y_train, x_val, y_val)`` in a dataset's raw space; the validation pair may be None
+LabelledSplits = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
 
 
 @dataclass
@@ -31,8 +34,15 @@ class Dataset:
         spec: event shape, kind, levels and number of classes.
         train, val, test: the splits, each ``(N, *event_shape)`` float32.
         train_labels, val_labels, test_labels: int64 class labels ``(N,)``, or ``None``.
-        density: the analytic density the 2-D data was drawn from, else ``None``.
+        density: the analytic density the 2-D data was drawn from, else ``None``; evaluation
+            reads its exact ``log_prob`` (KL, total variation) and its ``modes`` (mode coverage).
         description: one line for ``dgm list`` and reports.
+        ood_dataset: the name of a built-in dataset whose test images, brought to this one's
+            shape and levels, are the out-of-distribution inputs of the anomaly check
+            (``digits`` for ``mnist`` and the other way round), else ``None``.
+        feature_data: for data whose own splits carry no labels, a function returning
+            :data:`LabelledSplits` in this dataset's raw space to train the feature network of
+            the feature-space metrics on (``binarized-mnist``: MNIST binarized), else ``None``.
     """
 
     name: str
@@ -45,6 +55,10 @@ class Dataset:
     test_labels: Tensor | None = None
     density: Density2D | None = None
     description: str = ""
+    ood_dataset: str | None = None
+    feature_data: Callable[[], LabelledSplits] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         shape = self.spec.event_shape
@@ -66,6 +80,16 @@ class Dataset:
         if name not in SPLITS:
             raise DataError(f"unknown split {name!r}; the splits are 'train', 'val' and 'test'")
         return getattr(self, name), getattr(self, f"{name}_labels")
+
+    def labelled_splits(self) -> LabelledSplits | None:
+        """Labelled training and validation data for a classifier of this data (the feature
+        network of :mod:`dgm.eval.features`): the dataset's own labelled splits, else those of
+        ``feature_data``, else ``None``."""
+        if self.train_labels is not None and self.spec.num_classes:
+            return self.train, self.train_labels, self.val, self.val_labels
+        if self.feature_data is not None:
+            return self.feature_data()
+        return None
 
     def __repr__(self) -> str:
         sizes = "/".join(str(getattr(self, s).shape[0]) for s in SPLITS)

@@ -15,6 +15,9 @@ Kind: image-shaped data whose values are all integers in ``0 .. 255`` is discret
 ``levels = max + 1`` (at least 2, so 0/1 data is binary); vectors are discrete only when every value
 is 0 or 1 (binary, ``levels = 2``); anything else is continuous.
 
+Square images with levels take ``digits`` as their out-of-distribution partner
+(:attr:`Dataset.ood_dataset`): its test images, resized, are the "other" shift of the anomaly check.
+
 The 80 / 10 / 10 split is a fixed permutation, ``np.random.default_rng(0)``, the same in every run
 so that a model's test figures never depend on a training seed. Files are read with
 ``allow_pickle=False``: nothing is ever unpickled.
@@ -222,6 +225,7 @@ def _to_dataset(p: Path, splits: dict[str, np.ndarray], labels: dict[str, np.nda
         int(max(int(y.max()) for y in label_tensors.values())) + 1 if label_tensors else None
     )
     spec = DataSpec(event_shape, kind, levels=levels, num_classes=num_classes)
+    square_images = spec.is_image and event_shape[1] == event_shape[2]
     return Dataset(
         name=str(p),
         spec=spec,
@@ -234,4 +238,5 @@ def _to_dataset(p: Path, splits: dict[str, np.ndarray], labels: dict[str, np.nda
         description=f"user data from {p}: {kind}"
         + (f", {levels} levels" if levels else "")
         + f", event shape {tuple(event_shape)}",
+        ood_dataset="digits" if square_images and levels is not None else None,
     )

@@ -26,7 +26,7 @@ import torch
 
 from dgm.core.errors import DataError
 from dgm.core.spec import DataSpec
-from dgm.data.dataset import Dataset
+from dgm.data.dataset import Dataset, LabelledSplits
 from dgm.data.storage import check_md5, find_files
 
 __all__ = [
@@ -105,6 +105,7 @@ def load_digits() -> Dataset:
         val_labels=_labels(y[parts[1]]),
         test_labels=_labels(y[parts[2]]),
         description="scikit-learn's 8x8 digits, 17 levels, 10 classes; fixed 1000/350/447 split",
+        ood_dataset="mnist",
     )
 
 
@@ -195,6 +196,7 @@ def load_mnist(data_dir: str | Path | None = None) -> Dataset:
         val_labels=_labels(tr_y[n:]),
         test_labels=_labels(te_y),
         description="MNIST, 256 levels, 10 classes; 50k/10k/10k (val = last 10k of train)",
+        ood_dataset="digits",
     )
 
 
@@ -265,4 +267,22 @@ def load_binarized_mnist(data_dir: str | Path | None = None) -> Dataset:
         test=images("test"),
         test_labels=None if labels is None else _labels(labels),
         description="MNIST with the fixed binarization of Salakhutdinov & Murray; 50k/10k/10k",
+        ood_dataset="digits",
+        feature_data=functools.partial(_binarized_feature_data, data_dir),
     )
+
+
+def _binarized_feature_data(data_dir: str | Path | None) -> LabelledSplits:
+    """Labelled data for ``binarized-mnist``, whose training split has no labels: the MNIST
+    training and validation images binarized with a fixed seed (0), with their labels."""
+    try:
+        mnist = load_mnist(data_dir)
+    except DataError as e:
+        raise DataError(
+            "binarized-mnist has no training labels; its feature network is trained on the "
+            f"MNIST images binarized, but MNIST could not be loaded ({e})"
+        ) from None
+    g = torch.Generator().manual_seed(0)
+    xb = torch.bernoulli(mnist.train / 255.0, generator=g)
+    xv = torch.bernoulli(mnist.val / 255.0, generator=g)
+    return xb, mnist.train_labels, xv, mnist.val_labels

@@ -4,8 +4,10 @@ Data directory resolution, first match wins:
 
 1. the explicit ``data_dir`` argument (``--data-dir`` on the command line);
 2. the environment variable ``DGM_DATA``;
-3. otherwise both defaults that exist: ``../shared/data`` relative to the working directory, and
-   ``shared/data`` beside the checkout that holds the ``dgm`` package (``<checkout>/../shared/data``).
+3. otherwise ``../shared/data`` relative to the current working directory.
+
+Nothing is derived from where the ``dgm`` package itself is installed. When no directory holds the
+files, the error names the files and the directory to put them in.
 
 Inside a data directory a file may sit directly in it or in the dataset's subfolder
 (``mnist/``, ``binarized_mnist/``). Nothing is ever downloaded.
@@ -21,34 +23,29 @@ from pathlib import Path
 
 from dgm.core.errors import DataError
 
-__all__ = ["ENV_VAR", "check_md5", "data_dirs", "find_files", "md5sum"]
+__all__ = ["ENV_VAR", "check_md5", "data_dirs", "default_dir", "find_files", "md5sum"]
 
 ENV_VAR = "DGM_DATA"
 
 
-def _default_dirs() -> list[Path]:
-    cwd_dir = Path.cwd().parent / "shared" / "data"
-    # src/dgm/data/storage.py -> parents[3] is the checkout; its sibling shared/data
-    checkout_dir = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-    out: list[Path] = []
-    for d in (cwd_dir, checkout_dir):
-        if d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
-    return out
+def default_dir() -> Path:
+    """``../shared/data`` relative to the current working directory."""
+    return Path.cwd().parent / "shared" / "data"
 
 
 def data_dirs(data_dir: str | Path | None = None) -> tuple[list[Path], str]:
     """The directories to search, in order, and a phrase saying where they came from.
 
-    An explicit ``data_dir`` or ``$DGM_DATA`` is used alone (even if it does not exist, so that a
-    typo is reported rather than silently replaced by a default).
+    One directory, the first of ``data_dir``, ``$DGM_DATA`` and :func:`default_dir`; an explicit
+    ``data_dir`` or ``$DGM_DATA`` is used even if it does not exist, so that a typo is reported
+    rather than silently replaced by the default.
     """
     if data_dir is not None:
         return [Path(data_dir).expanduser()], "--data-dir"
     env = os.environ.get(ENV_VAR)
     if env:
         return [Path(env).expanduser()], f"${ENV_VAR}"
-    return [d for d in _default_dirs() if d.is_dir()] or _default_dirs(), "the default locations"
+    return [default_dir()], "the default location ../shared/data"
 
 
 def find_files(

@@ -10,7 +10,9 @@
 * anomaly detection: :func:`auroc`, :func:`auprc`, :func:`mann_whitney_u` and the shifts
   :func:`pixel_noise`, :func:`pixel_flips`, :func:`fgsm`, :func:`resize_images`,
   :func:`builtin_shifts`
-* everything that applies to a trained model: :func:`dgm.eval.run.evaluate`
+* everything that applies to a trained model: :func:`dgm.eval.run.evaluate`, which calls one
+  function per metric family (:mod:`dgm.eval.suite`); the final NLL of a run's splits:
+  :func:`dgm.eval.summary.summarize`
 """
 
 from dgm.eval.anomaly import (

@@ -10,8 +10,9 @@ with the model's log-likelihood (``dgm score``) and ask how well the score separ
 * Shifts: :func:`pixel_noise`, :func:`pixel_flips` (binary images), :func:`fgsm` (adversarial
   perturbations against a classifier, as in PixelDefend: Song, Kim, Nowozin, Ermon & Kushman,
   "PixelDefend", ICLR 2018, who found that such inputs get low likelihood under PixelCNN), and
-  :func:`resize_images` to bring another dataset to the shape and levels of this one
-  (:func:`other_dataset`); :func:`builtin_shifts` applies those that suit a dataset.
+  :func:`resize_images` to bring the dataset's declared out-of-distribution partner to the shape
+  and levels of this one (:func:`other_dataset`); :func:`builtin_shifts` applies those that suit
+  a dataset.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core.errors import DgmError
+from dgm.data import Dataset, load
 
 __all__ = [
     "auprc",
@@ -210,24 +212,24 @@ def resize_images(
     return (v * (levels_to - 1)).round().clamp(0, levels_to - 1)
 
 
-def other_dataset(dataset: Any, data_dir: Any) -> tuple[Tensor, Tensor | None] | None:
-    """Another digits dataset brought to this one's shape and levels, with its labels (the same
-    ten classes), or ``None`` when it cannot be loaded."""
-    from dgm.data import load
-
+def other_dataset(dataset: Dataset, data_dir: Any) -> tuple[Tensor, Tensor | None] | None:
+    """The test images of the dataset's out-of-distribution partner (``dataset.ood_dataset``,
+    e.g. ``mnist`` for ``digits``) brought to this one's shape and levels, with their labels (the
+    same ten classes); ``None`` when the dataset names no partner or it cannot be loaded."""
     spec = dataset.spec
-    other = "mnist" if dataset.name == "digits" else "digits"
+    if dataset.ood_dataset is None or spec.levels is None:
+        return None
     try:
-        src, labels = load(other, data_dir=data_dir).split("test")
+        other = load(dataset.ood_dataset, data_dir=data_dir)
     except DgmError:
         return None
-    levels_from = 256 if other == "mnist" else 17
+    src, labels = other.split("test")
     size = spec.event_shape[1:]
-    return resize_images(src, size, levels_from, spec.levels, spec.event_shape[0]), labels
+    return resize_images(src, size, other.spec.levels, spec.levels, spec.event_shape[0]), labels
 
 
 def builtin_shifts(
-    dataset: Any,
+    dataset: Dataset,
     x: Tensor,
     y: Tensor | None = None,
     features: Any = None,
@@ -242,8 +244,9 @@ def builtin_shifts(
     * images with more than 2 levels: ``"noise"`` (10% of the range, rounded) and, given a
       classifier ``features`` with a ``logits`` method and labels, ``"fgsm"`` at 10% of the range;
     * binary images: ``"flips"`` with probability 0.05;
-    * square images: ``"other"``, another digits dataset resized to this one
-      (:func:`other_dataset`), when it can be loaded.
+    * images whose dataset names an out-of-distribution partner (``dataset.ood_dataset``):
+      ``"other"``, the partner's test images resized to this one (:func:`other_dataset`), when it
+      can be loaded.
     """
     spec = dataset.spec
     g = torch.Generator().manual_seed(seed + 7)
@@ -258,9 +261,8 @@ def builtin_shifts(
         out["noise"] = (pixel_noise(x, 0.1, levels=levels, generator=g), y)
         if hasattr(features, "logits") and y is not None:
             out["fgsm"] = (fgsm(features.logits, x, y, 0.1, levels=levels), y)
-    if levels is not None and spec.event_shape[1] == spec.event_shape[2]:
-        other = other_dataset(dataset, data_dir)
-        if other is not None:
-            xo, yo = other
-            out["other"] = (xo[: x.shape[0]], None if yo is None else yo[: x.shape[0]])
+    other = other_dataset(dataset, data_dir)
+    if other is not None:
+        xo, yo = other
+        out["other"] = (xo[: x.shape[0]], None if yo is None else yo[: x.shape[0]])
     return out

@@ -2,10 +2,11 @@
 
 The usual feature network, Inception-v3, needs weights from the internet; **Inception FID is not
 possible offline**. dgm instead trains a small classifier on the dataset's own labels (``digits``,
-``mnist``; ``binarized-mnist`` uses the MNIST training images binarized with a fixed seed, since its
-own training split has no labels) and uses its penultimate layer as features. The trained weights
-are cached as safetensors under a cache directory, keyed by a SHA-256 checksum of the training data
-and labels, the hyperparameters and :data:`CODE_VERSION`, so every evaluation of the same data uses
+``mnist``), or on the labelled data a dataset declares when its own training split has none
+(:attr:`dgm.data.Dataset.feature_data`; ``binarized-mnist``: the MNIST training images binarized
+with a fixed seed), and uses its penultimate layer as features. The trained weights are cached
+as safetensors under a cache directory, keyed by a SHA-256 checksum of the training data and
+labels, the hyperparameters and :data:`CODE_VERSION`, so every evaluation of the same data uses
 the same network. Scores on these features compare models on the same data with each other; they
 are **not comparable with published FID / KID figures**.
 
@@ -30,9 +31,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from dgm.core.errors import DataError, DgmError
+from dgm.core.io import save_tensors
+from dgm.data.dataset import Dataset, LabelledSplits
+from dgm.data.storage import data_dirs
 
 __all__ = [
     "CACHE_ENV_VAR",
@@ -167,8 +172,6 @@ def default_cache_dir(data_dir: str | Path | None = None) -> Path:
     env = os.environ.get(CACHE_ENV_VAR)
     if env:
         return Path(env).expanduser() / "features"
-    from dgm.data.storage import data_dirs
-
     for d in data_dirs(data_dir)[0]:
         if d.is_dir() and os.access(d, os.W_OK):
             return d / "cache" / "features"
@@ -239,10 +242,6 @@ def classifier_features(
     accuracy. A cache file that cannot be read is rebuilt (it holds derived data only).
     ``info`` of the result records ``key``, ``path``, ``val_accuracy`` and ``cached``.
     """
-    from safetensors import SafetensorError, safe_open
-
-    from dgm.core.io import save_tensors
-
     hp = {
         "num_classes": num_classes,
         "feature_dim": 64,
@@ -281,42 +280,31 @@ def classifier_features(
     return extractor
 
 
-def _training_data(dataset: Any, data_dir: str | Path | None) -> tuple[Tensor, ...]:
-    """``(x, y, x_val, y_val)`` in the dataset's raw space to train its feature network on."""
-    if dataset.train_labels is not None and dataset.spec.num_classes:
-        return dataset.train, dataset.train_labels, dataset.val, dataset.val_labels
-    if dataset.name in ("binarized-mnist", "binarized_mnist"):
-        from dgm.data import load
-
-        try:
-            mnist = load("mnist", data_dir=data_dir)
-        except DgmError as e:
-            raise DgmError(
-                "binarized-mnist has no training labels; its feature network is trained on the "
-                f"MNIST images binarized, but MNIST could not be loaded ({e})"
-            ) from None
-        g = torch.Generator().manual_seed(0)
-        xb = torch.bernoulli(mnist.train / 255.0, generator=g)
-        xv = torch.bernoulli(mnist.val / 255.0, generator=g)
-        return xb, mnist.train_labels, xv, mnist.val_labels
-    raise DgmError(
-        f"dataset {dataset.name!r} has no class labels to train a feature network on; "
-        "feature-space metrics (fid, kid, prd) need labelled images such as digits or mnist, "
-        "or a feature extractor passed as features="
-    )
+def _training_data(dataset: Dataset) -> LabelledSplits:
+    """``(x, y, x_val, y_val)`` in the dataset's raw space to train its feature network on: its
+    own labelled splits, else the labelled data it declares (:attr:`Dataset.feature_data`)."""
+    data = dataset.labelled_splits()
+    if data is None:
+        raise DgmError(
+            f"dataset {dataset.name!r} has no class labels to train a feature network on; "
+            "feature-space metrics (fid, kid, prd) need labelled images such as digits or mnist, "
+            "or a feature extractor passed as features="
+        )
+    return data
 
 
 def dataset_features(
-    dataset: Any,
+    dataset: Dataset,
     *,
     cache_dir: str | Path | None = None,
     data_dir: str | Path | None = None,
     seed: int = 0,
 ) -> FeatureExtractor:
-    """The cached feature extractor of a labelled dataset (``digits``, ``mnist``,
-    ``binarized-mnist``), trained on its training split; raises a one-sentence
-    :class:`DgmError` for data without labels."""
-    x, y, xv, yv = _training_data(dataset, data_dir)
+    """The cached feature extractor of a labelled dataset (``digits``, ``mnist``, or one that
+    declares labelled data such as ``binarized-mnist``), trained on its training split; raises a
+    one-sentence :class:`DgmError` for data without labels. ``data_dir`` only places the cache
+    (:func:`default_cache_dir`)."""
+    x, y, xv, yv = _training_data(dataset)
     num_classes = int(dataset.spec.num_classes or (int(y.max()) + 1))
     val = (xv, yv) if yv is not None else None
     cache = cache_dir if cache_dir is not None else default_cache_dir(data_dir)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-import dgm.api
 from dgm.data import default_preprocessor, load
+from dgm.eval import summary
 from dgm.models import get
-from dgm.train.config import TrainConfig
 
 
 def test_summary_of_a_model_needing_autograd_scores_capped_splits_and_counts_them(monkeypatch):
@@ -15,13 +14,12 @@ def test_summary_of_a_model_needing_autograd_scores_capped_splits_and_counts_the
     cls = get("nsf")
     pre = default_preprocessor(data.spec, cls.data_kinds)
     model = cls(pre.spec(data.spec), cls.Config(**cls.test_config))
-    tcfg = TrainConfig()
-    full = dgm.api.summarize(model, data, pre, tcfg)
+    full = summary.summarize(model, data, pre)
     assert full["val_nll_examples"] == data.split("val")[0].shape[0]
-    monkeypatch.setattr(dgm.api, "SUMMARY_MAX_COSTLY", 40)
-    monkeypatch.setattr(dgm.api, "SUMMARY_MAX_COSTLY_TRAIN", 20)
+    monkeypatch.setattr(summary, "SUMMARY_MAX_COSTLY", 40)
+    monkeypatch.setattr(summary, "SUMMARY_MAX_COSTLY_TRAIN", 20)
     model.needs_grad_for_inference = True  # as a CNF or score-SDE likelihood does
-    capped = dgm.api.summarize(model, data, pre, tcfg)
+    capped = summary.summarize(model, data, pre)
     assert (capped["train_nll_examples"], capped["val_nll_examples"]) == (20, 40)
     assert capped["test_nll_examples"] == 40
     x = data.split("val")[0][:40]
