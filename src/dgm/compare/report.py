@@ -25,7 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
+
+from dgm import api
+from dgm.compare.leaderboard import COLUMNS, aggregate, format_stat, likelihood_kind, rank_rows
+from dgm.core.errors import DgmError
+from dgm.core.io import atomic_write_text
+from dgm.data import load as load_dataset
+from dgm.plots.figures import curves_figure, density_figure, figure_bytes
 
 __all__ = ["gather", "read_records", "render", "write_report"]
 
@@ -138,15 +146,9 @@ def _load_json(path: Path) -> dict[str, Any] | None:
 
 def _live_figures(path: Path, cfg: dict[str, Any]) -> list[tuple[str, str, str]]:
     """Figures drawn from the trained model: for 2-D data, density beside truth and samples."""
-    import torch
-
-    from dgm.api import load_run
-    from dgm.data import load as load_dataset
-    from dgm.plots.figures import density_figure, figure_bytes
-
     if tuple(cfg.get("spec", {}).get("event_shape", ())) != (2,):
         return []
-    run = load_run(path)
+    run = api.load_run(path)
     model, pre = run.model, run.preprocessor
     dataset = load_dataset(cfg["data"]["name"], data_dir=cfg["data"].get("data_dir"))
     density = getattr(dataset, "density", None)
@@ -179,10 +181,7 @@ def _live_figures(path: Path, cfg: dict[str, Any]) -> list[tuple[str, str, str]]
 
 
 def _run_view(path: Path, index: int) -> dict[str, Any]:
-    from dgm.api import read_run_config
-    from dgm.plots.figures import curves_figure, figure_bytes
-
-    cfg = read_run_config(path)
+    cfg = api.read_run_config(path)
     view: dict[str, Any] = {"path": path, "id": f"run-{index}", "config": cfg, "notes": []}
     view["summary"] = _load_json(path / "summary.json") or {}
     view["eval"] = _load_json(path / "eval.json")
@@ -209,8 +208,6 @@ def _run_view(path: Path, index: int) -> dict[str, Any]:
 
 
 def _overlay(views: list[dict[str, Any]], data: str) -> str | None:
-    from dgm.plots.figures import curves_figure, figure_bytes
-
     panels: dict[str, dict[str, list]] = {"training loss": {}, "validation NLL": {}}
     for v in views:
         if v["config"]["data"]["name"] != data:
@@ -256,8 +253,6 @@ def _metrics_html(view: dict[str, Any]) -> str:
 
 
 def _leaderboard_html(doc: dict[str, Any]) -> str:
-    from dgm.eval.leaderboard import COLUMNS, format_stat
-
     parts = []
     labels = dict(COLUMNS)
     for table in doc.get("tables", []):
@@ -337,12 +332,9 @@ def render(views: list[dict[str, Any]], leaderboard: dict[str, Any], title: str)
 
 def _run_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
     """A leaderboard of single runs (each its own row) from their eval.json or summary.json."""
-    from dgm.api import read_run_config
-    from dgm.eval.leaderboard import aggregate, likelihood_kind, rank_rows
-
     tables: dict[str, dict[str, Any]] = {}
     for path in run_dirs:
-        cfg = read_run_config(path)
+        cfg = api.read_run_config(path)
         res = dict(_load_json(path / "summary.json") or {})
         res.update(_load_json(path / "eval.json") or {})
         table = tables.setdefault(cfg["data"]["name"], {"data": cfg["data"]["name"], "rows": []})
@@ -360,8 +352,6 @@ def _run_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
 def gather(paths: Sequence[str | Path]) -> tuple[list[Path], dict[str, Any] | None]:
     """Run directories and the leaderboard behind ``paths``: run directories as they are, and for
     a ``dgm compare`` directory its leaderboard and the runs it lists (merged, in order)."""
-    from dgm.core.errors import DgmError
-
     runs: list[Path] = []
     tables: list[dict[str, Any]] = []
     command = []
@@ -396,8 +386,6 @@ def write_report(
 ) -> Path:
     """Write the self-contained HTML report of ``run_dirs`` to ``out`` (atomically). Without a
     ``leaderboard`` (from ``dgm compare``), one is built from the runs' own results."""
-    from dgm.core.io import atomic_write_text
-
     dirs = [Path(p) for p in run_dirs]
     board = leaderboard if leaderboard is not None else _run_leaderboard(dirs)
     views = [_run_view(p, i) for i, p in enumerate(dirs)]
