@@ -5,7 +5,8 @@
 * :mod:`~dgm.compare.runner`: :func:`compare`, every model x dataset x seed, resumable
 * :mod:`~dgm.compare.grid`: model selection by validation score or K-fold cross-validation
 * :mod:`~dgm.compare.leaderboard`: mean ± std over seeds, ranking, Markdown
-* :mod:`~dgm.compare.report`: the self-contained HTML report (:func:`write_report`)
+* :mod:`~dgm.compare.report`: the self-contained HTML report of runs (:func:`write_report`),
+  whose HTML :mod:`~dgm.compare.page` writes
 
 This floor sits above :mod:`dgm.api`: it trains and loads runs through it.
 """
