@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from dgm.cli.inputs import ArrayInput
+from dgm.cli.options import parse_pairs
 from dgm.core.config import build_config
 from dgm.core.errors import ConfigError, DgmError
 from dgm.core.io import atomic_path
@@ -25,18 +26,6 @@ TRAIN_FLAGS = (
     "steps", "epochs", "batch_size", "lr", "seed", "device", "dtype",
     "eval_every", "patience", "ema", "checkpoint_every",
 )  # fmt: skip
-
-
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(
-                f"{flag} takes KEY=VALUE (e.g. {flag} hidden=[256,256]), not {item!r}"
-            )
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _read_config_file(path: str) -> dict[str, Any]:
@@ -104,8 +93,8 @@ def cmd_train(args: Any) -> int:
     if not args.out:
         raise ConfigError("give --out DIR, the run directory to write")
     data_dir = args.data_dir or doc.get("data_dir")
-    model_config = dict(doc.get("model_config") or {}) | _pairs(args.set, "--set")
-    train_opts = dict(doc.get("train") or {}) | _pairs(args.train_set, "--train-set")
+    model_config = dict(doc.get("model_config") or {}) | parse_pairs(args.set, "--set")
+    train_opts = dict(doc.get("train") or {}) | parse_pairs(args.train_set, "--train-set")
     for key in TRAIN_FLAGS:
         value = getattr(args, key)
         if value is not None:
@@ -168,7 +157,7 @@ def cmd_sample(args: Any) -> int:
 
 def sample_options(model: Any, args: Any) -> dict[str, Any]:
     """Sampling options from ``--sampler`` and ``--set``, checked against ``model.SampleOptions``."""
-    given = _pairs(getattr(args, "set", []) or [], "--set")
+    given = parse_pairs(getattr(args, "set", []) or [], "--set")
     if getattr(args, "sampler", None):
         given["sampler"] = args.sampler
     if not given:

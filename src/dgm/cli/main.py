@@ -125,10 +125,43 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("input", help="the .bin file from `dgm compress`")
     de.add_argument("out", help="RESTORED.npy to write")
 
-    from dgm.cli.compare_report import add_parsers as add_compare_report
-
-    add_compare_report(sub)
+    _add_compare_report(sub)
     return parser
+
+
+def _add_compare_report(sub: argparse._SubParsersAction) -> None:
+    """The ``compare`` and ``report`` sub-commands (run by :mod:`dgm.cli.compare_report`)."""
+    c = sub.add_parser(
+        "compare",
+        help="train several models with equal budgets, evaluate and rank them, write a report",
+    )
+    c.add_argument("models", nargs="*", metavar="MODEL", help="registry names (see `dgm list`)")
+    c.add_argument(
+        "--data", action="append", default=[], help="dataset name or file (repeat for several)"
+    )
+    c.add_argument("--out", help="comparison directory (default for a preset: compare-PRESET)")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=int, help="training steps of every run")
+    g.add_argument("--max-minutes", type=float, metavar="M", help="training minutes of every run")
+    c.add_argument("--seeds", type=int, help="seeds per model; figures are mean ± std (default 1)")
+    c.add_argument(
+        "--grid", action="append", default=[], metavar="KEY=V1,V2",
+        help="values to try (a hyperparameter or training option); chosen by validation NLL",
+    )  # fmt: skip
+    c.add_argument("--cv", type=int, default=0, metavar="K", help="choose by K-fold CV instead")
+    c.add_argument("--preset", metavar="NAME", help="a ready-made comparison (dgm.compare.PRESETS)")
+    c.add_argument(
+        "--train-set", action="append", default=[], metavar="KEY=VALUE",
+        help="training option for every run (e.g. batch_size=256)",
+    )  # fmt: skip
+    c.add_argument("--num-samples", type=int, help="samples for the sample-based metrics")
+    c.add_argument("--no-report", action="store_true", help="skip report.html")
+    _add_common(c)
+
+    r = sub.add_parser("report", help="one self-contained HTML report of runs or a compare DIR")
+    r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or compare DIRs")
+    r.add_argument("--out", required=True, help="report.html to write")
+    r.add_argument("--title", default="dgm report")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return getattr(coding, f"cmd_{args.command}")(args)
         if args.command in ("compare", "report"):
+            # imported on use: dgm.compare pulls in matplotlib and every floor below it
             from dgm.cli import compare_report
 
             return getattr(compare_report, f"cmd_{args.command}")(args)

@@ -51,7 +51,7 @@ class TrainConfig:
     #: stop after this many non-finite steps in a row (each one is skipped)
     max_bad_steps: int = 20
     #: stop after this many minutes of training (0: no limit); the budget spans resumes, so an
-    #: interrupted run continues with what is left of it (``dgm compare --budget-minutes``)
+    #: interrupted run continues with what is left of it (``dgm compare --max-minutes``)
     max_minutes: float = 0.0
     #: also log the metrics to TensorBoard event files in ``<run>/tensorboard`` (needs the
     #: optional ``tensorboard`` package: ``pip install 'dgm[tensorboard]'``)

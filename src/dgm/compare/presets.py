@@ -4,6 +4,10 @@ A preset fixes everything a comparison needs so that its leaderboard can be reru
 across dgm versions. Budgets are chosen for 2 quiet cores; where a model's default inference
 setting would dominate the preset's run time, the preset says so and overrides it explicitly
 (the overrides are written into the leaderboard).
+
+The model lists come from the registry, not from a hand-kept list: :data:`FAMILIES` groups every
+registered model by its class's ``family`` attribute, so a model that registers itself joins the
+presets that take every family.
 """
 
 from __future__ import annotations
@@ -11,14 +15,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FAMILIES", "PRESETS", "Preset"]
+from dgm.models import entries
 
-#: every model dgm has or is getting, by registry name; a preset lists those it wants from here
-FAMILIES = (
-    "made", "pixelcnn", "gated-pixelcnn", "transformer", "rnn",
-    "nsf", "realnvp", "glow", "maf", "iaf", "cnf",
-    "vae", "iwae", "gan", "ebm", "ddpm", "ncsn", "score-sde",
-)  # fmt: skip
+__all__ = ["FAMILIES", "PRESETS", "Preset", "all_models"]
+
+
+def _families() -> dict[str, tuple[str, ...]]:
+    out: dict[str, list[str]] = {}
+    for cls in entries():  # sorted by registry name
+        out.setdefault(cls.family, []).append(cls.name)
+    return {family: tuple(out[family]) for family in sorted(out)}
+
+
+#: every registered model by family (``{"autoregressive": ("gated-pixelcnn", "made", ...), ...}``),
+#: from each model class's ``family`` attribute
+FAMILIES: dict[str, tuple[str, ...]] = _families()
+
+
+def all_models() -> tuple[str, ...]:
+    """Every registered model, family by family (the models of a preset that lists none)."""
+    return tuple(name for members in FAMILIES.values() for name in members)
 
 
 @dataclass(frozen=True)
@@ -27,8 +43,9 @@ class Preset:
 
     description: str
     data: tuple[str, ...]
-    models: tuple[str, ...] = FAMILIES
-    budget_minutes: float | None = None
+    models: tuple[str, ...] = field(default_factory=all_models)
+    #: training minutes of every run (TrainConfig's ``max_minutes``); or a step count in ``steps``
+    max_minutes: float | None = None
     steps: int | None = None
     seeds: int = 1
     train: dict[str, Any] = field(default_factory=dict)
@@ -44,14 +61,14 @@ PRESETS: dict[str, Preset] = {
         description="every family on two analytic 2-D densities (8gaussians: modes; "
         "checkerboard: sharp edges), 15 s of training each",
         data=("8gaussians", "checkerboard"),
-        budget_minutes=0.25,
+        max_minutes=0.25,
         train={"batch_size": 256, "eval_every": 250, "eval_size": 500},
         eval={"num_samples": 1000, "max_test": 1000, "grid_size": 100},
     ),
     "digits": Preset(
         description="every family on scikit-learn's 8x8 digits, 24 s of training each",
         data=("digits",),
-        budget_minutes=0.4,
+        max_minutes=0.4,
         train={"batch_size": 128, "eval_every": 250, "eval_size": 350},
         # score-sde's 64-dim probability-flow likelihood at the default tolerance 1e-4 takes ~15 s
         # per 100 digits (about 5 minutes for the run summary); 1e-3 takes a third of that and

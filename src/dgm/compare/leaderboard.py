@@ -1,14 +1,14 @@
 """Leaderboards: evaluation results of several runs per model, as mean ± std, ranked, in Markdown.
 
-A *row* is one model on one dataset: its status (``ok``, ``not available`` when the model is not
-registered in this dgm, ``not applicable`` when it cannot take the data, ``failed``), the kind of
-its likelihood figure, and ``metrics``: for every numeric result of
-:func:`dgm.eval.run.evaluate` (plus training figures), ``{"mean", "std", "n"}`` over its seeds
-(``std`` is the sample standard deviation, ``None`` for one seed).
+A *row* is one model on one dataset: its status (``ok``, ``not applicable`` when the model cannot
+take the data, ``failed``), the kind of its likelihood figure, and ``metrics``: for every numeric
+result of :func:`dgm.eval.run.evaluate` (plus training figures), ``{"mean", "std", "n"}`` over its
+seeds (``std`` is the sample standard deviation, ``None`` for one seed).
 
 Every family can draw samples, so rows are ranked by a sample metric that all of them have: FID in
 the features of the dataset's classifier when the data has them (images with labels), else C2ST
-accuracy (distance from chance, ``|acc - 1/2|``), ties broken by MMD^2. The NLL is shown beside it with its kind:
+accuracy (distance from chance, ``|acc - 1/2|``), ties broken by MMD^2. The NLL is shown beside it
+with its kind:
 
 * ``exact``: the model's ``log_prob`` (``Model.log_likelihood`` returns the name ``log_prob``);
 * ``bound``: a lower bound on log p (``elbo``, ``iwae_bound``, or a continuous model's figure on
@@ -124,11 +124,11 @@ def rank_rows(rows: list[dict[str, Any]]) -> str | None:
         ),
         None,
     )
-    order = {"ok": 0, "failed": 1, "not applicable": 2, "not available": 3}
+    order = {"ok": 0, "failed": 1, "not applicable": 2}
 
     def key(r: dict[str, Any]) -> tuple:
         primary = _rank_value(r, by) if by else math.inf
-        return (order.get(r.get("status"), 4), primary, _rank_value(r, "mmd2"), r["model"])
+        return (order.get(r.get("status"), 3), primary, _rank_value(r, "mmd2"), r["model"])
 
     rows.sort(key=key)
     n = 0

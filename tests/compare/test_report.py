@@ -15,11 +15,11 @@ import pytest
 import dgm
 from dgm.api import load_run
 from dgm.cli.main import main
+from dgm.compare import gather, read_records, write_report
 from dgm.core.io import atomic_write_text
 from dgm.data import load
 from dgm.eval.run import evaluate
 from dgm.models import get
-from dgm.plots.report import gather, read_records, write_report
 
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -169,11 +169,11 @@ def test_dgm_report_command_takes_runs_and_compare_dirs(runs, tmp_path, capsys):
         "command": "dgm compare nsf",
         "tables": [{"data": "8gaussians", "rank_by": None, "rows": [
             {"model": "nsf", "status": "ok", "runs": ["runs/a"], "metrics": {}},
-            {"model": "gan", "status": "not available", "reason": "not registered"}]}],
+            {"model": "made", "status": "not applicable", "reason": "needs discrete data"}]}],
     }  # fmt: skip
     atomic_write_text(cmp_dir / "leaderboard.json", __import__("json").dumps(board))
     found, doc = gather([cmp_dir])
     assert found == [cmp_dir / "runs" / "a"] and doc["command"] == "dgm compare nsf"
     assert main(["report", str(cmp_dir), "--out", str(out)]) == 0
     html = out.read_text()
-    assert "not available: not registered" in html and html.count("class='run'") == 1
+    assert "not applicable: needs discrete data" in html and html.count("class='run'") == 1

@@ -1,0 +1,215 @@
+"""``dgm report``: one self-contained HTML file for one or several runs (or a ``dgm compare`` DIR).
+
+This module gathers what the page shows (:mod:`dgm.compare.page` writes the HTML):
+
+* the leaderboard (a table per dataset, sortable by clicking a column head): ``dgm compare``'s, or
+  one built from the runs' own ``eval.json`` / ``summary.json``,
+* the training and validation curves of every run over each other, per dataset,
+* per run: its samples (an image grid, or for 2-D data the true density, the model's density when
+  it has an exact one and the model's samples side by side on the same axes), the other figures the
+  run wrote (reconstructions, latent map), its own curves from ``metrics.jsonl``, the likelihood,
+  two-sample, feature-space, mode and anomaly metrics of its ``eval.json``, and its config.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dgm import api
+from dgm.compare.leaderboard import aggregate, likelihood_kind, rank_rows
+from dgm.compare.page import data_uri, render
+from dgm.core.errors import DgmError
+from dgm.core.io import atomic_write_text
+from dgm.data import load as load_dataset
+from dgm.plots.figures import curves_figure, density_figure, figure_bytes
+
+__all__ = ["gather", "read_records", "write_report"]
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl`` (a torn or corrupt line is skipped)."""
+    out = []
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("step"), (int, float)):
+                out.append(rec)
+    return out
+
+
+def _curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    train: dict[str, list] = {}
+    val: dict[str, list] = {}
+    for rec in records:
+        for k, v in rec.items():
+            if k in ("step", "lr", "steps_per_s") or not isinstance(v, (int, float)):
+                continue
+            (val if k.startswith("val_") else train).setdefault(k, []).append((rec["step"], v))
+    return {"training": train, "validation": val}
+
+
+def _load_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _live_figures(path: Path, cfg: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Figures drawn from the trained model: for 2-D data, density beside truth and samples."""
+    if tuple(cfg.get("spec", {}).get("event_shape", ())) != (2,):
+        return []
+    run = api.load_run(path)
+    model, pre = run.model, run.preprocessor
+    dataset = load_dataset(cfg["data"]["name"], data_dir=cfg["data"].get("data_dir"))
+    density = getattr(dataset, "density", None)
+    if density is not None:
+        bounds = tuple(density.bounds)
+    else:
+        lo, hi = dataset.train.min(0).values, dataset.train.max(0).values
+        bounds = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+    with torch.random.fork_rng(devices=[]), model.inference():
+        torch.manual_seed(0)
+        samples = pre.inverse(model.sample(2000)).to("cpu")  # (2000, 2)
+
+    def log_q(pts: torch.Tensor) -> torch.Tensor:
+        with model.inference():
+            xm, ld = pre(pts.to(model.device, model.dtype))
+            return (model.log_prob(xm) + ld).to("cpu", torch.float64)
+
+    exact_true = density is not None and density.exact_log_prob
+    fig = density_figure(
+        samples,
+        bounds,
+        true_log_prob=density.log_prob if exact_true else None,
+        model_log_prob=log_q if model.exact_likelihood else None,
+        name=model.name,
+    )
+    caption = "true density, model density and model samples on the same axes"
+    if not model.exact_likelihood:
+        caption = "true density and model samples (the model has no exact density)"
+    return [("density", caption, data_uri(figure_bytes(fig, "png"), "png"))]
+
+
+def _run_view(path: Path, index: int) -> dict[str, Any]:
+    cfg = api.read_run_config(path)
+    view: dict[str, Any] = {"path": path, "id": f"run-{index}", "config": cfg, "notes": []}
+    view["summary"] = _load_json(path / "summary.json") or {}
+    view["eval"] = _load_json(path / "eval.json")
+    if view["eval"] is None:
+        view["notes"].append(f"no eval.json: run `dgm eval {path}` for the sample metrics")
+    view["records"] = read_records(path / "metrics.jsonl")
+    figures: list[tuple[str, str, str]] = []
+    try:
+        figures += _live_figures(path, cfg)
+    except Exception as e:  # a report shows what it can; the reason goes into the page
+        view["notes"].append(f"density figure not drawn: {type(e).__name__}: {e}")
+    for name, kind in (("samples", "samples"), ("reconstructions", "figure"), ("latent", "figure")):
+        if figures and name == "samples":
+            continue  # 2-D samples are in the density figure
+        png = path / f"{name}.png"
+        if png.is_file():
+            figures.append((kind, f"{name}.png", data_uri(png.read_bytes(), "png")))
+    view["figures"] = figures
+    title = f"{cfg['model']} on {cfg['data']['name']}"
+    view["curve"] = data_uri(
+        figure_bytes(curves_figure(_curves(view["records"]), title=title), "svg"), "svg"
+    )
+    return view
+
+
+def _overlay(views: list[dict[str, Any]], data: str) -> str | None:
+    panels: dict[str, dict[str, list]] = {"training loss": {}, "validation NLL": {}}
+    for v in views:
+        if v["config"]["data"]["name"] != data:
+            continue
+        label = f"{v['config']['model']} {v['path'].name}"
+        c = _curves(v["records"])
+        panels["training loss"][label] = c["training"].get("loss", [])
+        panels["validation NLL"][label] = c["validation"].get("val_nll", [])
+    if not any(any(p.values()) for p in panels.values()):
+        return None
+    return data_uri(figure_bytes(curves_figure(panels, title=data), "svg"), "svg")
+
+
+def _run_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
+    """A leaderboard of single runs (each its own row) from their eval.json or summary.json."""
+    tables: dict[str, dict[str, Any]] = {}
+    for path in run_dirs:
+        cfg = api.read_run_config(path)
+        res = dict(_load_json(path / "summary.json") or {})
+        res.update(_load_json(path / "eval.json") or {})
+        table = tables.setdefault(cfg["data"]["name"], {"data": cfg["data"]["name"], "rows": []})
+        table["rows"].append({
+            "model": f"{cfg['model']} ({path.name})", "family": "", "status": "ok",
+            "likelihood": res.get("likelihood"),
+            "likelihood_kind": likelihood_kind(res.get("likelihood")),
+            "metrics": aggregate([res]), "runs": [str(path)], "fid_space": res.get("fid_space"),
+        })  # fmt: skip
+    for table in tables.values():
+        table["rank_by"] = rank_rows(table["rows"])
+    return {"tables": list(tables.values())}
+
+
+def gather(paths: Sequence[str | Path]) -> tuple[list[Path], dict[str, Any] | None]:
+    """Run directories and the leaderboard behind ``paths``: run directories as they are, and for
+    a ``dgm compare`` directory its leaderboard and the runs it lists (merged, in order)."""
+    runs: list[Path] = []
+    tables: list[dict[str, Any]] = []
+    command = []
+    for p in map(Path, paths):
+        board = p / "leaderboard.json"
+        if board.is_file():
+            doc = _load_json(board)
+            if doc is None or not isinstance(doc.get("tables"), list):
+                raise DgmError(f"{board} is not a dgm compare leaderboard; it is corrupt")
+            tables += doc["tables"]
+            command.append(doc.get("command", ""))
+            runs += [p / r for t in doc["tables"] for row in t["rows"] for r in row.get("runs", [])]
+        elif (p / "config.yaml").is_file():
+            runs.append(p)
+        else:
+            raise DgmError(
+                f"{p} is neither a run directory (config.yaml) nor a dgm compare directory "
+                "(leaderboard.json)"
+            )
+    if not tables:
+        return runs, None
+    return runs, {"tables": tables, "command": " ; ".join(c for c in command if c)}
+
+
+def write_report(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    leaderboard: dict[str, Any] | None = None,
+    base: str | Path | None = None,
+    title: str = "dgm report",
+) -> Path:
+    """Write the self-contained HTML report of ``run_dirs`` to ``out`` (atomically). Without a
+    ``leaderboard`` (from ``dgm compare``), one is built from the runs' own results."""
+    dirs = [Path(p) for p in run_dirs]
+    board = leaderboard if leaderboard is not None else _run_leaderboard(dirs)
+    views = [_run_view(p, i) for i, p in enumerate(dirs)]
+    if base is not None:
+        for v in views:
+            try:
+                v["path"] = v["path"].relative_to(Path(base))
+            except ValueError:
+                pass
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    overlays = {
+        d: _overlay(views, d) for d in dict.fromkeys(v["config"]["data"]["name"] for v in views)
+    }
+    atomic_write_text(out, render(views, board, title, overlays))
+    return out
