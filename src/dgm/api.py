@@ -26,8 +26,10 @@ from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgm.core.io import atomic_write_text, load_tensors, save_tensors
 from dgm.core.model import Model
 from dgm.core.spec import DataSpec
+from dgm.data import default_preprocessor, preprocessor_from_config
 from dgm.eval.likelihood import nll as nll_metric
 from dgm.models import get as get_model_class
+from dgm.train import distributed as ddp
 from dgm.train.checkpoint import latest_checkpoint, read_checkpoint
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
@@ -138,9 +140,6 @@ def train(
     >>> sorted(p.name for p in d.iterdir())[:3]
     ['checkpoints', 'config.yaml', 'metrics.jsonl']
     """
-    from dgm.data import default_preprocessor, preprocessor_from_config
-    from dgm.train import distributed as ddp
-
     out = Path(out)
     rank, _ = ddp.setup(str(train_options.get("device", "cpu")))
     if resume:
@@ -230,6 +229,7 @@ def train(
         train_y=dataset.train_labels,
         val_x=dataset.val,
         val_y=dataset.val_labels,
+        val_metric=nll_metric,
         preprocessor=pre,
         config=tcfg,
         out=out,
