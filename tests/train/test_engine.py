@@ -217,7 +217,8 @@ def test_time_clock_ends_the_schedule_with_the_budget(tmp_path):
     # decayed by the time the budget runs out. The clock moves 0.1 s per reading: the budget of
     # 6 s is over after a fixed number of steps, however fast the machine is.
     t = _trainer(tmp_path, 10**6, clock=FakeClock(tick=0.1), schedule="cosine",
-                 schedule_clock="time", max_minutes=0.1, log_every=1, checkpoint_every=0)  # fmt: skip
+                 schedule_clock="time", max_minutes=0.1, log_every=1,
+                 checkpoint_every=0)  # fmt: skip
     info = t.fit()
     assert info["stopped_by_time"] and 10 < info["steps"] < 10**6
     assert info["train_seconds_total"] >= 6.0

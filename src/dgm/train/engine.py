@@ -170,7 +170,7 @@ class Trainer:
         self._session_t0: float | None = None
         self._session_untimed = 0.0  # validation time of this session (not budgeted)
 
-        self.ema = EMA(model, config.ema) if config.ema > 0 else None
+        self.ema = EMA(self.model, config.ema) if config.ema > 0 else None
         self.validation = Validation(val_metric, config.eval_every, config.patience,
                                      config.eval_size)  # fmt: skip
         self.callbacks: list[Callback] = [

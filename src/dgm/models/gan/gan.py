@@ -10,8 +10,9 @@ any loss) in the losses module.
 Training goes through the engine's ``training_step`` hook with two parameter groups,
 ``"discriminator"`` and ``"generator"``, hence two optimizers (Adam with ``betas = (beta1, beta2)``,
 by default ``(0.5, 0.999)`` as in DCGAN; the class's ``train_defaults`` ask for lr 1e-3, batch
-256 and the weight average ``ema=0.999`` unless the caller sets them): one engine step makes ``d_steps`` discriminator updates on the
-step's real batch (fresh noise each) and then one generator update. The R1 penalty is on by
+256 and the weight average ``ema=0.999`` unless the caller sets them): one engine step makes
+``d_steps`` discriminator updates on the step's real batch (fresh noise each) and then one
+generator update. The R1 penalty is on by
 default (``r1_weight=0.1``, applied lazily on every 4th discriminator update): it is what made
 ``grid25`` converge to all 25 modes (see :class:`GANConfig`). The engine's learning-rate schedule
 advances once per engine step for both players; the default is a constant rate. A cosine decay
@@ -84,8 +85,9 @@ class GANConfig:
     2-dimensional one 68% (the generator must fold the noise onto separated modes; with as many
     noise as data dimensions it does so far faster). ``gp_weight`` is WGAN-GP's lambda;
     ``r1_weight`` the gamma of the R1 penalty ``gamma / 2 E_data |grad D|^2`` (any loss; 0: off),
-    on the standardised data the discriminator sees. ``d_steps`` defaults to 4: on ``grid25`` one discriminator step per generator step
-    left the inside of the grid a uniform smear (0 to 4 of 25 modes after 4000 steps), four
+    on the standardised data the discriminator sees. ``d_steps`` defaults to 4: on ``grid25`` one
+    discriminator step per generator step left the inside of the grid a uniform smear (0 to 4 of
+    25 modes after 4000 steps), four
     captured 14 modes after 2400 steps. ``r1_weight`` defaults to 0.1: on ``grid25`` (seed 0, 8000
     steps, lr 1e-3) it took the modes from 15 to 25 of 25 and the high-quality samples from 79% to
     87-90%, where gamma 1 kept 24 modes but blurred them (68%) and 0.03 gave 25 modes and 85%;
