@@ -59,6 +59,7 @@ from dgm.core.config import build_config, config_to_dict
 from dgm.core.spec import DataSpec
 from dgm.eval.anomaly import auroc, pixel_flips, resize_images
 from dgm.eval.likelihood import bits_per_dim
+from dgm.eval.likelihood import nll as nll_metric
 from dgm.models import build
 from dgm.train import distributed as ddp
 from dgm.train.config import TrainConfig
@@ -155,7 +156,7 @@ def train(name: str, data, minutes: float, args: argparse.Namespace, out: Path):
     torch.manual_seed(0)
     model = build(name, data.spec, **model_cfg)
     cfg = build_config(TrainConfig, opts, what="training")
-    trainer = Trainer(model, data.train, config=cfg, out=out, val_x=data.val)
+    trainer = Trainer(model, data.train, config=cfg, out=out, val_x=data.val, val_metric=nll_metric)
     info = trainer.fit()
     if not ddp.is_main():  # rank 0 holds the best weights and the log
         return None, info, []

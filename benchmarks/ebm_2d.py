@@ -41,8 +41,12 @@ OBJECTIVE_CONFIG = {
 def loop(model, x_train: torch.Tensor, steps: int, batch: int, seed: int, loss_fn=None) -> float:
     """Adam + cosine decay over ``steps``; returns seconds per step. ``loss_fn(xb)`` replaces
     ``model.training_step`` (torchebm)."""
-    groups = model.param_groups() if loss_fn is None else {"model": list(model.parameters())}
-    opts = {k: torch.optim.Adam(v, lr=1e-3) for k, v in groups.items()}
+    groups = (
+        model.param_groups()
+        if loss_fn is None
+        else [{"name": "model", "params": list(model.parameters())}]
+    )
+    opts = {g["name"]: torch.optim.Adam(g["params"], lr=1e-3) for g in groups}
     sch = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, steps) for k, o in opts.items()}
 
     def stepper(loss, group="model"):

@@ -142,7 +142,7 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(name):
     perturb(model, 0.01)
     batch = batch_for(model, 64)
     opt = {"model": torch.optim.Adam(model.parameters(), lr=1e-3)}
-    opt.update({g: torch.optim.Adam(ps, lr=1e-3) for g, ps in model.param_groups().items()})
+    opt.update({g["name"]: torch.optim.Adam(g["params"], lr=1e-3) for g in model.param_groups()})
 
     def stepper(loss, group="model"):
         opt[group].zero_grad()
@@ -150,7 +150,7 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(name):
         opt[group].step()
 
     if model.group_objectives:  # several players: each group's step lowers its own term
-        groups = model.param_groups()
+        groups = {g["name"]: g["params"] for g in model.param_groups()}
         for group, key in model.group_objectives.items():
             step = torch.optim.Adam(groups[group], lr=1e-3)
             torch.manual_seed(5)  # the same noise before and after

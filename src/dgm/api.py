@@ -27,6 +27,7 @@ from dgm.core.model import Model
 from dgm.core.spec import DataSpec
 from dgm.data import Dataset, default_preprocessor, preprocessor_from_config
 from dgm.data import load as load_dataset
+from dgm.eval.likelihood import nll as nll_metric
 from dgm.eval.summary import summarize
 from dgm.models import get as get_model_class
 from dgm.plots.run import write_plots
@@ -223,6 +224,7 @@ def train(
         train_y=dataset.train_labels,
         val_x=dataset.val,
         val_y=dataset.val_labels,
+        val_metric=nll_metric,
         preprocessor=pre,
         config=tcfg,
         out=out,

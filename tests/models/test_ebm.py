@@ -50,8 +50,7 @@ def quadratic(**overrides) -> EBM:
 def fit(model: EBM, x: torch.Tensor, steps: int, lr: float, batch: int = 500) -> EBM:
     """Adam on ``training_step`` with minibatches of ``x``, the learning rate decaying to lr/20."""
     model.on_train_start(x)
-    groups = model.param_groups()
-    opts = {k: torch.optim.Adam(v, lr=lr) for k, v in groups.items()}
+    opts = {g["name"]: torch.optim.Adam(g["params"], lr=lr) for g in model.param_groups()}
     scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda t: 0.05 ** (t / steps))
               for k, o in opts.items()}  # fmt: skip
 

@@ -104,14 +104,20 @@ x = torch.randn(512, 2, generator=torch.Generator().manual_seed(0))
 model = build("nsf", DataSpec((2,)), num_layers=2, hidden=[16, 16])
 cfg = TrainConfig(steps=10**6, batch_size=64, lr=3e-3, schedule="cosine", schedule_clock="time",
                   max_minutes=0.01, log_every=1, progress=False, checkpoint_every=0)
-Trainer(model, x, config=cfg, out=out).fit()
+# a controlled clock per rank, rank 1's running faster (a slower machine): every reading moves
+# it 2 ms or 4 ms, so the run lasts a fixed number of steps whatever the machine's speed
+readings = [0]
+def clock():
+    readings[0] += 1
+    return readings[0] * 0.002 * (1 + ddp.rank())
+Trainer(model, x, config=cfg, out=out, clock=clock).fit()
 save_tensors(model.state_dict(), f"{out}/rank{ddp.rank()}.safetensors")
 """
 
 
 def test_time_clock_gives_every_rank_the_same_learning_rate(tmp_path):
-    # each rank's own clock differs a little; the schedule runs on the slowest rank's, so the
-    # ranks apply the same rates to the same averaged gradients and stay bit-identical
+    # each rank's own clock differs; the schedule runs on the slowest rank's, so the ranks apply
+    # the same rates to the same averaged gradients and stay bit-identical
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -12,9 +12,11 @@ import torch
 from dgm.core.errors import DgmError
 from dgm.core.model import Model
 from dgm.core.spec import DataSpec
-from dgm.models import build
+from dgm.eval.likelihood import nll
+from dgm.models import build, get
+from dgm.train.callbacks import EMA
 from dgm.train.config import TrainConfig
-from dgm.train.engine import Trainer
+from dgm.train.engine import Trainer, _lr_lambda
 
 
 def _data(n=512, seed=0):
@@ -22,16 +24,31 @@ def _data(n=512, seed=0):
     return torch.randn(n, 2, generator=g) * torch.tensor([1.0, 0.3]) + 1.0
 
 
-def _trainer(tmp_path, steps, **kw):
+class FakeClock:
+    """A clock that moves ``tick`` seconds each time it is read, and ``advance``d by hand: the
+    engine's time accounting on a controlled clock, whatever the machine's speed."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _trainer(tmp_path, steps, clock=None, metric=nll, **kw):
     torch.manual_seed(0)
     model = build("nsf", DataSpec((2,)), **_tiny_nsf())
     cfg = TrainConfig(**({"steps": steps, "batch_size": 64, "lr": 3e-3, "progress": False} | kw))
-    return Trainer(model, _data(), val_x=_data(256, 1), config=cfg, out=tmp_path)
+    extra = {} if clock is None else {"clock": clock}
+    return Trainer(model, _data(), val_x=_data(256, 1), val_metric=metric, config=cfg,
+                   out=tmp_path, **extra)  # fmt: skip
 
 
 def _tiny_nsf():
-    from dgm.models import get
-
     return dict(get("nsf").test_config)
 
 
@@ -47,21 +64,22 @@ def test_training_lowers_validation_nll(tmp_path):
     assert seconds == sorted(seconds) and seconds[0] > 0
 
 
-def test_validation_time_is_not_training_time(tmp_path, monkeypatch):
+def test_validation_time_is_not_training_time(tmp_path):
     # a validation record's train_seconds is the training time of the weights it scored: neither
-    # this validation pass nor an earlier one counts (the budget buys training steps)
-    t = _trainer(tmp_path, 2, eval_every=1)
-    validate = t.validate
+    # this validation pass nor an earlier one counts (the budget buys training steps). Each clock
+    # reading moves 1 s; each validation takes 400 s more.
+    clock = FakeClock(tick=1.0)
 
-    def slow_validate():
-        time.sleep(0.4)
-        return validate()
+    def slow_nll(*args, **kwargs):
+        clock.advance(400.0)
+        return nll(*args, **kwargs)
 
-    monkeypatch.setattr(t, "validate", slow_validate)
+    t = _trainer(tmp_path, 2, clock=clock, metric=slow_nll, eval_every=1)
     t.fit()
     lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     seconds = [r["train_seconds"] for r in lines if "val_nll" in r]
-    assert len(seconds) == 2 and 0 < seconds[0] < seconds[1] < 0.4, seconds
+    assert len(seconds) == 2 and 0 < seconds[0] < seconds[1] < 400, seconds
+    assert t.elapsed_seconds() < 400
 
 
 def test_same_seed_same_parameters(tmp_path):
@@ -84,8 +102,34 @@ def test_resume_is_bit_identical(tmp_path):
     resumed.fit()
     for (k, v), (_, w) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
         assert torch.equal(v, w), k
-    for k in full.ema:
-        assert torch.equal(full.ema[k], resumed.ema[k]), k
+    for k in full.ema.weights:
+        assert torch.equal(full.ema.weights[k], resumed.ema.weights[k]), k
+
+
+def test_ema_follows_its_formula_with_warm_up():
+    # avg <- d avg + (1 - d) w after step n, with d = min(decay, (1 + n) / (10 + n)), in float64
+    w = torch.nn.Linear(3, 2).double()
+    ema = EMA(w, decay=0.9)
+    old = w.weight.detach().clone()
+    with torch.no_grad():
+        w.weight.add_(1.0)
+    ema.update(w, n=0)  # warm-up: d = min(0.9, 1/10) = 0.1
+    torch.testing.assert_close(ema.weights["weight"], 0.1 * old + 0.9 * (old + 1.0))
+    avg = ema.weights["weight"].clone()
+    ema.update(w, n=1000)  # past the warm-up: d = 0.9
+    torch.testing.assert_close(ema.weights["weight"], 0.9 * avg + 0.1 * (old + 1.0))
+    assert ema.decay_at(8) == pytest.approx(0.5) and ema.decay_at(10**6) == 0.9
+
+
+def test_ema_weights_are_the_evaluation_and_final_weights(tmp_path):
+    t = _trainer(tmp_path, 5, ema=0.99, metric=None)
+    t.fit()
+    final = t.final_weights()
+    live = t.model.state_dict()
+    assert any(not torch.equal(final[k], live[k]) for k in live)
+    for k in live:
+        assert torch.equal(final[k], t.ema.weights[k]), k
+    assert t.validate() is None  # no metric given: no validation NLL
 
 
 @dataclass
@@ -153,8 +197,6 @@ def test_dgm_train_is_callable_after_the_package_is_imported(tmp_path):
 
 
 def test_time_clock_decays_over_the_budget():
-    from dgm.train.engine import _lr_lambda
-
     cfg = TrainConfig(schedule="cosine", schedule_clock="time", max_minutes=1.0, warmup_steps=10)
     clock = [0.0]
     f = _lr_lambda(cfg, 10**6, lambda: clock[0])
@@ -172,11 +214,30 @@ def test_time_clock_decays_over_the_budget():
 
 def test_time_clock_ends_the_schedule_with_the_budget(tmp_path):
     # the step count (10**6) would keep the rate near its peak; on the time clock it has
-    # decayed by the time the budget runs out
-    t = _trainer(tmp_path, 10**6, schedule="cosine", schedule_clock="time", max_minutes=0.01,
-                 log_every=1, checkpoint_every=0)  # fmt: skip
+    # decayed by the time the budget runs out. The clock moves 0.1 s per reading: the budget of
+    # 6 s is over after a fixed number of steps, however fast the machine is.
+    t = _trainer(tmp_path, 10**6, clock=FakeClock(tick=0.1), schedule="cosine",
+                 schedule_clock="time", max_minutes=0.1, log_every=1,
+                 checkpoint_every=0)  # fmt: skip
     info = t.fit()
     assert info["stopped_by_time"] and 10 < info["steps"] < 10**6
+    assert info["train_seconds_total"] >= 6.0
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     lrs = [r["lr"] for r in map(json.loads, lines) if "lr" in r]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * 3e-3 < lrs[0]
+
+
+def test_a_time_budget_alone_sets_no_step_count(tmp_path):
+    # no steps, no epochs: the run lasts until the budget is spent (a controlled clock: 0.5 s
+    # per reading, 3 s of budget), with no invented length
+    t = _trainer(tmp_path, None, clock=FakeClock(tick=0.5), max_minutes=0.05, log_every=1,
+                 checkpoint_every=0)  # fmt: skip
+    assert t.total_steps == math.inf
+    info = t.fit()
+    assert info["stopped_by_time"] and info["steps"] >= 2
+    steps = [r["step"] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if "lr" in r]
+    assert steps == list(range(1, info["steps"] + 1))
+    assert TrainConfig(max_minutes=1.0).total_steps(10) is None
+    assert TrainConfig().total_steps(10) == 1000
+    with pytest.raises(ValueError, match="needs the run's length"):
+        TrainConfig(max_minutes=1.0, schedule="cosine")

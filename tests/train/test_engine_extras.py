@@ -71,3 +71,15 @@ def test_tensorboard_missing_is_one_clear_sentence(tmp_path, monkeypatch, capsys
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "needs the tensorboard package" in err and "dgm[tensorboard]" in err
+
+
+def test_max_minutes_flag_alone_trains_until_the_time_is_up(tmp_path):
+    out = tmp_path / "r"
+    argv = ["train", "nsf", "--data", "8gaussians", "--out", str(out), "--max-minutes", "0.002",
+            "--set", "num_layers=1", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by_time"] and summary["steps"] >= 1
+    assert summary["train_seconds_total"] >= 0.12
+    cfg = (out / "config.yaml").read_text()
+    assert "max_minutes: 0.002" in cfg and "steps: null" in cfg

@@ -24,7 +24,7 @@ CONFIG_KEYS = ("model", "data", "data_dir", "model_config", "preprocess", "train
 # flag name on the command line -> TrainConfig field
 TRAIN_FLAGS = (
     "steps", "epochs", "batch_size", "lr", "seed", "device", "dtype",
-    "eval_every", "patience", "ema", "checkpoint_every",
+    "eval_every", "patience", "ema", "checkpoint_every", "max_minutes",
 )  # fmt: skip
 
 

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int, help="validation NLL every N steps")
     t.add_argument("--patience", type=int, help="early stopping after N evaluations without gain")
     t.add_argument("--ema", type=float, help="EMA decay of the weights, e.g. 0.999")
+    t.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop after M minutes of training (without --steps/--epochs: train until then)",
+    )
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="model hyperparameter"

@@ -10,7 +10,8 @@ Every model is a :class:`torch.nn.Module` deriving from :class:`Model` and offer
 
 Generic code (the engine, ``dgm score``, ``dgm eval``) reads the capability flags, never the class.
 Adversarial and MCMC-based families override :meth:`Model.training_step` and
-:meth:`Model.param_groups` to use the same engine with several optimizers.
+:meth:`Model.param_groups` to use the same engine with several optimizers; optional abilities the
+engine looks for are the Protocols of :mod:`dgm.core.hooks`.
 """
 
 from __future__ import annotations
@@ -200,9 +201,15 @@ class Model(nn.Module):
         )
 
     # ------------------------------------------------------------------ engine hooks
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameter groups that get one optimizer each. One group by default."""
-        return {"model": [p for p in self.parameters() if p.requires_grad]}
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The trainable parameters as torch's param-group dicts, one optimizer per group.
+
+        Each dict has a ``"name"`` (what :meth:`training_step` passes to the stepper) and
+        ``"params"``; any other key is an optimizer option of that group (e.g. a GAN's
+        ``"betas": (0.5, 0.999)``) over the engine's ``lr`` and ``weight_decay``. The default is
+        one group, ``"model"``, holding every parameter that requires a gradient.
+        """
+        return [{"name": "model", "params": [p for p in self.parameters() if p.requires_grad]}]
 
     def training_step(self, batch: Batch, step: int, stepper: Stepper) -> dict[str, Tensor]:
         """One optimisation step. Families with several optimizers override this.
@@ -213,19 +220,6 @@ class Model(nn.Module):
         out = self.loss(batch)
         stepper(out["loss"], "model")
         return out
-
-    def optimizer_options(self) -> dict[str, dict[str, Any]]:
-        """Extra keyword arguments of each parameter group's optimizer (e.g. a GAN's Adam
-        ``betas=(0.5, 0.999)``), merged over the engine's ``lr`` and ``weight_decay``.
-        The default adds none."""
-        return {}
-
-    def validation_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, float] | None:
-        """Held-out statistics of a model's own (e.g. a GAN's discriminator accuracy on ``x``
-        against generated samples), logged by the engine as ``val_<key>`` every ``eval_every``
-        steps; ``x`` is validation data in model space. They do not drive early stopping, which
-        uses the validation NLL of models with a likelihood. The default (``None``) adds none."""
-        return None
 
     def on_train_start(self, train_data: Tensor) -> None:  # noqa: B027 - optional hook
         """Called once before training with the (preprocessed) training data, e.g. for

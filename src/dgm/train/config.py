@@ -12,7 +12,8 @@ __all__ = ["TrainConfig"]
 class TrainConfig:
     """Options of the engine (not of the model).
 
-    Exactly one of ``steps`` and ``epochs`` sets the length; with neither, 1000 steps.
+    At most one of ``steps`` and ``epochs`` sets the length; with neither, a time budget
+    (``max_minutes``) alone ends the run, and without one either, 1000 steps.
     """
 
     steps: int | None = None
@@ -51,7 +52,7 @@ class TrainConfig:
     #: stop after this many non-finite steps in a row (each one is skipped)
     max_bad_steps: int = 20
     #: stop after this many minutes of training (0: no limit); the budget spans resumes, so an
-    #: interrupted run continues with what is left of it (``dgm compare --max-minutes``)
+    #: interrupted run continues with what is left of it (``dgm train|compare --max-minutes``)
     max_minutes: float = 0.0
     #: also log the metrics to TensorBoard event files in ``<run>/tensorboard`` (needs the
     #: optional ``tensorboard`` package: ``pip install 'dgm[tensorboard]'``)
@@ -78,12 +79,24 @@ class TrainConfig:
                 "schedule_clock 'time' runs the schedule on the time budget, which is not set; "
                 "give max_minutes > 0, or use schedule_clock 'steps'"
             )
+        if (
+            self.schedule != "constant"
+            and self.schedule_clock == "steps"
+            and self.steps is None
+            and self.epochs is None
+            and self.max_minutes
+        ):
+            raise ValueError(
+                f"a {self.schedule} schedule on the steps clock needs the run's length, which a "
+                "time budget alone does not give; set steps or epochs, or schedule_clock 'time'"
+            )
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', not {self.device!r}")
 
-    def total_steps(self, steps_per_epoch: int) -> int:
+    def total_steps(self, steps_per_epoch: int) -> int | None:
+        """The number of steps of the run; None when only the time budget ends it."""
         if self.steps is not None:
             return self.steps
         if self.epochs is not None:
             return self.epochs * steps_per_epoch
-        return 1000
+        return None if self.max_minutes else 1000

@@ -352,11 +352,12 @@ class EBM(Model):
             return out
         return {"loss": value, c.objective: value.detach()}
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The energy (and log Z); with a flow as noise (FCE), the flow as a second player."""
         model = [*self.energy_net.parameters()] + ([self.log_z] if self.log_z is not None else [])
-        groups = {"model": model}
+        groups = [{"name": "model", "params": model}]
         if self.flow is not None:
-            groups["flow"] = list(self.flow.parameters())
+            groups.append({"name": "flow", "params": list(self.flow.parameters())})
         return groups
 
     def training_step(self, batch: Batch, step: int, stepper: Stepper) -> dict[str, Tensor]:

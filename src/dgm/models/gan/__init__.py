@@ -1,7 +1,7 @@
 """Generative adversarial networks: ``gan`` (minimax, non-saturating, WGAN-GP and hinge losses;
 MLP or DCGAN-style networks; PacGAN packing; spectral norm; EMA of the generator)."""
 
-from dgm.models.gan.gan import GAN, GANConfig, GANSampleOptions
+from dgm.models.gan.gan import GAN, GANConfig
 from dgm.models.gan.losses import (
     LOSSES,
     discriminator_loss,
@@ -23,7 +23,6 @@ __all__ = [
     "ConvDiscriminator",
     "ConvGenerator",
     "GANConfig",
-    "GANSampleOptions",
     "MLPDiscriminator",
     "MLPGenerator",
     "discriminator_loss",

@@ -9,9 +9,10 @@ any loss) in the losses module.
 
 Training goes through the engine's ``training_step`` hook with two parameter groups,
 ``"discriminator"`` and ``"generator"``, hence two optimizers (Adam with ``betas = (beta1, beta2)``,
-by default ``(0.5, 0.999)`` as in DCGAN; the class's ``train_defaults`` ask for lr 1e-3 and batch
-256 unless the caller sets them): one engine step makes ``d_steps`` discriminator updates on the
-step's real batch (fresh noise each) and then one generator update. The R1 penalty is on by
+by default ``(0.5, 0.999)`` as in DCGAN; the class's ``train_defaults`` ask for lr 1e-3, batch
+256 and the weight average ``ema=0.999`` unless the caller sets them): one engine step makes
+``d_steps`` discriminator updates on the step's real batch (fresh noise each) and then one
+generator update. The R1 penalty is on by
 default (``r1_weight=0.1``, applied lazily on every 4th discriminator update): it is what made
 ``grid25`` converge to all 25 modes (see :class:`GANConfig`). The engine's learning-rate schedule
 advances once per engine step for both players; the default is a constant rate. A cosine decay
@@ -20,14 +21,11 @@ the constant rate lost a mode on one seed) but gave 86% and 88% on ``grid25`` (s
 against 90% and 90% for the constant rate; 12000 steps at the constant rate did better on both
 (``benchmarks/gan_modes.py``).
 
-**EMA of the generator.** The model keeps its own exponential moving average of the generator's
-weights (``ema``, default 0.999, with the warm-up ``min(ema, (1 + t) / (10 + t))`` at generator
-update ``t``), held in buffers (so checkpoints restore it and resume stays exact), and ``sample``
-draws from the averaged generator (``sample(n, ema=False)``: the live one). The engine's ``--ema``
-is not used for this because it averages *every* weight, the discriminator included, and swaps
-the average in for validation: the two-sample statistic must come from the discriminator that was
-actually trained, and the average must be part of the model's default (the mode-coverage figures
-depend on it), not an engine option one may forget. Leave the engine's ``--ema`` off for a GAN.
+**EMA.** A GAN trains with the engine's exponential moving average of the weights by default
+(``train_defaults``: ``ema=0.999``, with the engine's warm-up ``min(ema, (1 + t) / (10 + t))``
+after step ``t``; the mode-coverage figures depend on it): the saved weights, hence ``sample``
+and ``dgm eval``, are the averaged ones, and so are the weights validation sees. ``--ema 0``
+turns it off.
 
 **Vectors** are standardised inside the model (mean and std per feature from the first training
 batch, kept in buffers): ``D`` sees ``(x - mean) / std`` and ``G``'s linear output is mapped back
@@ -54,7 +52,6 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.model import Batch, Model, Stepper, unpack
@@ -73,7 +70,7 @@ from dgm.models.gan.networks import (
     MLPGenerator,
 )
 
-__all__ = ["GAN", "GANConfig", "GANSampleOptions"]
+__all__ = ["GAN", "GANConfig"]
 
 
 @dataclass
@@ -88,9 +85,9 @@ class GANConfig:
     2-dimensional one 68% (the generator must fold the noise onto separated modes; with as many
     noise as data dimensions it does so far faster). ``gp_weight`` is WGAN-GP's lambda;
     ``r1_weight`` the gamma of the R1 penalty ``gamma / 2 E_data |grad D|^2`` (any loss; 0: off),
-    on the standardised data the discriminator sees; ``ema`` the decay of the generator average
-    (0: off). ``d_steps`` defaults to 4: on ``grid25`` one discriminator step per generator step
-    left the inside of the grid a uniform smear (0 to 4 of 25 modes after 4000 steps), four
+    on the standardised data the discriminator sees. ``d_steps`` defaults to 4: on ``grid25`` one
+    discriminator step per generator step left the inside of the grid a uniform smear (0 to 4 of
+    25 modes after 4000 steps), four
     captured 14 modes after 2400 steps. ``r1_weight`` defaults to 0.1: on ``grid25`` (seed 0, 8000
     steps, lr 1e-3) it took the modes from 15 to 25 of 25 and the high-quality samples from 79% to
     87-90%, where gamma 1 kept 24 modes but blurred them (68%) and 0.03 gave 25 modes and 85%;
@@ -113,7 +110,6 @@ class GANConfig:
     gp_weight: float = 10.0
     r1_weight: float = 0.1
     r1_every: int = 4
-    ema: float = 0.999
     beta1: float = 0.5
     beta2: float = 0.999
 
@@ -123,21 +119,12 @@ class GANConfig:
                 raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be positive integers, not {list(self.hidden)}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"ema must be in [0, 1) (0 turns the average off), not {self.ema}")
         for key in ("gp_weight", "r1_weight"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0 (0 turns it off), not {getattr(self, key)}")
         for key in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"{key} must be in [0, 1), not {getattr(self, key)}")
-
-
-@dataclass
-class GANSampleOptions:
-    """``ema``: draw from the averaged generator (default) or, with false, the live one."""
-
-    ema: bool = True
 
 
 @register
@@ -148,7 +135,6 @@ class GAN(Model):
     family = "gan"
     description = "GAN (minimax / non-saturating / WGAN-GP / hinge), MLP or DCGAN nets, PacGAN"
     Config = GANConfig
-    SampleOptions = GANSampleOptions
     exact_likelihood = False
     likelihood_bound = None
     data_kinds = frozenset({"continuous"})
@@ -156,14 +142,13 @@ class GAN(Model):
         "discriminator": "d_loss",
         "generator": "g_loss",
     }
-    train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 256}
+    train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 256, "ema": 0.999}
     test_config: ClassVar[dict[str, Any]] = {
         "latent_dim": 4,
         "hidden": (16, 16),
         "channels": 4,
         "pack": 2,
         "spectral_norm": True,
-        "ema": 0.9,
     }
     test_spec = DataSpec((2,))
 
@@ -194,14 +179,6 @@ class GAN(Model):
         # standardisation of vector data (identity for images), set by on_train_start
         self.register_buffer("data_mean", torch.zeros(spec.num_dims))
         self.register_buffer("data_std", torch.ones(spec.num_dims))
-        # the generator average lives in buffers: checkpointed, never optimised
-        self.generator_ema = nn.Module()
-        self._ema_names: dict[str, str] = {}
-        if cfg.ema > 0:
-            for key, t in self.generator.state_dict().items():
-                safe = key.replace(".", "__")
-                self._ema_names[key] = safe
-                self.generator_ema.register_buffer(safe, t.detach().clone())
 
     # ------------------------------------------------------------------ spaces
     def _to_net(self, x: Tensor) -> Tensor:
@@ -220,13 +197,9 @@ class GAN(Model):
     def _noise(self, n: int) -> Tensor:
         return torch.randn(n, self.latent_dim, device=self.device, dtype=self.dtype)
 
-    def _generate(self, z: Tensor, ema: bool = False) -> Tensor:
+    def _generate(self, z: Tensor) -> Tensor:
         """Samples in net space ``(B, *event)`` from noise ``z (B, latent_dim)``."""
-        if ema and self._ema_names:
-            weights = {k: getattr(self.generator_ema, s) for k, s in self._ema_names.items()}
-            out = functional_call(self.generator, weights, (z,))
-        else:
-            out = self.generator(z)
+        out = self.generator(z)
         if self.arch == "conv":
             return torch.sigmoid(out)  # (B, C, H, W) in (0, 1)
         return out.reshape(-1, *self.event_shape)
@@ -273,18 +246,20 @@ class GAN(Model):
         g_loss = generator_loss(self.discriminator(fake), self.config.loss)
         return {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {
-            "discriminator": [p for p in self.discriminator.parameters() if p.requires_grad],
-            "generator": [p for p in self.generator.parameters() if p.requires_grad],
-        }
-
-    def optimizer_options(self) -> dict[str, dict[str, Any]]:
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The two players, each with its own Adam ``betas``."""
         betas = (self.config.beta1, self.config.beta2)
-        return {"discriminator": {"betas": betas}, "generator": {"betas": betas}}
+        return [
+            {
+                "name": name,
+                "params": [p for p in net.parameters() if p.requires_grad],
+                "betas": betas,
+            }
+            for name, net in (("discriminator", self.discriminator), ("generator", self.generator))
+        ]
 
     def training_step(self, batch: Batch, step: int, stepper: Stepper) -> dict[str, Tensor]:
-        """``d_steps`` discriminator updates, then one generator update and the EMA update."""
+        """``d_steps`` discriminator updates, then one generator update."""
         cfg = self.config
         real = self._real(batch)  # (B, *event)
         b = real.shape[0]
@@ -302,43 +277,29 @@ class GAN(Model):
         finally:
             self.discriminator.requires_grad_(True)
         stepper(g_loss, "generator")
-        self._update_ema(step)
         d, g = d_loss.detach(), g_loss.detach()
         return {"loss": d + g, "d_loss": d, "g_loss": g, **logged}
 
-    @torch.no_grad()
-    def _update_ema(self, step: int) -> None:
-        if not self._ema_names:
-            return
-        decay = min(self.config.ema, (1.0 + step) / (10.0 + step))
-        for key, t in self.generator.state_dict().items():
-            buf = getattr(self.generator_ema, self._ema_names[key])
-            if t.is_floating_point():
-                buf.lerp_(t, 1.0 - decay)
-            else:
-                buf.copy_(t)
-
     def on_train_start(self, train_data: Tensor) -> None:
-        """Standardisation statistics of vector data from the first batch; EMA := generator."""
+        """Standardisation statistics of vector data from the first batch."""
         if self.arch == "mlp":
             flat = train_data.flatten(1)  # (B, D)
             self.data_mean.copy_(flat.mean(0))
             std = flat.std(0) if flat.shape[0] > 1 else torch.ones_like(self.data_std)
             self.data_std.copy_(std.clamp_min(1e-3))
-        for key, t in self.generator.state_dict().items():
-            if key in self._ema_names:
-                getattr(self.generator_ema, self._ema_names[key]).copy_(t)
 
     # ------------------------------------------------------------------ sampling, validation
-    def sample(self, n: int, y: Tensor | None = None, ema: bool = True, **options: Any) -> Tensor:
-        """``n`` samples ``(n, *event)`` of the averaged generator (``ema=False``: the live one)."""
+    def sample(self, n: int, y: Tensor | None = None, **options: Any) -> Tensor:
+        """``n`` samples ``(n, *event)`` of the generator."""
         if options:
-            raise DataError(f"gan takes no sampling option {sorted(options)[0]!r}; it takes: ema")
-        return self._from_net(self._generate(self._noise(n), ema=ema))
+            raise DataError(f"gan takes no sampling option {sorted(options)[0]!r}; it takes none")
+        return self._from_net(self._generate(self._noise(n)))
 
     @torch.no_grad()
     def validation_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
-        """The discriminator as a two-sample test: held-out data ``x`` against as many samples.
+        """The discriminator as a two-sample test: held-out data ``x`` against as many samples
+        (:class:`~dgm.core.hooks.HasValidationMetrics`; the engine calls it with the evaluation
+        weights, the averaged ones when the run keeps an EMA).
 
         ``d_accuracy``: fraction of correctly labelled inputs (real: output above the threshold;
         the threshold is 0 for the logistic and hinge losses and the midpoint of the two mean
@@ -348,7 +309,7 @@ class GAN(Model):
         """
         real = self._real(x)
         r = self.discriminator(real)  # (n/m,)
-        f = self.discriminator(self._generate(self._noise(real.shape[0]), ema=True))  # (n/m,)
+        f = self.discriminator(self._generate(self._noise(real.shape[0])))  # (n/m,)
         t = 0.5 * (r.mean() + f.mean()) if self.config.loss == "wgan-gp" else 0.0
         acc = 0.5 * ((r > t).double().mean() + (f <= t).double().mean())
         diff = r[:, None] - f[None, :]  # (n/m, n/m)
