@@ -38,7 +38,7 @@ from dgm.models.flows import (
 )
 from dgm.models.flows.affine import checkerboard_mask
 from dgm.models.flows.coupling import alternating_mask
-from dgm.nn import made_order
+from dgm.nn.masked import made_order
 
 D64 = torch.float64
 

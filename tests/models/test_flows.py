@@ -23,7 +23,7 @@ from dgm.models.flows import IAF, MAF, NSF, Coupling, Glow, MaskedAutoregressive
 from dgm.models.flows.coupling import alternating_mask, half_mask
 from dgm.models.flows.realnvp import RescaledAffine
 from dgm.models.flows.splines import MIN_BIN_WIDTH, MIN_DERIVATIVE, rational_quadratic_spline
-from dgm.nn import made_order
+from dgm.nn.masked import made_order
 
 D64 = torch.float64
 
