@@ -20,10 +20,16 @@ from dgm.core.errors import ConfigError, DataError
 from dgm.core.spec import DataSpec
 from dgm.core.transforms import Inverse, MonotonicAffine, Reverse, Transform
 from dgm.models import build
-from dgm.models.flows import IAF, MAF, NSF, Coupling, Glow, MaskedAutoregressive, RealNVP, RQSpline
-from dgm.models.flows.coupling import alternating_mask, half_mask
+from dgm.models.flows import IAF, MAF, NSF, Glow, RealNVP
+from dgm.models.flows.autoregressive import MaskedAutoregressive
+from dgm.models.flows.coupling import Coupling, alternating_mask, half_mask
 from dgm.models.flows.realnvp import RescaledAffine
-from dgm.models.flows.splines import MIN_BIN_WIDTH, MIN_DERIVATIVE, rational_quadratic_spline
+from dgm.models.flows.splines import (
+    MIN_BIN_WIDTH,
+    MIN_DERIVATIVE,
+    RQSpline,
+    rational_quadratic_spline,
+)
 from dgm.models.flows.stack import elementwise_stack
 from dgm.nn.masked import made_order
 
