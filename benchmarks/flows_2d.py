@@ -35,8 +35,8 @@ LAYERS, HIDDEN, BINS, BOUND = 8, 64, 8, 5.0
 SPEC = DataSpec((2,))
 
 NOTES = {
-    "dgm nsf-ar": "nsf transform=autoregressive, MADE (64, 64), reverse between layers",
-    "dgm nsf-coupling": "nsf transform=coupling, MLP (64, 64) on half the dims, reverse",
+    "dgm nsf-ar": "nsf variant=autoregressive, MADE (64, 64), reverse between layers",
+    "dgm nsf-coupling": "nsf variant=coupling, MLP (64, 64) on half the dims, reverse",
     "dgm realnvp": "realnvp vector, affine coupling MLP (64, 64)",
     "dgm maf": "maf, affine MADE (64, 64)",
     "dgm iaf": "iaf, affine inverse-autoregressive: density needs D passes per layer",

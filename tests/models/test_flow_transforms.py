@@ -24,21 +24,15 @@ from dgm.core.transforms import (
     Reverse,
     Transform,
 )
-from dgm.models.flows import (
-    ActNorm,
-    Coupling,
-    ImageCoupling,
-    InvConv1x1,
-    Logit,
-    MaskedAutoregressive,
-    MultiScale,
-    RQSpline,
-    Sigmoid,
-    Squeeze,
-)
-from dgm.models.flows.affine import checkerboard_mask
-from dgm.models.flows.coupling import alternating_mask
-from dgm.nn import made_order
+from dgm.models.flows.actnorm import ActNorm
+from dgm.models.flows.affine import ImageCoupling, checkerboard_mask
+from dgm.models.flows.autoregressive import MaskedAutoregressive
+from dgm.models.flows.conv1x1 import InvConv1x1
+from dgm.models.flows.coupling import Coupling, alternating_mask
+from dgm.models.flows.elementwise import Logit, Sigmoid
+from dgm.models.flows.multiscale import MultiScale, Squeeze
+from dgm.models.flows.splines import RQSpline
+from dgm.nn.masked import made_order
 
 D64 = torch.float64
 

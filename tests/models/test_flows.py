@@ -18,12 +18,20 @@ from torch.autograd.functional import jacobian
 
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.spec import DataSpec
-from dgm.core.transforms import MonotonicAffine, Transform
-from dgm.models.flows import IAF, MAF, NSF, Coupling, Glow, MaskedAutoregressive, RealNVP, RQSpline
-from dgm.models.flows.coupling import alternating_mask, half_mask
+from dgm.core.transforms import Inverse, MonotonicAffine, Reverse, Transform
+from dgm.models import build
+from dgm.models.flows import IAF, MAF, NSF, Glow, RealNVP
+from dgm.models.flows.autoregressive import MaskedAutoregressive
+from dgm.models.flows.coupling import Coupling, alternating_mask, half_mask
 from dgm.models.flows.realnvp import RescaledAffine
-from dgm.models.flows.splines import MIN_BIN_WIDTH, MIN_DERIVATIVE, rational_quadratic_spline
-from dgm.nn import made_order
+from dgm.models.flows.splines import (
+    MIN_BIN_WIDTH,
+    MIN_DERIVATIVE,
+    RQSpline,
+    rational_quadratic_spline,
+)
+from dgm.models.flows.stack import elementwise_stack
+from dgm.nn.masked import made_order
 
 D64 = torch.float64
 
@@ -382,8 +390,6 @@ def test_sampling_with_log_det_agrees_with_log_prob(name):
 
 @pytest.mark.parametrize("name", ["nsf", "maf", "iaf", "realnvp", "glow"])
 def test_conditional_flow_is_a_density_for_every_label(name):
-    from dgm.models import build
-
     torch.manual_seed(0)
     cfg = {"num_layers": 2, "hidden": (16,)} if name != "glow" else {"steps": 2, "hidden": (16,)}
     model = build(name, DataSpec((2,), num_classes=3), conditional=True, **cfg).double().eval()
@@ -410,13 +416,39 @@ def test_conditional_flow_is_a_density_for_every_label(name):
         build(name, DataSpec((2,)), conditional=True)
 
 
-def test_nsf_variant_and_its_old_name():
-    assert NSF.Config(variant="coupling").variant == "coupling"
-    old = NSF.Config(transform="coupling")
-    assert old.variant == "coupling" and old.transform is None
-    assert NSF.Config().variant == "autoregressive"
-    with pytest.raises(ConfigError, match="disagree"):
-        NSF.Config(variant="coupling", transform="autoregressive")
+def test_maf_nsf_and_realnvp_are_one_stack_with_another_elementwise_map():
+    """The models' flows are the layer loop of flows/stack.py: the same layers and order, and
+    with the same weights the same density as a stack built by hand."""
+    d = 3
+    maf = MAF(DataSpec((d,)), MAF.Config(num_layers=3, hidden=(8,))).double()
+    nsf = NSF(DataSpec((d,)), NSF.Config(num_layers=3, hidden=(8,), bins=4)).double()
+    iaf = IAF(DataSpec((d,)), IAF.Config(num_layers=2, hidden=(8,))).double()
+    nvp = RealNVP(DataSpec((4,)), RealNVP.Config(num_layers=3, hidden=(8,))).double()
+    kinds = [MaskedAutoregressive, Reverse, MaskedAutoregressive, Reverse, MaskedAutoregressive]
+    assert [type(t) for t in maf.flow.transform.transforms] == kinds
+    assert [type(t) for t in nsf.flow.transform.transforms] == kinds
+    assert [type(t) for t in iaf.flow.transform.transforms] == [Inverse, Reverse, Inverse]
+    assert isinstance(nsf.flow.transform.transforms[0].univariate, RQSpline)
+    assert isinstance(maf.flow.transform.transforms[0].univariate, MonotonicAffine)
+    couplings = nvp.flow.transform.transforms
+    assert [type(t) for t in couplings] == [Coupling] * 3  # alternating masks, no permutation
+    assert [t.idx_a.tolist() for t in couplings] == [[0, 2], [1, 3], [0, 2]]
+    for model, univariate, kw in (
+        (nsf, RQSpline(4, 5.0), {}),
+        (maf, MonotonicAffine(3.0), {}),
+        (
+            nvp,
+            MonotonicAffine(3.0),
+            dict(conditioner="coupling", mask="alternating", permutation=None),
+        ),
+    ):
+        perturb(model, 0.3)
+        stack = elementwise_stack(model.num_dims, univariate, 3, (8,), **kw).double()
+        stack.load_state_dict(model.flow.transform.state_dict())
+        x = torch.randn(6, model.num_dims, dtype=D64)
+        base = torch.distributions.Normal(0.0, 1.0)
+        z, ladj = stack(x)
+        torch.testing.assert_close(model.log_prob(x), base.log_prob(z).sum(-1) + ladj)
 
 
 @pytest.mark.parametrize("cls", [NSF, RealNVP, MAF, IAF])
@@ -429,7 +461,7 @@ def test_flow_starts_at_the_base_density(cls):
 
 def test_one_dimensional_data():
     with pytest.raises(ConfigError, match="autoregressive"):
-        NSF(DataSpec((1,)), NSF.Config(transform="coupling"))
+        NSF(DataSpec((1,)), NSF.Config(variant="coupling"))
     with pytest.raises(ConfigError, match="2 dimensions"):
         RealNVP(DataSpec((1,)))
     model = perturb(NSF(DataSpec((1,)), NSF.Config(num_layers=2, hidden=(8,))).double(), 0.5)
@@ -476,56 +508,10 @@ def test_rescaled_affine_inverts_with_the_autograd_log_derivative():
     assert (ladj.abs() <= affine.scale.detach().view(1, 3, 1, 1)).all()
 
 
-def test_realnvp_image_coupling_option_and_state_dict():
-    spec = DataSpec((1, 4, 4))
-    assert RealNVP.Config().image_coupling == "rescaled"
-    new = RealNVP(spec, RealNVP.Config(num_scales=2, hidden_channels=8))
-    old = RealNVP(spec, RealNVP.Config(num_scales=2, hidden_channels=8, image_coupling="bounded"))
+def test_realnvp_image_couplings_learn_one_scale_each():
+    new = RealNVP(DataSpec((1, 4, 4)), RealNVP.Config(num_scales=2, hidden_channels=8))
     scales = [k for k in new.state_dict() if k.endswith("univariate.scale")]
     assert len(scales) == 10  # one per coupling: 3 + 3 + 4
-    assert not any(k.endswith("univariate.scale") for k in old.state_dict())
-    # "bounded" keeps the parameters of models saved before the option existed
-    assert set(old.state_dict()) == set(new.state_dict()) - set(scales)
-    # the vector architecture is unchanged by the option
+    # the vector architecture's affine map has no learned scale
     vec = RealNVP(DataSpec((4,)), RealNVP.Config(num_layers=2))
     assert not any(k.endswith("univariate.scale") for k in vec.state_dict())
-    with pytest.raises(ConfigError, match="image_coupling"):
-        RealNVP.Config(image_coupling="affine")  # type: ignore[arg-type]
-
-
-def test_realnvp_bounded_image_coupling_is_a_bijection_with_the_autograd_log_det():
-    torch.manual_seed(0)
-    cfg = RealNVP.Config(num_scales=1, hidden_channels=8, image_coupling="bounded")
-    model = perturb(RealNVP(DataSpec((1, 4, 4)), cfg).double(), 0.1).eval()
-    x = torch.rand(2, 1, 4, 4, dtype=D64)
-    z, ladj = model.forward_transform(x)
-    x2, ladj_inv = model.inverse_transform(z)
-    torch.testing.assert_close(x2, x, atol=1e-10, rtol=0)
-    torch.testing.assert_close(ladj_inv, -ladj, atol=1e-10, rtol=0)
-    jac = jacobian(lambda v: model.flow(v.view(1, 1, 4, 4))[0].reshape(-1), x[0].flatten())
-    torch.testing.assert_close(ladj[0], torch.linalg.slogdet(jac)[1], atol=1e-9, rtol=0)
-
-
-def test_realnvp_image_run_saved_before_image_coupling_still_loads(tmp_path):
-    import numpy as np
-    import yaml
-
-    import dgm
-    from dgm.api import load_run
-
-    torch.manual_seed(0)
-    data = tmp_path / "images.npy"
-    np.save(data, np.random.default_rng(0).integers(0, 4, (32, 1, 4, 4)).astype(np.uint8))
-    cfg = {"num_scales": 1, "hidden_channels": 4, "image_coupling": "bounded"}
-    out = tmp_path / "old"
-    dgm.train("realnvp", data, out, model_config=cfg, steps=2, batch_size=16, progress=False,
-              checkpoint_every=0)  # fmt: skip
-    x = load_run(out).model.sample(4)
-    expected = load_run(out).model.log_prob(x)
-    # what an earlier version wrote: no image_coupling key (its couplings were the bounded map)
-    config = yaml.safe_load((out / "config.yaml").read_text())
-    del config["model_config"]["image_coupling"]
-    (out / "config.yaml").write_text(yaml.safe_dump(config))
-    run = load_run(out)
-    assert run.model.config.image_coupling == "bounded"
-    torch.testing.assert_close(run.model.log_prob(x), expected)

@@ -18,17 +18,15 @@ from dgm.cli.main import main
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.io import load_tensors
 from dgm.core.spec import DataSpec
-from dgm.models.gan import (
-    GAN,
+from dgm.models.gan import GAN, GANConfig
+from dgm.models.gan.losses import (
     LOSSES,
-    GANConfig,
-    MLPDiscriminator,
     discriminator_loss,
     generator_loss,
     gradient_penalty,
-    pack_samples,
     r1_penalty,
 )
+from dgm.models.gan.networks import MLPDiscriminator, pack_samples
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
 

@@ -19,7 +19,8 @@ from dgm.core.spec import DataSpec
 from dgm.data import Dequantize
 from dgm.eval.likelihood import nll
 from dgm.models import build
-from dgm.models.flows import ActNorm, Glow, RealNVP
+from dgm.models.flows import Glow, RealNVP
+from dgm.models.flows.actnorm import ActNorm
 
 D64 = torch.float64
 

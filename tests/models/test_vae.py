@@ -15,15 +15,14 @@ import dgm.models.vae  # noqa: F401  (registers vae and iwae)
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.spec import DataSpec
 from dgm.models import build
-from dgm.models.vae import (
+from dgm.models.vae.likelihoods import (
     Bernoulli,
     Categorical,
     DiscretizedLogistic,
     Gaussian,
-    gaussian_kl,
     make_likelihood,
 )
-from dgm.models.vae.vae import MEMORY_BUDGET, VAE
+from dgm.models.vae.vae import MEMORY_BUDGET, VAE, gaussian_kl
 
 DIGITS = DataSpec((1, 8, 8), "discrete", levels=17, num_classes=10)
 

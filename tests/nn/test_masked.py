@@ -7,7 +7,8 @@ import torch
 from torch.autograd.functional import jacobian
 
 from dgm.core.errors import ConfigError
-from dgm.nn import MADENet, MaskedConv2d, MaskedLinear, hidden_degrees, made_order
+from dgm.nn.masked import MADENet, MaskedConv2d, MaskedLinear, hidden_degrees, made_order
+from dgm.nn.pixel import StackConv2d
 
 
 def made_jacobian(
@@ -184,8 +185,6 @@ def test_masked_conv_rejects_bad_arguments():
 def test_narrow_layers_still_reach_every_degree():
     """With fewer hidden units than D - 1 the degrees must still span 1..D-1, or the last outputs
     would be cut off from most of their allowed inputs (a real bug: 500 units, D = 784)."""
-    from dgm.nn.masked import hidden_degrees
-
     (deg,) = hidden_degrees(784, [500], "cyclic")
     assert int(deg.min()) == 1 and int(deg.max()) >= 780
     assert torch.all(deg[1:] >= deg[:-1])
@@ -195,8 +194,6 @@ def test_narrow_layers_still_reach_every_degree():
 def test_cropped_masked_convolutions_equal_the_full_masked_kernel(kernel):
     """The forward passes convolve only the kept rectangle; the result and the weight gradient
     must equal those of the full ``k x k`` kernel times its mask (float64)."""
-    from dgm.nn.pixel import StackConv2d
-
     torch.manual_seed(kernel)
     x = torch.randn(2, 4, 6, 5, dtype=torch.float64)
     convs = [MaskedConv2d(4, 6, kernel, t, channel_groups=2) for t in "AB"] + [

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from dgm.nn.mlp import mlp
+
 __all__ = ["TimeEmbedding", "TimeMLP", "sinusoidal_embedding"]
 
 
@@ -41,7 +43,7 @@ class TimeEmbedding(nn.Module):
     def __init__(self, dim: int, out_dim: int) -> None:
         super().__init__()
         self.dim = dim
-        self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+        self.mlp = mlp(dim, [out_dim], out_dim, "silu")
 
     def forward(self, t: Tensor) -> Tensor:
         dtype = self.mlp[0].weight.dtype

@@ -30,26 +30,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
+from dgm.nn.mlp import activation as make_activation
 
 __all__ = [
-    "ACTIVATIONS",
     "MADENet",
     "MaskedConv2d",
     "MaskedLinear",
-    "get_activation",
     "hidden_degrees",
     "made_order",
     "mask_from_degrees",
 ]
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
-
-
-def get_activation(name: str) -> nn.Module:
-    """A fresh activation module by name (``"relu"``, ``"tanh"`` or ``"elu"``)."""
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {name!r}")
-    return ACTIVATIONS[name]()
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -147,7 +137,7 @@ class MADENet(nn.Module):
         out_features: outputs per dimension ``P`` (logits, spline parameters, ...).
         context_features: size of an optional context (e.g. a one-hot class label) that enters
             every hidden layer and the output layer *unmasked*, so every output may depend on it.
-        activation: ``"relu"``, ``"tanh"`` or ``"elu"``.
+        activation: a name of :data:`dgm.nn.mlp.ACTIVATIONS`.
         direct: add a masked direct input-to-output connection (Germain et al., Sec. 4).
         connectivity: hidden degrees, ``"cyclic"`` or ``"random"`` (see :func:`hidden_degrees`).
         seed: seed of random connectivity.
@@ -227,7 +217,7 @@ class MADENet(nn.Module):
             if context_features > 0
             else None
         )
-        self.act = get_activation(activation)
+        self.act = make_activation(activation)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         if zero_last:
             nn.init.zeros_(self.out.weight)

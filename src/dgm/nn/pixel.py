@@ -1,6 +1,6 @@
 r"""Pixel-by-pixel evaluation of masked convolutions: the caches behind fast PixelCNN sampling.
 
-A masked convolution (:class:`dgm.nn.MaskedConv2d`, :class:`StackConv2d`) with "same" padding
+A masked convolution (:class:`dgm.nn.masked.MaskedConv2d`, :class:`StackConv2d`) with "same" padding
 computes its output at pixel ``(i, j)`` from the ``k x k`` window of its input centred there.
 When an autoregressive network samples pixel after pixel in raster order, the activations of
 every layer at pixels already visited no longer change (they depend on earlier pixels only), so

@@ -10,7 +10,6 @@ The last four share :class:`AutoregressiveModel`: one teacher-forced pass for ``
 fast or naive one-dimension-at-a-time decoder for sampling and entropy coding.
 """
 
-from dgm.models.autoregressive.base import AutoregressiveModel, SampleOptions
 from dgm.models.autoregressive.gated_pixelcnn import GatedPixelCNN, GatedPixelCNNConfig
 from dgm.models.autoregressive.made import MADE, MADEConfig
 from dgm.models.autoregressive.pixelcnn import PixelCNN, PixelCNNConfig
@@ -20,14 +19,12 @@ from dgm.models.autoregressive.transformer import Transformer, TransformerConfig
 __all__ = [
     "MADE",
     "MADEConfig",
-    "AutoregressiveModel",
     "GatedPixelCNN",
     "GatedPixelCNNConfig",
     "PixelCNN",
     "PixelCNNConfig",
     "RNN",
     "RNNConfig",
-    "SampleOptions",
     "Transformer",
     "TransformerConfig",
 ]

@@ -4,7 +4,7 @@ Germain, Gregor, Murray & Larochelle, "MADE: Masked Autoencoder for Distribution
 ICML 2015, arXiv:1502.03509.
 
 For discrete data ``x in {0..L-1}^D`` (any event shape, flattened), a masked MLP
-(:class:`dgm.nn.MADENet`) outputs the parameters of every conditional of the chain rule in one
+(:class:`dgm.nn.masked.MADENet`) outputs the parameters of every conditional of the chain rule in one
 pass,
 
 .. math::
@@ -37,7 +37,7 @@ from dgm.core.errors import ConfigError
 from dgm.core.model import Model, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.nn import MADENet, made_order
+from dgm.nn.masked import MADENet, made_order
 
 __all__ = ["MADE", "MADEConfig"]
 

@@ -41,7 +41,7 @@ from dgm.core.errors import ConfigError
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.autoregressive.base import AutoregressiveModel, image_shape
-from dgm.nn import MaskedConv2d
+from dgm.nn.masked import MaskedConv2d
 from dgm.nn.pixel import PixelCache, conv_at, pointwise
 
 __all__ = ["PixelCNN", "PixelCNNConfig"]

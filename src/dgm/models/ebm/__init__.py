@@ -2,6 +2,5 @@
 flow-contrastive estimation."""
 
 from dgm.models.ebm.ebm import EBM, EBMConfig, EBMSampleOptions
-from dgm.models.ebm.energy import ConvEnergy, MLPEnergy, QuadraticEnergy
 
-__all__ = ["EBM", "ConvEnergy", "EBMConfig", "EBMSampleOptions", "MLPEnergy", "QuadraticEnergy"]
+__all__ = ["EBM", "EBMConfig", "EBMSampleOptions"]

@@ -24,19 +24,12 @@ import torch
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
+from dgm.nn.mlp import activation, mlp
 
-__all__ = ["ConvEnergy", "MLPEnergy", "QuadraticEnergy", "activation"]
+__all__ = ["SMOOTH_ACTIVATIONS", "ConvEnergy", "MLPEnergy", "QuadraticEnergy"]
 
-_ACTIVATIONS = {"silu": nn.SiLU, "softplus": nn.Softplus, "elu": nn.ELU, "tanh": nn.Tanh}
-
-
-def activation(name: str) -> nn.Module:
-    if name not in _ACTIVATIONS:
-        raise ConfigError(
-            f"unknown energy activation {name!r}; choose one of {', '.join(_ACTIVATIONS)} "
-            "(smooth: score matching needs second derivatives)"
-        )
-    return _ACTIVATIONS[name]()
+#: the activations an energy may use: score matching needs second derivatives
+SMOOTH_ACTIVATIONS = ("silu", "softplus", "elu", "tanh")
 
 
 class MLPEnergy(nn.Module):
@@ -69,12 +62,9 @@ class MLPEnergy(nn.Module):
             g = torch.Generator().manual_seed(0)  # the same features on every machine
             self.register_buffer("W", fourier_scale * torch.randn(d, fourier_features, generator=g))
             d = d + 2 * fourier_features
-        layers: list[nn.Module] = []
-        for h in hidden:
-            layers += [nn.Linear(d, h), activation(act)]
-            d = h
-        layers.append(nn.Linear(d, 1, bias=False))  # a constant energy is absorbed into Z
-        self.net = nn.Sequential(*layers)
+        activation(act, SMOOTH_ACTIVATIONS)  # the check: a smooth activation
+        # no output bias: a constant energy is absorbed into Z
+        self.net = mlp(d, hidden, 1, act, last_bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         h = x.reshape(x.shape[0], -1)  # (B, D)
@@ -96,10 +86,16 @@ class ConvEnergy(nn.Module):
                 "use energy='mlp'"
             )
         c = event_shape[0]
-        layers: list[nn.Module] = [nn.Conv2d(c, channels[0], 3, padding=1), activation(act)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(c, channels[0], 3, padding=1),
+            activation(act, SMOOTH_ACTIVATIONS),
+        ]
         prev = channels[0]
         for ch in channels:
-            layers += [nn.Conv2d(prev, ch, 4, stride=2, padding=1), activation(act)]
+            layers += [
+                nn.Conv2d(prev, ch, 4, stride=2, padding=1),
+                activation(act, SMOOTH_ACTIVATIONS),
+            ]
             prev = ch
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(prev, 1, bias=False)  # a constant energy is absorbed into Z

@@ -9,7 +9,8 @@
 * ``cnf`` -- continuous normalizing flow, FFJORD (Grathwohl et al. 2019), on the ODE solver of
   :mod:`dgm.samplers.ode`.
 
-Shared pieces: :mod:`.splines` (the RQ spline), :mod:`.coupling` and :mod:`.autoregressive`
+Shared pieces (import them from their modules): :mod:`.stack` (the layer loop of maf, iaf, nsf
+and vector realnvp), :mod:`.splines` (the RQ spline), :mod:`.coupling` and :mod:`.autoregressive`
 (the two ways to condition an elementwise map), :mod:`dgm.core.transforms` (interface,
 permutations, composition) and :mod:`dgm.core.distributions` (base and flow); for images
 :mod:`.affine` (checkerboard / channel couplings), :mod:`.actnorm`, :mod:`.conv1x1`,
@@ -18,44 +19,22 @@ permutations, composition) and :mod:`dgm.core.distributions` (base and flow); fo
 conditioned on class labels through a one-hot context.
 """
 
-from dgm.models.flows.actnorm import ActNorm
-from dgm.models.flows.affine import ImageCoupling
-from dgm.models.flows.autoregressive import MaskedAutoregressive
 from dgm.models.flows.cnf import CNF, CNFConfig
-from dgm.models.flows.conv1x1 import InvConv1x1
-from dgm.models.flows.coupling import Coupling
-from dgm.models.flows.dequantization import UniformDequantizer, VariationalDequantizer
-from dgm.models.flows.elementwise import Logit, Sigmoid
 from dgm.models.flows.glow import Glow, GlowConfig
 from dgm.models.flows.maf import IAF, MAF, MAFConfig
-from dgm.models.flows.multiscale import MultiScale, Squeeze
 from dgm.models.flows.nsf import NSF, NSFConfig
 from dgm.models.flows.realnvp import RealNVP, RealNVPConfig
-from dgm.models.flows.splines import RQSpline, rational_quadratic_spline
 
 __all__ = [
     "CNF",
-    "CNFConfig",
     "IAF",
     "MAF",
     "NSF",
-    "ActNorm",
-    "Coupling",
+    "CNFConfig",
     "Glow",
     "GlowConfig",
-    "ImageCoupling",
-    "InvConv1x1",
-    "Logit",
     "MAFConfig",
-    "MaskedAutoregressive",
-    "MultiScale",
     "NSFConfig",
-    "RQSpline",
     "RealNVP",
     "RealNVPConfig",
-    "Sigmoid",
-    "Squeeze",
-    "UniformDequantizer",
-    "VariationalDequantizer",
-    "rational_quadratic_spline",
 ]

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
 from dgm.core.transforms import MonotonicAffine, Transform, Univariate
-from dgm.nn import get_activation
+from dgm.nn.mlp import activation as make_activation
 
 __all__ = ["ConvNet", "ImageCoupling", "checkerboard_mask"]
 
@@ -54,9 +54,9 @@ class ConvNet(nn.Sequential):
         nn.init.zeros_(last.bias)
         super().__init__(
             nn.Conv2d(in_channels, hidden, 3, padding=1),
-            get_activation(activation),
+            make_activation(activation),
             nn.Conv2d(hidden, hidden, 1),
-            get_activation(activation),
+            make_activation(activation),
             last,
         )
 

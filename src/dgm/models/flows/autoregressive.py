@@ -3,7 +3,7 @@ r"""Masked autoregressive transforms (MAF style) with any elementwise map.
 Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density Estimation", NeurIPS 2017,
 arXiv:1705.07057; Durkan et al., "Neural Spline Flows", NeurIPS 2019 (the RQ-spline variant).
 
-A MADE network (:class:`dgm.nn.MADENet`) gives the parameters of dimension ``i`` from the
+A MADE network (:class:`dgm.nn.masked.MADENet`) gives the parameters of dimension ``i`` from the
 dimensions before it in the ordering:
 
 .. math::
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from dgm.core.transforms import Transform, Univariate
-from dgm.nn import MADENet
+from dgm.nn.masked import MADENet
 
 __all__ = ["MaskedAutoregressive"]
 
@@ -33,12 +33,12 @@ class MaskedAutoregressive(Transform):
     """``y_i = g(x_i; MADE(x_{<i}, context)_i)``.
 
     Args:
-        order: ranks ``(D,)`` of the dimensions (:func:`dgm.nn.made_order`).
+        order: ranks ``(D,)`` of the dimensions (:func:`dgm.nn.masked.made_order`).
         univariate: the elementwise map (affine for MAF, RQ spline for the autoregressive NSF).
         hidden: hidden widths of the MADE conditioner.
         context_features: size of an optional unmasked context.
         activation: activation of the conditioner.
-        connectivity, seed: hidden-degree assignment of the MADE (see :func:`dgm.nn.hidden_degrees`).
+        connectivity, seed: hidden-degree assignment of the MADE (see :func:`dgm.nn.masked.hidden_degrees`).
 
     The MADE output layer starts at zero, so the transform starts as the identity.
     """

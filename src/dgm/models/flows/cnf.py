@@ -52,12 +52,12 @@ from dgm.core.errors import ConfigError, DataError
 from dgm.core.model import Batch, Model, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
+from dgm.nn.mlp import activation as make_activation
 from dgm.samplers.ode import METHODS, divergence_exact, divergence_hutchinson, odeint
 
 __all__ = ["CNF", "CNFConfig", "CNFSampleOptions", "ODENet"]
 
 EXACT_TRACE_MAX_DIMS = 8
-_ACTIVATIONS = {"tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU, "silu": nn.SiLU}
 
 
 @dataclass
@@ -149,7 +149,7 @@ class ODENet(nn.Module):
         super().__init__()
         dims = [d, *hidden, d]
         self.layers = nn.ModuleList(TimeLinear(a, b, mode) for a, b in zip(dims, dims[1:]))
-        self.act = _ACTIVATIONS[activation]()
+        self.act = make_activation(activation)
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         h = z

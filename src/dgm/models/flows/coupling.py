@@ -34,33 +34,9 @@ from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
 from dgm.core.transforms import Transform, Univariate
-from dgm.nn import get_activation
+from dgm.nn.mlp import mlp
 
-__all__ = ["Coupling", "MLP", "alternating_mask", "half_mask"]
-
-
-class MLP(nn.Sequential):
-    """``in -> hidden... -> out`` with an activation between layers; optionally a zero last layer
-    (a conditioner that outputs 0 makes its coupling layer the identity)."""
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        hidden: Sequence[int],
-        activation: str = "relu",
-        zero_last: bool = False,
-    ) -> None:
-        sizes = [in_features, *hidden, out_features]
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            if i > 0:
-                layers.append(get_activation(activation))
-            layers.append(nn.Linear(a, b))
-        super().__init__(*layers)
-        if zero_last:
-            nn.init.zeros_(layers[-1].weight)
-            nn.init.zeros_(layers[-1].bias)
+__all__ = ["Coupling", "alternating_mask", "half_mask"]
 
 
 def alternating_mask(num_dims: int, parity: int) -> Tensor:
@@ -122,10 +98,10 @@ class Coupling(Transform):
         self.register_buffer("place", torch.argsort(torch.cat([idx_a, idx_b])), persistent=False)
         self.univariate = univariate
         self.context_features = context_features
-        self.conditioner = MLP(
+        self.conditioner = mlp(
             len(idx_a) + context_features,
-            len(idx_b) * univariate.num_params,
             hidden,
+            len(idx_b) * univariate.num_params,
             activation,
             zero_last=True,
         )

@@ -25,8 +25,6 @@ figure it reports plus the preprocessor's ``-D log L`` is exactly the bound abov
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
@@ -36,15 +34,7 @@ from dgm.core.transforms import Composite
 from dgm.models.flows.affine import ImageCoupling
 from dgm.models.flows.elementwise import Sigmoid
 
-__all__ = ["UniformDequantizer", "VariationalDequantizer"]
-
-
-class UniformDequantizer(nn.Module):
-    """``u ~ U[0, 1)^D``, ``log q(u | x) = 0``: the bound of uniform dequantization."""
-
-    def forward(self, bins: Tensor) -> tuple[Tensor, Tensor]:
-        """``(u (B, *event), log q(u | bins) (B,))`` for integer-valued ``bins (B, *event)``."""
-        return torch.rand_like(bins), bins.new_zeros(bins.shape[0])
+__all__ = ["VariationalDequantizer", "dequantize_bins"]
 
 
 class VariationalDequantizer(nn.Module):
@@ -108,8 +98,3 @@ class VariationalDequantizer(nn.Module):
 def dequantize_bins(v: Tensor, levels: int) -> Tensor:
     """The bin ``floor(L v)`` of each value, clamped to ``0..L-1`` (``v = 1`` joins the top bin)."""
     return torch.floor(v * levels).clamp(0, levels - 1)
-
-
-def log_levels(num_dims: int, levels: int) -> float:
-    """``D log L``, the log-volume factor between ``[0, 1)^D`` and the integer grid."""
-    return num_dims * math.log(levels)

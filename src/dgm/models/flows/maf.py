@@ -5,7 +5,8 @@ Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density Estimat
 Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016, arXiv:1606.04934.
 
 Both stack ``num_layers`` MADE-conditioned affine maps with the order reversed (or randomly
-permuted) between layers; a layer of MAF maps data to noise as
+permuted) between layers (the layer loop of :mod:`.stack`, shared with NSF and RealNVP); a layer
+of MAF maps data to noise as
 
 .. math::
 
@@ -21,6 +22,7 @@ permuted) between layers; a layer of MAF maps data to noise as
   maximum likelihood therefore costs ``D`` times more per step than MAF; IAF shines as a
   variational posterior or a distilled sampler, where only its own samples are scored.
 
+>>> import torch
 >>> from dgm.core.spec import DataSpec
 >>> MAF(DataSpec((3,)), MAF.Config(num_layers=2)).log_prob(torch.zeros(4, 3)).shape
 torch.Size([4])
@@ -31,21 +33,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
 from dgm.core.errors import ConfigError
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.core.transforms import (
-    Composite,
-    Inverse,
-    MonotonicAffine,
-    Permutation,
-    Reverse,
-    Transform,
-)
-from dgm.models.flows.autoregressive import MaskedAutoregressive
+from dgm.core.transforms import MonotonicAffine
 from dgm.models.flows.base import ConditionalOptions, FlowModel
+from dgm.models.flows.stack import check_stack_config, elementwise_stack
 
 __all__ = ["IAF", "MAF", "MAFConfig"]
 
@@ -71,33 +64,9 @@ class MAFConfig(ConditionalOptions):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_layers < 1:
-            raise ConfigError(f"num_layers must be at least 1, not {self.num_layers}")
+        check_stack_config(self)
         if not self.log_scale_bound > 0:
             raise ConfigError(f"log_scale_bound must be positive, not {self.log_scale_bound}")
-        if len(self.hidden) == 0 or min(self.hidden) < 1:
-            raise ConfigError(f"hidden must list one or more positive widths, not {self.hidden}")
-
-
-def autoregressive_layers(model: FlowModel, c: MAFConfig, inverse: bool) -> list[Transform]:
-    """MADE affine layers (wrapped in :class:`Inverse` for IAF) with permutations between."""
-    d = model.num_dims
-    affine = MonotonicAffine(c.log_scale_bound)
-    layers: list[Transform] = []
-    for i in range(c.num_layers):
-        if i > 0:
-            layers.append(
-                Reverse() if c.permutation == "reverse" else Permutation.random(d, c.seed + i)
-            )
-        made = MaskedAutoregressive(
-            torch.arange(d),
-            affine,
-            c.hidden,
-            context_features=model.num_classes,
-            activation=c.activation,
-        )
-        layers.append(Inverse(made) if inverse else made)
-    return layers
 
 
 @register
@@ -118,8 +87,19 @@ class MAF(FlowModel):
 
     def __init__(self, spec: DataSpec, config: MAFConfig | None = None) -> None:
         super().__init__(spec, config)
-        layers = autoregressive_layers(self, self.config, inverse=self.inverse_layers)
-        self._make_flow(Composite(layers))
+        c: MAFConfig = self.config
+        stack = elementwise_stack(
+            self.num_dims,
+            MonotonicAffine(c.log_scale_bound),
+            c.num_layers,
+            c.hidden,
+            permutation=c.permutation,
+            seed=c.seed,
+            context_features=self.num_classes,
+            activation=c.activation,
+            inverse=self.inverse_layers,
+        )
+        self._make_flow(stack)
 
 
 @register

@@ -2,6 +2,7 @@ r"""``nsf``: the neural spline flow (Durkan et al. 2019).
 
 Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows", NeurIPS 2019, arXiv:1906.04032.
 
+NSF is MAF with another elementwise map: the layer loop of :mod:`dgm.models.flows.stack` with
 ``num_layers`` rational-quadratic spline transforms (:mod:`dgm.models.flows.splines`), each either
 autoregressive (a MADE conditioner, :class:`~dgm.models.flows.autoregressive.MaskedAutoregressive`)
 or coupling (an MLP on the first half of the dimensions, :class:`~dgm.models.flows.coupling.Coupling`),
@@ -17,6 +18,7 @@ default ``tail_bound = 5`` covers standardised data and the 2-D toy densities (s
 about ``[-4.5, 4.5]``). Each layer starts as the identity (zero-initialised last conditioner
 layer), so training starts from the base density.
 
+>>> import torch
 >>> from dgm.core.spec import DataSpec
 >>> model = NSF(DataSpec((2,)), NSF.Config(num_layers=2))
 >>> model.log_prob(torch.zeros(3, 2)).shape
@@ -28,16 +30,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
 from dgm.core.errors import ConfigError
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.core.transforms import Composite, Permutation, Reverse, Transform
-from dgm.models.flows.autoregressive import MaskedAutoregressive
 from dgm.models.flows.base import ConditionalOptions, FlowModel
-from dgm.models.flows.coupling import Coupling, half_mask
 from dgm.models.flows.splines import RQSpline
+from dgm.models.flows.stack import check_stack_config, elementwise_stack
 
 __all__ = ["NSF", "NSFConfig"]
 
@@ -52,7 +50,6 @@ class NSFConfig(ConditionalOptions):
             every layer; sampling takes ``D`` passes per layer) or ``"coupling"`` (half the
             dimensions per layer; one pass both ways; needs ``D >= 2``). Default
             autoregressive.
-        transform: the former name of ``variant``, still accepted (``None``: unset).
         num_layers: number of spline transforms.
         hidden: hidden widths of each conditioner network.
         bins: spline bins ``K`` per dimension.
@@ -68,8 +65,7 @@ class NSFConfig(ConditionalOptions):
         seed: seed of the random permutations.
     """
 
-    variant: Literal["autoregressive", "coupling"] | None = None
-    transform: Literal["autoregressive", "coupling"] | None = None
+    variant: Literal["autoregressive", "coupling"] = "autoregressive"
     num_layers: int = 5
     hidden: tuple[int, ...] = (64, 64)
     bins: int = 8
@@ -80,21 +76,11 @@ class NSFConfig(ConditionalOptions):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.variant and self.transform and self.variant != self.transform:
-            raise ConfigError(
-                f"variant={self.variant!r} and its old name transform={self.transform!r} "
-                "disagree; set only variant"
-            )
-        self.variant = self.variant or self.transform or "autoregressive"
-        self.transform = None  # resolved into variant, which is what gets saved
-        if self.num_layers < 1:
-            raise ConfigError(f"num_layers must be at least 1, not {self.num_layers}")
+        check_stack_config(self)
         if self.bins < 1:
             raise ConfigError(f"bins must be at least 1, not {self.bins}")
         if not self.tail_bound > 0:
             raise ConfigError(f"tail_bound must be positive, not {self.tail_bound}")
-        if len(self.hidden) == 0 or min(self.hidden) < 1:
-            raise ConfigError(f"hidden must list one or more positive widths, not {self.hidden}")
         if self.unconditional and self.variant != "coupling":
             raise ConfigError(
                 "unconditional=True applies to variant='coupling' only (an autoregressive "
@@ -128,33 +114,16 @@ class NSF(FlowModel):
                 "nsf with variant='coupling' needs at least 2 dimensions to split; "
                 "use variant='autoregressive' for 1-D data"
             )
-        k = self.num_classes
-        layers: list[Transform] = []
-        for i in range(c.num_layers):
-            if i > 0:
-                layers.append(
-                    Reverse() if c.permutation == "reverse" else Permutation.random(d, c.seed + i)
-                )
-            spline = RQSpline(c.bins, c.tail_bound)
-            if c.variant == "autoregressive":
-                layers.append(
-                    MaskedAutoregressive(
-                        torch.arange(d),
-                        spline,
-                        c.hidden,
-                        context_features=k,
-                        activation=c.activation,
-                    )
-                )
-            else:
-                layers.append(
-                    Coupling(
-                        half_mask(d),
-                        spline,
-                        c.hidden,
-                        context_features=k,
-                        activation=c.activation,
-                        unconditional=c.unconditional,
-                    )
-                )
-        self._make_flow(Composite(layers))
+        stack = elementwise_stack(
+            d,
+            RQSpline(c.bins, c.tail_bound),
+            c.num_layers,
+            c.hidden,
+            conditioner=c.variant,
+            permutation=c.permutation,
+            seed=c.seed,
+            context_features=self.num_classes,
+            activation=c.activation,
+            unconditional=c.unconditional,
+        )
+        self._make_flow(stack)

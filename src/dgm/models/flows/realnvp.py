@@ -13,7 +13,7 @@ Every layer is an affine coupling: with a mask splitting ``x`` into ``x_A`` (pas
 with a bounded log-scale ``s = c \tanh(\tilde s / c)`` (``c = log_scale_bound``) and a conditioner
 whose last layer starts at zero (the flow starts as the identity).
 
-Image couplings (``image_coupling="rescaled"``, the default) use instead
+Image couplings use instead
 
 .. math::
 
@@ -26,11 +26,11 @@ shift added after the scaling, centring them takes a shift of about ``mean * e^c
 linear function of the conditioner's input, and a pixel that breaks the prediction is amplified
 from layer to layer until the loss overflows (``1e20`` within 20 Adam steps at ``lr=1e-3`` with
 ``c = 3``). With the shift first it stays on the data's scale, and the learned ``a`` lets the
-log-scale range grow only as fast as training asks. ``image_coupling="bounded"`` restores the
-old map (needed to load image models saved before this option).
+log-scale range grow only as fast as training asks.
 
 * **Vectors** (``architecture="vector"``, the default for 1-D event shapes): ``num_layers``
-  couplings with alternating even/odd masks and MLP conditioners.
+  couplings with alternating even/odd masks and MLP conditioners (the layer loop of
+  :mod:`dgm.models.flows.stack`, shared with MAF and NSF).
 * **Images** (``"image"``, the default for ``(C, H, W)``): the multi-scale architecture of the
   paper. Each of the first ``num_scales - 1`` scales applies 3 checkerboard couplings, a squeeze,
   3 channel couplings and factors out half of the channels; the last scale applies 4 checkerboard
@@ -60,8 +60,8 @@ from dgm.core.transforms import Composite, MonotonicAffine, Transform, Univariat
 from dgm.models.flows.actnorm import ActNorm
 from dgm.models.flows.affine import ImageCoupling
 from dgm.models.flows.base import FlowModel, ImageOptions, check_coupling_config
-from dgm.models.flows.coupling import Coupling, alternating_mask
 from dgm.models.flows.multiscale import MultiScale, Squeeze
+from dgm.models.flows.stack import elementwise_stack
 
 __all__ = ["RealNVP", "RealNVPConfig", "RescaledAffine"]
 
@@ -80,12 +80,7 @@ class RealNVPConfig(ImageOptions):
             ``2 ** (num_scales - 1)``).
         hidden_channels: width of each image conditioner CNN.
         activation: activation of the conditioners.
-        log_scale_bound: ``c``; each layer's log-scale lies in ``(-c, c)`` (vector couplings,
-            and image couplings with ``image_coupling="bounded"``).
-        image_coupling: the affine map of the image couplings: ``"rescaled"``
-            (``(x + t) exp(a tanh(s))`` with a learned per-channel ``a``, stable on MNIST) or
-            ``"bounded"`` (``x exp(c tanh(s / c)) + t``, the map of models saved before this
-            option existed; it diverges on MNIST with Adam at ``lr=1e-3``).
+        log_scale_bound: ``c``; each vector coupling's log-scale lies in ``(-c, c)``.
     """
 
     architecture: Literal["auto", "vector", "image"] = "auto"
@@ -95,15 +90,10 @@ class RealNVPConfig(ImageOptions):
     hidden_channels: int = 64
     activation: Literal["relu", "tanh", "elu"] = "relu"
     log_scale_bound: float = 3.0
-    image_coupling: Literal["rescaled", "bounded"] = "rescaled"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_coupling_config(self, ("num_layers", "num_scales"))
-        if self.image_coupling not in ("rescaled", "bounded"):
-            raise ConfigError(
-                f"image_coupling must be 'rescaled' or 'bounded', not {self.image_coupling!r}"
-            )
 
 
 class RescaledAffine(nn.Module, Univariate):
@@ -148,16 +138,6 @@ class RealNVP(FlowModel):
     test_config = {"num_layers": 2, "hidden": (16,)}
     test_spec = DataSpec((2,))
 
-    @classmethod
-    def legacy_config(cls, config: dict, weight_names: set[str]) -> dict | None:
-        """Image runs saved before ``image_coupling`` have no ``univariate.scale`` weights."""
-        has_couplings = any(".net." in k for k in weight_names)
-        if config.get("image_coupling", "rescaled") != "rescaled" or not has_couplings:
-            return None
-        if any(k.endswith("univariate.scale") for k in weight_names):
-            return None
-        return config | {"image_coupling": "bounded"}
-
     def __init__(self, spec: DataSpec, config: RealNVPConfig | None = None) -> None:
         super().__init__(spec, config)
         c: RealNVPConfig = self.config
@@ -171,18 +151,18 @@ class RealNVP(FlowModel):
                 "realnvp needs at least 2 dimensions to split between coupling halves; "
                 "use model 'nsf' with variant='autoregressive' for 1-D data"
             )
-        affine = MonotonicAffine(c.log_scale_bound)
-        layers = [
-            Coupling(
-                alternating_mask(d, i),
-                affine,
-                c.hidden,
-                context_features=self.num_classes,
-                activation=c.activation,
-            )
-            for i in range(c.num_layers)
-        ]
-        self._make_flow(Composite(layers))
+        stack = elementwise_stack(
+            d,
+            MonotonicAffine(c.log_scale_bound),
+            c.num_layers,
+            c.hidden,
+            conditioner="coupling",
+            mask="alternating",
+            permutation=None,
+            context_features=self.num_classes,
+            activation=c.activation,
+        )
+        self._make_flow(stack)
 
     def _image_transform(self, c: RealNVPConfig) -> Transform:
         if not self.spec.is_image:
@@ -196,14 +176,11 @@ class RealNVP(FlowModel):
                 f"realnvp with num_scales={c.num_scales} needs height and width divisible by {k}, "
                 f"not {h} x {w}; lower num_scales or use architecture='vector'"
             )
-        bounded = MonotonicAffine(c.log_scale_bound)
 
         def coupling(channels: int, mask: str, parity: int) -> list[Transform]:
-            if c.image_coupling == "bounded":
-                affine: Univariate = bounded
-            else:  # channels of the transformed part: all (checkerboard) or one half
-                half = channels // 2 if parity % 2 else channels - channels // 2
-                affine = RescaledAffine(channels if mask == "checkerboard" else half)
+            # channels of the transformed part: all (checkerboard) or one half
+            half = channels // 2 if parity % 2 else channels - channels // 2
+            affine = RescaledAffine(channels if mask == "checkerboard" else half)
             layer = ImageCoupling(
                 channels,
                 mask,  # type: ignore[arg-type]

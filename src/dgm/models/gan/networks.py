@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from dgm.core.errors import DataError
+from dgm.nn.mlp import mlp
 
 __all__ = [
     "MLPGenerator",
@@ -57,13 +58,7 @@ class MLPGenerator(nn.Module):
 
     def __init__(self, latent_dim: int, out_dim: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        d = latent_dim
-        for h in hidden:
-            layers += [nn.Linear(d, h), nn.ReLU()]
-            d = h
-        layers.append(nn.Linear(d, out_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(latent_dim, hidden, out_dim, "relu")
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)  # (B, out_dim)
@@ -77,13 +72,7 @@ class MLPDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         self.pack = pack
-        layers: list[nn.Module] = []
-        d = in_dim * pack
-        for h in hidden:
-            layers += [_sn(nn.Linear(d, h), spectral_norm), nn.LeakyReLU(0.2)]
-            d = h
-        layers.append(_sn(nn.Linear(d, 1), spectral_norm))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(in_dim * pack, hidden, 1, "leaky_relu", spectral_norm=spectral_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         xp = pack_samples(x.flatten(1), self.pack)  # (B/m, m * in_dim)

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
-from dgm.nn import get_activation
+from dgm.nn.mlp import activation as make_activation
+from dgm.nn.mlp import mlp
 
 __all__ = ["ConvDecoder", "ConvEncoder", "MLPDecoder", "MLPEncoder", "build_networks"]
 
@@ -27,16 +28,6 @@ def _with_label(h: Tensor, y1h: Tensor | None) -> Tensor:
     if y1h is None:
         return h
     return torch.cat([h, y1h.expand(*h.shape[:-1], y1h.shape[-1])], dim=-1)
-
-
-def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
-    """Linear layers between consecutive ``sizes``, an activation after every hidden one."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(get_activation(activation))
-    return nn.Sequential(*layers)
 
 
 class MLPEncoder(nn.Module):
@@ -52,7 +43,7 @@ class MLPEncoder(nn.Module):
     ) -> None:
         super().__init__()
         d = math.prod(event_shape)
-        self.net = _mlp([d + num_classes, *hidden, 2 * latent_dim], activation)
+        self.net = mlp(d + num_classes, hidden, 2 * latent_dim, activation)
 
     def forward(self, x: Tensor, y1h: Tensor | None = None) -> tuple[Tensor, Tensor]:
         h = _with_label(x.flatten(1), y1h)  # (B, D + C)
@@ -75,8 +66,10 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.out_shape = (num_params, *event_shape)
         d = math.prod(self.out_shape)
-        self.net = _mlp([latent_dim + num_classes, *reversed(hidden), d], activation)
-        self.net[-1].bias = None  # the free bias below takes its place
+        self.net = mlp(latent_dim + num_classes, hidden[::-1], d, activation)
+        # the free bias below takes the last layer's place (dropped after construction, not
+        # built without: the seed then draws the same random stream as the published runs)
+        self.net[-1].bias = None
         self.bias = nn.Parameter(torch.zeros(self.out_shape))
         #: activations per decoded code, for the memory budget of importance sampling
         self.activation_size = sum(hidden) + d
@@ -111,7 +104,7 @@ class ConvEncoder(nn.Module):
         sizes = _sizes(h, w, len(hidden))
         layers: list[nn.Module] = []
         for a, b in zip((c, *hidden[:-1]), hidden):
-            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), get_activation(activation)]
+            layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), make_activation(activation)]
         self.convs = nn.Sequential(*layers)
         flat = hidden[-1] * sizes[-1][0] * sizes[-1][1]
         self.head = nn.Linear(flat + num_classes, 2 * latent_dim)
@@ -143,14 +136,14 @@ class ConvDecoder(nn.Module):
         bottom = self.sizes[-1]
         self.head = nn.Sequential(
             nn.Linear(latent_dim + num_classes, hidden[-1] * bottom[0] * bottom[1]),
-            get_activation(activation),
+            make_activation(activation),
         )
         outs = (num_params * c, *hidden[:-1])  # channels after each transposed conv, top first
         self.deconvs = nn.ModuleList(
             nn.ConvTranspose2d(hidden[i], outs[i], 3, stride=2, padding=1, bias=i > 0)
             for i in reversed(range(len(hidden)))
         )
-        self.act = get_activation(activation)
+        self.act = make_activation(activation)
         self.bias = nn.Parameter(torch.zeros(self.out_shape))
         self.activation_size = sum(
             ch * s[0] * s[1] for ch, s in zip(hidden, self.sizes[1:])
