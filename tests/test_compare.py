@@ -24,7 +24,7 @@ TINY = {"batch_size": 64, "eval_size": 200, "log_every": 5}
 
 
 def configs(*names: str) -> dict[str, dict]:
-    return {n: dict(get(n).test_config) for n in names}
+    return {n: dict(get(n).example.config) for n in names}
 
 
 # ---------------------------------------------------------------------- pure pieces

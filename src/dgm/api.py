@@ -25,6 +25,7 @@ from dgm.core.config import build_config, config_to_dict
 from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgm.core.io import atomic_write_text, load_tensors, save_tensors
 from dgm.core.model import Model
+from dgm.core.protocols import LatentVariableModel
 from dgm.core.spec import DataSpec
 from dgm.eval.likelihood import nll as nll_metric
 from dgm.models import get as get_model_class
@@ -99,9 +100,7 @@ def _resolve_dataset(data: Any, data_dir: str | Path | None):
 def _build(name: str, spec: DataSpec, model_config: dict[str, Any], labels: bool) -> Model:
     cls = get_model_class(name)
     cfg = build_config(cls.Config, model_config, what=f"model {name!r}")
-    if getattr(cfg, "conditional", False):
-        if not cls.supports_labels:
-            raise ConfigError(f"model {name!r} cannot be conditioned on labels")
+    if getattr(cfg, "conditional", False):  # only models that take labels have this field
         if not labels or spec.num_classes is None:
             raise ConfigError(
                 "conditional=true needs a dataset with class labels; this one has none"
@@ -269,7 +268,7 @@ def write_plots(out: Path, model: Model, pre: Any, dataset: Any, *, seed: int = 
     save_samples(s, tmp, levels=dataset.spec.levels, bounds=bounds, title=f"{model.name} samples")
     tmp.replace(out / "samples.png")
     written.append(out / "samples.png")
-    if model.has_latent and dataset.spec.is_image:
+    if isinstance(model, LatentVariableModel) and dataset.spec.is_image:
         x, labels = dataset.split("test")
         y = labels if model.conditional else None
         with model.inference():
@@ -377,14 +376,7 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
         files, _ = read_checkpoint(ckpt)
         weights = files.get("ema", files["model"])
     try:
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError:
-            legacy = type(model).legacy_config(dict(cfg["model_config"] or {}), set(weights))
-            if legacy is None:
-                raise
-            model = _build(cfg["model"], pre.spec(raw_spec), legacy, True)
-            model.load_state_dict(weights)
+        model.load_state_dict(weights)
     except RuntimeError:
         raise CheckpointError(
             f"the weights in {path} do not fit model {cfg['model']!r} as configured; "

@@ -251,15 +251,6 @@ def test_generator_ema_follows_its_formula_and_sampling_uses_it():
     )
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matrices: one thread is faster, and far faster on a loaded machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.slow
 def test_trained_discriminator_approaches_the_optimal_discriminator(one_thread):
     """For a frozen generator, argmin of the logistic loss is D*(x) = p_data / (p_data + p_model)

@@ -32,7 +32,7 @@ def _trainer(tmp_path, steps, **kw):
 def _tiny_nsf():
     from dgm.models import get
 
-    return dict(get("nsf").test_config)
+    return dict(get("nsf").example.config)
 
 
 def test_training_lowers_validation_nll(tmp_path):

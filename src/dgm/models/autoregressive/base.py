@@ -100,7 +100,6 @@ class AutoregressiveModel(Model):
     family = "autoregressive"
     exact_likelihood = True
     data_kinds = frozenset({"discrete"})
-    supports_labels = True
     SampleOptions = SampleOptions
 
     def __init__(self, spec: DataSpec, config: Any | None = None) -> None:

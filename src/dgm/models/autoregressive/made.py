@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
-from dgm.core.model import Model, unpack
+from dgm.core.model import Example, Model, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.nn import MADENet, made_order
@@ -106,9 +106,11 @@ class MADE(Model):
     Config = MADEConfig
     exact_likelihood = True
     data_kinds = frozenset({"discrete"})
-    supports_labels = True
-    test_config = {"hidden": (16, 16)}
-    test_spec = DataSpec((1, 3, 3), kind="discrete", levels=3, num_classes=3)
+    example = Example(
+        spec=DataSpec((1, 3, 3), kind="discrete", levels=3, num_classes=3),
+        config={"hidden": (16, 16)},
+        variants=({"dropout": 0.2}, {"conditional": True}),
+    )
 
     def __init__(self, spec: DataSpec, config: MADEConfig | None = None) -> None:
         super().__init__(spec, config)

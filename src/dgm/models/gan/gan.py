@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from dgm.core.errors import ConfigError, DataError
-from dgm.core.model import Batch, Model, Stepper, unpack
+from dgm.core.model import Batch, Example, Model, Stepper, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.gan.losses import (
@@ -157,15 +157,17 @@ class GAN(Model):
         "generator": "g_loss",
     }
     train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 256}
-    test_config: ClassVar[dict[str, Any]] = {
-        "latent_dim": 4,
-        "hidden": (16, 16),
-        "channels": 4,
-        "pack": 2,
-        "spectral_norm": True,
-        "ema": 0.9,
-    }
-    test_spec = DataSpec((2,))
+    example = Example(
+        spec=DataSpec((2,)),
+        config={
+            "latent_dim": 4,
+            "hidden": (16, 16),
+            "channels": 4,
+            "pack": 2,
+            "spectral_norm": True,
+            "ema": 0.9,
+        },
+    )
 
     def __init__(self, spec: DataSpec, config: GANConfig | None = None) -> None:
         super().__init__(spec, config)
@@ -233,6 +235,7 @@ class GAN(Model):
 
     def _real(self, batch: Batch) -> Tensor:
         x, _ = unpack(batch)
+        x = self.check_input(x)
         m = self.config.pack
         n = (x.shape[0] // m) * m
         if n == 0:
