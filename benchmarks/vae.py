@@ -31,6 +31,7 @@ import dgm
 import dgm.models.vae  # noqa: F401  (registers vae and iwae until dgm.models imports them)
 from _common import median, report, with_overrides  # noqa: I001
 from dgm.api import load, train  # not dgm.train: the dgm.train package shadows it once imported
+from dgm.core.config import config_to_dict
 from dgm.eval.likelihood import nll
 
 PRESETS = {
@@ -107,7 +108,7 @@ def main() -> None:
     row = {
         "data": args.data,
         "model": args.model,
-        "config": json.dumps(model.hparams(), separators=(",", ":")),
+        "config": json.dumps(config_to_dict(model.config), separators=(",", ":")),
         "epochs_run": summary["steps"] // steps_per_epoch,
         "stopped_early": summary["stopped_early"],
         f"test_nll_iwae{args.k}": bound["nll"],

@@ -13,7 +13,7 @@ from torch import nn
 
 import dgm
 from conftest import perturb
-from dgm.core.config import build_config
+from dgm.core.config import build_config, config_to_dict
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.io import load_tensors, save_tensors
 from dgm.models import build, entries
@@ -186,7 +186,7 @@ def test_save_load_round_trip(name, tmp_path):
     perturb(model, 0.05, seed=3)
     save_tensors(model.state_dict(), tmp_path / "w.safetensors")
     torch.manual_seed(99)  # a different init: loading must overwrite everything that matters
-    other = build(model.name, model.spec, **model.hparams()).to(torch.float64)
+    other = build(model.name, model.spec, **config_to_dict(model.config)).to(torch.float64)
     other.load_state_dict(load_tensors(tmp_path / "w.safetensors"))
     model.eval(), other.eval()
     x = data_for(model, 8)

@@ -190,7 +190,7 @@ def train(
             else default_preprocessor(dataset.spec, cls.data_kinds)
         )
         built = model
-        model_config = model.hparams()
+        model_config = config_to_dict(model.config)
     else:
         cls = get_model_class(model_name)
         pre = (
@@ -202,7 +202,7 @@ def train(
         built = _build(
             model_name, pre.spec(dataset.spec), model_config or {}, dataset.train_labels is not None
         )
-        model_config = built.hparams()
+        model_config = config_to_dict(built.config)
     if built.spec != pre.spec(dataset.spec):
         raise DataError(
             f"model was built for {built.spec} but the data (after preprocessing) is "

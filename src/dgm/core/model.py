@@ -15,12 +15,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from dgm.core.config import config_to_dict
 from dgm.core.errors import ConfigError, DataError, DgmError
 from dgm.core.protocols import ConditionalModel
 from dgm.core.spec import DataSpec
 
-__all__ = ["Model", "Example", "Batch", "Stepper", "unpack"]
+__all__ = ["Model", "Example", "Batch", "Stepper", "check_labels", "unpack"]
 
 Batch = Tensor | tuple[Tensor, Tensor] | tuple[Tensor, None]
 # A stepper is given by the engine: stepper(loss, group) runs backward, checks for non-finite
@@ -90,7 +89,7 @@ class Model(nn.Module):
     generic code finds them with ``isinstance`` -- ``LatentVariableModel`` (``encode``,
     ``reconstructions``, ``latent_map``), ``FastAutoregressive`` (``autoregress``),
     ``ConditionalModel`` (``num_classes`` and ``conditional``: then ``log_prob(x, y)`` and
-    ``sample(n, y)`` take labels, checked with :meth:`check_labels`) and ``LikelihoodEstimator``
+    ``sample(n, y)`` take labels, checked with :func:`check_labels`) and ``LikelihoodEstimator``
     (an AIS estimate of an intractable normaliser).
 
     **Training hooks** with working defaults, overridden by families that need them:
@@ -228,10 +227,6 @@ class Model(nn.Module):
         autograd inside (``needs_grad_for_inference``), then ``torch.no_grad()``."""
         return torch.no_grad() if self.needs_grad_for_inference else torch.inference_mode()
 
-    def hparams(self) -> dict[str, Any]:
-        """The hyperparameters as a plain dict (what is saved beside the weights)."""
-        return config_to_dict(self.config)
-
     # ------------------------------------------------------------------ the contract
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         """Training objective on a batch. The default is the mean negative log-likelihood."""
@@ -315,32 +310,6 @@ class Model(nn.Module):
         data-dependent initialisation. The default does nothing."""
 
     # ------------------------------------------------------------------ input checks
-    def check_labels(self, y: Tensor | None, n: int) -> Tensor | None:
-        """Checked class labels as long ``(n,)`` (a scalar is broadcast), or ``None`` for an
-        unconditional model; one-sentence :class:`DataError` otherwise. Needs ``num_classes``."""
-        if not self.conditional:
-            if y is not None:
-                raise DataError(
-                    f"model {self.name!r} is unconditional (built without conditional=True); "
-                    "call it without labels y"
-                )
-            return None
-        if y is None:
-            raise DataError(
-                f"model {self.name!r} is conditional; pass class labels y of shape ({n},)"
-            )
-        y = torch.as_tensor(y, device=self.device)
-        if y.dim() == 0:
-            y = y.expand(n)
-        if tuple(y.shape) != (n,):
-            raise DataError(f"labels y have shape {tuple(y.shape)}, expected ({n},)")
-        if y.is_floating_point() and (y != y.round()).any():
-            raise DataError("labels y must be integers")
-        num_classes = self.num_classes if isinstance(self, ConditionalModel) else 0
-        if ((y < 0) | (y >= num_classes)).any():
-            raise DataError(f"labels y must lie in 0..{num_classes - 1}")
-        return y.long()
-
     def check_input(self, x: Tensor, what: str = "input") -> Tensor:
         """Raise a one-sentence :class:`DataError` for a wrong shape or non-finite values."""
         if not isinstance(x, Tensor):
@@ -364,3 +333,29 @@ class Model(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec}"
+
+
+def check_labels(model: Model, y: Tensor | None, n: int) -> Tensor | None:
+    """Labels ``y`` for ``model`` checked: long ``(n,)`` (a scalar is broadcast) for a model built
+    with ``conditional=True`` (a :class:`~dgm.core.protocols.ConditionalModel`), ``None`` for an
+    unconditional one; anything else is one :class:`DataError`."""
+    if not model.conditional:
+        if y is not None:
+            raise DataError(
+                f"model {model.name!r} is unconditional (built without conditional=True); "
+                "call it without labels y"
+            )
+        return None
+    if y is None:
+        raise DataError(f"model {model.name!r} is conditional; pass class labels y of shape ({n},)")
+    y = torch.as_tensor(y, device=model.device)
+    if y.dim() == 0:
+        y = y.expand(n)
+    if tuple(y.shape) != (n,):
+        raise DataError(f"labels y have shape {tuple(y.shape)}, expected ({n},)")
+    if y.is_floating_point() and (y != y.round()).any():
+        raise DataError("labels y must be integers")
+    num_classes = model.num_classes if isinstance(model, ConditionalModel) else 0
+    if ((y < 0) | (y >= num_classes)).any():
+        raise DataError(f"labels y must lie in 0..{num_classes - 1}")
+    return y.long()

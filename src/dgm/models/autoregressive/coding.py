@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dgm.core.config import config_to_dict
 from dgm.core.errors import DataError, DgmError
 from dgm.core.protocols import FastAutoregressive
 
@@ -89,7 +90,11 @@ def check_coder_model(model: Any) -> None:
 def model_fingerprint(model: Any) -> str:
     """SHA-256 (hex, 16 characters) of the model's name, data spec, hyperparameters and weights."""
     h = hashlib.sha256()
-    meta = {"name": model.name, "spec": model.spec.to_dict(), "config": model.hparams()}
+    meta = {
+        "name": model.name,
+        "spec": model.spec.to_dict(),
+        "config": config_to_dict(model.config),
+    }
     h.update(json.dumps(meta, sort_keys=True).encode())
     for key, t in sorted(model.state_dict().items()):
         h.update(key.encode())

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
-from dgm.core.model import Example, Model, unpack
+from dgm.core.model import Example, Model, check_labels, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.nn import MADENet, made_order
@@ -148,7 +148,7 @@ class MADE(Model):
         return x.to(self.dtype) / (self.levels - 1)  # (B, D)
 
     def _context(self, y: Tensor | None, n: int) -> Tensor | None:
-        y = self.check_labels(y, n)
+        y = check_labels(self, y, n)
         return None if y is None else F.one_hot(y, self.num_classes).to(self.dtype)  # (n, K)
 
     def logits(self, x: Tensor, y: Tensor | None = None) -> Tensor:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from dgm.core.distributions import NormalizingFlow
 from dgm.core.errors import ConfigError, DataError, DgmError
-from dgm.core.model import Batch, Model, unpack
+from dgm.core.model import Batch, Model, check_labels, unpack
 from dgm.core.transforms import Composite, Reshape, Transform
 from dgm.models.flows.actnorm import ActNorm
 from dgm.models.flows.dequantization import VariationalDequantizer, dequantize_bins
@@ -159,7 +159,7 @@ class FlowModel(Model):
 
     # ------------------------------------------------------------------ inputs
     def _context(self, y: Tensor | None, n: int) -> Tensor | None:
-        y = self.check_labels(y, n)
+        y = check_labels(self, y, n)
         return None if y is None else F.one_hot(y, self.num_classes).to(self.dtype)  # (n, K)
 
     def check_input(self, x: Tensor, what: str = "input") -> Tensor:
