@@ -62,6 +62,11 @@ class Model(nn.Module):
       typed field with a default (``None`` builds ``Config()``). ``dgm train --set key=value`` and
       :func:`dgm.models.build` check keys and types against it and save it with the weights.
 
+    At hand in every method: ``self.spec``, ``self.config``, ``event_shape``, ``num_dims``,
+    ``device``, ``dtype`` and ``conditional``; callers sample and score inside
+    ``with model.inference():`` (``torch.inference_mode``, or ``no_grad`` when
+    ``needs_grad_for_inference``).
+
     **What it must define.**
 
     * ``loss(batch) -> dict``: a ``"loss"`` scalar to minimise plus named terms for the log. The
