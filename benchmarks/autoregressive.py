@@ -27,7 +27,7 @@ and rank 0 alone scores, with the threads of all of them. It then reports
 * anomaly AUROC of bits/dim: clean binarized-MNIST test images against the same images with 5%
   of pixels flipped, and against the digits upsampled to 28x28 and binarized
   (results/autoregressive_anomaly<TAG>),
-* lossless compression of ``--compress-size`` binarized-MNIST test images with ``dgm.coding``:
+* lossless compression of ``--compress-size`` binarized-MNIST test images with ``dgm.models.autoregressive.coding``:
   compressed payload and file size against the model's NLL in bits, and gzip (level 9) of the
   same array as bytes and bit-packed (results/autoregressive_compression<TAG>).
 """
@@ -54,13 +54,13 @@ from _common import (
     report,
     step_rates,
 )
-from dgm.coding import compress, decompress, nll_bits, payload_bytes
 from dgm.core.config import build_config, config_to_dict
 from dgm.core.spec import DataSpec
 from dgm.eval.anomaly import auroc, pixel_flips, resize_images
 from dgm.eval.likelihood import bits_per_dim
 from dgm.eval.likelihood import nll as nll_metric
 from dgm.models import build
+from dgm.models.autoregressive.coding import compress, decompress, nll_bits, payload_bytes
 from dgm.train import distributed as ddp
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer

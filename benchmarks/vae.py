@@ -29,6 +29,7 @@ import torch
 import dgm.data
 from _common import mean_sem, median, read_log, report, step_rates, with_overrides
 from dgm.api import load, train
+from dgm.core.config import config_to_dict
 from dgm.eval.likelihood import nll
 
 PRESETS = {
@@ -106,7 +107,7 @@ def main() -> None:
     row = {
         "data": args.data,
         "model": args.model,
-        "config": json.dumps(model.hparams(), separators=(",", ":")),
+        "config": json.dumps(config_to_dict(model.config), separators=(",", ":")),
         "epochs_run": summary["steps"] // steps_per_epoch,
         "stopped_early": summary["stopped_early"],
         f"test_nll_iwae{args.k}": bound["nll"],

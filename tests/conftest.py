@@ -41,3 +41,25 @@ def _feature_cache(tmp_path_factory):
         os.environ.pop("DGM_CACHE", None)
     else:
         os.environ["DGM_CACHE"] = old
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one thread avoids synchronisation cost and contention on shared cores.
+    A module asks for it in every test with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# ------------------------------------------------------------------ helpers (``from conftest import``)
+def perturb(module: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> torch.nn.Module:
+    """Add ``scale`` times Gaussian noise (from a generator seeded with ``seed``) to every
+    parameter: zero-initialised output layers would otherwise block gradients to earlier layers
+    and make maps the identity. Returns ``module``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module

@@ -96,9 +96,7 @@ def _resolve_dataset(data: Any, data_dir: str | Path | None) -> tuple[Dataset, d
 def _build(name: str, spec: DataSpec, model_config: dict[str, Any], labels: bool) -> Model:
     cls = get_model_class(name)
     cfg = build_config(cls.Config, model_config, what=f"model {name!r}")
-    if getattr(cfg, "conditional", False):
-        if not cls.supports_labels:
-            raise ConfigError(f"model {name!r} cannot be conditioned on labels")
+    if getattr(cfg, "conditional", False):  # only models that take labels have this field
         if not labels or spec.num_classes is None:
             raise ConfigError(
                 "conditional=true needs a dataset with class labels; this one has none"
@@ -185,7 +183,7 @@ def train(
             else default_preprocessor(dataset.spec, cls.data_kinds)
         )
         built = model
-        model_config = model.hparams()
+        model_config = config_to_dict(model.config)
     else:
         cls = get_model_class(model_name)
         pre = (
@@ -197,7 +195,7 @@ def train(
         built = _build(
             model_name, pre.spec(dataset.spec), model_config or {}, dataset.train_labels is not None
         )
-        model_config = built.hparams()
+        model_config = config_to_dict(built.config)
     if built.spec != pre.spec(dataset.spec):
         raise DataError(
             f"model was built for {built.spec} but the data (after preprocessing) is "
@@ -271,14 +269,7 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
         files, _ = read_checkpoint(ckpt)
         weights = files.get("ema", files["model"])
     try:
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError:
-            legacy = type(model).legacy_config(dict(cfg["model_config"] or {}), set(weights))
-            if legacy is None:
-                raise
-            model = _build(cfg["model"], pre.spec(raw_spec), legacy, True)
-            model.load_state_dict(weights)
+        model.load_state_dict(weights)
     except RuntimeError:
         raise CheckpointError(
             f"the weights in {path} do not fit model {cfg['model']!r} as configured; "

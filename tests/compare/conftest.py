@@ -10,8 +10,8 @@ from dgm.models import get
 
 
 def _configs(*names: str) -> dict[str, dict]:
-    """Each model's small test configuration (its ``test_config``)."""
-    return {n: dict(get(n).test_config) for n in names}
+    """Each model's small test configuration (its ``example.config``)."""
+    return {n: dict(get(n).example.config) for n in names}
 
 
 @pytest.fixture

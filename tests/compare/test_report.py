@@ -90,7 +90,7 @@ def runs(tmp_path_factory) -> list[Path]:
     ):
         d = dgm.train(
             name, data, root / f"run-{name}", steps=12, eval_every=4, log_every=3,
-            model_config=dict(get(name).test_config), progress=False,
+            model_config=dict(get(name).example.config), progress=False,
         )  # fmt: skip
         run = load_run(d)
         res = evaluate(

@@ -18,12 +18,7 @@ from dgm.models import build
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny 2-D problems
 
 
 def test_schedule_runs_from_zero_to_one():

@@ -141,15 +141,6 @@ def ring8():
     return load("ring8")
 
 
-@pytest.fixture
-def one_thread():
-    """Small tensors: one thread avoids synchronisation cost and contention on shared cores."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_evaluate_the_true_density_gives_zero_discrepancies(ring8, one_thread):
     model = TrueDensity(ring8.spec, ring8.density)
     res = evaluate(model, ring8, max_test=2000, num_samples=1000, grid_size=500, classifier="knn")

@@ -13,7 +13,7 @@ def test_summary_of_a_model_needing_autograd_scores_capped_splits_and_counts_the
     data = load("8gaussians")
     cls = get("nsf")
     pre = default_preprocessor(data.spec, cls.data_kinds)
-    model = cls(pre.spec(data.spec), cls.Config(**cls.test_config))
+    model = cls(pre.spec(data.spec), cls.Config(**cls.example.config))
     full = summary.summarize(model, data, pre)
     assert full["val_nll_examples"] == data.split("val")[0].shape[0]
     monkeypatch.setattr(summary, "SUMMARY_MAX_COSTLY", 40)

@@ -21,14 +21,6 @@ from dgm.eval.twosample import (
 )
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def naive_mmd2(x, y, bandwidths):
     """Gretton et al. (2012), eq. 3, written with explicit sums over i != j."""
     m, n = len(x), len(y)

@@ -9,20 +9,13 @@ import math
 import pytest
 import torch
 
+from conftest import perturb
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.spec import DataSpec
 from dgm.models import build
 from dgm.models.flows import CNF
 
 D64 = torch.float64
-
-
-def perturb(module: torch.nn.Module, scale: float, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
 
 
 def tight(**kw) -> CNF.Config:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 from torch.autograd.functional import jacobian
 
+from conftest import perturb
 from dgm.core.transforms import (
     Composite,
     Inverse,
@@ -35,14 +36,6 @@ from dgm.models.flows.splines import RQSpline
 from dgm.nn.masked import made_order
 
 D64 = torch.float64
-
-
-def perturb(module: torch.nn.Module, scale: float, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
 
 
 def check_bijection(t: Transform, x: Tensor, context: Tensor | None = None, atol=1e-9) -> Tensor:

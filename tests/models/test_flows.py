@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from torch import Tensor
 from torch.autograd.functional import jacobian
 
+from conftest import perturb
 from dgm.core.errors import ConfigError, DataError
+from dgm.core.protocols import ConditionalModel
 from dgm.core.spec import DataSpec
 from dgm.core.transforms import Inverse, MonotonicAffine, Reverse, Transform
 from dgm.models import build
@@ -34,15 +36,6 @@ from dgm.models.flows.stack import elementwise_stack
 from dgm.nn.masked import made_order
 
 D64 = torch.float64
-
-
-def perturb(module: torch.nn.Module, scale: float, seed: int = 0) -> torch.nn.Module:
-    """Add Gaussian noise to every parameter (zero-initialised last layers included)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g).to(p.dtype))
-    return module
 
 
 # ---------------------------------------------------------------------------------- splines
@@ -394,7 +387,7 @@ def test_conditional_flow_is_a_density_for_every_label(name):
     cfg = {"num_layers": 2, "hidden": (16,)} if name != "glow" else {"steps": 2, "hidden": (16,)}
     model = build(name, DataSpec((2,), num_classes=3), conditional=True, **cfg).double().eval()
     perturb(model, 0.1, seed=4)  # larger moves spread MAF's affine layers beyond the grid
-    assert model.conditional and type(model).supports_labels
+    assert model.conditional and isinstance(model, ConditionalModel)
     pts, area = grid(10.0, 400)
     y = torch.full((pts.shape[0],), 1)
     with torch.no_grad():

@@ -236,15 +236,6 @@ def test_a_gan_trains_with_the_engine_ema_by_default(tmp_path):
     assert t.ema is not None and t.ema.decay == 0.999
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matrices: one thread is faster, and far faster on a loaded machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.slow
 def test_trained_discriminator_approaches_the_optimal_discriminator(one_thread):
     """For a frozen generator, argmin of the logistic loss is D*(x) = p_data / (p_data + p_model)

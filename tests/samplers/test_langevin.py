@@ -22,13 +22,7 @@ SIGMA = torch.tensor([[1.0, 0.8], [0.8, 1.5]], dtype=D64)
 PREC = torch.linalg.inv(SIGMA)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Thousands of tiny 2-D chains: two threads only add contention on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny 2-D problems
 
 
 def log_prob(x: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ def _trainer(tmp_path, steps, clock=None, metric=nll, **kw):
 
 
 def _tiny_nsf():
-    return dict(get("nsf").test_config)
+    return dict(get("nsf").example.config)
 
 
 def test_training_lowers_validation_nll(tmp_path):

@@ -17,16 +17,21 @@ from typing import Any
 
 import numpy as np
 
+from dgm.api import load_run
 from dgm.core.errors import DataError, DgmError
 from dgm.core.io import atomic_path, atomic_write_bytes
+from dgm.models.autoregressive.coding import (
+    check_coder_model,
+    compress,
+    decompress,
+    nll_bits,
+    payload_bytes,
+)
 
 __all__ = ["cmd_compress", "cmd_decompress"]
 
 
 def _load_coder_run(path: str) -> Any:
-    from dgm.api import load_run
-    from dgm.coding import check_coder_model
-
     run = load_run(path)
     check_coder_model(run.model)
     pre = run.preprocessor.to_config().get("name")
@@ -40,8 +45,6 @@ def _load_coder_run(path: str) -> Any:
 
 
 def cmd_compress(args: Any) -> int:
-    from dgm.coding import compress, nll_bits, payload_bytes
-
     run = _load_coder_run(args.run)
     src = Path(args.input)
     if src.suffix != ".npy":
@@ -66,8 +69,6 @@ def cmd_compress(args: Any) -> int:
 
 
 def cmd_decompress(args: Any) -> int:
-    from dgm.coding import decompress
-
     run = _load_coder_run(args.run)
     src, out = Path(args.input), Path(args.out)
     if out.suffix != ".npy":

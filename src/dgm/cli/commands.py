@@ -275,12 +275,16 @@ def cmd_eval(args: Any) -> int:
 
 def cmd_list(args: Any) -> int:
     from dgm.data import names as dataset_names
-    from dgm.models import entries
+    from dgm.models import build, entries
 
     print("models:")
     for cls in entries():
+        # capabilities may depend on the config: report those of the class's example instance
+        model = build(cls.name, cls.example.spec, **cls.example.config)
         caps = (
-            "exact log_prob" if cls.exact_likelihood else (cls.likelihood_bound or "no likelihood")
+            "exact log_prob"
+            if model.exact_likelihood
+            else (model.likelihood_bound or "no likelihood")
         )
         print(f"  {cls.name:<16} {cls.family:<15} {caps:<15} {cls.description}")
     print("datasets:")

@@ -1,4 +1,4 @@
-"""The contract every dgm model meets, whatever its family.
+"""The contract every dgm model meets, whatever its family: the :class:`Model` base class.
 
 Every model is a :class:`torch.nn.Module` deriving from :class:`Model` and offers
 
@@ -10,24 +10,27 @@ Every model is a :class:`torch.nn.Module` deriving from :class:`Model` and offer
 
 Generic code (the engine, ``dgm score``, ``dgm eval``) reads the capability flags, never the class.
 Adversarial and MCMC-based families override :meth:`Model.training_step` and
-:meth:`Model.param_groups` to use the same engine with several optimizers; optional abilities the
-engine looks for are the Protocols of :mod:`dgm.core.hooks`.
+:meth:`Model.param_groups` to use the same engine with several optimizers. The class docstring is
+the guide to adding a model; optional abilities (latent variables, a fast autoregressive decoder,
+labels, an estimated likelihood, held-out statistics of its own) are the Protocols of
+:mod:`dgm.core.protocols`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from dgm.core.config import config_to_dict
 from dgm.core.errors import ConfigError, DataError, DgmError
+from dgm.core.protocols import ConditionalModel
 from dgm.core.spec import DataSpec
 
-__all__ = ["Model", "Batch", "Stepper", "unpack"]
+__all__ = ["Model", "Example", "Batch", "Stepper", "check_labels", "unpack"]
 
 Batch = Tensor | tuple[Tensor, Tensor] | tuple[Tensor, None]
 # A stepper is given by the engine: stepper(loss, group) runs backward, checks for non-finite
@@ -43,13 +46,121 @@ def unpack(batch: Batch) -> tuple[Tensor, Tensor | None]:
     return x, y
 
 
-class Model(nn.Module):
-    """Base class of every generative model in dgm.
+@dataclass(frozen=True)
+class Example:
+    """A small instance of a model, declared by its class: ``build(name)`` without a spec builds
+    on ``spec``, ``dgm list`` reports the capabilities of the instance built from ``spec`` and
+    ``config``, and the conformance suite (``tests/test_conformance.py``) checks that instance and
+    one more per entry of ``variants`` (config overrides merged over ``config``)."""
 
-    Subclasses set the class attributes below, define a ``Config`` dataclass of hyperparameters with
-    defaults, and take ``(spec, config)`` in their constructor: hyperparameters, never data.
+    #: the data the example is built for
+    spec: DataSpec = DataSpec((2,))
+    #: small hyperparameters (fields of the model's ``Config``)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    #: further configurations the conformance suite checks, e.g. ``({"objective": "sm"},)``
+    variants: tuple[Mapping[str, Any], ...] = ()
+
+
+class Model(nn.Module):
+    """Base class of every generative model in dgm. This docstring is all you need to add one.
+
+    **What a model is.** A :class:`torch.nn.Module` built as ``Model(spec, config)``:
+
+    * ``spec`` (:class:`~dgm.core.spec.DataSpec`) describes one example of the data (event shape,
+      ``"continuous"`` or ``"discrete"`` with its ``levels``, ``num_classes`` if labelled); the
+      model never sees the data itself at construction (scikit-learn's rule);
+    * ``config`` is an instance of the class's ``Config`` dataclass: every hyperparameter as a
+      typed field with a default (``None`` builds ``Config()``). ``dgm train --set key=value`` and
+      :func:`dgm.models.build` check keys and types against it and save it with the weights.
+
+    At hand in every method: ``self.spec``, ``self.config``, ``event_shape``, ``num_dims``,
+    ``device``, ``dtype`` and ``conditional``; callers sample and score inside
+    ``with model.inference():`` (``torch.inference_mode``, or ``no_grad`` when
+    ``needs_grad_for_inference``).
+
+    **What it must define.**
+
+    * ``loss(batch) -> dict``: a ``"loss"`` scalar to minimise plus named terms for the log. The
+      default is the mean negative ``log_prob``, so an exact-likelihood model needs no ``loss``.
+      ``batch`` is ``x`` or ``(x, y)``; split it with :func:`unpack`.
+    * ``sample(n, y=None, **options) -> (n, *event_shape)``; the options (a sampler's name, a
+      number of steps) are the fields of the ``SampleOptions`` dataclass, if it has one.
+    * the best likelihood it can honestly give: ``log_prob(x, y=None) -> (B,)`` in nats when
+      exact (set ``exact_likelihood = True``), else a lower bound under a name of its own, e.g.
+      ``elbo(x)``, named by ``likelihood_bound = "elbo"`` (with ``bound_options = ("k",)`` if it
+      takes a number of samples). A model with neither (a GAN) is judged by its samples.
+      Generic code calls :meth:`log_likelihood`, which picks the right one and says which.
+    * validate input with :meth:`check_input` at the top of ``log_prob``/the bound (and so of
+      ``loss``): a wrong shape, a NaN or a value outside the levels is one :class:`DataError`.
+
+    **The class attributes.** ``name`` (the registry key), ``family`` (its folder under
+    ``dgm.models``), ``description`` (one line for ``dgm list``), ``Config``, ``SampleOptions``,
+    ``example`` (an :class:`Example`: a small spec and config for ``dgm list`` and the
+    conformance suite) and the capability flags below. Generic code reads the flags, never the
+    class name. A flag that depends on the configuration (a flow with variational dequantization
+    only has a bound; an EBM's log Z is exact on 2-D data only) is a ``property`` of the instance,
+    so read flags from an instance, not from the class.
+
+    **Optional abilities** are Protocols (:mod:`dgm.core.protocols`): define their members and
+    generic code finds them with ``isinstance`` -- ``LatentVariableModel`` (``encode``,
+    ``reconstructions``, ``latent_map``), ``FastAutoregressive`` (``autoregress``),
+    ``ConditionalModel`` (``num_classes`` and ``conditional``: then ``log_prob(x, y)`` and
+    ``sample(n, y)`` take labels, checked with :func:`check_labels`) and ``LikelihoodEstimator``
+    (an AIS estimate of an intractable normaliser).
+
+    **Training hooks** with working defaults, overridden by families that need them:
+    ``on_train_start(data)`` (data-dependent initialisation), ``param_groups`` (torch param-group
+    dicts with a ``"name"`` and per-group optimizer options) with ``training_step`` (several
+    optimizers, e.g. a GAN's two players, with ``group_objectives`` naming the term each group
+    lowers), and ``train_defaults`` (training options the model prefers, e.g. a GAN's ``ema``).
+
+    **A minimal model** (registering it, ``@dgm.core.registry.register`` on the class and one
+    import line in ``dgm/models/<family>/__init__.py``, makes it buildable by name, listed by
+    ``dgm list`` and checked by the conformance suite):
+
+    >>> from dataclasses import dataclass
+    >>> import torch
+    >>> from torch import nn
+    >>> from dgm.core.model import Example, Model
+    >>> from dgm.core.spec import DataSpec
+    >>> @dataclass
+    ... class GaussianConfig:
+    ...     init_loc: float = 0.0
+    >>> class Gaussian(Model):
+    ...     name = "gaussian"
+    ...     family = "toy"
+    ...     description = "a diagonal Gaussian fitted by maximum likelihood"
+    ...     Config = GaussianConfig
+    ...     exact_likelihood = True
+    ...     example = Example(DataSpec((2,)), {"init_loc": 0.5})
+    ...
+    ...     def __init__(self, spec, config=None):
+    ...         super().__init__(spec, config)
+    ...         self.loc = nn.Parameter(torch.full(self.event_shape, self.config.init_loc))
+    ...         self.log_scale = nn.Parameter(torch.zeros(self.event_shape))
+    ...
+    ...     def log_prob(self, x, y=None):
+    ...         x = self.check_input(x)  # (B, *event_shape)
+    ...         normal = torch.distributions.Normal(self.loc, self.log_scale.exp())
+    ...         return normal.log_prob(x).flatten(1).sum(1)  # (B,)
+    ...
+    ...     def sample(self, n, y=None):
+    ...         eps = torch.randn(n, *self.event_shape, dtype=self.dtype)
+    ...         return self.loc + self.log_scale.exp() * eps  # (n, *event_shape)
+    >>> model = Gaussian(DataSpec((2,)))
+    >>> model.loss(torch.zeros(4, 2))["loss"].shape  # the default loss: mean -log_prob
+    torch.Size([])
+    >>> model.log_likelihood(torch.zeros(4, 2))[1]
+    'log_prob'
+    >>> model.sample(3).shape
+    torch.Size([3, 2])
+    >>> model.log_prob(torch.zeros(4, 3))
+    Traceback (most recent call last):
+    ...
+    dgm.core.errors.DataError: input has shape (4, 3), but model 'gaussian' expects (N, 2)
     """
 
+    # ------------------------------------------------------------------ what it is
     #: registry name, e.g. ``"made"``
     name: ClassVar[str] = ""
     #: family folder under ``dgm.models``: ``"autoregressive"``, ``"flows"``, ``"vae"``, ...
@@ -58,36 +169,33 @@ class Model(nn.Module):
     description: ClassVar[str] = ""
     #: the hyperparameter dataclass
     Config: ClassVar[type]
-    #: ``log_prob`` is the exact log-likelihood (in nats, up to float error)
-    exact_likelihood: ClassVar[bool] = False
-    #: name of a method ``(x) -> (B,)`` giving a lower bound on log p(x), e.g. ``"elbo"``
-    likelihood_bound: ClassVar[str | None] = None
-    #: keyword options the bound method takes from ``dgm score/eval`` (e.g. ``("k",)`` for the
-    #: number of importance samples of an IWAE bound)
-    bound_options: ClassVar[tuple[str, ...]] = ()
-    #: ``sample(n)`` draws exact samples from the model (False: approximate, e.g. MCMC)
-    exact_sampling: ClassVar[bool] = True
-    #: kinds of data the model takes directly; the engine dequantizes discrete data for
-    #: continuous-only models
-    data_kinds: ClassVar[frozenset[str]] = frozenset({"continuous"})
-    #: whether the model can be conditioned on class labels (``log_prob(x, y)``, ``sample(n, y)``)
-    supports_labels: ClassVar[bool] = False
-    #: the model has a latent space: ``reconstructions(x)`` and ``latent_map(x)`` (plots use them)
-    has_latent: ClassVar[bool] = False
-    #: sampling or scoring needs autograd (MCMC on an energy, exact trace of a CNF); then
-    #: :meth:`inference` uses ``torch.no_grad`` instead of ``torch.inference_mode``
-    needs_grad_for_inference: ClassVar[bool] = False
     #: dataclass of the options ``sample(n, **options)`` takes (e.g. ``sampler="fast"``, ``steps``);
     #: ``dgm sample --sampler X --set key=value`` is checked against it. ``None``: no options.
     SampleOptions: ClassVar[type | None] = None
-    #: small hyperparameters and a data spec for the conformance suite and quick tests
-    test_config: ClassVar[dict[str, Any]] = {}
-    test_spec: ClassVar[DataSpec] = DataSpec((2,))
+    #: a small instance: the default spec of ``build(name)``, what ``dgm list`` reports and what
+    #: the conformance suite checks
+    example: ClassVar[Example] = Example()
+
+    # ------------------------------------------------------------------ capability flags
+    # (a subclass may make any of these a property when it depends on the configuration)
+    #: ``log_prob`` is the exact log-likelihood (in nats, up to float error)
+    exact_likelihood: bool = False
+    #: name of a method ``(x) -> (B,)`` giving a lower bound on log p(x), e.g. ``"elbo"``
+    likelihood_bound: str | None = None
+    #: keyword options the bound method takes from ``dgm score/eval`` (e.g. ``("k",)`` for the
+    #: number of importance samples of an IWAE bound)
+    bound_options: tuple[str, ...] = ()
+    #: kinds of data the model takes directly; the engine dequantizes discrete data for
+    #: continuous-only models (read from the class, before a model is built)
+    data_kinds: ClassVar[frozenset[str]] = frozenset({"continuous"})
+    #: sampling or scoring needs autograd (MCMC on an energy, exact trace of a CNF); then
+    #: :meth:`inference` uses ``torch.no_grad`` instead of ``torch.inference_mode``
+    needs_grad_for_inference: bool = False
     #: models with several players (GANs): the term of ``loss()`` that each parameter group
     #: minimises, e.g. ``{"discriminator": "d_loss", "generator": "g_loss"}``; the conformance
     #: suite then checks that one step of each group lowers its own term (fixed batch and noise)
     #: instead of checking that ``training_step`` lowers ``loss``. ``None``: one objective.
-    group_objectives: ClassVar[dict[str, str] | None] = None
+    group_objectives: dict[str, str] | None = None
     #: training options (fields of ``TrainConfig``) this model prefers, e.g. a GAN's smaller
     #: ``lr``; ``dgm.train`` uses them for the options the caller does not set
     train_defaults: ClassVar[dict[str, Any]] = {}
@@ -135,20 +243,6 @@ class Model(nn.Module):
         """Context for sampling and scoring: ``torch.inference_mode()`` unless the model needs
         autograd inside (``needs_grad_for_inference``), then ``torch.no_grad()``."""
         return torch.no_grad() if self.needs_grad_for_inference else torch.inference_mode()
-
-    @classmethod
-    def legacy_config(cls, config: dict[str, Any], weight_names: set[str]) -> dict[str, Any] | None:
-        """The hyperparameters under which weights saved by an earlier version load, or None.
-
-        :func:`dgm.load_run` asks when the saved weights ``weight_names`` do not fit the model
-        built from ``config``: a class whose default changed the parameters it holds returns the
-        config that rebuilds the old model (e.g. the option that restores the old layer).
-        """
-        return None
-
-    def hparams(self) -> dict[str, Any]:
-        """The hyperparameters as a plain dict (what is saved beside the weights)."""
-        return config_to_dict(self.config)
 
     # ------------------------------------------------------------------ the contract
     def loss(self, batch: Batch) -> dict[str, Tensor]:
@@ -226,32 +320,6 @@ class Model(nn.Module):
         data-dependent initialisation. The default does nothing."""
 
     # ------------------------------------------------------------------ input checks
-    def check_labels(self, y: Tensor | None, n: int) -> Tensor | None:
-        """Checked class labels as long ``(n,)`` (a scalar is broadcast), or ``None`` for an
-        unconditional model; one-sentence :class:`DataError` otherwise. Needs ``num_classes``."""
-        if not self.conditional:
-            if y is not None:
-                raise DataError(
-                    f"model {self.name!r} is unconditional (built without conditional=True); "
-                    "call it without labels y"
-                )
-            return None
-        if y is None:
-            raise DataError(
-                f"model {self.name!r} is conditional; pass class labels y of shape ({n},)"
-            )
-        y = torch.as_tensor(y, device=self.device)
-        if y.dim() == 0:
-            y = y.expand(n)
-        if tuple(y.shape) != (n,):
-            raise DataError(f"labels y have shape {tuple(y.shape)}, expected ({n},)")
-        if y.is_floating_point() and (y != y.round()).any():
-            raise DataError("labels y must be integers")
-        num_classes = int(getattr(self, "num_classes", 0))
-        if ((y < 0) | (y >= num_classes)).any():
-            raise DataError(f"labels y must lie in 0..{num_classes - 1}")
-        return y.long()
-
     def check_input(self, x: Tensor, what: str = "input") -> Tensor:
         """Raise a one-sentence :class:`DataError` for a wrong shape or non-finite values."""
         if not isinstance(x, Tensor):
@@ -275,3 +343,29 @@ class Model(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec}"
+
+
+def check_labels(model: Model, y: Tensor | None, n: int) -> Tensor | None:
+    """Labels ``y`` for ``model`` checked: long ``(n,)`` (a scalar is broadcast) for a model built
+    with ``conditional=True`` (a :class:`~dgm.core.protocols.ConditionalModel`), ``None`` for an
+    unconditional one; anything else is one :class:`DataError`."""
+    if not model.conditional:
+        if y is not None:
+            raise DataError(
+                f"model {model.name!r} is unconditional (built without conditional=True); "
+                "call it without labels y"
+            )
+        return None
+    if y is None:
+        raise DataError(f"model {model.name!r} is conditional; pass class labels y of shape ({n},)")
+    y = torch.as_tensor(y, device=model.device)
+    if y.dim() == 0:
+        y = y.expand(n)
+    if tuple(y.shape) != (n,):
+        raise DataError(f"labels y have shape {tuple(y.shape)}, expected ({n},)")
+    if y.is_floating_point() and (y != y.round()).any():
+        raise DataError("labels y must be integers")
+    num_classes = model.num_classes if isinstance(model, ConditionalModel) else 0
+    if ((y < 0) | (y >= num_classes)).any():
+        raise DataError(f"labels y must lie in 0..{num_classes - 1}")
+    return y.long()

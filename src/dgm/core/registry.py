@@ -61,6 +61,6 @@ def build(name: str, spec: DataSpec | None = None, **hyperparameters: Any) -> Mo
     torch.Size([3, 2])
     """
     cls = get(name)
-    spec = spec if spec is not None else cls.test_spec
+    spec = spec if spec is not None else cls.example.spec
     cfg = build_config(cls.Config, hyperparameters, what=f"model {name!r}")
     return cls(spec, cfg)

@@ -15,8 +15,8 @@ prd        precision / recall with k-NN manifolds                               
 modes      modes captured, high-quality fraction, KL to uniform                  data with modes
 anomaly    AUROC / AUPRC of the log-likelihood, test data vs shifted data        the model has a
                                                                                  likelihood
-           or, for a model with an intractable log Z (``likelihood_estimate =    or offers an
-           "ais"``, e.g. an EBM on images), an annealed-importance-sampling      AIS estimate
+           or, for a model with an intractable log Z (a ``LikelihoodEstimator``, or offers an
+           e.g. an EBM on images), an annealed-importance-sampling               AIS estimate
            estimate (:mod:`dgm.eval.ais`) under keys ``ais_nll_estimate...``:
            an estimate, neither exact nor a bound
 =========  ====================================================================  ==================
@@ -50,6 +50,7 @@ from torch import Tensor
 
 from dgm.core.errors import DgmError
 from dgm.core.model import Model
+from dgm.core.protocols import LikelihoodEstimator
 from dgm.data import Dataset
 from dgm.eval import suite
 from dgm.eval.anomaly import builtin_shifts
@@ -78,7 +79,7 @@ def _has_likelihood(model: Model) -> bool:
 
 def _ais_estimate(model: Model) -> bool:
     """No likelihood, but an AIS estimate of log Z (an energy-based model on images)."""
-    return not _has_likelihood(model) and getattr(model, "likelihood_estimate", None) == "ais"
+    return not _has_likelihood(model) and isinstance(model, LikelihoodEstimator)
 
 
 def not_applicable(model: Model, dataset: Dataset, metric: str) -> str | None:

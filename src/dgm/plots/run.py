@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
+from dgm.core.io import atomic_path
 from dgm.core.model import Model
+from dgm.core.protocols import LatentVariableModel
 from dgm.data import Dataset
 from dgm.plots.figures import save_density, save_latent_map, save_reconstructions, save_samples
 
@@ -29,11 +31,12 @@ def write_plots(
     bounds = density.bounds if density is not None else None
     with model.inference():
         s = pre.inverse(model.sample(2000 if two_d else 100)).to("cpu")
-    tmp = out / ".samples.tmp.png"
-    save_samples(s, tmp, levels=dataset.spec.levels, bounds=bounds, title=f"{model.name} samples")
-    tmp.replace(out / "samples.png")
+    with atomic_path(out / "samples.png", suffix=".png") as tmp:
+        save_samples(
+            s, tmp, levels=dataset.spec.levels, bounds=bounds, title=f"{model.name} samples"
+        )
     written.append(out / "samples.png")
-    if model.has_latent and dataset.spec.is_image:
+    if isinstance(model, LatentVariableModel) and dataset.spec.is_image:
         x, labels = dataset.split("test")
         y = labels if model.conditional else None
         with model.inference():
@@ -58,9 +61,8 @@ def write_plots(
                 ),
             ),  # fmt: skip
         ):
-            tmp = out / f".{name}.tmp.png"
-            draw(tmp)
-            tmp.replace(out / f"{name}.png")
+            with atomic_path(out / f"{name}.png", suffix=".png") as tmp:
+                draw(tmp)
             written.append(out / f"{name}.png")
     if two_d and model.exact_likelihood:
         if bounds is None:
@@ -73,11 +75,10 @@ def write_plots(
                 return (model.log_prob(xm) + ld).to("cpu", torch.float64)
 
         true = density.log_prob if density is not None and density.exact_log_prob else None
-        tmp = out / ".density.tmp.png"
         # A density that needs autograd at inference (ODE trace, MCMC energy) costs tens of network
         # passes per point: a 80 x 80 grid keeps the plot to seconds instead of many minutes.
         n = 80 if model.needs_grad_for_inference else 200
-        save_density(log_q, tmp, bounds, true_log_prob=true, n=n, title=f"{model.name} density")
-        tmp.replace(out / "density.png")
+        with atomic_path(out / "density.png", suffix=".png") as tmp:
+            save_density(log_q, tmp, bounds, true_log_prob=true, n=n, title=f"{model.name} density")
         written.append(out / "density.png")
     return written

@@ -32,7 +32,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from dgm.core.errors import DgmError
-from dgm.core.hooks import HasValidationMetrics
+from dgm.core.protocols import HasValidationMetrics
 from dgm.train import distributed as ddp
 from dgm.train.checkpoint import write_checkpoint
 
@@ -240,7 +240,7 @@ Metric = Callable[..., dict[str, Any]]
 
 class Validation(Callback):
     """Validation every ``every`` steps (and once at the end when the last step is not a
-    multiple): the model's own held-out statistics (:class:`~dgm.core.hooks.HasValidationMetrics`)
+    multiple): the model's own held-out statistics (:class:`~dgm.core.protocols.HasValidationMetrics`)
     logged as ``val_<key>``, and the validation NLL by ``metric`` (models with a likelihood),
     logged as ``val_nll`` with the training seconds of the weights it scored. The best weights so
     far go to the ``best`` checkpoint; ``patience`` evaluations without a better NLL stop the run

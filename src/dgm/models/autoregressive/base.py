@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
-from dgm.core.model import Model
+from dgm.core.model import Model, check_labels
 from dgm.core.spec import DataSpec
 
 __all__ = ["AutoregressiveModel", "Decoder", "NaiveDecoder", "SampleOptions", "image_shape"]
@@ -100,7 +100,6 @@ class AutoregressiveModel(Model):
     family = "autoregressive"
     exact_likelihood = True
     data_kinds = frozenset({"discrete"})
-    supports_labels = True
     SampleOptions = SampleOptions
 
     def __init__(self, spec: DataSpec, config: Any | None = None) -> None:
@@ -124,7 +123,7 @@ class AutoregressiveModel(Model):
     # ------------------------------------------------------------------ helpers
     def labels(self, y: Tensor | None, n: int) -> Tensor | None:
         """Checked long labels ``(n,)``, or ``None`` for an unconditional model."""
-        return self.check_labels(y, n)
+        return check_labels(self, y, n)
 
     def decoder(self, n: int, y: Tensor | None, sampler: str = "fast") -> Decoder:
         """The fast or naive decoder for ``n`` sequences with checked labels ``y``."""

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
+from dgm.core.model import Example
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.autoregressive.base import AutoregressiveModel, image_shape
@@ -112,8 +113,10 @@ class GatedPixelCNN(AutoregressiveModel):
         "(van den Oord 2016)"
     )
     Config = GatedPixelCNNConfig
-    test_config = {"channels": 4, "layers": 2, "first_kernel": 3, "head": 8}
-    test_spec = DataSpec((1, 4, 4), kind="discrete", levels=3, num_classes=3)
+    example = Example(
+        spec=DataSpec((1, 4, 4), kind="discrete", levels=3, num_classes=3),
+        config={"channels": 4, "layers": 2, "first_kernel": 3, "head": 8},
+    )
 
     def __init__(self, spec: DataSpec, config: GatedPixelCNNConfig | None = None) -> None:
         super().__init__(spec, config)

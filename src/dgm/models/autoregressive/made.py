@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
-from dgm.core.model import Model, unpack
+from dgm.core.model import Example, Model, check_labels, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.nn.masked import MADENet, made_order
@@ -106,9 +106,11 @@ class MADE(Model):
     Config = MADEConfig
     exact_likelihood = True
     data_kinds = frozenset({"discrete"})
-    supports_labels = True
-    test_config = {"hidden": (16, 16)}
-    test_spec = DataSpec((1, 3, 3), kind="discrete", levels=3, num_classes=3)
+    example = Example(
+        spec=DataSpec((1, 3, 3), kind="discrete", levels=3, num_classes=3),
+        config={"hidden": (16, 16)},
+        variants=({"dropout": 0.2}, {"conditional": True}),
+    )
 
     def __init__(self, spec: DataSpec, config: MADEConfig | None = None) -> None:
         super().__init__(spec, config)
@@ -146,7 +148,7 @@ class MADE(Model):
         return x.to(self.dtype) / (self.levels - 1)  # (B, D)
 
     def _context(self, y: Tensor | None, n: int) -> Tensor | None:
-        y = self.check_labels(y, n)
+        y = check_labels(self, y, n)
         return None if y is None else F.one_hot(y, self.num_classes).to(self.dtype)  # (n, K)
 
     def logits(self, x: Tensor, y: Tensor | None = None) -> Tensor:

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
+from dgm.core.model import Example
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.autoregressive.base import AutoregressiveModel, image_shape
@@ -97,8 +98,10 @@ class PixelCNN(AutoregressiveModel):
         "PixelCNN: masked convolutions, exact likelihood, cached fast sampling (van den Oord 2016)"
     )
     Config = PixelCNNConfig
-    test_config = {"channels": 8, "blocks": 2, "first_kernel": 3, "head": 8}
-    test_spec = DataSpec((1, 4, 4), kind="discrete", levels=3, num_classes=3)
+    example = Example(
+        spec=DataSpec((1, 4, 4), kind="discrete", levels=3, num_classes=3),
+        config={"channels": 8, "blocks": 2, "first_kernel": 3, "head": 8},
+    )
 
     def __init__(self, spec: DataSpec, config: PixelCNNConfig | None = None) -> None:
         super().__init__(spec, config)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
+from dgm.core.model import Example
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.autoregressive.base import AutoregressiveModel
@@ -63,8 +64,10 @@ class RNN(AutoregressiveModel):
     name = "rnn"
     description = "LSTM over the flattened sequence, exact likelihood, stateful fast sampling"
     Config = RNNConfig
-    test_config = {"embed": 4, "hidden": 8}
-    test_spec = DataSpec((7,), kind="discrete", levels=3, num_classes=3)
+    example = Example(
+        spec=DataSpec((7,), kind="discrete", levels=3, num_classes=3),
+        config={"embed": 4, "hidden": 8},
+    )
 
     def __init__(self, spec: DataSpec, config: RNNConfig | None = None) -> None:
         super().__init__(spec, config)

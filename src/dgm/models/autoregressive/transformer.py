@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
+from dgm.core.model import Example
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.autoregressive.base import AutoregressiveModel
@@ -121,8 +122,11 @@ class Transformer(AutoregressiveModel):
         "sampling (Vaswani 2017)"
     )
     Config = TransformerConfig
-    test_config = {"dim": 8, "layers": 2, "heads": 2, "mlp_ratio": 2}
-    test_spec = DataSpec((1, 3, 3), kind="discrete", levels=3, num_classes=3)
+    example = Example(
+        spec=DataSpec((1, 3, 3), kind="discrete", levels=3, num_classes=3),
+        config={"dim": 8, "layers": 2, "heads": 2, "mlp_ratio": 2},
+        variants=({"dropout": 0.2},),
+    )
 
     def __init__(self, spec: DataSpec, config: TransformerConfig | None = None) -> None:
         super().__init__(spec, config)

@@ -61,7 +61,7 @@ import torch
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
-from dgm.core.model import Batch, unpack
+from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.base import DiffusionBase, NetConfig
@@ -145,9 +145,11 @@ class DDPM(DiffusionBase):
     SampleOptions = DDPMSampleOptions
     likelihood_bound = "elbo"
     data_kinds = frozenset({"continuous", "discrete"})
-    test_config = {"timesteps": 12, "channels": 8, "time_dim": 8, "mults": (1,)}
-    test_spec = DataSpec((1, 4, 4), kind="discrete", levels=4)
-    test_variants = ({"schedule": "cosine", "variance": "large", "bound_terms": 3},)
+    example = Example(
+        spec=DataSpec((1, 4, 4), kind="discrete", levels=4),
+        config={"timesteps": 12, "channels": 8, "time_dim": 8, "mults": (1,)},
+        variants=({"schedule": "cosine", "variance": "large", "bound_terms": 3},),
+    )
 
     def __init__(self, spec: DataSpec, config: DDPMConfig | None = None) -> None:
         super().__init__(spec, config)

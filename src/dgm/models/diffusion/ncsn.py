@@ -23,7 +23,7 @@ Sampling is annealed Langevin dynamics (:func:`dgm.samplers.annealed.annealed_la
 from ``N(0, sigma_1^2 I)``, with ``steps_each`` steps per level, step size ``alpha_i = step_lr
 sigma_i^2 / sigma_L^2`` and a final denoising step; ``step_lr = 0`` picks ``0.2 sigma_L^2``,
 so every level moves by ``0.1 sigma_i^2`` per step (Song & Ermon's 2e-5 for ``sigma_L = 0.01``).
-Samples are approximate (``exact_sampling = False``) and the model has **no likelihood**:
+Samples are approximate (MCMC) and the model has **no likelihood**:
 ``dgm score`` refuses it, ``dgm eval`` judges it by its samples.
 
 >>> from dgm.core.spec import DataSpec
@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
-from dgm.core.model import Batch, unpack
+from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.base import DiffusionBase, NetConfig
@@ -98,10 +98,11 @@ class NCSN(DiffusionBase):
     )
     Config = NCSNConfig
     SampleOptions = NCSNSampleOptions
-    exact_sampling = False
     data_kinds = frozenset({"continuous", "discrete"})
-    test_config = {"hidden": 16, "blocks": 1, "time_dim": 8, "num_sigmas": 4, "sigma_max": 2.0}
-    test_spec = DataSpec((2,))
+    example = Example(
+        spec=DataSpec((2,)),
+        config={"hidden": 16, "blocks": 1, "time_dim": 8, "num_sigmas": 4, "sigma_max": 2.0},
+    )
 
     def __init__(self, spec: DataSpec, config: NCSNConfig | None = None) -> None:
         super().__init__(spec, config)

@@ -59,7 +59,7 @@ import torch
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
-from dgm.core.model import Batch, unpack
+from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.base import DiffusionBase, NetConfig
@@ -127,11 +127,22 @@ class ScoreSDE(DiffusionBase):
     description = "Score SDE (VP): reverse-SDE/ODE sampling, probability-flow ODE likelihood (Song et al. 2021)"
     Config = ScoreSDEConfig
     SampleOptions = ScoreSDESampleOptions
-    exact_likelihood = True  # with the exact trace (2-D); a Hutchinson instance turns it off
     needs_grad_for_inference = True
-    test_config = {"hidden": 16, "blocks": 1, "time_dim": 8, "rtol": 1e-4, "atol": 1e-4}
-    test_spec = DataSpec((2,))
-    test_variants = ({"trace": "hutchinson", "weighting": "likelihood"},)
+    example = Example(
+        spec=DataSpec((2,)),
+        config={"hidden": 16, "blocks": 1, "time_dim": 8, "rtol": 1e-4, "atol": 1e-4},
+        variants=({"trace": "hutchinson", "weighting": "likelihood"},),
+    )
+
+    @property
+    def exact_likelihood(self) -> bool:  # type: ignore[override]
+        """With the exact trace; Hutchinson's estimate is unbiased, neither exact nor a bound."""
+        return self.exact_trace
+
+    @property
+    def likelihood_bound(self) -> str | None:  # type: ignore[override]
+        """``"log_prob_estimate"`` with Hutchinson's trace (honestly named), else ``None``."""
+        return None if self.exact_trace else "log_prob_estimate"
 
     def __init__(self, spec: DataSpec, config: ScoreSDEConfig | None = None) -> None:
         super().__init__(spec, config)
@@ -140,9 +151,6 @@ class ScoreSDE(DiffusionBase):
         self.exact_trace = c.trace == "exact" or (
             c.trace == "auto" and self.num_dims <= EXACT_TRACE_MAX_DIMS
         )
-        if not self.exact_trace:  # honest flags: an unbiased estimate is neither exact nor a bound
-            self.exact_likelihood = False
-            self.likelihood_bound = "log_prob_estimate"
         # importance sampling of t for the likelihood weighting: density beta / s^2 on a grid
         grid = torch.linspace(c.t_eps, 1.0, 20_001, dtype=torch.float64)
         w = self.sde.beta(grid) / self.sde.marginal(grid)[1] ** 2

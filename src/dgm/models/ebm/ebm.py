@@ -20,15 +20,15 @@ The maths of each objective is in :mod:`~dgm.models.ebm.contrastive` and
 computes :math:`\log Z` by the midpoint rule on a ``quadrature_points``\ :sup:`2` grid over a box
 fitted to the first training batch (data range padded by ``quadrature_pad`` of the range on each
 side; saved as the buffer ``quad_box``), so ``log_prob`` is exact up to quadrature error (the
-density is normalised over that box). Such an instance sets ``exact_likelihood = True``; the class
-flag is ``False`` because it does not hold in higher dimensions. There ``log_prob`` raises and
-``likelihood_estimate = "ais"`` tells ``dgm eval`` to report an annealed-importance-sampling
+density is normalised over that box). ``exact_likelihood`` is therefore a property of the
+instance: True on 2-D data, False in higher dimensions. There ``log_prob`` raises and, as the model
+is a :class:`~dgm.core.protocols.LikelihoodEstimator`, ``dgm eval`` reports an annealed-importance-sampling
 estimate (:mod:`dgm.eval.ais`), named as an estimate: it is neither exact nor a bound on log p
 (it over-estimates log p in expectation, since AIS under-estimates log Z in expectation).
 ``nce``/``fce`` also learn ``log_z``; it is logged, never used as the likelihood.
 
 **Sampling** runs MCMC (:class:`EBMSampleOptions`) from the fitted Gaussian noise, the replay
-buffer (``pcd``) or the flow (``fce``); it is approximate (``exact_sampling = False``).
+buffer (``pcd``) or the flow (``fce``); it is approximate.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from dgm.core.config import build_config
 from dgm.core.errors import ConfigError, DgmError
-from dgm.core.model import Batch, Model, Stepper, unpack
+from dgm.core.model import Batch, Example, Model, Stepper, unpack
 from dgm.core.registry import build, register
 from dgm.core.spec import DataSpec
 from dgm.models.ebm.contrastive import cd_loss, nce_loss
@@ -171,27 +171,30 @@ class EBM(Model):
     )
     Config = EBMConfig
     SampleOptions = EBMSampleOptions
-    exact_likelihood = False  # True on 2-D instances (grid quadrature of log Z)
-    exact_sampling = False
     needs_grad_for_inference = True
-    test_config = {
-        "hidden": (16, 16),
-        "mcmc_steps": 5,
-        "mcmc_step_size": 0.05,
-        "buffer_size": 64,
-        "quadrature_points": 64,
-        "noise_components": 2,
-        "flow_layers": 1,
-        "flow_hidden": (8,),
-    }
-    #: extra configs the conformance suite also runs (one per other objective)
-    test_variants = [{"objective": o} for o in ("cd", "sm", "ssm", "nce", "fce")] + [
-        # at sigma = 0.1 the DSM gradient of a tiny batch is mostly noise (signal O(sigma^2))
-        {"objective": "dsm", "dsm_sigma": 0.5},
-        {"objective": "nce", "noise": "mixture"},
-        {"objective": "nce", "fourier_features": 4, "tether": 1.0},
-        {"objective": "sm", "fourier_features": 4},  # the Hessian through sin/cos features
-    ]
+    example = Example(
+        spec=DataSpec((2,)),
+        config={
+            "hidden": (16, 16),
+            "mcmc_steps": 5,
+            "mcmc_step_size": 0.05,
+            "buffer_size": 64,
+            "quadrature_points": 64,
+            "noise_components": 2,
+            "flow_layers": 1,
+            "flow_hidden": (8,),
+        },
+        variants=tuple(
+            [{"objective": o} for o in ("cd", "sm", "ssm", "nce", "fce")]
+            + [
+                # at sigma = 0.1 the DSM gradient of a tiny batch is mostly noise (signal O(sigma^2))
+                {"objective": "dsm", "dsm_sigma": 0.5},
+                {"objective": "nce", "noise": "mixture"},
+                {"objective": "nce", "fourier_features": 4, "tether": 1.0},
+                {"objective": "sm", "fourier_features": 4},  # the Hessian through sin/cos features
+            ]
+        ),
+    )
 
     def __init__(self, spec: DataSpec, config: EBMConfig | None = None) -> None:
         super().__init__(spec, config)
@@ -218,14 +221,20 @@ class EBM(Model):
             self.flow = build(c.flow, spec, num_layers=c.flow_layers, hidden=c.flow_hidden)
             if not self.flow.exact_likelihood:
                 raise ConfigError(f"fce needs a flow with an exact log_prob; {c.flow!r} has none")
-            # two players: each group's step lowers its own term (conformance reads this)
-            self.group_objectives = {"model": "loss", "flow": "flow_loss"}  # type: ignore[misc]
         self.two_d = self.num_dims == 2 and len(ev) == 1
-        self.exact_likelihood = self.two_d  # type: ignore[misc]
-        self.likelihood_estimate = None if self.two_d else "ais"
         self.register_buffer("quad_box", torch.tensor([-5.0, 5.0, -5.0, 5.0]))
         self._quad_cache: tuple[Any, Tensor, Tensor] | None = None
         self._pending: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def exact_likelihood(self) -> bool:  # type: ignore[override]
+        """True on 2-D data, where log Z is computed by grid quadrature."""
+        return self.two_d
+
+    @property
+    def group_objectives(self) -> dict[str, str] | None:  # type: ignore[override]
+        """``fce`` has two players: each group's step lowers its own term."""
+        return {"model": "loss", "flow": "flow_loss"} if self.flow is not None else None
 
     # ------------------------------------------------------------------ the density
     def energy(self, x: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from dgm.core.distributions import NormalizingFlow
 from dgm.core.errors import ConfigError, DataError, DgmError
-from dgm.core.model import Batch, Model, unpack
+from dgm.core.model import Batch, Model, check_labels, unpack
 from dgm.core.transforms import Composite, Reshape, Transform
 from dgm.models.flows.actnorm import ActNorm
 from dgm.models.flows.dequantization import VariationalDequantizer, dequantize_bins
@@ -104,7 +104,6 @@ class FlowModel(Model):
     """
 
     family = "flows"
-    exact_likelihood = True
     data_kinds = frozenset({"continuous"})
 
     def __init__(self, spec: Any, config: Any | None = None) -> None:
@@ -119,6 +118,16 @@ class FlowModel(Model):
             self.num_classes = int(spec.num_classes)
         self.dequantizer: VariationalDequantizer | None = None
         self.logit_alpha = 0.0
+
+    @property
+    def exact_likelihood(self) -> bool:  # type: ignore[override]
+        """Exact unless variational dequantization makes the likelihood a bound."""
+        return self.dequantizer is None
+
+    @property
+    def likelihood_bound(self) -> str | None:  # type: ignore[override]
+        """``"dequantization_bound"`` with variational dequantization, else ``None``."""
+        return None if self.dequantizer is None else "dequantization_bound"
 
     # ------------------------------------------------------------------ construction
     def _make_flow(self, transform: Transform, *, on_event_shape: bool = False) -> None:
@@ -147,13 +156,10 @@ class FlowModel(Model):
             self.dequantizer = VariationalDequantizer(
                 self.event_shape, c.dequantization_levels, c.dequantization_layers
             )
-            # the likelihood becomes a stochastic lower bound: say so on this instance
-            self.exact_likelihood = False  # type: ignore[misc]
-            self.likelihood_bound = "dequantization_bound"  # type: ignore[misc]
 
     # ------------------------------------------------------------------ inputs
     def _context(self, y: Tensor | None, n: int) -> Tensor | None:
-        y = self.check_labels(y, n)
+        y = check_labels(self, y, n)
         return None if y is None else F.one_hot(y, self.num_classes).to(self.dtype)  # (n, K)
 
     def check_input(self, x: Tensor, what: str = "input") -> Tensor:

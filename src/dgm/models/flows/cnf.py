@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from dgm.core.distributions import StandardNormal
 from dgm.core.errors import ConfigError, DataError
-from dgm.core.model import Batch, Model, unpack
+from dgm.core.model import Batch, Example, Model, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.nn.mlp import activation as make_activation
@@ -180,13 +180,15 @@ class CNF(Model):
     exact_likelihood = True
     data_kinds = frozenset({"continuous"})
     needs_grad_for_inference = True
-    test_config = {
-        "hidden": (8,),
-        "steps": 2,
-        "eval_method": "rk4",
-        "eval_steps": 3,
-    }
-    test_spec = DataSpec((2,))
+    example = Example(
+        spec=DataSpec((2,)),
+        config={
+            "hidden": (8,),
+            "steps": 2,
+            "eval_method": "rk4",
+            "eval_steps": 3,
+        },
+    )
 
     def __init__(self, spec: DataSpec, config: CNFConfig | None = None) -> None:
         super().__init__(spec, config)

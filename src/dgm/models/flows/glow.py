@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dgm.core.errors import ConfigError
+from dgm.core.model import Example
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.core.transforms import Composite, MonotonicAffine, Transform
@@ -90,9 +91,10 @@ class Glow(FlowModel):
         "(Kingma & Dhariwal 2018)"
     )
     Config = GlowConfig
-    supports_labels = True
-    test_config = {"levels": 2, "steps": 2, "hidden_channels": 8, "logit_alpha": 0.0}
-    test_spec = DataSpec((1, 4, 4))
+    example = Example(
+        spec=DataSpec((1, 4, 4)),
+        config={"levels": 2, "steps": 2, "hidden_channels": 8, "logit_alpha": 0.0},
+    )
 
     def __init__(self, spec: DataSpec, config: GlowConfig | None = None) -> None:
         super().__init__(spec, config)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dgm.core.errors import ConfigError
+from dgm.core.model import Example
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.core.transforms import MonotonicAffine
@@ -79,9 +80,10 @@ class MAF(FlowModel):
         "(Papamakarios et al. 2017)"
     )
     Config = MAFConfig
-    supports_labels = True
-    test_config = {"num_layers": 2, "hidden": (16,)}
-    test_spec = DataSpec((2,))
+    example = Example(
+        spec=DataSpec((2,)),
+        config={"num_layers": 2, "hidden": (16,)},
+    )
     #: the MADE layers map noise to data (IAF) instead of data to noise (MAF)
     inverse_layers = False
 

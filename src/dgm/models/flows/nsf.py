@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dgm.core.errors import ConfigError
+from dgm.core.model import Example
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.flows.base import ConditionalOptions, FlowModel
@@ -101,9 +102,10 @@ class NSF(FlowModel):
     name = "nsf"
     description = "Neural spline flow: rational-quadratic spline layers, exact likelihood (Durkan et al. 2019)"
     Config = NSFConfig
-    supports_labels = True
-    test_config = {"num_layers": 2, "hidden": (16,), "bins": 4}
-    test_spec = DataSpec((2,))
+    example = Example(
+        spec=DataSpec((2,)),
+        config={"num_layers": 2, "hidden": (16,), "bins": 4},
+    )
 
     def __init__(self, spec: DataSpec, config: NSFConfig | None = None) -> None:
         super().__init__(spec, config)

@@ -54,6 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
+from dgm.core.model import Example
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.core.transforms import Composite, MonotonicAffine, Transform, Univariate
@@ -134,9 +135,10 @@ class RealNVP(FlowModel):
         "exact likelihood (Dinh et al. 2017)"
     )
     Config = RealNVPConfig
-    supports_labels = True
-    test_config = {"num_layers": 2, "hidden": (16,)}
-    test_spec = DataSpec((2,))
+    example = Example(
+        spec=DataSpec((2,)),
+        config={"num_layers": 2, "hidden": (16,)},
+    )
 
     def __init__(self, spec: DataSpec, config: RealNVPConfig | None = None) -> None:
         super().__init__(spec, config)

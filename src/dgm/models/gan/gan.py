@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError, DataError
-from dgm.core.model import Batch, Model, Stepper, unpack
+from dgm.core.model import Batch, Example, Model, Stepper, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.gan.losses import (
@@ -143,14 +143,16 @@ class GAN(Model):
         "generator": "g_loss",
     }
     train_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 256, "ema": 0.999}
-    test_config: ClassVar[dict[str, Any]] = {
-        "latent_dim": 4,
-        "hidden": (16, 16),
-        "channels": 4,
-        "pack": 2,
-        "spectral_norm": True,
-    }
-    test_spec = DataSpec((2,))
+    example = Example(
+        spec=DataSpec((2,)),
+        config={
+            "latent_dim": 4,
+            "hidden": (16, 16),
+            "channels": 4,
+            "pack": 2,
+            "spectral_norm": True,
+        },
+    )
 
     def __init__(self, spec: DataSpec, config: GANConfig | None = None) -> None:
         super().__init__(spec, config)
@@ -206,6 +208,7 @@ class GAN(Model):
 
     def _real(self, batch: Batch) -> Tensor:
         x, _ = unpack(batch)
+        x = self.check_input(x)
         m = self.config.pack
         n = (x.shape[0] // m) * m
         if n == 0:
@@ -298,7 +301,7 @@ class GAN(Model):
     @torch.no_grad()
     def validation_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
         """The discriminator as a two-sample test: held-out data ``x`` against as many samples
-        (:class:`~dgm.core.hooks.HasValidationMetrics`; the engine calls it with the evaluation
+        (:class:`~dgm.core.protocols.HasValidationMetrics`; the engine calls it with the evaluation
         weights, the averaged ones when the run keeps an EMA).
 
         ``d_accuracy``: fraction of correctly labelled inputs (real: output above the threshold;

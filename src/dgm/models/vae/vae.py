@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core.errors import ConfigError, DataError
-from dgm.core.model import Batch, Model, unpack
+from dgm.core.model import Batch, Example, Model, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.vae.likelihoods import make_likelihood
@@ -134,12 +134,12 @@ class VAE(Model):
     Config = VAEConfig
     exact_likelihood = False
     likelihood_bound = "iwae_bound"
-    has_latent = True
     bound_options = ("k",)
     data_kinds = frozenset({"discrete", "continuous"})
-    supports_labels = True
-    test_config = {"latent_dim": 3, "hidden": (16,), "eval_k": 8}
-    test_spec = DataSpec((1, 8, 8), "discrete", levels=17, num_classes=10)
+    example = Example(
+        spec=DataSpec((1, 8, 8), "discrete", levels=17, num_classes=10),
+        config={"latent_dim": 3, "hidden": (16,), "eval_k": 8},
+    )
 
     def __init__(self, spec: DataSpec, config: Any | None = None) -> None:
         super().__init__(spec, config)
@@ -413,7 +413,10 @@ class IWAE(VAE):
     name = "iwae"
     description = "importance weighted autoencoder (IWAE bound with k samples)"
     Config = IWAEConfig
-    test_config = {"latent_dim": 3, "hidden": (16,), "k": 3, "eval_k": 8}
+    example = Example(
+        spec=VAE.example.spec,
+        config={"latent_dim": 3, "hidden": (16,), "k": 3, "eval_k": 8},
+    )
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         """``loss = -mean L_k`` with ``k = config.k``; also the ELBO estimate from the same samples

@@ -9,10 +9,17 @@ import pytest
 import torch
 
 from dgm.cli.main import main
-from dgm.coding import MAGIC, compress, decompress, model_fingerprint, nll_bits, payload_bytes
 from dgm.core.errors import DataError, DgmError
 from dgm.core.spec import DataSpec
 from dgm.models.autoregressive import MADE, RNN, GatedPixelCNN, PixelCNN
+from dgm.models.autoregressive.coding import (
+    MAGIC,
+    compress,
+    decompress,
+    model_fingerprint,
+    nll_bits,
+    payload_bytes,
+)
 
 
 def skewed(cls, spec, scale=1.0, **config):

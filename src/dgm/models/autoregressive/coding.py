@@ -10,7 +10,7 @@ The coder is the range coder of ``constriction`` (Bamler, "Understanding Entropy
 Asymmetric Numeral Systems (ANS): a Statistician's Perspective", 2022; the library quantizes the
 float64 probabilities into an exactly invertible fixed-point model and guarantees every symbol a
 nonzero probability). Encoder and decoder compute the conditionals with the *same* one-dimension-
-at-a-time loop (:meth:`AutoregressiveModel.autoregress`, fast decoder, same batches of ``chunk``
+at-a-time loop (``autoregress`` of :class:`~dgm.core.protocols.FastAutoregressive`, fast decoder, same batches of ``chunk``
 examples), the encoder teacher-forced with the data and the decoder with what it has decoded, so
 both see bit-identical probabilities. (Decode on the machine type and torch version that encoded:
 another BLAS may round the model's arithmetic differently, which the coder cannot tolerate.)
@@ -43,7 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from dgm.core.config import config_to_dict
 from dgm.core.errors import DataError, DgmError
+from dgm.core.protocols import FastAutoregressive
 
 __all__ = [
     "MAGIC",
@@ -73,7 +75,7 @@ def _constriction() -> Any:
 def check_coder_model(model: Any) -> None:
     """Raise one sentence unless ``model`` can drive an entropy coder (autoregressive, discrete,
     unconditional)."""
-    if model.spec.kind != "discrete" or not callable(getattr(model, "autoregress", None)):
+    if model.spec.kind != "discrete" or not isinstance(model, FastAutoregressive):
         raise DgmError(
             f"model {model.name!r} cannot drive an entropy coder; compression needs an "
             "autoregressive model of discrete data (pixelcnn, gated-pixelcnn, transformer, rnn)"
@@ -88,7 +90,11 @@ def check_coder_model(model: Any) -> None:
 def model_fingerprint(model: Any) -> str:
     """SHA-256 (hex, 16 characters) of the model's name, data spec, hyperparameters and weights."""
     h = hashlib.sha256()
-    meta = {"name": model.name, "spec": model.spec.to_dict(), "config": model.hparams()}
+    meta = {
+        "name": model.name,
+        "spec": model.spec.to_dict(),
+        "config": config_to_dict(model.config),
+    }
     h.update(json.dumps(meta, sort_keys=True).encode())
     for key, t in sorted(model.state_dict().items()):
         h.update(key.encode())
