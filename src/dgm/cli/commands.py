@@ -11,12 +11,21 @@ import numpy as np
 import torch
 import yaml
 
+from dgm.api import load_run, train
 from dgm.cli.inputs import ArrayInput
 from dgm.cli.options import parse_pairs
 from dgm.core.config import build_config
 from dgm.core.errors import ConfigError, DgmError
-from dgm.core.io import atomic_path
+from dgm.core.io import atomic_path, atomic_write_text
 from dgm.core.spec import DataSpec
+from dgm.data import Binarize, Dequantize, Identity
+from dgm.data import load as load_dataset
+from dgm.data import names as dataset_names
+from dgm.eval.likelihood import bits_per_dim, log_likelihood
+from dgm.eval.run import METRICS, evaluate, format_table
+from dgm.models import build, entries
+from dgm.plots import save_samples
+from dgm.train import distributed as ddp
 
 __all__ = ["cmd_train", "cmd_sample", "cmd_score", "cmd_eval", "cmd_list"]
 
@@ -56,7 +65,6 @@ def _read_config_file(path: str) -> dict[str, Any]:
 
 
 def _preprocess_config(name: str | None, raw_spec: DataSpec) -> dict | None:
-    from dgm.data import Binarize, Dequantize, Identity
 
     if name is None:
         return None
@@ -71,8 +79,6 @@ def _preprocess_config(name: str | None, raw_spec: DataSpec) -> dict | None:
 
 
 def cmd_train(args: Any) -> int:
-    from dgm.api import train
-    from dgm.data import load as load_dataset
 
     doc = _read_config_file(args.config) if args.config else {}
     if args.resume:
@@ -124,7 +130,6 @@ def cmd_train(args: Any) -> int:
 
 
 def _report(out: Path) -> int:
-    from dgm.train import distributed as ddp
 
     if ddp.is_main():  # under torchrun only rank 0 writes and reports
         print(json.dumps(json.loads((out / "summary.json").read_text()), indent=2))
@@ -132,8 +137,6 @@ def _report(out: Path) -> int:
 
 
 def cmd_sample(args: Any) -> int:
-    from dgm.api import load_run
-    from dgm.plots import save_samples
 
     if args.n < 1:
         raise ConfigError(f"-n must be at least 1, not {args.n}")
@@ -189,8 +192,6 @@ def bound_options(model: Any, args: Any) -> dict[str, Any]:
 
 
 def cmd_score(args: Any) -> int:
-    from dgm.api import load_run
-    from dgm.eval.likelihood import bits_per_dim, log_likelihood
 
     run = load_run(args.run, device=args.device)
     model = run.model
@@ -227,7 +228,6 @@ def cmd_score(args: Any) -> int:
 
 
 def _metric_list(text: str | None) -> list[str] | None:
-    from dgm.eval.run import METRICS
 
     if text is None:
         return None
@@ -243,10 +243,6 @@ def _metric_list(text: str | None) -> list[str] | None:
 
 
 def cmd_eval(args: Any) -> int:
-    from dgm.api import load_run
-    from dgm.core.io import atomic_write_text
-    from dgm.data import load as load_dataset
-    from dgm.eval.run import evaluate, format_table
 
     metrics = _metric_list(args.metrics)
     if args.num_samples is not None and args.num_samples < 2:
@@ -274,8 +270,6 @@ def cmd_eval(args: Any) -> int:
 
 
 def cmd_list(args: Any) -> int:
-    from dgm.data import names as dataset_names
-    from dgm.models import build, entries
 
     print("models:")
     for cls in entries():

@@ -6,9 +6,11 @@ Every user error is one sentence on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
+from dgm import __version__
 from dgm.core.errors import DgmError
 
 __all__ = ["main", "build_parser"]
@@ -169,32 +171,28 @@ def _add_compare_report(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--title", default="dgm report")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from dgm.cli import commands
+# each command's module is imported when that command runs: `dgm --help` and `dgm --version`
+# load neither torch nor matplotlib
+_COMMAND_MODULES = {"compress": "coding", "decompress": "coding", "compare": "compare_report",
+                    "report": "compare_report"}  # fmt: skip
 
+
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
         if args.version:
-            from dgm import __version__
-
             print(__version__)
             return 0
         if args.command is None:
             build_parser().print_help()
             return 0
-        if args.command in ("compress", "decompress"):
-            from dgm.cli import coding
-
-            return getattr(coding, f"cmd_{args.command}")(args)
-        if args.command in ("compare", "report"):
-            # imported on use: dgm.compare pulls in matplotlib and every floor below it
-            from dgm.cli import compare_report
-
-            return getattr(compare_report, f"cmd_{args.command}")(args)
         if getattr(args, "tensorboard", False):  # dgm train --tensorboard: a training option
             args.train_set.append("tensorboard=true")
-        return getattr(commands, f"cmd_{args.command}")(args)
+        module = importlib.import_module(
+            f"dgm.cli.{_COMMAND_MODULES.get(args.command, 'commands')}"
+        )
+        return getattr(module, f"cmd_{args.command}")(args)
     except DgmError as e:
         print(f"dgm: error: {e}", file=sys.stderr)
         return 2
