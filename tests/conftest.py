@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 from hypothesis import settings
+
+from dgm.models import get
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -51,6 +54,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def tiny() -> SimpleNamespace:
+    """Runs that take seconds (the comparison tests): ``tiny.eval`` (evaluation options),
+    ``tiny.train`` (training options) and ``tiny.configs(*names)`` (each model's
+    ``example.config``). One conftest for the whole suite: a second one would shadow this module
+    for ``from conftest import``."""
+    return SimpleNamespace(
+        eval={"max_test": 300, "num_samples": 200, "grid_size": 40},
+        train={"batch_size": 64, "eval_size": 200, "log_every": 5},
+        configs=lambda *names: {n: dict(get(n).example.config) for n in names},
+    )
 
 
 # ------------------------------------------------------------------ helpers (``from conftest import``)
