@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dgm.cli.main import main
+from dgm.models import names
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -58,3 +59,9 @@ def test_cli_examples_run(tmp_path, monkeypatch, capsys):
 def test_make_targets_parse(target):
     proc = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_model_table_names_every_registered_model():
+    table = README[: README.index("## Quick start")]
+    listed = set(re.findall(r"`([a-z0-9-]+)`", table))
+    assert set(names()) <= listed, f"README's model table lacks {sorted(set(names()) - listed)}"
