@@ -147,3 +147,17 @@ def test_readme_compare_examples_parse():
         if args.command == "compare" and args.preset is None:
             get(args.models[0])  # registered names
             assert (args.steps is None) != (args.max_minutes is None)
+
+
+def test_a_minutes_budget_alone_ends_each_run(tmp_path, tiny):
+    # no step count is invented: the saved run has steps None and the budget, and time ended it
+    compare(
+        ["nsf"], ["8gaussians"], tmp_path / "cmp", max_minutes=0.005,
+        model_configs=tiny.configs("nsf"), train_options=tiny.train,
+        eval_options=tiny.eval | {"metrics": ["mmd"]}, report=False,
+    )  # fmt: skip
+    (run,) = [p.parent for p in (tmp_path / "cmp").rglob("config.yaml")]
+    saved = dgm.api.read_run_config(run)["train"]
+    assert saved["steps"] is None and saved["max_minutes"] == 0.005
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_by_time"] and summary["steps"] >= 1

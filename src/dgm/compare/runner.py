@@ -44,9 +44,6 @@ from dgm.train.config import TrainConfig
 
 __all__ = ["compare", "write_leaderboard"]
 
-#: training steps when the budget is time: large, so that the time limit ends the run
-_UNLIMITED = 10**9
-
 
 def _say(text: str) -> None:
     print(f"dgm compare: {text}", file=sys.stderr, flush=True)
@@ -75,7 +72,8 @@ class _Comparison:
             opts |= {"steps": self.steps, "eval_every": max(1, self.steps // 10)}
             opts["checkpoint_every"] = max(1, self.steps // 4)
         else:
-            opts |= {"steps": _UNLIMITED, "max_minutes": self.max_minutes, "eval_every": 100}
+            # steps=None: the budget alone ends the run (and no model default step count applies)
+            opts |= {"steps": None, "max_minutes": self.max_minutes, "eval_every": 100}
             opts["checkpoint_every"] = 200
         return opts | self.train_options | extra
 
