@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from dgm.cli.main import main
 
@@ -228,3 +229,26 @@ def test_k_is_refused_for_exact_models(nsf_run, tmp_path, capsys):
         capsys, "score", nsf_run, tmp_path / "x.npy", "--out", tmp_path / "o.npy", "--k", 5
     )
     assert code == 2 and "exact likelihood" in err
+
+
+def test_a_reader_that_stops_early_is_not_an_error():
+    # `dgm list | head -0`: the reader closes the pipe before dgm writes (dgm has not even
+    # finished starting); exit 0, nothing on stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dgm", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert b"Broken pipe" not in err and b"Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_an_absent_device_is_one_sentence_and_leaves_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "nsf", "--data", "8gaussians", "--out", str(out), "--steps", "2",
+                 "--device", "cuda", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("dgm: error:") and len(err.strip().splitlines()) == 1
+    assert "cuda" in err and "--device cpu" in err
+    assert not out.exists()

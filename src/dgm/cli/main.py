@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -196,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DgmError as e:
         print(f"dgm: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`dgm list | head -1`): what it read is all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("dgm: interrupted; a training run continues with --resume", file=sys.stderr)
         return 130

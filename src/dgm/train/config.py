@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+
 __all__ = ["TrainConfig"]
 
 
@@ -92,6 +94,11 @@ class TrainConfig:
             )
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', not {self.device!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(
+                f"device {self.device!r} is not available: this torch build has no CUDA or sees no "
+                "GPU; use --device cpu, or install a CUDA build of torch"
+            )
 
     def total_steps(self, steps_per_epoch: int) -> int | None:
         """The number of steps of the run; None when only the time budget ends it."""
