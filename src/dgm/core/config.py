@@ -49,6 +49,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 return coerce(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
+        if len(errors) == 1:  # Optional[X]: X's own message (e.g. the Literal's choices)
+            raise ConfigError(errors[0].replace(", not ", " or null, not ", 1))
         raise ConfigError(f"{key} must be {_describe(tp)}, not {value!r}")
     if origin is typing.Literal:
         if value in args:
