@@ -2,7 +2,7 @@ r"""``ebm``: an energy-based model :math:`p_\theta(x) = e^{-E_\theta(x)} / Z_\th
 the objectives that avoid :math:`Z_\theta` (``--set objective=``):
 
 ========  ==================================================================================
-``cd``    contrastive divergence, ``mcmc_steps`` of MCMC from noise (or data: ``cd_init``)
+``cd``    contrastive divergence (CD-k): ``mcmc_steps`` of MALA from the data batch (``cd_init``)
 ``pcd``   persistent CD: chains kept in a replay buffer (Tieleman 2008; Du & Mordatch 2019)
 ``sm``    exact score matching with the Hessian trace (Hyvärinen 2005), low dimensions
 ``ssm``   sliced score matching (Song et al. 2019)
@@ -102,8 +102,8 @@ class EBMConfig:
         tether: weight ``tau`` of the base density in the energy,
             ``E(x) = E_net(x) - tau log q(x)`` with ``q`` the noise fitted to the data (an
             exponential tilting of ``q``). ``tau = 1`` makes ``p`` normalisable on all of R^D for
-            any network of sub-quadratic growth and starts AIS at ``p``'s own base; 0 (default):
-            the plain network.
+            any network of sub-quadratic growth and starts AIS at ``p``'s own base; 0: the plain
+            network (the default of every objective but cd).
     """
 
     objective: Literal["cd", "pcd", "sm", "ssm", "dsm", "nce", "fce"] = "pcd"
