@@ -46,7 +46,7 @@ without bias correction, so short CPU runs (a few thousand steps) would save wei
 the initialisation. Use ``--ema 0.999`` (or 0.9999 as Ho et al.) for runs of 10k+ steps.
 
 >>> from dgm.core.spec import DataSpec
->>> m = DDPM(DataSpec((2,)), DDPMConfig(timesteps=10, hidden=16, blocks=1))
+>>> m = DDPM(DataSpec((2,)), DDPMConfig(timesteps=10, width=16, depth=1))
 >>> m.sample(3, sampler="ddim", steps=5).shape
 torch.Size([3, 2])
 """
@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -103,8 +103,16 @@ class DDPMConfig(NetConfig):
 
 @dataclass
 class DDPMSampleOptions:
-    """Options of :meth:`DDPM.sample`: ``sampler`` (``"ancestral"`` or ``"ddim"``), ``steps`` (DDIM
-    steps, 1..T; ancestral always takes T), ``eta`` (DDIM noise, >= 0)."""
+    """Options of :meth:`DDPM.sample`.
+
+    Attributes:
+        sampler: ``"ancestral"`` (all ``T`` reverse steps) or ``"ddim"`` (Song et al. 2021).
+        steps: DDIM steps, 1..T (ancestral always takes ``T``).
+        eta: DDIM noise (>= 0; 0: deterministic, 1: the ancestral variance).
+    """
+
+    #: the options each sampler reads
+    by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {"ancestral": (), "ddim": ("steps", "eta")}
 
     sampler: Literal["ancestral", "ddim"] = "ddim"
     steps: int = 50
@@ -147,7 +155,7 @@ class DDPM(DiffusionBase):
     data_kinds = frozenset({"continuous", "discrete"})
     example = Example(
         spec=DataSpec((1, 4, 4), kind="discrete", levels=4),
-        config={"timesteps": 12, "channels": 8, "time_dim": 8, "mults": (1,)},
+        config={"timesteps": 12, "unet_width": 8, "time_dim": 8, "unet_mults": (1,)},
         variants=({"schedule": "cosine", "variance": "large", "bound_terms": 3},),
     )
 

@@ -45,7 +45,7 @@ Through uniform dequantization (the engine's default for discrete data, since th
 continuous data) the figure is the usual dequantization bound on the discrete likelihood.
 
 >>> from dgm.core.spec import DataSpec
->>> m = ScoreSDE(DataSpec((2,)), ScoreSDEConfig(hidden=16, blocks=1))
+>>> m = ScoreSDE(DataSpec((2,)), ScoreSDEConfig(width=16, depth=1))
 >>> m.sample(3, steps=10).shape
 torch.Size([3, 2])
 """
@@ -53,7 +53,7 @@ torch.Size([3, 2])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -110,9 +110,20 @@ class ScoreSDEConfig(NetConfig):
 
 @dataclass
 class ScoreSDESampleOptions:
-    """Options of :meth:`ScoreSDE.sample`: ``sampler`` (``"sde"``: reverse SDE by Euler-Maruyama,
-    ``"ode"``: probability-flow ODE), ``steps`` (SDE steps, or fixed ODE steps) and ``method``
-    (ODE solver: ``"dopri5"`` adaptive, ``"rk4"`` or ``"euler"`` with ``steps``)."""
+    """Options of :meth:`ScoreSDE.sample`.
+
+    Attributes:
+        sampler: ``"sde"`` (the reverse SDE by Euler-Maruyama) or ``"ode"`` (the
+            probability-flow ODE).
+        steps: Euler-Maruyama steps, or the ODE's fixed steps (rk4, euler).
+        method: ODE solver: ``"dopri5"`` (adaptive), ``"rk4"`` or ``"euler"`` (with ``steps``).
+    """
+
+    #: the options each sampler reads
+    by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {
+        "sde": ("steps",),
+        "ode": ("steps", "method"),
+    }
 
     sampler: Literal["sde", "ode"] = "sde"
     steps: int = 500
@@ -130,7 +141,7 @@ class ScoreSDE(DiffusionBase):
     needs_grad_for_inference = True
     example = Example(
         spec=DataSpec((2,)),
-        config={"hidden": 16, "blocks": 1, "time_dim": 8, "rtol": 1e-4, "atol": 1e-4},
+        config={"width": 16, "depth": 1, "time_dim": 8, "rtol": 1e-4, "atol": 1e-4},
         variants=({"trace": "hutchinson", "weighting": "likelihood"},),
     )
 
