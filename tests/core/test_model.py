@@ -76,3 +76,18 @@ def test_options_the_sampler_takes_pass():
     assert build("ddpm").sample_config({"eta": 0.5}).eta == 0.5  # the default sampler is ddim
     with pytest.raises(ConfigError, match="takes no sampling options, but got sampler"):
         build("gan").sample_config({"sampler": "fast"})
+
+
+def test_the_python_api_checks_the_sampler_options_too():
+    with pytest.raises(
+        ConfigError, match="sampler 'ancestral' of model 'ddpm' does not take 'eta'"
+    ):
+        build("ddpm").sample(2, sampler="ancestral", eta=0.5)
+    with pytest.raises(
+        ConfigError, match="sampler 'sde' of model 'score-sde' does not take 'method'"
+    ):
+        build("score-sde").sample(2, sampler="sde", method="rk4")
+    with pytest.raises(
+        ConfigError, match="sampler 'hmc' of model 'ebm' does not take 'bogus'|unknown"
+    ):
+        build("ebm").sample(2, sampler="hmc", bogus=1)

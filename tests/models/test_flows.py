@@ -292,7 +292,7 @@ FLOWS = {
     ),
     "maf": lambda spec: MAF(spec, MAF.Config(depth=3, hidden=(24, 24))),
     "iaf": lambda spec: IAF(spec, IAF.Config(depth=3, hidden=(24, 24), permutation="random")),
-    "glow-vector": lambda spec: Glow(spec, Glow.Config(steps=3, hidden=(24, 24))),
+    "glow-vector": lambda spec: Glow(spec, Glow.Config(depth=3, hidden=(24, 24))),
 }
 
 

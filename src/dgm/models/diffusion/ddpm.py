@@ -261,11 +261,15 @@ class DDPM(DiffusionBase):
         n: int,
         y: Tensor | None = None,
         sampler: str = "ddim",
-        steps: int = 50,
-        eta: float = 0.0,
+        steps: int | None = None,
+        eta: float | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples ``(n, *event_shape)`` by ancestral sampling (all ``T`` steps) or DDIM."""
+        """``n`` samples ``(n, *event_shape)`` by ancestral sampling (all ``T`` steps) or DDIM
+        (:class:`DDPMSampleOptions`; an option the chosen sampler does not read is an error)."""
+        given = {"sampler": sampler, "steps": steps, "eta": eta}
+        o = self.sample_config({k: v for k, v in given.items() if v is not None})
+        sampler, steps, eta = o.sampler, o.steps, o.eta
         T, sch = self.timesteps, self.schedule
         clip = 1.0 if (self.discrete and self.config.clip_denoised) else None
         z = self.prior_noise(n, generator)  # (n, *event)

@@ -285,11 +285,20 @@ class ScoreSDE(DiffusionBase):
         n: int,
         y: Tensor | None = None,
         sampler: str = "sde",
-        steps: int = 500,
-        method: str = "dopri5",
+        steps: int | None = None,
+        method: str | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples ``(n, *event_shape)`` by the reverse SDE or the probability-flow ODE."""
+        """``n`` samples ``(n, *event_shape)`` by the reverse SDE or the probability-flow ODE
+        (:class:`ScoreSDESampleOptions`; an option the chosen sampler does not read is an
+        error)."""
+        if sampler not in ("sde", "ode"):
+            raise ConfigError(f"sampler must be 'sde' or 'ode', not {sampler!r}")
+        if method is not None and method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        given = {"sampler": sampler, "steps": steps, "method": method}
+        o = self.sample_config({k: v for k, v in given.items() if v is not None})
+        sampler, steps, method = o.sampler, o.steps, o.method
         if isinstance(steps, bool) or int(steps) != steps or steps < 1:
             raise ConfigError(f"steps must be a positive integer, not {steps!r}")
         z = self.prior_noise(n, generator)  # (n, *event)
