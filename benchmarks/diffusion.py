@@ -9,7 +9,7 @@ For ddpm the NLL is the variational bound (an upper bound on the NLL), so its "K
 an upper bound on the KL. ncsn has no likelihood: only its samples are judged. Every model gets a
 classifier two-sample test (``dgm.eval.twosample.c2st``, MLP classifier, 0.5 = indistinguishable)
 and a kernel MMD^2 (median bandwidth) of 2000 samples against 2000 test points. A model may carry
-config overrides, ``score-sde:weighting=likelihood,hidden=256`` (numbers parsed, the rest strings).
+config overrides, ``score-sde:weighting=likelihood,width=256`` (numbers parsed, the rest strings).
 
 ``digits`` / ``mnist`` (``images --dataset``): ddpm (U-Net) on the 8x8 digits (17 levels) or MNIST
 (256 levels), trained for ``--steps`` or until ``--max-minutes`` (engine budget, wall minutes of
@@ -27,7 +27,7 @@ median over repeats; the ratio dgm / diffusers.
 
     .venv/bin/python benchmarks/diffusion.py 2d [--steps 2000] [--data 8gaussians checkerboard rings]
     .venv/bin/python benchmarks/diffusion.py digits [--steps 1000] [--repeats 3]
-    .venv/bin/python benchmarks/diffusion.py mnist --max-minutes 15 --channels 16 --test-n 1000
+    .venv/bin/python benchmarks/diffusion.py mnist --max-minutes 15 --unet-width 16 --test-n 1000
     .venv/bin/python benchmarks/diffusion.py unet [--repeats 15]
 
 The machine this ran on was shared: each result records ``/proc/loadavg`` before and after, and
@@ -97,7 +97,7 @@ def bench_2d(args: argparse.Namespace) -> None:
         x_test = data.split("test")[0][: args.n_eval].double()
         for entry in args.models:
             name, over = parse_model(entry)
-            cfg: dict[str, Any] = {} if name == "nsf" else {"hidden": args.hidden}
+            cfg: dict[str, Any] = {} if name == "nsf" else {"width": args.width}
             cfg.update(over)
             model, cpu, wall, _ = fit(name, data, args.steps, 512, 1e-3, **cfg)
             model = model.double()
@@ -134,7 +134,7 @@ def write_2d(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     report(args.out or "diffusion_2d", rows,
            ["model", "data", "steps", "test_nll", "kl_gap_nats", "kl_gap_upper_nats", "kl_sem",
             "c2st_accuracy", "mmd2", "train_cpu_s", "nll_cpu_s", "sample_cpu_s"],
-           {"n_eval": args.n_eval, "hidden": args.hidden, "batch": 512, "lr": 1e-3,
+           {"n_eval": args.n_eval, "width": args.width, "batch": 512, "lr": 1e-3,
             "threads": args.threads})  # fmt: skip
 
 
@@ -154,7 +154,7 @@ def bench_images(args: argparse.Namespace) -> None:
     name = args.out or f"diffusion_{dataset}"
     data = dgm.data.load(dataset)
     load_start = loadavg()
-    cfg: dict[str, Any] = {"channels": args.channels, "bound_terms": args.bound_terms}
+    cfg: dict[str, Any] = {"unet_width": args.unet_width, "bound_terms": args.bound_terms}
     model, cpu, wall, steps_done = fit("ddpm", data, args.steps, args.batch_size, args.lr,
                                        ema=args.ema, max_minutes=args.max_minutes,
                                        **cfg)  # fmt: skip
@@ -206,7 +206,7 @@ def bench_images(args: argparse.Namespace) -> None:
         print(rows[-1], flush=True)
     extra = {"dataset": dataset, "train_steps_max": args.steps, "train_steps_done": steps_done,
              "max_minutes": args.max_minutes, "batch": args.batch_size, "lr": args.lr,
-             "channels": args.channels, "train_cpu_s": cpu, "train_wall_s": wall, "ema": args.ema,
+             "unet_width": args.unet_width, "train_cpu_s": cpu, "train_wall_s": wall, "ema": args.ema,
              "test_n": int(x_test.shape[0]), "test_bpd_bound": bpd, "test_bpd_sem": bpd_sem,
              "bound_cpu_s": bcpu, "bound_terms": args.bound_terms, "likelihood": name_ll,
              "loadavg_start": load_start, "loadavg_end": loadavg(),
@@ -281,11 +281,11 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=0.0, help="training budget (wall)")
     ap.add_argument("--data", nargs="+", default=["8gaussians", "checkerboard", "rings"])
     ap.add_argument("--models", nargs="+", default=["score-sde", "ddpm", "ncsn", "nsf"])
-    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--n-eval", type=int, default=2000)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--test-n", type=int, default=0, help="test images for the bound (0: all)")
-    ap.add_argument("--channels", type=int, default=32)
+    ap.add_argument("--unet-width", type=int, default=32)
     ap.add_argument("--bound-terms", type=int, default=100)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--ema", type=float, default=0.0)

@@ -11,7 +11,7 @@ column (unbiased, ``dgm.eval.fid.kid`` on subsets of ``n``) is the check. Sampli
 seconds per set.
 
     .venv/bin/python benchmarks/diffusion_fid_repeats.py CHECKPOINT_DIR --dataset mnist
-        --channels 16 --n 300 --sets 5 --ancestral-sets 2 --name diffusion_mnist_6000_fid_sets
+        --unet-width 16 --n 300 --sets 5 --ancestral-sets 2 --name diffusion_mnist_6000_fid_sets
     .venv/bin/python benchmarks/diffusion_fid_repeats.py - --dataset mnist --n 300 --sets 5
         --real-only --name diffusion_mnist_fid_real
 """
@@ -52,7 +52,7 @@ def main() -> None:
         help="engine checkpoint dir (with ema.safetensors); unused with --real-only",
     )  # fmt: skip
     ap.add_argument("--dataset", default="mnist")
-    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--unet-width", type=int, default=16)
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--sets", type=int, default=3)
     ap.add_argument("--ancestral-sets", type=int, default=0, help="default: --sets")
@@ -89,7 +89,7 @@ def main() -> None:
         report(args.name, rows, ["reference", "n", "fid_mean", "fid_sem", "kid_mean", "kid_sem"],
                {"dataset": args.dataset})  # fmt: skip
         return
-    model = build("ddpm", data.spec, channels=args.channels)
+    model = build("ddpm", data.spec, unet_width=args.unet_width)
     weights = args.checkpoint / "ema.safetensors"
     if not weights.is_file():
         weights = args.checkpoint / "model.safetensors"
@@ -117,7 +117,7 @@ def main() -> None:
     real_row = {"sampler": "real-val", "n": args.n, "sets": len(real), **summary(real, real_kid)}
     real_row["fid_ratio_vs_ancestral"] = real_row["fid_mean"] / base
     rows.append(real_row)
-    extra = {"checkpoint": str(weights), "dataset": args.dataset, "channels": args.channels,
+    extra = {"checkpoint": str(weights), "dataset": args.dataset, "unet_width": args.unet_width,
              "real_subset_fids": real, "real_fid_mean": real_row["fid_mean"],
              "real_fid_sem": real_row["fid_sem"]}  # fmt: skip
     report(args.name, rows, ["sampler", "n", "sets", "fid_mean", "fid_sem", "kid_mean", "kid_sem",

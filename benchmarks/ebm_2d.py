@@ -34,7 +34,7 @@ OBJECTIVE_CONFIG = {
     "ssm": {"ssm_projections": 1},
     "dsm": {"dsm_sigma": 0.05},
     "nce": {"noise": "gaussian", "noise_ratio": 4.0, "tether": 1.0},
-    "fce": {"flow_layers": 2, "flow_hidden": (64, 64), "flow_mle": 0.1},
+    "fce": {"flow_depth": 2, "flow_hidden": (64, 64), "flow_mle": 0.1},
 }
 
 

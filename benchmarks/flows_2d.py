@@ -207,7 +207,7 @@ def normflows_entry(kind: str) -> Callable[[], Entry]:
 
 
 def entries() -> dict[str, Callable[[], Entry]]:
-    arch = {"num_layers": LAYERS, "hidden": (HIDDEN, HIDDEN)}
+    arch = {"depth": LAYERS, "hidden": (HIDDEN, HIDDEN)}
     out = {
         "dgm nsf-ar": dgm_entry("nsf", variant="autoregressive", bins=BINS, **arch),
         "dgm nsf-coupling": dgm_entry("nsf", variant="coupling", bins=BINS, **arch),
@@ -216,13 +216,13 @@ def entries() -> dict[str, Callable[[], Entry]]:
     for name in ("maf", "iaf"):
         if name in names():
             out[f"dgm {name}"] = dgm_entry(name, **arch)
-    deep = {"num_layers": LAYERS, "hidden": (HIDDEN,) * 3}
+    deep = {"depth": LAYERS, "hidden": (HIDDEN,) * 3}
     out["dgm nsf-ar h3"] = dgm_entry("nsf", variant="autoregressive", bins=BINS, **deep)
     out["dgm nsf-coupling h3"] = dgm_entry("nsf", variant="coupling", bins=BINS, **deep)
     out["dgm nsf-coupling h3u"] = dgm_entry(
         "nsf", variant="coupling", bins=BINS, unconditional=True, **deep
     )
-    out["dgm cnf"] = dgm_entry("cnf", hidden=(64, 64, 64), method="rk4", steps=8)
+    out["dgm cnf"] = dgm_entry("cnf", hidden=(64, 64, 64), method="rk4", ode_steps=8)
     out |= {
         "zuko nsf-ar": zuko_entry("nsf"),
         "zuko maf": zuko_entry("maf"),

@@ -35,12 +35,12 @@ from dgm.models import build
 
 PRESETS = {
     "digits": {
-        "realnvp": {"num_scales": 2, "hidden_channels": 64},
-        "glow": {"levels": 2, "steps": 8, "hidden_channels": 64},
+        "realnvp": {"levels": 2, "width": 64},
+        "glow": {"levels": 2, "depth": 8, "width": 64},
     },
     "mnist": {
-        "realnvp": {"num_scales": 3, "hidden_channels": 64},
-        "glow": {"levels": 2, "steps": 8, "hidden_channels": 64},
+        "realnvp": {"levels": 3, "width": 64},
+        "glow": {"levels": 2, "depth": 8, "width": 64},
     },
 }
 

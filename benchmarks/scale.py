@@ -44,7 +44,7 @@ from dgm.train.engine import Trainer
 out, steps = Path(sys.argv[1]), int(sys.argv[2])
 data = dgm.data.load("binarized-mnist")
 torch.manual_seed(0)
-model = build("gated-pixelcnn", data.spec, channels=24, layers=20, head=64)
+model = build("gated-pixelcnn", data.spec, width=24, depth=20, head=64)
 cfg = TrainConfig(steps=steps, batch_size=8, lr=3e-3, grad_clip=1.0, progress=False,
                   checkpoint_every=0)
 info = Trainer(model, data.train, config=cfg, out=out).fit()

@@ -2,7 +2,7 @@
 
 >>> import dgm
 >>> data = dgm.data.load("8gaussians")
->>> model = dgm.models.build("nsf", data.spec, num_layers=2)
+>>> model = dgm.models.build("nsf", data.spec, depth=2)
 >>> model.log_prob(data.test[:4]).shape
 torch.Size([4])
 """

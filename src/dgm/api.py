@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from dgm import __version__
-from dgm.core.config import build_config, config_to_dict
+from dgm.core.config import build_config, config_to_dict, translate_renamed
 from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgm.core.io import atomic_write_text, load_tensors, save_tensors
 from dgm.core.model import Model
@@ -76,6 +76,13 @@ def read_run_config(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(cfg, dict) or not {"model", "model_config", "data", "train"} <= set(cfg):
         raise CheckpointError(f"{cfg_path} lacks model, model_config, data or train; it is corrupt")
+    if isinstance(cfg["model_config"], dict) and isinstance(cfg["model"], str):
+        try:
+            cls = get_model_class(cfg["model"])
+        except ConfigError:
+            return cfg  # an unknown model is reported where the model is built
+        # a run written before a key was renamed keeps its old names: read them as the new ones
+        cfg["model_config"] = translate_renamed(cls.Config, cfg["model_config"])
     return cfg
 
 
@@ -129,7 +136,7 @@ def train(
         train_options: fields of :class:`~dgm.train.config.TrainConfig` (steps, batch_size, lr, ...).
 
     >>> import dgm, tempfile
-    >>> d = dgm.train("nsf", "8gaussians", tempfile.mkdtemp(), steps=5, model_config={"num_layers": 2})
+    >>> d = dgm.train("nsf", "8gaussians", tempfile.mkdtemp(), steps=5, model_config={"depth": 2})
     >>> sorted(p.name for p in d.iterdir())[:3]
     ['checkpoints', 'config.yaml', 'metrics.jsonl']
     """

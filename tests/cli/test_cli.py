@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
+import dgm
 from dgm.cli.main import main
 
-TINY_NSF = ["--set", "num_layers=2", "--set", "hidden=[16,16]"]
+TINY_NSF = ["--set", "depth=2", "--set", "hidden=[16,16]"]
 
 
 def run(capsys, *argv):
@@ -72,8 +75,20 @@ def test_sampling_options_are_checked(nsf_run, tmp_path, capsys):
     code, _, err = run(
         capsys, "sample", nsf_run, "-n", 4, "--sampler", "fast", "--out", tmp_path / "s.npy"
     )
-    assert code == 2 and "takes no sampling options" in err and "Traceback" not in err
+    assert code == 2 and "unknown key 'sampler'" in err and "Traceback" not in err
+    assert "valid keys are: temperature" in err
     assert not (tmp_path / "s.npy").exists()
+
+
+def test_made_takes_the_naive_and_fast_samplers_and_a_temperature(made_run, tmp_path, capsys):
+    draws = []
+    for sampler in ("fast", "naive"):
+        out = tmp_path / f"{sampler}.npy"
+        code, _, err = run(capsys, "sample", made_run, "-n", 5, "--sampler", sampler,
+                           "--set", "temperature=0.5", "--set", "top_k=3", "--out", out)  # fmt: skip
+        assert code == 0, err
+        draws.append(np.load(out))
+    np.testing.assert_array_equal(*draws)
 
 
 def test_discrete_model_end_to_end(made_run, tmp_path, capsys):
@@ -138,6 +153,10 @@ def test_resume_extends_a_run(tmp_path, capsys):
             "unknown key 'modle'",
         ),
         (["train", "made", "--data", "8gaussians", "--out", "{tmp}/x"], "discrete"),
+        (
+            ["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--set", "num_layers=3"],
+            "'num_layers' is now 'depth' for model 'nsf'",
+        ),
         (["train", "nsf", "--data", "8gaussians"], "--out"),
         (
             ["train", "nsf", "--data", "8gaussians", "--out", "{tmp}/x", "--steps", "x"],
@@ -161,6 +180,19 @@ def test_bad_input_is_one_sentence_and_exit_2(argv, message, nsf_run, tmp_path, 
     assert code == 2
     assert err.startswith("dgm: error: ") and message in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_run_saved_with_old_option_names_still_loads(nsf_run, tmp_path, capsys):
+    old = tmp_path / "old"
+    shutil.copytree(nsf_run, old)
+    doc = yaml.safe_load((old / "config.yaml").read_text())
+    doc["model_config"]["num_layers"] = doc["model_config"].pop("depth")  # as written before
+    (old / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    model = dgm.load(old)
+    assert model.config.depth == 2 and not hasattr(model.config, "num_layers")
+    code, _, err = run(capsys, "sample", old, "-n", 3, "--out", tmp_path / "s.npy")
+    assert code == 0, err
+    assert np.load(tmp_path / "s.npy").shape == (3, 2)
 
 
 def test_corrupt_weights_are_reported(nsf_run, tmp_path, capsys):

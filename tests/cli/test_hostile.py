@@ -34,7 +34,7 @@ class _Payload:
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hostile") / "run"
     code = main(["train", "nsf", "--data", "8gaussians", "--out", str(out), "--steps", "5",
-                 "--no-progress", "--set", "num_layers=2", "--set", "hidden=[8]"])  # fmt: skip
+                 "--no-progress", "--set", "depth=2", "--set", "hidden=[8]"])  # fmt: skip
     assert code == 0
     return out
 
@@ -82,7 +82,7 @@ def test_a_yaml_config_cannot_construct_objects(tmp_path, capsys):
 
 words = st.sampled_from(["nsf", "made", "8gaussians", "digits", "--steps", "--set", "--data",
                          "--out", "-n", "--batch-size", "--lr", "--resume", "x=1", "bins=0",
-                         "hidden=[0]", "num_layers=-1", "0", "-3", "nan", "1e9", "", "=", "[",
+                         "hidden=[0]", "depth=-1", "0", "-3", "nan", "1e9", "", "=", "[",
                          "--config", "--k", "--metrics", "nope"])  # fmt: skip
 
 

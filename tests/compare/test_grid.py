@@ -30,14 +30,14 @@ def test_grid_search_by_cross_validation_then_seeds_on_test(tmp_path, tiny):
     out = tmp_path / "cmp"
     doc = compare(
         ["nsf"], [str(tmp_path / "small.npy")], out, steps=10, seeds=2,
-        grid={"num_layers": ["1", "2"]}, cv=2, model_configs=tiny.configs("nsf"),
+        grid={"depth": ["1", "2"]}, cv=2, model_configs=tiny.configs("nsf"),
         train_options=tiny.train, eval_options=tiny.eval, report=False,
     )  # fmt: skip
     row = doc["tables"][0]["rows"][0]
     sel = row["selection"]
     assert sel["by"] == "validation NLL, 2-fold cross-validation"
     chosen = min(sel["scores"], key=sel["scores"].get)
-    assert row["selected"] == {"num_layers": chosen.split("=")[1]}
+    assert row["selected"] == {"depth": chosen.split("=")[1]}
     # every score is the mean validation NLL of its folds; folds never see the test split
     for tag, score in sel["scores"].items():
         folds = [out / f"cv/small/nsf/{tag}/fold-{i}" for i in (1, 2)]

@@ -3,12 +3,16 @@ members say."""
 
 from __future__ import annotations
 
+import argparse
 import doctest
+import re
 
 import pytest
 
 import dgm.core.model
 import dgm.core.protocols
+from dgm.cli.commands import sample_options
+from dgm.core.errors import ConfigError
 from dgm.core.protocols import (
     ConditionalModel,
     FastAutoregressive,
@@ -44,3 +48,46 @@ def test_conditional_models_are_those_with_a_conditional_option():
     for cls in entries():
         takes_labels = "conditional" in cls.Config.__dataclass_fields__
         assert isinstance(example(cls), ConditionalModel) == takes_labels, cls.name
+
+
+@pytest.mark.parametrize(
+    "name,given,message",
+    [
+        ("score-sde", {"sampler": "sde", "method": "rk4"},
+         "sampler 'sde' of model 'score-sde' does not take 'method'; it takes steps"),
+        ("ddpm", {"sampler": "ancestral", "eta": 0.5},
+         "sampler 'ancestral' of model 'ddpm' does not take 'eta'; it takes no options"),
+        ("ebm", {"sampler": "langevin", "n_leapfrog": 3},
+         "sampler 'langevin' of model 'ebm' does not take 'n_leapfrog'; it takes steps, step_size"),
+        ("ddpm", {"sampler": "ddim", "steps_each": 3}, "unknown key 'steps_each'"),
+    ],
+)  # fmt: skip
+def test_an_option_the_chosen_sampler_does_not_take_is_an_error(name, given, message):
+    model = build(name)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        model.sample_config(given)
+    with pytest.raises(ConfigError, match=re.escape(message)):  # the command line says the same
+        sample_options(model, argparse.Namespace(sampler=given.pop("sampler"), set=[
+            f"{k}={v}" for k, v in given.items()]))  # fmt: skip
+
+
+def test_options_the_sampler_takes_pass():
+    assert build("score-sde").sample_config({"sampler": "ode", "method": "rk4"}).method == "rk4"
+    assert build("ddpm").sample_config({"eta": 0.5}).eta == 0.5  # the default sampler is ddim
+    with pytest.raises(ConfigError, match="takes no sampling options, but got sampler"):
+        build("gan").sample_config({"sampler": "fast"})
+
+
+def test_the_python_api_checks_the_sampler_options_too():
+    with pytest.raises(
+        ConfigError, match="sampler 'ancestral' of model 'ddpm' does not take 'eta'"
+    ):
+        build("ddpm").sample(2, sampler="ancestral", eta=0.5)
+    with pytest.raises(
+        ConfigError, match="sampler 'sde' of model 'score-sde' does not take 'method'"
+    ):
+        build("score-sde").sample(2, sampler="sde", method="rk4")
+    with pytest.raises(
+        ConfigError, match="sampler 'hmc' of model 'ebm' does not take 'bogus'|unknown"
+    ):
+        build("ebm").sample(2, sampler="hmc", bogus=1)

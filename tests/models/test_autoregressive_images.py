@@ -20,14 +20,15 @@ from torch.autograd.functional import jacobian
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.spec import DataSpec
 from dgm.models.autoregressive import RNN, GatedPixelCNN, PixelCNN, Transformer
+from dgm.models.autoregressive.base import tempered
 
 D64 = torch.float64
 
 TINY = {
-    "pixelcnn": (PixelCNN, {"channels": 6, "blocks": 2, "first_kernel": 3, "head": 8}),
-    "gated-pixelcnn": (GatedPixelCNN, {"channels": 4, "layers": 2, "first_kernel": 3, "head": 8}),
-    "transformer": (Transformer, {"dim": 8, "layers": 2, "heads": 2, "mlp_ratio": 2}),
-    "rnn": (RNN, {"embed": 4, "hidden": 8}),
+    "pixelcnn": (PixelCNN, {"width": 6, "depth": 2, "first_kernel": 3, "head": 8}),
+    "gated-pixelcnn": (GatedPixelCNN, {"width": 4, "depth": 2, "first_kernel": 3, "head": 8}),
+    "transformer": (Transformer, {"width": 8, "depth": 2, "heads": 2, "mlp_ratio": 2}),
+    "rnn": (RNN, {"embed": 4, "width": 8}),
 }
 NAMES = list(TINY)
 
@@ -116,7 +117,7 @@ def test_pixelcnn_has_a_blind_spot_to_the_upper_right():
     inside its window are never seen (van den Oord et al. 2016b, Fig. 1). This test documents
     them: the gradient support equals what the masks reach, and that misses earlier pixels."""
     height, width = 7, 7
-    model = build("pixelcnn", shape=(1, height, width), levels=3, blocks=2)
+    model = build("pixelcnn", shape=(1, height, width), levels=3, depth=2)
     r = model.config.first_kernel // 2 + len(model.blocks) * (model.config.kernel // 2)  # 3
     dep = dependence(model, height, width)
     i, j = 5, 3
@@ -206,8 +207,59 @@ def test_bad_configurations_are_one_sentence():
     with pytest.raises(ConfigError, match="odd"):
         GatedPixelCNN.Config(kernel=4)
     with pytest.raises(ConfigError, match="divisible"):
-        Transformer.Config(dim=10, heads=4)
+        Transformer.Config(width=10, heads=4)
     with pytest.raises(ConfigError, match="continuous"):
         RNN(DataSpec((4,), "continuous"))
     with pytest.raises(ConfigError, match="sampler"):
         build("rnn").sample(2, sampler="slow")
+
+
+# ---------------------------------------------------------------------------------- temperature
+def greedy(model, y=None, n=4):
+    """The argmax path: every dimension takes its conditional's most probable value."""
+    return model.autoregress(n, lambda d, p: p.argmax(-1), y, sampler="naive").double()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("sampler", ["fast", "naive"])
+def test_temperature_zero_and_top_k_one_are_the_argmax_path(name, sampler):
+    model = build(name, shape=(1, 3, 4), levels=4, scale=0.8)
+    path = greedy(model).view(4, 1, 3, 4)
+    assert len(path.unique()) > 1  # not a constant image: the path follows the conditionals
+    torch.manual_seed(3)
+    assert torch.equal(model.sample(4, sampler=sampler, temperature=0.0), path)
+    torch.manual_seed(4)
+    assert torch.equal(model.sample(4, sampler=sampler, top_k=1), path)
+    torch.manual_seed(5)  # a small temperature: the same path with overwhelming probability
+    assert torch.equal(model.sample(4, sampler=sampler, temperature=1e-3), path)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_temperature_and_top_k_keep_fast_and_naive_identical(name):
+    model = build(name, shape=(1, 3, 4), levels=5, scale=0.8)
+    draws = []
+    for sampler in ("fast", "naive"):
+        torch.manual_seed(8)
+        draws.append(model.sample(20, sampler=sampler, temperature=0.7, top_k=3))
+    assert torch.equal(*draws)
+    torch.manual_seed(8)
+    plain = model.sample(20)
+    torch.manual_seed(8)
+    assert torch.equal(model.sample(20, temperature=1.0, top_k=0), plain)  # the defaults
+
+
+def test_tempered_is_the_softmax_of_scaled_logits_over_the_top_k():
+    g = torch.Generator().manual_seed(0)
+    logits = 2.0 * torch.randn(6, 7, generator=g, dtype=D64)
+    probs = torch.softmax(logits, -1)
+    for t in (0.3, 1.0, 2.5):
+        torch.testing.assert_close(tempered(probs, t), torch.softmax(logits / t, -1))
+        top = logits.topk(3, -1).indices
+        masked = torch.full_like(logits, -torch.inf).scatter(-1, top, logits.gather(-1, top))
+        torch.testing.assert_close(tempered(probs, t, top_k=3), torch.softmax(masked / t, -1))
+    assert torch.equal(tempered(probs, 0.0).argmax(-1), logits.argmax(-1))
+    assert torch.equal(tempered(probs, 0.0).sum(-1), torch.ones(6, dtype=D64))
+    with pytest.raises(ConfigError, match="temperature must be a finite number >= 0"):
+        build("rnn").sample(2, temperature=-1.0)
+    with pytest.raises(ConfigError, match="top_k must be an integer >= 0"):
+        build("rnn").sample(2, top_k=-2)

@@ -82,7 +82,7 @@ def test_density_integrates_to_one_and_samples_match():
 
 def test_hutchinson_estimate_is_unbiased_for_the_exact_log_prob():
     torch.manual_seed(0)
-    cfg = CNF.Config(hidden=(16,), eval_method="rk4", eval_steps=6)
+    cfg = CNF.Config(hidden=(16,), eval_method="rk4", eval_ode_steps=6)
     model = perturb(CNF(DataSpec((6,)), cfg).double(), 0.3)
     x = torch.randn(1, 6, dtype=D64).expand(4000, 6).contiguous()
     with model.inference():
@@ -105,7 +105,7 @@ def one_thread():
 
 def test_training_reduces_the_nll_and_regularisers_add_up(one_thread):
     torch.manual_seed(0)
-    model = CNF(DataSpec((2,)), CNF.Config(hidden=(16,), steps=2, kinetic=0.05, jacobian=0.05))
+    model = CNF(DataSpec((2,)), CNF.Config(hidden=(16,), ode_steps=2, kinetic=0.05, jacobian=0.05))
     g = torch.Generator().manual_seed(0)
     x = 0.5 * torch.randn(128, 2, generator=g) + torch.tensor([1.5, -1.0])
     opt = torch.optim.Adam(model.parameters(), lr=2e-2)
@@ -125,7 +125,7 @@ def test_training_reduces_the_nll_and_regularisers_add_up(one_thread):
 def test_trace_choice_and_options():
     assert CNF(DataSpec((2,)))._train_trace() == "exact"
     assert CNF(DataSpec((1, 4, 4)), CNF.Config(hidden=(8,)))._train_trace() == "hutchinson"
-    model = build("cnf", DataSpec((2,)), hidden=(8,), eval_method="rk4", eval_steps=3)
+    model = build("cnf", DataSpec((2,)), hidden=(8,), eval_method="rk4", eval_ode_steps=3)
     with model.inference():
         assert model.sample(3, method="euler", steps=5).shape == (3, 2)
         with pytest.raises(ConfigError, match="needs steps"):
@@ -135,6 +135,16 @@ def test_trace_choice_and_options():
         with pytest.raises(DataError, match="unconditional"):
             model.log_prob(torch.zeros(2, 2), torch.zeros(2))
     with pytest.raises(ConfigError, match="adaptive"):
-        CNF.Config(eval_steps=10)
-    with pytest.raises(ConfigError, match="needs steps"):
-        CNF.Config(method="euler", steps=None)
+        CNF.Config(eval_ode_steps=10)
+    with pytest.raises(ConfigError, match="needs ode_steps"):
+        CNF.Config(method="euler", ode_steps=None)
+
+
+def test_reduced_temperature_samples_have_smaller_variance():
+    model = perturb(build("cnf", DataSpec((2,)), hidden=(8,)).double(), 0.3, seed=1)
+    variance = {}
+    for t in (1.0, 0.5):
+        torch.manual_seed(0)
+        variance[t] = model.sample(2000, method="rk4", steps=4, temperature=t).var(0).sum()
+    assert variance[0.5] < 0.6 * variance[1.0]
+    assert build("cnf").sample_config({"temperature": 0.5}).temperature == 0.5

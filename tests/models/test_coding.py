@@ -36,7 +36,7 @@ def skewed(cls, spec, scale=1.0, **config):
 @pytest.fixture(scope="module")
 def pixel_model():
     spec = DataSpec((1, 6, 6), "discrete", levels=4)
-    return skewed(PixelCNN, spec, channels=8, blocks=1, first_kernel=3, head=8)
+    return skewed(PixelCNN, spec, width=8, depth=1, first_kernel=3, head=8)
 
 
 @pytest.mark.slow  # ~5 s: encodes and decodes 300 images of 36 pixels, one pixel at a time
@@ -59,7 +59,7 @@ def test_round_trip_is_exact_and_size_is_the_nll(pixel_model):
 
 
 def test_float_arrays_of_integers_round_trip_too():
-    model = skewed(RNN, DataSpec((5,), "discrete", levels=3), embed=4, hidden=8)
+    model = skewed(RNN, DataSpec((5,), "discrete", levels=3), embed=4, width=8)
     data = np.array([[0, 1, 2, 1, 0], [2, 2, 2, 0, 1], [1, 1, 1, 1, 1]], dtype=np.float32)
     out = decompress(model, compress(model, data))
     assert out.dtype == np.float32 and np.array_equal(out, data)
@@ -82,7 +82,7 @@ def test_bad_inputs_and_corrupt_files_are_refused(pixel_model):
     flipped[-1] ^= 1
     with pytest.raises(DataError, match="truncated or altered"):
         decompress(pixel_model, bytes(flipped))
-    other = skewed(PixelCNN, pixel_model.spec, scale=0.5, channels=8, blocks=1, first_kernel=3,
+    other = skewed(PixelCNN, pixel_model.spec, scale=0.5, width=8, depth=1, first_kernel=3,
                    head=8)  # fmt: skip
     assert model_fingerprint(other) != model_fingerprint(pixel_model)
     with pytest.raises(DgmError, match="another model"):
@@ -92,7 +92,7 @@ def test_bad_inputs_and_corrupt_files_are_refused(pixel_model):
         compress(made, data)
     conditional = GatedPixelCNN(
         DataSpec((1, 6, 6), "discrete", levels=4, num_classes=2),
-        GatedPixelCNN.Config(channels=2, layers=1, conditional=True),
+        GatedPixelCNN.Config(width=2, depth=1, conditional=True),
     )
     with pytest.raises(DgmError, match="unconditional"):
         compress(conditional, data)
@@ -105,7 +105,7 @@ def test_cli_round_trip_and_errors(tmp_path, capsys):
     np.save(tmp_path / "train.npy", train)
     run = tmp_path / "run"
     args = ["train", "rnn", "--data", str(tmp_path / "train.npy"), "--out", str(run),
-            "--steps", "3", "--no-progress", "--set", "hidden=8", "--set", "embed=4"]  # fmt: skip
+            "--steps", "3", "--no-progress", "--set", "width=8", "--set", "embed=4"]  # fmt: skip
     assert main(args) == 0
     test = train[:10]
     np.save(tmp_path / "in.npy", test)

@@ -79,7 +79,7 @@ def check_moments(x: Tensor, extra: float = 0.0) -> None:
 
 
 def ddpm(schedule="linear", timesteps=1000, **kw) -> DDPM:
-    m = DDPM(DataSpec((2,)), DDPMConfig(schedule=schedule, timesteps=timesteps, hidden=8, blocks=1,
+    m = DDPM(DataSpec((2,)), DDPMConfig(schedule=schedule, timesteps=timesteps, width=8, depth=1,
                                         time_dim=8, **kw)).double()  # fmt: skip
     m.net = DDPMStub(m.schedule)
     return m
@@ -131,7 +131,7 @@ def test_discretized_decoder_sums_to_one_over_the_levels():
 
 def test_discrete_bound_is_a_bound_on_probabilities():
     m = DDPM(DataSpec((1, 4, 4), "discrete", levels=4),
-             DDPMConfig(timesteps=20, channels=8, time_dim=8)).double()  # fmt: skip
+             DDPMConfig(timesteps=20, unet_width=8, time_dim=8)).double()  # fmt: skip
     x = torch.randint(0, 4, (6, 1, 4, 4)).double()
     values, name = m.log_likelihood(x)
     assert (values < 0).all() and "discrete data" in name
@@ -140,7 +140,7 @@ def test_discrete_bound_is_a_bound_on_probabilities():
 
 
 def sde_model(**kw) -> ScoreSDE:
-    m = ScoreSDE(DataSpec((2,)), ScoreSDEConfig(hidden=8, blocks=1, time_dim=8, **kw)).double()
+    m = ScoreSDE(DataSpec((2,)), ScoreSDEConfig(width=8, depth=1, time_dim=8, **kw)).double()
     m.net = SDEStub(m.sde)
     return m
 
@@ -186,7 +186,7 @@ def test_reverse_sde_and_probability_flow_sampling_reproduce_the_data_moments(sa
 
 def test_annealed_langevin_reproduces_the_data_moments():
     torch.manual_seed(6)
-    m = NCSN(DataSpec((2,)), NCSNConfig(hidden=8, blocks=1, time_dim=8, num_sigmas=10,
+    m = NCSN(DataSpec((2,)), NCSNConfig(width=8, depth=1, time_dim=8, num_sigmas=10,
                                         sigma_max=5.0, sigma_min=0.05)).double()  # fmt: skip
     m.net = NCSNStub(m.sigmas)
     # ULA's O(h) bias at the last level is about h / (2 lambda) = 0.1 sigma_L^2 / (2 * 0.4)
@@ -194,14 +194,14 @@ def test_annealed_langevin_reproduces_the_data_moments():
 
 
 def test_ncsn_has_no_likelihood():
-    m = NCSN(DataSpec((2,)), NCSNConfig(hidden=8, blocks=1, time_dim=8))
+    m = NCSN(DataSpec((2,)), NCSNConfig(width=8, depth=1, time_dim=8))
     assert not m.exact_likelihood and m.likelihood_bound is None
     with pytest.raises(DgmError, match="no likelihood"):
         m.log_likelihood(torch.zeros(3, 2))
 
 
 def test_ncsn_sets_its_largest_noise_level_from_the_data():
-    m = NCSN(DataSpec((2,)), NCSNConfig(hidden=8, blocks=1, time_dim=8, num_sigmas=5))
+    m = NCSN(DataSpec((2,)), NCSNConfig(width=8, depth=1, time_dim=8, num_sigmas=5))
     x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0]])
     m.on_train_start(x)
     z, _ = m.to_model_space(x)
@@ -246,14 +246,14 @@ def test_end_to_end_train_sample_and_no_score_for_ncsn(tmp_path):
     data = tmp_path / "points.npy"
     np.save(data, DATA.sample((300,)).numpy().astype(np.float32))
     out = dgm.train("ddpm", str(data), tmp_path / "d", steps=30,
-                    model_config={"timesteps": 50, "hidden": 32, "blocks": 1})  # fmt: skip
+                    model_config={"timesteps": 50, "width": 32, "depth": 1})  # fmt: skip
     model = dgm.load(out)
     with model.inference():
         s = model.sample(16, sampler="ddim", steps=10)
     assert s.shape == (16, 2) and torch.isfinite(s).all()
     assert "lower bound on the continuous density" in (out / "summary.json").read_text()
     run = dgm.train("ncsn", str(data), tmp_path / "n", steps=5,
-                    model_config={"hidden": 16, "blocks": 1, "num_sigmas": 3})  # fmt: skip
+                    model_config={"width": 16, "depth": 1, "num_sigmas": 3})  # fmt: skip
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((3, 2), dtype=np.float32))
     code = main(["score", str(run), "--input", str(x), "--out", str(tmp_path / "s.npy")])
@@ -262,7 +262,7 @@ def test_end_to_end_train_sample_and_no_score_for_ncsn(tmp_path):
 
 def test_stratified_bound_is_an_unbiased_estimate_of_the_full_bound():
     torch.manual_seed(7)
-    m = DDPM(DataSpec((2,)), DDPMConfig(timesteps=20, hidden=8, blocks=1, time_dim=8)).double()
+    m = DDPM(DataSpec((2,)), DDPMConfig(timesteps=20, width=8, depth=1, time_dim=8)).double()
     x = DATA.sample((1,)).expand(3000, 2)  # one point, many independent draws of the terms
     with torch.no_grad():
         full = m.elbo(x)

@@ -251,10 +251,10 @@ def test_unconditional_coupling_parameters_and_identity_start():
     y, ladj = t(x)
     torch.testing.assert_close(y, x, atol=1e-12, rtol=0)
     torch.testing.assert_close(ladj, torch.zeros(6, dtype=D64), atol=1e-12, rtol=0)
-    plain = NSF(DataSpec((4,)), NSF.Config(variant="coupling", num_layers=2, hidden=(8,)))
+    plain = NSF(DataSpec((4,)), NSF.Config(variant="coupling", depth=2, hidden=(8,)))
     both = NSF(
         DataSpec((4,)),
-        NSF.Config(variant="coupling", num_layers=2, hidden=(8,), unconditional=True),
+        NSF.Config(variant="coupling", depth=2, hidden=(8,), unconditional=True),
     )
     extra = sum(p.numel() for p in both.parameters()) - sum(p.numel() for p in plain.parameters())
     assert extra == 2 * 2 * (3 * 8 - 1)  # 2 layers x 2 passed-through dims x (3K - 1)
@@ -277,22 +277,22 @@ def test_coupling_with_context_and_its_errors(unconditional):
 
 # ---------------------------------------------------------------------------------- models
 FLOWS = {
-    "nsf-autoregressive": lambda spec: NSF(spec, NSF.Config(num_layers=3, hidden=(24, 24), bins=6)),
+    "nsf-autoregressive": lambda spec: NSF(spec, NSF.Config(depth=3, hidden=(24, 24), bins=6)),
     "nsf-coupling": lambda spec: NSF(
-        spec, NSF.Config(variant="coupling", num_layers=3, hidden=(24, 24), bins=6)
+        spec, NSF.Config(variant="coupling", depth=3, hidden=(24, 24), bins=6)
     ),
     "nsf-coupling-unconditional": lambda spec: NSF(
-        spec, NSF.Config(variant="coupling", num_layers=3, hidden=(16,), unconditional=True)
+        spec, NSF.Config(variant="coupling", depth=3, hidden=(16,), unconditional=True)
     ),
     "nsf-random-permutation": lambda spec: NSF(
-        spec, NSF.Config(num_layers=3, hidden=(16,), permutation="random", seed=3)
+        spec, NSF.Config(depth=3, hidden=(16,), permutation="random", seed=3)
     ),
     "realnvp": lambda spec: RealNVP(
-        spec, RealNVP.Config(num_layers=4, hidden=(24, 24), architecture="vector", logit_alpha=0)
+        spec, RealNVP.Config(depth=4, hidden=(24, 24), architecture="vector", logit_alpha=0)
     ),
-    "maf": lambda spec: MAF(spec, MAF.Config(num_layers=3, hidden=(24, 24))),
-    "iaf": lambda spec: IAF(spec, IAF.Config(num_layers=3, hidden=(24, 24), permutation="random")),
-    "glow-vector": lambda spec: Glow(spec, Glow.Config(steps=3, hidden=(24, 24))),
+    "maf": lambda spec: MAF(spec, MAF.Config(depth=3, hidden=(24, 24))),
+    "iaf": lambda spec: IAF(spec, IAF.Config(depth=3, hidden=(24, 24), permutation="random")),
+    "glow-vector": lambda spec: Glow(spec, Glow.Config(depth=3, hidden=(24, 24))),
 }
 
 
@@ -384,7 +384,7 @@ def test_sampling_with_log_det_agrees_with_log_prob(name):
 @pytest.mark.parametrize("name", ["nsf", "maf", "iaf", "realnvp", "glow"])
 def test_conditional_flow_is_a_density_for_every_label(name):
     torch.manual_seed(0)
-    cfg = {"num_layers": 2, "hidden": (16,)} if name != "glow" else {"steps": 2, "hidden": (16,)}
+    cfg = {"depth": 2, "hidden": (16,)}
     model = build(name, DataSpec((2,), num_classes=3), conditional=True, **cfg).double().eval()
     perturb(model, 0.1, seed=4)  # larger moves spread MAF's affine layers beyond the grid
     assert model.conditional and isinstance(model, ConditionalModel)
@@ -413,10 +413,10 @@ def test_maf_nsf_and_realnvp_are_one_stack_with_another_elementwise_map():
     """The models' flows are the layer loop of flows/stack.py: the same layers and order, and
     with the same weights the same density as a stack built by hand."""
     d = 3
-    maf = MAF(DataSpec((d,)), MAF.Config(num_layers=3, hidden=(8,))).double()
-    nsf = NSF(DataSpec((d,)), NSF.Config(num_layers=3, hidden=(8,), bins=4)).double()
-    iaf = IAF(DataSpec((d,)), IAF.Config(num_layers=2, hidden=(8,))).double()
-    nvp = RealNVP(DataSpec((4,)), RealNVP.Config(num_layers=3, hidden=(8,))).double()
+    maf = MAF(DataSpec((d,)), MAF.Config(depth=3, hidden=(8,))).double()
+    nsf = NSF(DataSpec((d,)), NSF.Config(depth=3, hidden=(8,), bins=4)).double()
+    iaf = IAF(DataSpec((d,)), IAF.Config(depth=2, hidden=(8,))).double()
+    nvp = RealNVP(DataSpec((4,)), RealNVP.Config(depth=3, hidden=(8,))).double()
     kinds = [MaskedAutoregressive, Reverse, MaskedAutoregressive, Reverse, MaskedAutoregressive]
     assert [type(t) for t in maf.flow.transform.transforms] == kinds
     assert [type(t) for t in nsf.flow.transform.transforms] == kinds
@@ -457,7 +457,7 @@ def test_one_dimensional_data():
         NSF(DataSpec((1,)), NSF.Config(variant="coupling"))
     with pytest.raises(ConfigError, match="2 dimensions"):
         RealNVP(DataSpec((1,)))
-    model = perturb(NSF(DataSpec((1,)), NSF.Config(num_layers=2, hidden=(8,))).double(), 0.5)
+    model = perturb(NSF(DataSpec((1,)), NSF.Config(depth=2, hidden=(8,))).double(), 0.5)
     n, lim = 20000, 10.0
     t = -lim + 2 * lim / n * (torch.arange(n, dtype=D64) + 0.5)
     with torch.no_grad():
@@ -466,7 +466,7 @@ def test_one_dimensional_data():
 
 
 def test_flow_input_errors():
-    model = NSF(DataSpec((2,)), NSF.Config(num_layers=1, hidden=(4,)))
+    model = NSF(DataSpec((2,)), NSF.Config(depth=1, hidden=(4,)))
     with pytest.raises(DataError, match="shape"):
         model.log_prob(torch.zeros(3, 3))
     with pytest.raises(DataError, match="NaN"):
@@ -502,9 +502,30 @@ def test_rescaled_affine_inverts_with_the_autograd_log_derivative():
 
 
 def test_realnvp_image_couplings_learn_one_scale_each():
-    new = RealNVP(DataSpec((1, 4, 4)), RealNVP.Config(num_scales=2, hidden_channels=8))
+    new = RealNVP(DataSpec((1, 4, 4)), RealNVP.Config(levels=2, width=8))
     scales = [k for k in new.state_dict() if k.endswith("univariate.scale")]
     assert len(scales) == 10  # one per coupling: 3 + 3 + 4
     # the vector architecture's affine map has no learned scale
-    vec = RealNVP(DataSpec((4,)), RealNVP.Config(num_layers=2))
+    vec = RealNVP(DataSpec((4,)), RealNVP.Config(depth=2))
     assert not any(k.endswith("univariate.scale") for k in vec.state_dict())
+
+
+# ---------------------------------------------------------------------------------- temperature
+@pytest.mark.parametrize("name", ["nsf", "maf", "realnvp", "glow", "iaf"])
+def test_reduced_temperature_samples_have_smaller_variance(name):
+    model = perturb(build(name, DataSpec((2,)), depth=2, hidden=(16,)).double(), 0.3, seed=1)
+    variance = {}
+    for t in (1.0, 0.5):
+        torch.manual_seed(0)
+        variance[t] = model.sample(4000, temperature=t).var(0).sum()
+    assert variance[0.5] < 0.6 * variance[1.0]
+    torch.manual_seed(0)
+    plain = model.sample(50)
+    torch.manual_seed(0)
+    assert torch.equal(model.sample(50, temperature=1.0), plain)  # the default is p(x)
+    mode = model.sample(3, temperature=0.0)  # every draw is the image of z = 0
+    torch.testing.assert_close(
+        mode, model.inverse_transform(torch.zeros(1, 2, dtype=D64))[0].expand(3, 2)
+    )
+    with pytest.raises(ConfigError, match="temperature must be a finite number >= 0"):
+        model.sample(2, temperature=-0.5)

@@ -168,7 +168,7 @@ def test_packing_concatenates_consecutive_samples():
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 10, 6)])
 def test_conv_networks_give_image_samples_and_one_logit_per_pack(shape):
-    m = GAN(DataSpec(shape), GANConfig(channels=4, latent_dim=4, pack=2))
+    m = GAN(DataSpec(shape), GANConfig(width=4, latent_dim=4, pack=2))
     assert m.arch == "conv"
     s = m.sample(6)
     assert s.shape == (6, *shape) and ((s > 0) & (s < 1)).all()
@@ -365,7 +365,7 @@ def test_cli_sample_and_digits_conv_end_to_end(tmp_path):
     out = tmp_path / "d"
     code = main(
         ["train", "gan", "--data", "digits", "--out", str(out), "--steps", "3",
-         "--batch-size", "16", "--set", "channels=4", "--no-progress"]
+         "--batch-size", "16", "--set", "width=4", "--no-progress"]
     )  # fmt: skip
     assert code == 0
     assert main(["sample", str(out), "-n", "6", "--out", str(tmp_path / "s.npy")]) == 0

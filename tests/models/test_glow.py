@@ -27,13 +27,11 @@ D64 = torch.float64
 
 
 IMAGE_FLOWS = {
-    "glow": lambda spec, **kw: Glow(spec, Glow.Config(levels=2, steps=2, hidden_channels=8, **kw)),
+    "glow": lambda spec, **kw: Glow(spec, Glow.Config(levels=2, depth=2, width=8, **kw)),
     "glow-no-split-prior": lambda spec, **kw: Glow(
-        spec, Glow.Config(levels=2, steps=1, hidden_channels=8, split_prior=False, **kw)
+        spec, Glow.Config(levels=2, depth=1, width=8, split_prior=False, **kw)
     ),
-    "realnvp": lambda spec, **kw: RealNVP(
-        spec, RealNVP.Config(num_scales=2, hidden_channels=8, **kw)
-    ),
+    "realnvp": lambda spec, **kw: RealNVP(spec, RealNVP.Config(levels=2, width=8, **kw)),
 }
 
 
@@ -59,7 +57,7 @@ def test_image_flow_is_a_bijection_with_the_autograd_log_det(name):
 
 
 def test_glow_has_the_documented_structure():
-    model = Glow(DataSpec((1, 8, 8)), Glow.Config(levels=2, steps=3, hidden_channels=8))
+    model = Glow(DataSpec((1, 8, 8)), Glow.Config(levels=2, depth=3, width=8))
     levels = model.flow.transform.transforms[-1].levels  # after Reshape and Logit
     # level 1: squeeze, 3 x (actnorm, 1x1 conv, coupling), split prior; level 2: no split
     assert [len(lv.transforms) for lv in levels] == [1 + 3 * 3 + 1, 1 + 3 * 3]
@@ -98,7 +96,7 @@ def test_on_train_start_initialises_every_actnorm():
 def test_conditional_image_flow():
     torch.manual_seed(0)
     spec = DataSpec((1, 4, 4), num_classes=3)
-    model = build("glow", spec, levels=1, steps=2, hidden_channels=8, conditional=True)
+    model = build("glow", spec, levels=1, depth=2, width=8, conditional=True)
     model = perturb(model.double(), 0.1).eval()
     x = torch.rand(3, 1, 4, 4, dtype=D64)
     a, b = model.log_prob(x, torch.tensor([0, 0, 0])), model.log_prob(x, torch.tensor([2, 2, 2]))
@@ -122,8 +120,8 @@ def test_image_flow_errors():
 # ---------------------------------------------------------------------------------- dequantization
 def tiny_variational(levels: int) -> RealNVP:
     cfg = RealNVP.Config(
-        num_scales=1,
-        hidden_channels=8,
+        levels=1,
+        width=8,
         dequantization="variational",
         dequantization_levels=levels,
         dequantization_layers=2,
@@ -203,7 +201,7 @@ def test_train_glow_with_variational_dequantization_end_to_end(tmp_path):
 
     import dgm
 
-    cfg = {"levels": 1, "steps": 1, "hidden_channels": 4, "dequantization": "variational"}
+    cfg = {"levels": 1, "depth": 1, "width": 4, "dequantization": "variational"}
     cfg |= {"dequantization_levels": 17, "dequantization_layers": 1}
     out = dgm.train("glow", "digits", tmp_path / "run", model_config=cfg, steps=3, batch_size=16)
     summary = json.loads((out / "summary.json").read_text())

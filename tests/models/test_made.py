@@ -370,3 +370,39 @@ def test_dropout_keeps_the_autoregressive_property_and_is_off_in_eval_mode():
     assert torch.logsumexp(first, 0).item() == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ConfigError, match="dropout"):
         MADE.Config(dropout=1.0)
+
+
+# ---------------------------------------------------------------------------------- samplers
+@pytest.mark.parametrize(
+    "levels,config",
+    [
+        (2, {"hidden": (16, 12)}),
+        (4, {"hidden": (16,), "direct": True, "ordering": "random"}),
+        (3, {"hidden": (12, 12), "input_encoding": "scalar", "conditional": True}),
+        (3, {"hidden": (16,), "masks": 3, "connectivity": "random"}),
+    ],
+)
+def test_fast_and_naive_samplers_draw_identical_samples(levels, config):
+    model = sharpen(made((2, 3), levels, num_classes=3, **config), 3.0).eval()
+    y = torch.tensor([0, 1, 2] * 10) if model.conditional else None
+    draws = []
+    for sampler in ("fast", "naive"):
+        torch.manual_seed(4)
+        draws.append(model.sample(30, y, sampler=sampler))
+    assert torch.equal(*draws) and len(draws[0].unique()) == levels
+
+
+def test_made_temperature_zero_and_top_k_one_are_the_argmax_path():
+    model = sharpen(made((5,), 4, hidden=(16,), ordering="random", seed=2), 3.0)
+    x = torch.zeros(1, 5, dtype=D64)
+    for d in torch.argsort(model.net.order).tolist():  # greedy decoding by hand
+        x[0, d] = torch.softmax(model.logits(x)[0, d], -1).argmax()
+    assert len(x.unique()) > 1
+    for options in ({"temperature": 0.0}, {"top_k": 1}, {"top_k": 1, "sampler": "naive"}):
+        assert torch.equal(model.sample(3, **options), x.expand(3, 5)), options
+    torch.manual_seed(0)
+    cold = model.sample(4000, temperature=0.5)
+    torch.manual_seed(0)
+    warm = model.sample(4000)
+    # sharper conditionals: the argmax path is far more frequent at T = 0.5
+    assert (cold == x).all(-1).sum() > 1.5 * (warm == x).all(-1).sum()

@@ -16,7 +16,7 @@ import torch
 from dgm.core.io import load_tensors
 from dgm.train.checkpoint import list_checkpoints
 
-ARGS = ["--data", "8gaussians", "--batch-size", "64", "--no-progress", "--set", "num_layers=2",
+ARGS = ["--data", "8gaussians", "--batch-size", "64", "--no-progress", "--set", "depth=2",
         "--set", "hidden=[16,16]", "--checkpoint-every", "20", "--ema", "0.9"]  # fmt: skip
 STEPS = "120"
 

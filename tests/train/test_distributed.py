@@ -18,7 +18,7 @@ from dgm.core.io import load_tensors
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 ARGS = ["--data", "8gaussians", "--batch-size", "64", "--no-progress", "--checkpoint-every", "10",
-        "--set", "num_layers=2", "--set", "hidden=[16,16]"]  # fmt: skip
+        "--set", "depth=2", "--set", "hidden=[16,16]"]  # fmt: skip
 
 pytestmark = pytest.mark.skipif(
     not TORCHRUN.exists() and not shutil.which("torchrun"), reason="no torchrun"
@@ -101,7 +101,7 @@ from dgm.core.io import save_tensors
 out = sys.argv[1]
 torch.manual_seed(0)
 x = torch.randn(512, 2, generator=torch.Generator().manual_seed(0))
-model = build("nsf", DataSpec((2,)), num_layers=2, hidden=[16, 16])
+model = build("nsf", DataSpec((2,)), depth=2, hidden=[16, 16])
 cfg = TrainConfig(steps=10**6, batch_size=64, lr=3e-3, schedule="cosine", schedule_clock="time",
                   max_minutes=0.01, log_every=1, progress=False, checkpoint_every=0)
 # a controlled clock per rank, rank 1's running faster (a slower machine): every reading moves

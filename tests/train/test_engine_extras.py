@@ -12,7 +12,7 @@ import dgm
 from dgm.cli.main import main
 from dgm.core.errors import DgmError
 
-TINY = {"num_layers": 1, "hidden": [8], "bins": 4}
+TINY = {"depth": 1, "hidden": [8], "bins": 4}
 
 
 def test_time_budget_stops_training_and_spans_resumes(tmp_path):
@@ -53,7 +53,7 @@ def test_tensorboard_logs_every_metric_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
     _Writer.instances.clear()
     argv = ["train", "nsf", "--data", "8gaussians", "--out", str(tmp_path / "r"), "--steps", "6",
-            "--eval-every", "3", "--train-set", "log_every=2", "--set", "num_layers=1",
+            "--eval-every", "3", "--train-set", "log_every=2", "--set", "depth=1",
             "--tensorboard", "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     (w,) = _Writer.instances
@@ -76,7 +76,7 @@ def test_tensorboard_missing_is_one_clear_sentence(tmp_path, monkeypatch, capsys
 def test_max_minutes_flag_alone_trains_until_the_time_is_up(tmp_path):
     out = tmp_path / "r"
     argv = ["train", "nsf", "--data", "8gaussians", "--out", str(out), "--max-minutes", "0.002",
-            "--set", "num_layers=1", "--no-progress"]  # fmt: skip
+            "--set", "depth=1", "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped_by_time"] and summary["steps"] >= 1

@@ -14,7 +14,6 @@ import yaml
 from dgm.api import load_run, train
 from dgm.cli.inputs import ArrayInput
 from dgm.cli.options import parse_pairs
-from dgm.core.config import build_config
 from dgm.core.errors import ConfigError, DgmError
 from dgm.core.io import atomic_path, atomic_write_text
 from dgm.core.spec import DataSpec
@@ -165,11 +164,7 @@ def sample_options(model: Any, args: Any) -> dict[str, Any]:
         given["sampler"] = args.sampler
     if not given:
         return {}
-    if model.SampleOptions is None:
-        raise ConfigError(
-            f"model {model.name!r} takes no sampling options, but got {', '.join(sorted(given))}"
-        )
-    opts = build_config(model.SampleOptions, given, what=f"sampling option of {model.name!r}")
+    opts = model.sample_config(given)
     return {k: getattr(opts, k) for k in given}
 
 

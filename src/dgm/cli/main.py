@@ -122,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     _add_common(e)
 
-    sub.add_parser("list", help="models and datasets, one line each")
+    li = sub.add_parser("list", help="models and datasets, one line each (with MODEL: dgm show)")
+    li.add_argument("model", nargs="?", help="a model: every option of it, as `dgm show MODEL`")
+    sh = sub.add_parser(
+        "show", help="every option of a model: default, type and meaning; its samplers' options"
+    )
+    sh.add_argument("model", help="registry name (see `dgm list`)")
 
     co = sub.add_parser("compress", help="lossless coding of discrete data with an AR model")
     co.add_argument("run", help="run directory of an autoregressive model (pixelcnn, rnn, ...)")
@@ -175,7 +180,7 @@ def _add_compare_report(sub: argparse._SubParsersAction) -> None:
 # each command's module is imported when that command runs: `dgm --help` and `dgm --version`
 # load neither torch nor matplotlib
 _COMMAND_MODULES = {"compress": "coding", "decompress": "coding", "compare": "compare_report",
-                    "report": "compare_report"}  # fmt: skip
+                    "report": "compare_report", "show": "show"}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 0
+        if args.command == "list" and args.model:  # dgm list MODEL is dgm show MODEL
+            args.command = "show"
         if getattr(args, "tensorboard", False):  # dgm train --tensorboard: a training option
             args.train_set.append("tensorboard=true")
         module = importlib.import_module(

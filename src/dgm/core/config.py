@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import json
+import re
 import types
 import typing
 from typing import Any, get_args, get_origin, get_type_hints
 
 from dgm.core.errors import ConfigError
 
-__all__ = ["build_config", "config_to_dict", "parse_value", "coerce"]
+__all__ = [
+    "build_config",
+    "config_to_dict",
+    "parse_value",
+    "coerce",
+    "renamed_keys",
+    "translate_renamed",
+]
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -112,10 +121,33 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def renamed_keys(cls: type) -> dict[str, str]:
+    """The keys of earlier versions of the config dataclass ``cls`` and their names now (its
+    ``renamed`` class attribute, ``{}`` when it has none)."""
+    return dict(getattr(cls, "renamed", None) or {})
+
+
+def translate_renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every old key of ``cls`` (:func:`renamed_keys`) under its new name.
+
+    For configs read back from saved runs, which keep the names of the version that wrote them;
+    a user's own overrides go through :func:`build_config`, where an old name is an error.
+    """
+    renamed = renamed_keys(cls)
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        new = renamed.get(k, k)
+        if new != k and new in values:
+            continue  # both spellings present: the new one wins
+        out[new] = v
+    return out
+
+
 def build_config(cls: type, overrides: dict[str, Any] | None = None, *, what: str = "") -> Any:
     """Instantiate the dataclass ``cls`` from ``overrides``, checking every key and type.
 
-    An unknown key raises a :class:`ConfigError` that names the valid keys (and the closest one).
+    An unknown key raises a :class:`ConfigError` that names the valid keys (and the closest one);
+    a key an earlier version used (``cls.renamed``) one that names its new spelling.
     String values (from the command line) are parsed into the annotated type.
     """
     overrides = dict(overrides or {})
@@ -124,9 +156,12 @@ def build_config(cls: type, overrides: dict[str, Any] | None = None, *, what: st
     unknown = [k for k in overrides if k not in fields]
     if unknown:
         key = unknown[0]
+        label = f" for {what}" if what else ""
+        new = renamed_keys(cls).get(key)
+        if new is not None:
+            raise ConfigError(f"{key!r} is now {new!r}{label}")
         close = difflib.get_close_matches(key, fields, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        label = f" for {what}" if what else ""
         raise ConfigError(
             f"unknown key {key!r}{label}{hint}; valid keys are: {', '.join(sorted(fields))}"
         )
@@ -148,3 +183,123 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON/YAML-safe dict of a config dataclass (tuples become lists)."""
     d = dataclasses.asdict(cfg)
     return json.loads(json.dumps(d))
+
+
+_ENTRY = re.compile(r"^(\w+(?:\s*,\s*\w+)*)\s*:\s*(.*)$")
+
+
+def _attributes(doc: str | None) -> dict[str, str]:
+    """``{name: text}`` from the ``Attributes:`` section of a Google-style docstring; an entry
+    ``a, b: text`` documents both ``a`` and ``b``."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    out: dict[str, str] = {}
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return out
+    indent, names = None, []
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth == 0:
+            break  # the section ended
+        indent = depth if indent is None else indent
+        m = _ENTRY.match(line.strip())
+        if depth == indent and m:
+            names = [n.strip() for n in m.group(1).split(",")]
+            for n in names:
+                out[n] = (out[n] + " " if n in out else "") + m.group(2).strip()
+        elif depth > indent:
+            for n in names:
+                out[n] += " " + line.strip()
+        else:
+            break
+    return out
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The meaning of every documented field of the dataclass ``cls``, from the ``Attributes:``
+    sections of its docstring and its bases' (a subclass's entry wins), whitespace collapsed."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_attributes(klass.__dict__.get("__doc__")))
+    return {k: " ".join(v.split()) for k, v in docs.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldInfo:
+    """One key of a config: its name, type, default and meaning (for ``dgm show``)."""
+
+    name: str
+    type: str
+    default: Any
+    meaning: str
+
+
+def describe_fields(cls: type) -> list[FieldInfo]:
+    """Every init field of the dataclass ``cls`` in declaration order, with type, default and the
+    meaning of :func:`field_docs` (``""`` when undocumented)."""
+    hints = _field_types(cls)
+    docs = field_docs(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        out.append(FieldInfo(f.name, type_name(hints[f.name]), default, docs.get(f.name, "")))
+    return out
+
+
+def sampler_table(cls: type) -> dict[str | None, tuple[str, ...]]:
+    """Which options of the sampling-options dataclass ``cls`` each sampler takes.
+
+    A ``cls`` with a ``sampler`` field lists, in its ``by_sampler`` class attribute, the other
+    fields each sampler reads (a sampler missing from it reads them all); the result maps every
+    choice of ``sampler`` to its options. Without a ``sampler`` field: ``{None: every field}``.
+    """
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    others = tuple(n for n in names if n != "sampler")
+    if "sampler" not in names:
+        return {None: others}
+    choices = get_args(_field_types(cls)["sampler"])
+    by = dict(getattr(cls, "by_sampler", None) or {})
+    return {s: tuple(n for n in others if n in by.get(s, others)) for s in choices}
+
+
+def build_sample_options(cls: type, given: dict[str, Any], *, what: str = "") -> Any:
+    """:func:`build_config` for sampling options, and an option the chosen sampler does not
+    take (see :func:`sampler_table`) is a :class:`ConfigError` naming the ones it does take."""
+    opts = build_config(cls, given, what=f"sampling option of {what}" if what else "")
+    table = sampler_table(cls)
+    sampler = getattr(opts, "sampler", None)
+    takes = table.get(sampler, ())
+    wrong = [k for k in given if k != "sampler" and k not in takes]
+    if wrong:
+        label = f" of {what}" if what else ""
+        raise ConfigError(
+            f"sampler {sampler!r}{label} does not take {wrong[0]!r}; it takes "
+            + (", ".join(takes) if takes else "no options")
+        )
+    return opts
+
+
+def type_name(tp: Any) -> str:
+    """A reader's name of the annotated type ``tp``: ``int``, ``int | null``, ``list of int``,
+    ``'linear' | 'cosine'``."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else type_name(a) for a in args)
+    if origin in (tuple, list):
+        return f"list of {type_name(args[0]) if args else 'values'}"
+    if tp is Any:
+        return "any"
+    return _describe(tp)

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from dgm.core.config import build_sample_options
 from dgm.core.errors import ConfigError, DataError, DgmError
 from dgm.core.protocols import ConditionalModel
 from dgm.core.spec import DataSpec
@@ -266,6 +267,22 @@ class Model(nn.Module):
         ``options`` are the fields of :attr:`SampleOptions` (sampler choice, number of steps, ...).
         """
         raise NotImplementedError
+
+    def sample_config(self, options: Mapping[str, Any]) -> Any:
+        """``options`` (keyword arguments of :meth:`sample`) as a checked ``SampleOptions``.
+
+        Unknown keys, wrong types, and an option that the chosen sampler does not take (the
+        ``by_sampler`` table of ``SampleOptions``) are each one :class:`ConfigError`. ``None``
+        for a model without sampling options (given none).
+        """
+        if self.SampleOptions is None:
+            if options:
+                raise ConfigError(
+                    f"model {self.name!r} takes no sampling options, but got "
+                    + ", ".join(sorted(options))
+                )
+            return None
+        return build_sample_options(self.SampleOptions, dict(options), what=f"model {self.name!r}")
 
     def log_likelihood(
         self, x: Tensor, y: Tensor | None = None, **bound_options: Any

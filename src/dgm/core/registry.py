@@ -56,7 +56,7 @@ def build(name: str, spec: DataSpec | None = None, **hyperparameters: Any) -> Mo
 
     >>> import dgm.models
     >>> from dgm.core.spec import DataSpec
-    >>> m = dgm.models.build("nsf", DataSpec((2,)), num_layers=2)
+    >>> m = dgm.models.build("nsf", DataSpec((2,)), depth=2)
     >>> m.sample(3).shape
     torch.Size([3, 2])
     """

@@ -67,6 +67,8 @@ def model_samples(
     A conditional model is given the labels ``y (n,)`` (those of the reference examples);
     ``options`` go to ``model.sample`` (fields of its ``SampleOptions``)."""
     options = options or {}
+    if options:
+        model.sample_config(options)  # an unknown option, or one the sampler ignores, is an error
     out = []
     with torch.random.fork_rng(devices=[]), model.inference():
         torch.manual_seed(seed)

@@ -16,10 +16,18 @@ a recurrent state). Both follow the same loop :meth:`AutoregressiveModel.autoreg
 the logits into float64 probabilities and lets a ``pick`` function choose the value: inverse-CDF
 sampling with uniforms drawn up front (so fast and naive draw the same samples from the same seed),
 or the true data (entropy encoding), or the entropy decoder's symbol.
+
+**Temperature and top-k.** ``sample(n, temperature=T, top_k=k)`` draws every dimension from its
+conditional reshaped by :func:`tempered`: ``softmax(logits / T)`` restricted to the ``k`` most
+probable values (``k = 0``: all). ``T < 1`` sharpens each conditional and ``T -> 0`` (or ``k = 1``)
+is greedy decoding, the argmax at every step given the earlier choices. These are samples of a
+different distribution than the model's ``p(x)`` (which ``log_prob`` keeps scoring); ``T = 1,
+k = 0``, the defaults, sample ``p(x)`` itself.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -32,24 +40,66 @@ from dgm.core.errors import ConfigError
 from dgm.core.model import Model, check_labels
 from dgm.core.spec import DataSpec
 
-__all__ = ["AutoregressiveModel", "Decoder", "NaiveDecoder", "SampleOptions", "image_shape"]
+__all__ = [
+    "AutoregressiveModel",
+    "Decoder",
+    "NaiveDecoder",
+    "SampleOptions",
+    "image_shape",
+    "inverse_cdf",
+    "tempered",
+]
 
 
 @dataclass
 class SampleOptions:
-    """Options of ``sample(n, **options)`` for the autoregressive image/sequence models.
+    """Options of ``sample(n, **options)`` for the autoregressive models.
 
     Attributes:
-        sampler: ``"fast"`` reuses cached activations / keys and values / the recurrent state;
-            ``"naive"`` re-runs the whole network once per dimension. Both draw the same samples
-            from the same seed.
+        sampler: ``"fast"`` reuses earlier computation (cached activations, keys and values, the
+            recurrent state, MADE's first layer); ``"naive"`` re-runs the whole network once per
+            dimension. Both draw the same samples from the same seed.
+        temperature: ``T`` of every conditional ``softmax(logits / T)``; 1: the model's own
+            ``p(x)``; below 1 sharper, 0 the argmax (greedy decoding).
+        top_k: sample among the ``k`` most probable values of each conditional only; 0: all.
     """
 
     sampler: Literal["fast", "naive"] = "fast"
+    temperature: float = 1.0
+    top_k: int = 0
 
     def __post_init__(self) -> None:
         if self.sampler not in ("fast", "naive"):
             raise ConfigError(f"sampler must be 'fast' or 'naive', not {self.sampler!r}")
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise ConfigError(
+                f"temperature must be a finite number >= 0 (1: the model's p(x)), not "
+                f"{self.temperature}"
+            )
+        if isinstance(self.top_k, bool) or self.top_k < 0:
+            raise ConfigError(f"top_k must be an integer >= 0 (0: every value), not {self.top_k}")
+
+
+def tempered(probs: Tensor, temperature: float = 1.0, top_k: int = 0) -> Tensor:
+    """Probabilities ``(n, L)`` reshaped for sampling: the ``top_k`` largest kept (0: all), then
+    raised to ``1 / temperature`` and renormalised, i.e. ``softmax(logits / T)`` over the kept
+    values; ``temperature = 0`` puts all mass on the most probable value (the first on ties).
+    """
+    if temperature == 1.0 and top_k == 0:
+        return probs
+    if temperature == 0 or top_k == 1:
+        return F.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)  # (n, L)
+    logp = probs.log()  # (n, L); -inf where a value has no mass
+    if top_k and top_k < probs.shape[-1]:
+        kth = probs.topk(top_k, dim=-1).values[:, -1:]  # (n, 1)
+        logp = logp.masked_fill(probs < kth, -math.inf)
+    return torch.softmax(logp / temperature, dim=-1)
+
+
+def inverse_cdf(probs: Tensor, u: Tensor) -> Tensor:
+    """Values ``(n,)`` with ``#{k : F(k) < u}`` for probabilities ``(n, L)`` and uniforms ``(n,)``."""
+    cdf = probs.cumsum(-1)  # (n, L)
+    return (cdf < u[:, None]).sum(-1).clamp(max=probs.shape[-1] - 1)
 
 
 class Decoder(Protocol):
@@ -162,19 +212,26 @@ class AutoregressiveModel(Model):
                 dec.feed(values)
         return out
 
-    def sample(self, n: int, y: Tensor | None = None, sampler: str = "fast") -> Tensor:
+    def sample(
+        self,
+        n: int,
+        y: Tensor | None = None,
+        sampler: str = "fast",
+        temperature: float = 1.0,
+        top_k: int = 0,
+    ) -> Tensor:
         """Ancestral samples ``(n, *event_shape)`` by inverse-CDF sampling.
 
         All uniforms ``u (n, D)`` are drawn up front from the torch RNG, and dimension ``d`` takes
-        the value ``#{k : F_d(k) < u_d}`` (``F_d`` the conditional CDF): the fast and naive
+        the value ``#{k : F_d(k) < u_d}`` (``F_d`` the CDF of the conditional, reshaped by
+        :func:`tempered` when ``temperature != 1`` or ``top_k > 0``): the fast and naive
         samplers, which compute the same conditionals, draw the same samples from the same seed.
         """
+        SampleOptions(sampler, temperature, top_k)  # type: ignore[arg-type]  # checks them
         u = torch.rand(n, self.num_dims, dtype=torch.float64, device=self.device)  # (n, D)
-        top = self.levels - 1
 
-        def inverse_cdf(d: int, probs: Tensor) -> Tensor:
-            cdf = probs.cumsum(-1)  # (n, L)
-            return (cdf < u[:, d : d + 1]).sum(-1).clamp(max=top)  # (n,)
+        def pick(d: int, probs: Tensor) -> Tensor:
+            return inverse_cdf(tempered(probs, temperature, top_k), u[:, d])  # (n,)
 
-        x = self.autoregress(n, inverse_cdf, y, sampler)
+        x = self.autoregress(n, pick, y, sampler)
         return x.to(self.dtype).view(n, *self.event_shape)

@@ -3,7 +3,7 @@ r"""``gated-pixelcnn``: vertical and horizontal stacks with gated activations, n
 van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves & Kavukcuoglu, "Conditional Image
 Generation with PixelCNN Decoders", NeurIPS 2016, arXiv:1606.05328 (Sec. 2.1-2.3, Fig. 2).
 
-Each of the ``layers`` gated layers ``l`` keeps two feature maps:
+Each of the ``depth`` gated layers ``l`` keeps two feature maps:
 
 * the **vertical stack** ``v_l = tanh(a) * sigmoid(b)``, ``[a, b] = V_l * v_{l-1} + c_l(y)``, with
   a kernel that covers the rows above and the current row (:func:`dgm.nn.pixel.stack_mask`);
@@ -15,7 +15,7 @@ Each of the ``layers`` gated layers ``l`` keeps two feature maps:
 ``v_0 = h_0 = 2x/(L-1) - 1``; the first layer has no residual connection. A head of two 1x1
 convolutions gives ``L`` logits per pixel. The output at pixel ``(i, j)`` depends on exactly the
 pixels ``(i, j')`` with ``j - R <= j' < j`` and ``(i', j')`` with ``i - 1 - R <= i' < i``,
-``|j' - j| <= R``, where ``R = k0 // 2 + (layers - 1) (k // 2)`` -- a full window, no blind spot.
+``|j' - j| <= R``, where ``R = k0 // 2 + (depth - 1) (k // 2)`` -- a full window, no blind spot.
 
 **Fast sampling.** The horizontal stack at pixel ``(i, j)`` reads pixels before it on its row and
 vertical features of the row above, which are final once that row is complete. The fast sampler
@@ -24,7 +24,7 @@ at the new pixel only (:mod:`dgm.nn.pixel`).
 
 >>> from dgm.core.spec import DataSpec
 >>> spec = DataSpec((1, 4, 4), "discrete", levels=2)
->>> m = GatedPixelCNN(spec, GatedPixelCNN.Config(channels=4, layers=2))
+>>> m = GatedPixelCNN(spec, GatedPixelCNN.Config(width=4, depth=2))
 >>> m.log_prob(m.sample(2)).shape
 torch.Size([2])
 """
@@ -32,6 +32,7 @@ torch.Size([2])
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -52,23 +53,26 @@ class GatedPixelCNNConfig:
     """Hyperparameters of :class:`GatedPixelCNN`.
 
     Attributes:
-        channels: feature maps of each stack (the gates use twice as many pre-activations).
-        layers: gated layers.
+        width: feature maps of each stack (the gates use twice as many pre-activations).
+        depth: gated layers.
         first_kernel: kernel size of the first layer (odd).
         kernel: kernel size of the other layers (odd).
         head: channels of the hidden 1x1 layer of the output head.
         conditional: condition on class labels (needs ``num_classes`` in the data spec).
     """
 
-    channels: int = 64
-    layers: int = 6
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {"channels": "width", "layers": "depth"}
+
+    width: int = 64
+    depth: int = 6
     first_kernel: int = 7
     kernel: int = 3
     head: int = 64
     conditional: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("channels", "layers", "head"):
+        for key in ("width", "depth", "head"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
         for key in ("first_kernel", "kernel"):
@@ -115,7 +119,7 @@ class GatedPixelCNN(AutoregressiveModel):
     Config = GatedPixelCNNConfig
     example = Example(
         spec=DataSpec((1, 4, 4), kind="discrete", levels=3, num_classes=3),
-        config={"channels": 4, "layers": 2, "first_kernel": 3, "head": 8},
+        config={"width": 4, "depth": 2, "first_kernel": 3, "head": 8},
     )
 
     def __init__(self, spec: DataSpec, config: GatedPixelCNNConfig | None = None) -> None:
@@ -124,25 +128,25 @@ class GatedPixelCNN(AutoregressiveModel):
         self.height, self.width = image_shape(spec, "gated-pixelcnn")
         self.stack = nn.ModuleList(
             GatedLayer(
-                1 if l == 0 else c.channels,
-                c.channels,
+                1 if l == 0 else c.width,
+                c.width,
                 c.first_kernel if l == 0 else c.kernel,
                 first=l == 0,
-                last=l == c.layers - 1,
+                last=l == c.depth - 1,
             )
-            for l in range(c.layers)
+            for l in range(c.depth)
         )
-        self.head1 = nn.Conv2d(c.channels, c.head, 1)
+        self.head1 = nn.Conv2d(c.width, c.head, 1)
         self.head2 = nn.Conv2d(c.head, self.levels, 1)
         self.cond = (
-            nn.Embedding(self.num_classes, 2 * c.channels * c.layers) if self.conditional else None
+            nn.Embedding(self.num_classes, 2 * c.width * c.depth) if self.conditional else None
         )
 
     @property
     def receptive_radius(self) -> int:
         """``R``: the output at a pixel sees ``R`` columns either side and ``R + 1`` rows above."""
         c: GatedPixelCNNConfig = self.config
-        return c.first_kernel // 2 + (c.layers - 1) * (c.kernel // 2)
+        return c.first_kernel // 2 + (c.depth - 1) * (c.kernel // 2)
 
     # ------------------------------------------------------------------ pieces
     def _scale(self, x: Tensor) -> Tensor:
@@ -187,15 +191,15 @@ class _FastDecoder:
         H, W = model.height, model.width
         self.model, self.q = model, 0
         self.biases = model._biases(y)
-        ks = [c.first_kernel] + [c.kernel] * (c.layers - 1)
-        chans = [1] + [c.channels] * (c.layers - 1)
+        ks = [c.first_kernel] + [c.kernel] * (c.depth - 1)
+        chans = [1] + [c.width] * (c.depth - 1)
         # inputs of each layer's vertical and horizontal convolutions (layer 0: the image)
         self.vin = [PixelCache(n, ch, H, W, k // 2, like) for ch, k in zip(chans, ks)]
         self.hin = [self.vin[0]] + [
             PixelCache(n, ch, H, W, k // 2, like) for ch, k in zip(chans[1:], ks[1:])
         ]
         # link_l[:, :, j] for the current row: U_l applied to the row above's pre-activations
-        zero_row = like.new_zeros(n, 2 * c.channels, W)
+        zero_row = like.new_zeros(n, 2 * c.width, W)
         self.links = [pointwise(layer.link, zero_row) for layer in model.stack]  # (n, 2C, W)
 
     def _vertical_row(self, i: int) -> None:

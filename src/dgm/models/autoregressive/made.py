@@ -14,8 +14,14 @@ pass,
 with ``o`` the ordering. Binary data (``L = 2``) gets one logit per dimension (Bernoulli);
 categorical data (``L > 2``) gets ``L`` logits per dimension (softmax). Inputs are encoded as
 scalars ``x / (L - 1)`` or one-hot blocks of ``L`` features. With ``conditional=True`` a one-hot
-class label ``y`` enters every hidden layer and the output layer unmasked. Sampling is ancestral:
-``D`` passes, each drawing the dimension of the next rank.
+class label ``y`` enters every hidden layer and the output layer unmasked. Sampling is ancestral,
+one dimension per step in the order of the ranks: ``sampler="naive"`` runs the whole network at
+every step (``D`` full passes); ``"fast"`` (the default) keeps the first layer's pre-activations
+and adds the new dimension's column ``W_1[:, d] x_d`` to them (one column instead of the
+``D x H_1`` product, the largest layer for wide inputs), and evaluates the output layer at the
+next dimension's rows only. Both draw the same samples from the same seed (uniforms drawn up
+front, inverse-CDF), and take ``temperature`` and ``top_k`` (see
+:mod:`dgm.models.autoregressive.base`).
 
 >>> from dgm.core.spec import DataSpec
 >>> model = MADE(DataSpec((4,), "discrete", levels=2), MADE.Config(hidden=(8,)))
@@ -37,6 +43,7 @@ from dgm.core.errors import ConfigError
 from dgm.core.model import Example, Model, check_labels, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
+from dgm.models.autoregressive.base import SampleOptions, inverse_cdf, tempered
 from dgm.nn.masked import MADENet, made_order
 
 __all__ = ["MADE", "MADEConfig"]
@@ -104,6 +111,7 @@ class MADE(Model):
     family = "autoregressive"
     description = "MADE: masked autoencoder for binary/categorical data, exact likelihood (Germain et al. 2015)"
     Config = MADEConfig
+    SampleOptions = SampleOptions
     exact_likelihood = True
     data_kinds = frozenset({"discrete"})
     example = Example(
@@ -193,26 +201,87 @@ class MADE(Model):
         return torch.logsumexp(torch.stack(per_mask), 0) - math.log(self.net.num_masks)
 
     @torch.no_grad()
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
-        """Ancestral sampling, ``(n, *event_shape)``: ``D`` passes in the order of the ranks; with
-        several mask sets each sample first draws its mixture component."""
+    def sample(
+        self,
+        n: int,
+        y: Tensor | None = None,
+        sampler: str = "fast",
+        temperature: float = 1.0,
+        top_k: int = 0,
+    ) -> Tensor:
+        """Ancestral sampling, ``(n, *event_shape)``, one dimension per step in the order of the
+        ranks (module docstring); with several mask sets each sample first draws its mixture
+        component. ``temperature`` and ``top_k`` reshape every conditional
+        (:func:`~dgm.models.autoregressive.base.tempered`)."""
+        SampleOptions(sampler, temperature, top_k)  # type: ignore[arg-type]  # checks them
         ctx = self._context(y, n)
-        x = torch.zeros(n, self.num_dims, device=self.device, dtype=self.dtype)  # (n, D)
         comp = torch.zeros(n, dtype=torch.long, device=self.device)
         if self.net.num_masks > 1:
             comp = torch.randint(self.net.num_masks, (n,), device=self.device)
+        u = torch.rand(n, self.num_dims, dtype=torch.float64, device=self.device)  # (n, D)
+        x = torch.zeros(n, self.num_dims, device=self.device, dtype=self.dtype)  # (n, D)
         for k in comp.unique().tolist():
             rows = (comp == k).nonzero().squeeze(1)
             self.net.use_mask(k)
-            x[rows] = self._ancestral(len(rows), None if ctx is None else ctx[rows])
+            step = self._fast_steps if sampler == "fast" else self._naive_steps
+            c = None if ctx is None else ctx[rows]
+            for d, x_rows, out in step(len(rows), c):
+                probs = self._probs(out)  # (n_k, L)
+                x_rows[:, d] = inverse_cdf(tempered(probs, temperature, top_k), u[rows, d]).to(
+                    x_rows.dtype
+                )
+            x[rows] = x_rows
         return x.view(n, *self.event_shape)
 
-    def _ancestral(self, n: int, ctx: Tensor | None) -> Tensor:
+    def _probs(self, out: Tensor) -> Tensor:
+        """float64 probabilities ``(n, L)`` of one dimension from its outputs ``(n, P)``."""
+        out = out.to(torch.float64)
+        if self.levels == 2:
+            p1 = torch.sigmoid(out[:, 0])  # (n,)
+            return torch.stack([1.0 - p1, p1], dim=-1)  # (n, 2)
+        return torch.softmax(out, dim=-1)  # (n, L)
+
+    def _naive_steps(self, n: int, ctx: Tensor | None):
+        """Yields ``(d, x, outputs (n, P) of dimension d)`` in rank order, one full pass each;
+        the caller writes ``x[:, d]`` before asking for the next."""
         x = torch.zeros(n, self.num_dims, device=self.device, dtype=self.dtype)  # (n, D)
         for d in torch.argsort(self.net.order).tolist():
-            out = self.net(self.encode(x), ctx)[:, d]  # (n, P)
-            if self.levels == 2:
-                x[:, d] = torch.bernoulli(torch.sigmoid(out[:, 0]))
-            else:
-                x[:, d] = torch.multinomial(torch.softmax(out, dim=-1), 1).squeeze(-1).to(x.dtype)
-        return x
+            yield d, x, self.net(self.encode(x), ctx)[:, d]  # (n, P)
+
+    def _fast_steps(self, n: int, ctx: Tensor | None):
+        """As :meth:`_naive_steps`, with the first layer updated one input column at a time and
+        the output layer evaluated at dimension ``d``'s rows only.
+
+        Exact: output ``d`` depends on the inputs of lower rank only, all of which are filled in
+        when it is computed, so the unfilled inputs' contribution (their zero encoding) to the
+        cached pre-activations never reaches it.
+        """
+        net = self.net
+        nf, p = net.in_features, net.out_features
+        x = torch.zeros(n, self.num_dims, device=self.device, dtype=self.dtype)  # (n, D)
+        inp = self.encode(x).reshape(n, -1)  # (n, D * F)
+        w1 = net.layers[0].weight * net.layers[0].mask  # (H_1, D * F)
+        a1 = inp @ w1.T + net.layers[0].bias  # (n, H_1)
+        if net.context is not None:
+            ctx_terms = [c(ctx) for c in net.context]  # each (n, H_i) / (n, D * P)
+        w_out = net.out.weight * net.out.mask  # (D * P, H_last)
+        w_dir = None if net.direct is None else net.direct.weight * net.direct.mask
+        for d in torch.argsort(net.order).tolist():
+            a = a1 if net.context is None else a1 + ctx_terms[0]
+            h = net.dropout(net.act(a))  # (n, H_1)
+            for i, layer in enumerate(net.layers[1:], start=1):
+                a = layer(h)
+                if net.context is not None:
+                    a = a + ctx_terms[i]
+                h = net.dropout(net.act(a))  # (n, H_i)
+            rows = slice(d * p, (d + 1) * p)
+            out = h @ w_out[rows].T + net.out.bias[rows]  # (n, P)
+            if w_dir is not None:
+                out = out + inp @ w_dir[rows].T
+            if net.context is not None:
+                out = out + ctx_terms[-1][:, rows]
+            yield d, x, out
+            cols = slice(d * nf, (d + 1) * nf)
+            new = self.encode(x[:, d : d + 1]).reshape(n, -1)  # (n, F): dimension d's encoding
+            a1 = a1 + (new - inp[:, cols]) @ w1[:, cols].T
+            inp[:, cols] = new

@@ -8,7 +8,7 @@ The image ``x in {0..L-1}^{H x W}`` is modelled pixel by pixel in raster order,
 (2 for binarized MNIST, 17 for the 8x8 digits, 256 for MNIST). The network is
 
 * a ``k0 x k0`` masked convolution of type ``"A"`` (hides the centre pixel) on ``2x/(L-1) - 1``;
-* ``blocks`` residual blocks ``h <- h + W_1x1 relu(conv_B(relu(h)) + V_b y)``, each with a
+* ``depth`` residual blocks ``h <- h + W_1x1 relu(conv_B(relu(h)) + V_b y)``, each with a
   ``k x k`` masked convolution of type ``"B"`` (shows the centre);
 * a head ``W_2 relu(W_1 relu(h))`` of 1x1 convolutions giving ``L`` logits per pixel.
 
@@ -25,7 +25,7 @@ pixel only, from cached inputs (:mod:`dgm.nn.pixel`), ``O(layers)`` small operat
 instead of one full pass over the image.
 
 >>> from dgm.core.spec import DataSpec
->>> m = PixelCNN(DataSpec((1, 4, 4), "discrete", levels=3), PixelCNN.Config(channels=8, blocks=1))
+>>> m = PixelCNN(DataSpec((1, 4, 4), "discrete", levels=3), PixelCNN.Config(width=8, depth=1))
 >>> m.log_prob(m.sample(2)).shape
 torch.Size([2])
 """
@@ -33,6 +33,7 @@ torch.Size([2])
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -53,27 +54,30 @@ class PixelCNNConfig:
     """Hyperparameters of :class:`PixelCNN`.
 
     Attributes:
-        channels: feature maps of every hidden layer.
-        blocks: residual blocks after the first layer.
+        width: feature maps of every hidden layer.
+        depth: residual blocks after the first layer.
         first_kernel: kernel size of the type-A masked convolution (odd).
         kernel: kernel size of the type-B masked convolutions (odd).
         head: channels of the hidden 1x1 layer of the output head.
         conditional: condition on class labels (needs ``num_classes`` in the data spec).
     """
 
-    channels: int = 64
-    blocks: int = 6
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {"channels": "width", "blocks": "depth"}
+
+    width: int = 64
+    depth: int = 6
     first_kernel: int = 7
     kernel: int = 3
     head: int = 64
     conditional: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("channels", "head"):
+        for key in ("width", "head"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
-        if self.blocks < 0:
-            raise ConfigError(f"blocks must be >= 0, not {self.blocks}")
+        if self.depth < 0:
+            raise ConfigError(f"depth must be >= 0, not {self.depth}")
         for key in ("first_kernel", "kernel"):
             k = getattr(self, key)
             if k < 1 or k % 2 != 1:
@@ -100,22 +104,20 @@ class PixelCNN(AutoregressiveModel):
     Config = PixelCNNConfig
     example = Example(
         spec=DataSpec((1, 4, 4), kind="discrete", levels=3, num_classes=3),
-        config={"channels": 8, "blocks": 2, "first_kernel": 3, "head": 8},
+        config={"width": 8, "depth": 2, "first_kernel": 3, "head": 8},
     )
 
     def __init__(self, spec: DataSpec, config: PixelCNNConfig | None = None) -> None:
         super().__init__(spec, config)
         c: PixelCNNConfig = self.config
         self.height, self.width = image_shape(spec, "pixelcnn")
-        self.first = MaskedConv2d(1, c.channels, c.first_kernel, "A")
-        self.blocks = nn.ModuleList(ResidualBlock(c.channels, c.kernel) for _ in range(c.blocks))
-        self.head1 = nn.Conv2d(c.channels, c.head, 1)
+        self.first = MaskedConv2d(1, c.width, c.first_kernel, "A")
+        self.blocks = nn.ModuleList(ResidualBlock(c.width, c.kernel) for _ in range(c.depth))
+        self.head1 = nn.Conv2d(c.width, c.head, 1)
         self.head2 = nn.Conv2d(c.head, self.levels, 1)
         # one per-channel class bias per layer (first + blocks)
         self.cond = (
-            nn.Embedding(self.num_classes, c.channels * (c.blocks + 1))
-            if self.conditional
-            else None
+            nn.Embedding(self.num_classes, c.width * (c.depth + 1)) if self.conditional else None
         )
 
     # ------------------------------------------------------------------ pieces
@@ -163,7 +165,7 @@ class _FastDecoder:
         self.biases = model._biases(y)
         H, W = model.height, model.width
         self.x = PixelCache(n, 1, H, W, c.first_kernel // 2, like)
-        self.hidden = [PixelCache(n, c.channels, H, W, c.kernel // 2, like) for _ in model.blocks]
+        self.hidden = [PixelCache(n, c.width, H, W, c.kernel // 2, like) for _ in model.blocks]
 
     def logits(self) -> Tensor:
         m = self.model

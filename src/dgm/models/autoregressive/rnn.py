@@ -5,7 +5,7 @@ over pixels, the Row/Diagonal LSTMs of van den Oord et al. ("Pixel Recurrent Neu
 ICML 2016) are its two-dimensional refinements -- this model is the plain one-dimensional version.
 
 The data ``x in {0..L-1}^D`` (any event shape, flattened in raster order) is read as
-``[s, x_0, ..., x_{D-2}]`` with a learned start vector ``s``; an LSTM of ``layers`` layers reads
+``[s, x_0, ..., x_{D-2}]`` with a learned start vector ``s``; an LSTM of ``depth`` layers reads
 the embedded sequence, and a linear map of its state after ``d`` inputs gives the logits of
 ``x_d``, which therefore depend on ``x_{<d}`` only. With ``conditional=True`` a class embedding is
 concatenated to every input.
@@ -14,7 +14,7 @@ concatenated to every input.
 per dimension); the naive sampler re-reads the whole prefix for every dimension.
 
 >>> from dgm.core.spec import DataSpec
->>> m = RNN(DataSpec((6,), "discrete", levels=3), RNN.Config(embed=4, hidden=8))
+>>> m = RNN(DataSpec((6,), "discrete", levels=3), RNN.Config(embed=4, width=8))
 >>> m.log_prob(m.sample(2)).shape
 torch.Size([2])
 """
@@ -22,6 +22,7 @@ torch.Size([2])
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -41,18 +42,21 @@ class RNNConfig:
 
     Attributes:
         embed: size of the value (and class) embeddings.
-        hidden: LSTM state size.
-        layers: stacked LSTM layers.
+        width: LSTM state size.
+        depth: stacked LSTM layers.
         conditional: condition on class labels (a class embedding joins every input).
     """
 
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {"hidden": "width", "layers": "depth"}
+
     embed: int = 32
-    hidden: int = 256
-    layers: int = 1
+    width: int = 256
+    depth: int = 1
     conditional: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("embed", "hidden", "layers"):
+        for key in ("embed", "width", "depth"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
 
@@ -66,7 +70,7 @@ class RNN(AutoregressiveModel):
     Config = RNNConfig
     example = Example(
         spec=DataSpec((7,), kind="discrete", levels=3, num_classes=3),
-        config={"embed": 4, "hidden": 8},
+        config={"embed": 4, "width": 8},
     )
 
     def __init__(self, spec: DataSpec, config: RNNConfig | None = None) -> None:
@@ -75,9 +79,9 @@ class RNN(AutoregressiveModel):
         self.values = nn.Embedding(self.levels, c.embed)
         self.start = nn.Parameter(0.1 * torch.randn(c.embed))
         self.classes = nn.Embedding(self.num_classes, c.embed) if self.conditional else None
-        width = c.embed * (2 if self.conditional else 1)
-        self.lstm = nn.LSTM(width, c.hidden, num_layers=c.layers, batch_first=True)
-        self.out = nn.Linear(c.hidden, self.levels)
+        in_width = c.embed * (2 if self.conditional else 1)
+        self.lstm = nn.LSTM(in_width, c.width, num_layers=c.depth, batch_first=True)
+        self.out = nn.Linear(c.width, self.levels)
 
     def _with_class(self, e: Tensor, y: Tensor | None) -> Tensor:
         """Concatenate the class embedding to every input ``e (B, S, E)``."""

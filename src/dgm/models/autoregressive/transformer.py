@@ -8,7 +8,7 @@ it is the Image Transformer / Image GPT idea (Parmar et al. 2018, arXiv:1802.057
 The data ``x in {0..L-1}^D`` (any event shape, flattened in raster order) is read as the token
 sequence ``[s, x_0, ..., x_{D-2}]``, where ``s`` is a start token (one per class when
 ``conditional=True``). Token embeddings plus learned positional embeddings pass through
-``layers`` blocks ``h <- h + Attn(LN(h))``, ``h <- h + MLP(LN(h))`` with causal self-attention,
+``depth`` blocks ``h <- h + Attn(LN(h))``, ``h <- h + MLP(LN(h))`` with causal self-attention,
 and a final LayerNorm and linear map give the logits of ``x_d`` at position ``d``: they depend on
 ``x_{<d}`` only.
 
@@ -17,7 +17,7 @@ sampler keeps them (a key/value cache) and runs each block on the newest token o
 per token instead of ``O(D^2)`` for a full pass.
 
 >>> from dgm.core.spec import DataSpec
->>> m = Transformer(DataSpec((6,), "discrete", levels=3), Transformer.Config(dim=8, heads=2))
+>>> m = Transformer(DataSpec((6,), "discrete", levels=3), Transformer.Config(width=8, heads=2))
 >>> m.log_prob(m.sample(2)).shape
 torch.Size([2])
 """
@@ -25,6 +25,7 @@ torch.Size([2])
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -44,27 +45,30 @@ class TransformerConfig:
     """Hyperparameters of :class:`Transformer`.
 
     Attributes:
-        dim: width of the residual stream (divisible by ``heads``).
-        layers: Transformer blocks.
+        width: width of the residual stream (divisible by ``heads``).
+        depth: Transformer blocks.
         heads: attention heads.
-        mlp_ratio: hidden width of each MLP as a multiple of ``dim``.
+        mlp_ratio: hidden width of each MLP as a multiple of ``width``.
         dropout: dropout on attention outputs and MLPs during training (0 disables it).
         conditional: condition on class labels (a start token per class).
     """
 
-    dim: int = 64
-    layers: int = 4
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {"dim": "width", "layers": "depth"}
+
+    width: int = 64
+    depth: int = 4
     heads: int = 4
     mlp_ratio: int = 4
     dropout: float = 0.0
     conditional: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("dim", "layers", "heads", "mlp_ratio"):
+        for key in ("width", "depth", "heads", "mlp_ratio"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
-        if self.dim % self.heads:
-            raise ConfigError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        if self.width % self.heads:
+            raise ConfigError(f"width ({self.width}) must be divisible by heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), not {self.dropout}")
 
@@ -124,7 +128,7 @@ class Transformer(AutoregressiveModel):
     Config = TransformerConfig
     example = Example(
         spec=DataSpec((1, 3, 3), kind="discrete", levels=3, num_classes=3),
-        config={"dim": 8, "layers": 2, "heads": 2, "mlp_ratio": 2},
+        config={"width": 8, "depth": 2, "heads": 2, "mlp_ratio": 2},
         variants=({"dropout": 0.2},),
     )
 
@@ -132,13 +136,13 @@ class Transformer(AutoregressiveModel):
         super().__init__(spec, config)
         c: TransformerConfig = self.config
         # token ids: data values 0..L-1, then the start token(s): one per class, or a single one
-        self.tokens = nn.Embedding(self.levels + max(self.num_classes, 1), c.dim)
-        self.position = nn.Parameter(0.02 * torch.randn(self.num_dims, c.dim))
+        self.tokens = nn.Embedding(self.levels + max(self.num_classes, 1), c.width)
+        self.position = nn.Parameter(0.02 * torch.randn(self.num_dims, c.width))
         self.blocks = nn.ModuleList(
-            Block(c.dim, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.layers)
+            Block(c.width, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth)
         )
-        self.ln = nn.LayerNorm(c.dim)
-        self.out = nn.Linear(c.dim, self.levels)
+        self.ln = nn.LayerNorm(c.width)
+        self.out = nn.Linear(c.width, self.levels)
         self.drop = nn.Dropout(c.dropout)
 
     def _start(self, y: Tensor | None, n: int) -> Tensor:
@@ -173,7 +177,7 @@ class _CachedDecoder:
     def __init__(self, model: Transformer, n: int, y: Tensor | None) -> None:
         c: TransformerConfig = model.config
         like = model.position
-        shape = (n, c.heads, model.num_dims, c.dim // c.heads)
+        shape = (n, c.heads, model.num_dims, c.width // c.heads)
         self.model, self.t = model, 0
         self.keys = [like.new_zeros(shape) for _ in model.blocks]
         self.values = [like.new_zeros(shape) for _ in model.blocks]

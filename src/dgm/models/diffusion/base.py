@@ -19,6 +19,7 @@ The network is a :class:`~dgm.nn.embeddings.TimeMLP` for vector data and a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -37,30 +38,39 @@ class NetConfig:
     """Network hyperparameters shared by the diffusion models.
 
     Attributes:
-        hidden: width of the time-conditioned MLP (vector data).
-        blocks: residual blocks of the MLP (vector data).
-        unet_blocks: residual blocks per U-Net level on the way down (images).
+        width: width of the time-conditioned MLP (vector data).
+        depth: residual blocks of the MLP (vector data).
+        unet_depth: residual blocks per U-Net level on the way down (images).
         time_dim: size of the sinusoidal time embedding (MLP) / of the embedding MLP (U-Net).
-        channels: channels of the U-Net's first level (images).
-        mults: U-Net channel multipliers per level; empty: ``(1, 2)`` up to 16 pixels a side,
+        unet_width: channels of the U-Net's first level (images).
+        unet_mults: U-Net channel multipliers per level; empty: ``(1, 2)`` up to 16 pixels a side,
             ``(1, 2, 2)`` above (28x28 MNIST goes 28 -> 14 -> 7).
     """
 
-    hidden: int = 128
-    blocks: int = 3
-    unet_blocks: int = 1
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {
+        "hidden": "width",
+        "blocks": "depth",
+        "channels": "unet_width",
+        "unet_blocks": "unet_depth",
+        "mults": "unet_mults",
+    }
+
+    width: int = 128
+    depth: int = 3
+    unet_depth: int = 1
     time_dim: int = 64
-    channels: int = 32
-    mults: tuple[int, ...] = ()
+    unet_width: int = 32
+    unet_mults: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for key in ("hidden", "blocks", "unet_blocks", "time_dim", "channels"):
+        for key in ("width", "depth", "unet_depth", "time_dim", "unet_width"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, not {getattr(self, key)}")
         if self.time_dim % 2:
             raise ConfigError(f"time_dim must be even, not {self.time_dim}")
-        if any(m < 1 for m in self.mults):
-            raise ConfigError(f"mults must be positive integers, not {self.mults}")
+        if any(m < 1 for m in self.unet_mults):
+            raise ConfigError(f"unet_mults must be positive integers, not {self.unet_mults}")
 
 
 class DiffusionBase(Model):
@@ -74,12 +84,12 @@ class DiffusionBase(Model):
         self.discrete = spec.kind == "discrete"
         self.levels = int(spec.levels) if self.discrete else 0
         if spec.is_image:
-            mults = c.mults or ((1, 2) if max(spec.event_shape[1:]) <= 16 else (1, 2, 2))
+            mults = c.unet_mults or ((1, 2) if max(spec.event_shape[1:]) <= 16 else (1, 2, 2))
             self.net: nn.Module = UNet(
-                spec.event_shape[0], c.channels, mults, c.unet_blocks, 2 * c.time_dim
+                spec.event_shape[0], c.unet_width, mults, c.unet_depth, 2 * c.time_dim
             )
         else:
-            self.net = TimeMLP(self.num_dims, c.hidden, c.blocks, c.time_dim)
+            self.net = TimeMLP(self.num_dims, c.width, c.depth, c.time_dim)
         self.register_buffer("shift", torch.zeros(spec.event_shape))
         self.register_buffer("scale", torch.ones(spec.event_shape))
 

@@ -46,7 +46,7 @@ without bias correction, so short CPU runs (a few thousand steps) would save wei
 the initialisation. Use ``--ema 0.999`` (or 0.9999 as Ho et al.) for runs of 10k+ steps.
 
 >>> from dgm.core.spec import DataSpec
->>> m = DDPM(DataSpec((2,)), DDPMConfig(timesteps=10, hidden=16, blocks=1))
+>>> m = DDPM(DataSpec((2,)), DDPMConfig(timesteps=10, width=16, depth=1))
 >>> m.sample(3, sampler="ddim", steps=5).shape
 torch.Size([3, 2])
 """
@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -103,8 +103,16 @@ class DDPMConfig(NetConfig):
 
 @dataclass
 class DDPMSampleOptions:
-    """Options of :meth:`DDPM.sample`: ``sampler`` (``"ancestral"`` or ``"ddim"``), ``steps`` (DDIM
-    steps, 1..T; ancestral always takes T), ``eta`` (DDIM noise, >= 0)."""
+    """Options of :meth:`DDPM.sample`.
+
+    Attributes:
+        sampler: ``"ancestral"`` (all ``T`` reverse steps) or ``"ddim"`` (Song et al. 2021).
+        steps: DDIM steps, 1..T (ancestral always takes ``T``).
+        eta: DDIM noise (>= 0; 0: deterministic, 1: the ancestral variance).
+    """
+
+    #: the options each sampler reads
+    by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {"ancestral": (), "ddim": ("steps", "eta")}
 
     sampler: Literal["ancestral", "ddim"] = "ddim"
     steps: int = 50
@@ -147,7 +155,7 @@ class DDPM(DiffusionBase):
     data_kinds = frozenset({"continuous", "discrete"})
     example = Example(
         spec=DataSpec((1, 4, 4), kind="discrete", levels=4),
-        config={"timesteps": 12, "channels": 8, "time_dim": 8, "mults": (1,)},
+        config={"timesteps": 12, "unet_width": 8, "time_dim": 8, "unet_mults": (1,)},
         variants=({"schedule": "cosine", "variance": "large", "bound_terms": 3},),
     )
 
@@ -253,11 +261,15 @@ class DDPM(DiffusionBase):
         n: int,
         y: Tensor | None = None,
         sampler: str = "ddim",
-        steps: int = 50,
-        eta: float = 0.0,
+        steps: int | None = None,
+        eta: float | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples ``(n, *event_shape)`` by ancestral sampling (all ``T`` steps) or DDIM."""
+        """``n`` samples ``(n, *event_shape)`` by ancestral sampling (all ``T`` steps) or DDIM
+        (:class:`DDPMSampleOptions`; an option the chosen sampler does not read is an error)."""
+        given = {"sampler": sampler, "steps": steps, "eta": eta}
+        o = self.sample_config({k: v for k, v in given.items() if v is not None})
+        sampler, steps, eta = o.sampler, o.steps, o.eta
         T, sch = self.timesteps, self.schedule
         clip = 1.0 if (self.discrete and self.config.clip_denoised) else None
         z = self.prior_noise(n, generator)  # (n, *event)

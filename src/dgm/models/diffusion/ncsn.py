@@ -27,7 +27,7 @@ Samples are approximate (MCMC) and the model has **no likelihood**:
 ``dgm score`` refuses it, ``dgm eval`` judges it by its samples.
 
 >>> from dgm.core.spec import DataSpec
->>> m = NCSN(DataSpec((2,)), NCSNConfig(hidden=16, blocks=1, num_sigmas=3, sigma_max=1.0))
+>>> m = NCSN(DataSpec((2,)), NCSNConfig(width=16, depth=1, num_sigmas=3, sigma_max=1.0))
 >>> m.sample(4, steps_each=2).shape
 torch.Size([4, 2])
 """
@@ -80,8 +80,14 @@ class NCSNConfig(NetConfig):
 
 @dataclass
 class NCSNSampleOptions:
-    """Options of :meth:`NCSN.sample`: ``steps_each`` Langevin steps per noise level, ``step_lr``
-    (``epsilon``; 0 picks ``0.2 sigma_L^2``) and ``denoise`` (final Tweedie step)."""
+    """Options of :meth:`NCSN.sample` (annealed Langevin dynamics).
+
+    Attributes:
+        steps_each: Langevin steps per noise level.
+        step_lr: ``epsilon`` of the step sizes ``epsilon sigma_i^2 / sigma_L^2``; 0 picks
+            ``0.2 sigma_L^2``.
+        denoise: end with one Tweedie denoising step.
+    """
 
     steps_each: int = 100
     step_lr: float = 0.0
@@ -101,7 +107,7 @@ class NCSN(DiffusionBase):
     data_kinds = frozenset({"continuous", "discrete"})
     example = Example(
         spec=DataSpec((2,)),
-        config={"hidden": 16, "blocks": 1, "time_dim": 8, "num_sigmas": 4, "sigma_max": 2.0},
+        config={"width": 16, "depth": 1, "time_dim": 8, "num_sigmas": 4, "sigma_max": 2.0},
     )
 
     def __init__(self, spec: DataSpec, config: NCSNConfig | None = None) -> None:

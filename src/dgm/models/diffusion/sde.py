@@ -45,7 +45,7 @@ Through uniform dequantization (the engine's default for discrete data, since th
 continuous data) the figure is the usual dequantization bound on the discrete likelihood.
 
 >>> from dgm.core.spec import DataSpec
->>> m = ScoreSDE(DataSpec((2,)), ScoreSDEConfig(hidden=16, blocks=1))
+>>> m = ScoreSDE(DataSpec((2,)), ScoreSDEConfig(width=16, depth=1))
 >>> m.sample(3, steps=10).shape
 torch.Size([3, 2])
 """
@@ -53,7 +53,7 @@ torch.Size([3, 2])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -110,9 +110,20 @@ class ScoreSDEConfig(NetConfig):
 
 @dataclass
 class ScoreSDESampleOptions:
-    """Options of :meth:`ScoreSDE.sample`: ``sampler`` (``"sde"``: reverse SDE by Euler-Maruyama,
-    ``"ode"``: probability-flow ODE), ``steps`` (SDE steps, or fixed ODE steps) and ``method``
-    (ODE solver: ``"dopri5"`` adaptive, ``"rk4"`` or ``"euler"`` with ``steps``)."""
+    """Options of :meth:`ScoreSDE.sample`.
+
+    Attributes:
+        sampler: ``"sde"`` (the reverse SDE by Euler-Maruyama) or ``"ode"`` (the
+            probability-flow ODE).
+        steps: Euler-Maruyama steps, or the ODE's fixed steps (rk4, euler).
+        method: ODE solver: ``"dopri5"`` (adaptive), ``"rk4"`` or ``"euler"`` (with ``steps``).
+    """
+
+    #: the options each sampler reads
+    by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {
+        "sde": ("steps",),
+        "ode": ("steps", "method"),
+    }
 
     sampler: Literal["sde", "ode"] = "sde"
     steps: int = 500
@@ -130,7 +141,7 @@ class ScoreSDE(DiffusionBase):
     needs_grad_for_inference = True
     example = Example(
         spec=DataSpec((2,)),
-        config={"hidden": 16, "blocks": 1, "time_dim": 8, "rtol": 1e-4, "atol": 1e-4},
+        config={"width": 16, "depth": 1, "time_dim": 8, "rtol": 1e-4, "atol": 1e-4},
         variants=({"trace": "hutchinson", "weighting": "likelihood"},),
     )
 
@@ -274,11 +285,20 @@ class ScoreSDE(DiffusionBase):
         n: int,
         y: Tensor | None = None,
         sampler: str = "sde",
-        steps: int = 500,
-        method: str = "dopri5",
+        steps: int | None = None,
+        method: str | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples ``(n, *event_shape)`` by the reverse SDE or the probability-flow ODE."""
+        """``n`` samples ``(n, *event_shape)`` by the reverse SDE or the probability-flow ODE
+        (:class:`ScoreSDESampleOptions`; an option the chosen sampler does not read is an
+        error)."""
+        if sampler not in ("sde", "ode"):
+            raise ConfigError(f"sampler must be 'sde' or 'ode', not {sampler!r}")
+        if method is not None and method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        given = {"sampler": sampler, "steps": steps, "method": method}
+        o = self.sample_config({k: v for k, v in given.items() if v is not None})
+        sampler, steps, method = o.sampler, o.steps, o.method
         if isinstance(steps, bool) or int(steps) != steps or steps < 1:
             raise ConfigError(f"steps must be a positive integer, not {steps!r}")
         z = self.prior_noise(n, generator)  # (n, *event)

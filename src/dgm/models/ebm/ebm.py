@@ -34,12 +34,11 @@ buffer (``pcd``) or the flow (``fce``); it is approximate.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from dgm.core.config import build_config
 from dgm.core.errors import ConfigError, DgmError
 from dgm.core.model import Batch, Example, Model, Stepper, unpack
 from dgm.core.registry import build, register
@@ -77,7 +76,8 @@ class EBMConfig:
     Attributes:
         objective: one of cd, pcd, sm, ssm, dsm, nce, fce (see the module docstring).
         energy: ``"mlp"``, ``"conv"`` (images) or ``"quadratic"`` (a Gaussian energy).
-        hidden: hidden widths of the MLP energy. channels: channels of the conv energy.
+        hidden: hidden widths of the MLP energy.
+        channels: channels of the conv energy's layers.
         fourier_features, fourier_scale: the MLP energy reads ``F`` random Fourier features
             ``sin/cos(x W)``, ``W ~ N(0, scale^2)``, beside ``x`` (0: plain ``x``); in
             the units of the data (see :class:`~dgm.models.ebm.energy.MLPEnergy`).
@@ -96,7 +96,7 @@ class EBMConfig:
         dsm_sigma: noise level of dsm.
         noise, noise_components, noise_ratio: nce noise (gaussian or a K-component mixture fitted
             to the first batch) and the number of noise samples per data point.
-        flow, flow_layers, flow_hidden, flow_mle: fce's flow (a registry name), its size, and an
+        flow, flow_depth, flow_hidden, flow_mle: fce's flow (a registry name), its size, and an
             optional weight of the flow's maximum-likelihood loss added to its adversarial loss.
         quadrature_points, quadrature_pad: 2-D log Z grid size and box padding.
         tether: weight ``tau`` of the base density in the energy,
@@ -105,6 +105,9 @@ class EBMConfig:
             any network of sub-quadratic growth and starts AIS at ``p``'s own base; 0: the plain
             network (the default of every objective but cd).
     """
+
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {"flow_layers": "flow_depth"}
 
     objective: Literal["cd", "pcd", "sm", "ssm", "dsm", "nce", "fce"] = "pcd"
     energy: Literal["mlp", "conv", "quadratic"] = "mlp"
@@ -127,7 +130,7 @@ class EBMConfig:
     noise_components: int = 8
     noise_ratio: float = 1.0
     flow: str = "nsf"
-    flow_layers: int = 4
+    flow_depth: int = 4
     flow_hidden: tuple[int, ...] = (64, 64)
     flow_mle: float = 0.0
     quadrature_points: int = 256
@@ -145,7 +148,7 @@ class EBMConfig:
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{key} must be positive, not {getattr(self, key)}")
         at_least_one = ("mcmc_leapfrog", "buffer_size", "ssm_projections", "noise_components")
-        for key in (*at_least_one, "flow_layers", "quadrature_points"):
+        for key in (*at_least_one, "flow_depth", "quadrature_points"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
         if self.fourier_features < 0 or not self.fourier_scale > 0:
@@ -175,6 +178,13 @@ class EBMSampleOptions:
             ``"flow"``, or ``"auto"`` (buffer for pcd, flow for fce, else noise).
     """
 
+    #: the options each sampler reads
+    by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {
+        "langevin": ("steps", "step_size", "init"),
+        "mala": ("steps", "step_size", "adapt", "init"),
+        "hmc": ("steps", "step_size", "n_leapfrog", "adapt", "init"),
+    }
+
     sampler: Literal["langevin", "mala", "hmc"] = "langevin"
     steps: int | None = None
     step_size: float | None = None
@@ -203,7 +213,7 @@ class EBM(Model):
             "buffer_size": 64,
             "quadrature_points": 64,
             "noise_components": 2,
-            "flow_layers": 1,
+            "flow_depth": 1,
             "flow_hidden": (8,),
         },
         variants=tuple(
@@ -240,7 +250,7 @@ class EBM(Model):
         self.log_z = nn.Parameter(torch.zeros(())) if c.objective in ("nce", "fce") else None
         self.flow: Model | None = None
         if c.objective == "fce":
-            self.flow = build(c.flow, spec, num_layers=c.flow_layers, hidden=c.flow_hidden)
+            self.flow = build(c.flow, spec, depth=c.flow_depth, hidden=c.flow_hidden)
             if not self.flow.exact_likelihood:
                 raise ConfigError(f"fce needs a flow with an exact log_prob; {c.flow!r} has none")
         self.two_d = self.num_dims == 2 and len(ev) == 1
@@ -410,7 +420,7 @@ class EBM(Model):
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, y: Tensor | None = None, **options: Any) -> Tensor:
         """``n`` approximate samples by MCMC on the energy, shape ``(n, *event_shape)``."""
-        o = build_config(EBMSampleOptions, options, what="sampling option of 'ebm'")
+        o = self.sample_config(options)
         c = self.config
         steps = o.steps if o.steps is not None else 10 * c.mcmc_steps
         h = o.step_size if o.step_size is not None else c.mcmc_step_size

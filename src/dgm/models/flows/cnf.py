@@ -26,7 +26,7 @@ the training loss an unbiased *estimate* of the NLL (not a bound). :meth:`CNF.lo
 gives that cheap unbiased estimate of ``log p(x)`` at evaluation time too; it is not used by
 generic code (it is neither exact nor a bound).
 
-Training integrates with the fixed-step ``method``/``steps`` (default rk4, 8 steps) for speed;
+Training integrates with the fixed-step ``method``/``ode_steps`` (default rk4, 8 steps) for speed;
 evaluation and sampling use ``eval_method`` (default adaptive dopri5). Gradients flow by plain
 autograd through the solver steps (no adjoint). Optional RNODE regularisers (Finlay et al. 2020,
 "How to train your neural ODE", arXiv:2002.02798): ``kinetic`` weights
@@ -34,7 +34,7 @@ autograd through the solver steps (no adjoint). Optional RNODE regularisers (Fin
 dt` (a Frobenius-norm estimate), both averaged over the batch.
 
 >>> from dgm.core.spec import DataSpec
->>> model = CNF(DataSpec((2,)), CNF.Config(hidden=(8,), eval_method="rk4", eval_steps=4))
+>>> model = CNF(DataSpec((2,)), CNF.Config(hidden=(8,), eval_method="rk4", eval_ode_steps=4))
 >>> model.log_prob(torch.zeros(3, 2)).shape
 torch.Size([3])
 """
@@ -42,7 +42,7 @@ torch.Size([3])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +52,7 @@ from dgm.core.errors import ConfigError, DataError
 from dgm.core.model import Batch, Example, Model, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
+from dgm.models.flows.base import check_temperature
 from dgm.nn.mlp import activation as make_activation
 from dgm.samplers.ode import METHODS, divergence_exact, divergence_hutchinson, odeint
 
@@ -71,8 +72,9 @@ class CNFConfig:
         time_embedding: ``"concatsquash"`` (FFJORD's layer: ``(W h + b) * sigmoid(a t + c) + d t``)
             or ``"concat"`` (``W [h, t] + b``).
         time: the integration horizon ``T``.
-        method, steps: the solver used for training (``steps`` for rk4/euler; dopri5 is adaptive).
-        eval_method, eval_steps: the solver for ``log_prob`` and ``sample``.
+        method, ode_steps: the solver used for training (``ode_steps`` for rk4/euler; dopri5 is
+            adaptive).
+        eval_method, eval_ode_steps: the solver for ``log_prob`` and ``sample``.
         rtol, atol: dopri5 tolerances (training and evaluation).
         trace: training trace, ``"exact"``, ``"hutchinson"`` or ``"auto"`` (exact for
             ``D <= 8``).
@@ -80,14 +82,17 @@ class CNFConfig:
         kinetic, jacobian: weights of the RNODE regularisers (0 disables them).
     """
 
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {"steps": "ode_steps", "eval_steps": "eval_ode_steps"}
+
     hidden: tuple[int, ...] = (64, 64, 64)
     activation: Literal["tanh", "softplus", "elu", "silu"] = "tanh"
     time_embedding: Literal["concatsquash", "concat"] = "concatsquash"
     time: float = 1.0
     method: Literal["dopri5", "rk4", "euler"] = "rk4"
-    steps: int | None = 8
+    ode_steps: int | None = 8
     eval_method: Literal["dopri5", "rk4", "euler"] = "dopri5"
-    eval_steps: int | None = None
+    eval_ode_steps: int | None = None
     rtol: float = 1e-5
     atol: float = 1e-5
     trace: Literal["auto", "exact", "hutchinson"] = "auto"
@@ -101,13 +106,13 @@ class CNFConfig:
         if not self.time > 0:
             raise ConfigError(f"time (the horizon T) must be positive, not {self.time}")
         for m, s, what in (
-            (self.method, self.steps, ""),
-            (self.eval_method, self.eval_steps, "eval_"),
+            (self.method, self.ode_steps, ""),
+            (self.eval_method, self.eval_ode_steps, "eval_"),
         ):
             if m == "dopri5" and s is not None:
-                raise ConfigError(f"{what}method='dopri5' is adaptive: set {what}steps=None")
+                raise ConfigError(f"{what}method='dopri5' is adaptive: set {what}ode_steps=None")
             if m != "dopri5" and (s is None or s < 1):
-                raise ConfigError(f"{what}method={m!r} needs {what}steps >= 1, not {s}")
+                raise ConfigError(f"{what}method={m!r} needs {what}ode_steps >= 1, not {s}")
         if not (self.rtol > 0 and self.atol > 0):
             raise ConfigError(f"rtol and atol must be positive, not {self.rtol}, {self.atol}")
         if self.kinetic < 0 or self.jacobian < 0:
@@ -116,10 +121,21 @@ class CNFConfig:
 
 @dataclass
 class CNFSampleOptions:
-    """Options of :meth:`CNF.sample`: override the evaluation solver (``steps`` for rk4/euler)."""
+    """Options of :meth:`CNF.sample`.
+
+    Attributes:
+        method: ODE solver of the sampling solve; ``None``: the config's ``eval_method``.
+        steps: its fixed steps (rk4, euler); ``None``: the config's ``eval_ode_steps``.
+        temperature: ``T``; the base noise is ``N(0, T^2 I)``. 1: samples of the model's
+            ``p(x)``; below 1 reduced-temperature samples, sharper and not of ``p(x)``.
+    """
 
     method: Literal["dopri5", "rk4", "euler"] | None = None
     steps: int | None = None
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_temperature(self.temperature)
 
 
 class TimeLinear(nn.Module):
@@ -184,9 +200,9 @@ class CNF(Model):
         spec=DataSpec((2,)),
         config={
             "hidden": (8,),
-            "steps": 2,
+            "ode_steps": 2,
             "eval_method": "rk4",
-            "eval_steps": 3,
+            "eval_ode_steps": 3,
         },
     )
 
@@ -264,7 +280,9 @@ class CNF(Model):
         self._no_labels(y)
         c: CNFConfig = self.config
         reg = c.kinetic > 0 or c.jacobian > 0
-        out = self._solve(self._flat(x), 0.0, c.time, self._train_trace(), c.method, c.steps, reg)
+        out = self._solve(
+            self._flat(x), 0.0, c.time, self._train_trace(), c.method, c.ode_steps, reg
+        )
         nll = -(self.base.log_prob(out[0]) + out[1])  # (B,)
         terms = {"nll": nll.mean().detach()}
         loss = nll.mean()
@@ -277,28 +295,37 @@ class CNF(Model):
         """log p(x) in nats, ``(B,)``: exact trace, accurate up to the eval solver's error."""
         self._no_labels(y)
         c: CNFConfig = self.config
-        z, div = self._solve(self._flat(x), 0.0, c.time, "exact", c.eval_method, c.eval_steps)
+        z, div = self._solve(self._flat(x), 0.0, c.time, "exact", c.eval_method, c.eval_ode_steps)
         return self.base.log_prob(z) + div  # (B,)
 
     def log_prob_estimate(self, x: Tensor) -> Tensor:
         """An unbiased Hutchinson estimate of log p(x), ``(B,)`` (one noise draw per row; cost
         independent of ``D``). Neither exact nor a bound: use :meth:`log_prob` for reporting."""
         c: CNFConfig = self.config
-        z, div = self._solve(self._flat(x), 0.0, c.time, "hutchinson", c.eval_method, c.eval_steps)
+        z, div = self._solve(
+            self._flat(x), 0.0, c.time, "hutchinson", c.eval_method, c.eval_ode_steps
+        )
         return self.base.log_prob(z) + div  # (B,)
 
     def sample(
-        self, n: int, y: Tensor | None = None, method: str | None = None, steps: int | None = None
+        self,
+        n: int,
+        y: Tensor | None = None,
+        method: str | None = None,
+        steps: int | None = None,
+        temperature: float = 1.0,
     ) -> Tensor:
-        """``n`` samples: ``z ~ N(0, I)`` integrated from ``T`` back to 0, ``(n, *event_shape)``."""
+        """``n`` samples: ``z ~ N(0, I)`` integrated from ``T`` back to 0, ``(n, *event_shape)``;
+        ``temperature`` scales ``z`` (reduced-temperature sampling: not a sample of ``p(x)``)."""
+        temperature = check_temperature(temperature)
         self._no_labels(y)
         c: CNFConfig = self.config
         method = method or c.eval_method
         if method not in METHODS:
             raise ConfigError(f"unknown ODE method {method!r}; choose one of {', '.join(METHODS)}")
         if steps is None and method == c.eval_method:
-            steps = c.eval_steps
-        z = self.base.sample(n, device=self.device, dtype=self.dtype)  # (n, D)
+            steps = c.eval_ode_steps
+        z = temperature * self.base.sample(n, device=self.device, dtype=self.dtype)  # (n, D)
         (x,) = self._solve(z, c.time, 0.0, None, method, steps)
         return x.reshape(n, *self.event_shape)
 
@@ -306,13 +333,15 @@ class CNF(Model):
     def forward_transform(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Data to noise: ``(z (B, *event_shape), log|det dz/dx| (B,))`` (exact trace)."""
         c: CNFConfig = self.config
-        z, div = self._solve(self._flat(x), 0.0, c.time, "exact", c.eval_method, c.eval_steps)
+        z, div = self._solve(self._flat(x), 0.0, c.time, "exact", c.eval_method, c.eval_ode_steps)
         return z.reshape(x.shape), div
 
     def inverse_transform(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Noise to data: ``(x (B, *event_shape), log|det dx/dz| (B,))`` (exact trace)."""
         c: CNFConfig = self.config
-        x, div = self._solve(self._flat(z, "z"), c.time, 0.0, "exact", c.eval_method, c.eval_steps)
+        x, div = self._solve(
+            self._flat(z, "z"), c.time, 0.0, "exact", c.eval_method, c.eval_ode_steps
+        )
         return x.reshape(z.shape), div
 
     def extra_repr(self) -> str:

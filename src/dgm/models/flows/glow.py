@@ -23,10 +23,10 @@ half ``z`` conditioned on the kept half ``h``, so that the base stays ``N(0, I)`
 
 Data in ``[0, 1]`` first go through a logit (``logit_alpha``). For vectors (``D >= 2``) the
 same step (actnorm, LU linear, affine coupling with alternating masks and MLP conditioners) is
-repeated ``steps`` times without squeezes or splits.
+repeated ``depth`` times without squeezes or splits.
 
 >>> from dgm.core.spec import DataSpec
->>> model = Glow(DataSpec((1, 8, 8)), Glow.Config(levels=2, steps=2, hidden_channels=8))
+>>> model = Glow(DataSpec((1, 8, 8)), Glow.Config(levels=2, depth=2, width=8))
 >>> model.sample(2).shape
 torch.Size([2, 1, 8, 8])
 """
@@ -34,7 +34,7 @@ torch.Size([2, 1, 8, 8])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from dgm.core.errors import ConfigError
 from dgm.core.model import Example
@@ -58,8 +58,8 @@ class GlowConfig(ImageOptions):
 
     Attributes:
         levels: multi-scale levels ``L`` for images (``H, W`` divisible by ``2 ** L``).
-        steps: flow steps ``K`` per level (the whole flow for vectors).
-        hidden_channels: width of each image conditioner CNN.
+        depth: flow steps ``K`` per level (the whole flow for vectors).
+        width: channels of each image conditioner CNN.
         hidden: hidden widths of each vector conditioner MLP.
         split_prior: learned conditional prior on the factored-out channels.
         activation: activation of the conditioners.
@@ -67,9 +67,12 @@ class GlowConfig(ImageOptions):
         seed: seed of the 1x1 convolutions' initial rotations.
     """
 
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {"steps": "depth", "hidden_channels": "width"}
+
     levels: int = 2
-    steps: int = 8
-    hidden_channels: int = 64
+    depth: int = 8
+    width: int = 64
     hidden: tuple[int, ...] = (64, 64)
     split_prior: bool = True
     activation: Literal["relu", "tanh", "elu"] = "relu"
@@ -78,7 +81,7 @@ class GlowConfig(ImageOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_coupling_config(self, ("levels", "steps"))
+        check_coupling_config(self, ("levels", "depth"))
 
 
 @register
@@ -93,7 +96,7 @@ class Glow(FlowModel):
     Config = GlowConfig
     example = Example(
         spec=DataSpec((1, 4, 4)),
-        config={"levels": 2, "steps": 2, "hidden_channels": 8, "logit_alpha": 0.0},
+        config={"levels": 2, "depth": 2, "width": 8, "logit_alpha": 0.0},
     )
 
     def __init__(self, spec: DataSpec, config: GlowConfig | None = None) -> None:
@@ -107,7 +110,7 @@ class Glow(FlowModel):
         if d < 2:
             raise ConfigError("glow needs at least 2 dimensions to split between coupling halves")
         layers: list[Transform] = []
-        for i in range(c.steps):
+        for i in range(c.depth):
             layers += [
                 ActNorm(d),
                 InvConv1x1(d, seed=c.seed + i),
@@ -127,7 +130,7 @@ class Glow(FlowModel):
             channels,
             "channel",
             parity,
-            c.hidden_channels,
+            c.width,
             context_features=self.num_classes,
             univariate=self.affine,
             activation=c.activation,
@@ -145,7 +148,7 @@ class Glow(FlowModel):
         for level in range(c.levels):
             steps: list[Transform] = [Squeeze()]
             ch *= 4
-            for i in range(c.steps):
+            for i in range(c.depth):
                 seed = c.seed + 1000 * level + i
                 steps += [ActNorm(ch), InvConv1x1(ch, seed=seed), self._coupling(ch, i)]
             if level < c.levels - 1:

@@ -4,7 +4,7 @@ Papamakarios, Pavlakou & Murray, "Masked Autoregressive Flow for Density Estimat
 2017, arXiv:1705.07057; Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling, "Improved
 Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016, arXiv:1606.04934.
 
-Both stack ``num_layers`` MADE-conditioned affine maps with the order reversed (or randomly
+Both stack ``depth`` MADE-conditioned affine maps with the order reversed (or randomly
 permuted) between layers (the layer loop of :mod:`.stack`, shared with NSF and RealNVP); a layer
 of MAF maps data to noise as
 
@@ -24,14 +24,14 @@ of MAF maps data to noise as
 
 >>> import torch
 >>> from dgm.core.spec import DataSpec
->>> MAF(DataSpec((3,)), MAF.Config(num_layers=2)).log_prob(torch.zeros(4, 3)).shape
+>>> MAF(DataSpec((3,)), MAF.Config(depth=2)).log_prob(torch.zeros(4, 3)).shape
 torch.Size([4])
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from dgm.core.errors import ConfigError
 from dgm.core.model import Example
@@ -49,7 +49,7 @@ class MAFConfig(ConditionalOptions):
     """Hyperparameters of :class:`MAF` and :class:`IAF` (and ``conditional``).
 
     Attributes:
-        num_layers: number of autoregressive affine layers.
+        depth: number of autoregressive affine layers.
         hidden: hidden widths of each MADE conditioner.
         activation: activation of the conditioners.
         log_scale_bound: ``c``; each log-scale lies in ``(-c, c)``.
@@ -57,7 +57,10 @@ class MAFConfig(ConditionalOptions):
         seed: seed of the random permutations.
     """
 
-    num_layers: int = 5
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {"num_layers": "depth"}
+
+    depth: int = 5
     hidden: tuple[int, ...] = (64, 64)
     activation: Literal["relu", "tanh", "elu"] = "relu"
     log_scale_bound: float = 3.0
@@ -82,7 +85,7 @@ class MAF(FlowModel):
     Config = MAFConfig
     example = Example(
         spec=DataSpec((2,)),
-        config={"num_layers": 2, "hidden": (16,)},
+        config={"depth": 2, "hidden": (16,)},
     )
     #: the MADE layers map noise to data (IAF) instead of data to noise (MAF)
     inverse_layers = False
@@ -93,7 +96,7 @@ class MAF(FlowModel):
         stack = elementwise_stack(
             self.num_dims,
             MonotonicAffine(c.log_scale_bound),
-            c.num_layers,
+            c.depth,
             c.hidden,
             permutation=c.permutation,
             seed=c.seed,

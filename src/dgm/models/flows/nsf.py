@@ -3,7 +3,7 @@ r"""``nsf``: the neural spline flow (Durkan et al. 2019).
 Durkan, Bekasov, Murray & Papamakarios, "Neural Spline Flows", NeurIPS 2019, arXiv:1906.04032.
 
 NSF is MAF with another elementwise map: the layer loop of :mod:`dgm.models.flows.stack` with
-``num_layers`` rational-quadratic spline transforms (:mod:`dgm.models.flows.splines`), each either
+``depth`` rational-quadratic spline transforms (:mod:`dgm.models.flows.splines`), each either
 autoregressive (a MADE conditioner, :class:`~dgm.models.flows.autoregressive.MaskedAutoregressive`)
 or coupling (an MLP on the first half of the dimensions, :class:`~dgm.models.flows.coupling.Coupling`),
 with a permutation between layers and a standard-normal base:
@@ -20,7 +20,7 @@ layer), so training starts from the base density.
 
 >>> import torch
 >>> from dgm.core.spec import DataSpec
->>> model = NSF(DataSpec((2,)), NSF.Config(num_layers=2))
+>>> model = NSF(DataSpec((2,)), NSF.Config(depth=2))
 >>> model.log_prob(torch.zeros(3, 2)).shape
 torch.Size([3])
 """
@@ -28,7 +28,7 @@ torch.Size([3])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from dgm.core.errors import ConfigError
 from dgm.core.model import Example
@@ -51,7 +51,7 @@ class NSFConfig(ConditionalOptions):
             every layer; sampling takes ``D`` passes per layer) or ``"coupling"`` (half the
             dimensions per layer; one pass both ways; needs ``D >= 2``). Default
             autoregressive.
-        num_layers: number of spline transforms.
+        depth: number of spline transforms.
         hidden: hidden widths of each conditioner network.
         bins: spline bins ``K`` per dimension.
         tail_bound: ``B``; splines act on ``[-B, B]`` and are the identity outside.
@@ -66,8 +66,11 @@ class NSFConfig(ConditionalOptions):
         seed: seed of the random permutations.
     """
 
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {"num_layers": "depth"}
+
     variant: Literal["autoregressive", "coupling"] = "autoregressive"
-    num_layers: int = 5
+    depth: int = 5
     hidden: tuple[int, ...] = (64, 64)
     bins: int = 8
     tail_bound: float = 5.0
@@ -104,7 +107,7 @@ class NSF(FlowModel):
     Config = NSFConfig
     example = Example(
         spec=DataSpec((2,)),
-        config={"num_layers": 2, "hidden": (16,), "bins": 4},
+        config={"depth": 2, "hidden": (16,), "bins": 4},
     )
 
     def __init__(self, spec: DataSpec, config: NSFConfig | None = None) -> None:
@@ -119,7 +122,7 @@ class NSF(FlowModel):
         stack = elementwise_stack(
             d,
             RQSpline(c.bins, c.tail_bound),
-            c.num_layers,
+            c.depth,
             c.hidden,
             conditioner=c.variant,
             permutation=c.permutation,

@@ -28,11 +28,11 @@ from layer to layer until the loss overflows (``1e20`` within 20 Adam steps at `
 ``c = 3``). With the shift first it stays on the data's scale, and the learned ``a`` lets the
 log-scale range grow only as fast as training asks.
 
-* **Vectors** (``architecture="vector"``, the default for 1-D event shapes): ``num_layers``
+* **Vectors** (``architecture="vector"``, the default for 1-D event shapes): ``depth``
   couplings with alternating even/odd masks and MLP conditioners (the layer loop of
   :mod:`dgm.models.flows.stack`, shared with MAF and NSF).
 * **Images** (``"image"``, the default for ``(C, H, W)``): the multi-scale architecture of the
-  paper. Each of the first ``num_scales - 1`` scales applies 3 checkerboard couplings, a squeeze,
+  paper. Each of the first ``levels - 1`` scales applies 3 checkerboard couplings, a squeeze,
   3 channel couplings and factors out half of the channels; the last scale applies 4 checkerboard
   couplings. Conditioners are small CNNs; ActNorm (data-initialised) follows every coupling in
   place of the paper's batch normalisation. Data in ``[0, 1]`` first go through a logit.
@@ -40,7 +40,7 @@ log-scale range grow only as fast as training asks.
 With ``conditional=True`` a one-hot label is an extra input of every conditioner.
 
 >>> from dgm.core.spec import DataSpec
->>> model = RealNVP(DataSpec((2,)), RealNVP.Config(num_layers=2))
+>>> model = RealNVP(DataSpec((2,)), RealNVP.Config(depth=2))
 >>> model.sample(3).shape
 torch.Size([3, 2])
 """
@@ -48,7 +48,7 @@ torch.Size([3, 2])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -75,26 +75,33 @@ class RealNVPConfig(ImageOptions):
     Attributes:
         architecture: ``"auto"`` (image for ``(C, H, W)`` data, else vector), ``"vector"`` or
             ``"image"``.
-        num_layers: coupling layers of the vector architecture.
+        depth: coupling layers of the vector architecture.
         hidden: hidden widths of each vector conditioner MLP.
-        num_scales: scales of the image architecture (``H`` and ``W`` must be divisible by
-            ``2 ** (num_scales - 1)``).
-        hidden_channels: width of each image conditioner CNN.
+        levels: scales of the image architecture (``H`` and ``W`` must be divisible by
+            ``2 ** (levels - 1)``).
+        width: channels of each image conditioner CNN.
         activation: activation of the conditioners.
         log_scale_bound: ``c``; each vector coupling's log-scale lies in ``(-c, c)``.
     """
 
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {
+        "num_layers": "depth",
+        "hidden_channels": "width",
+        "num_scales": "levels",
+    }
+
     architecture: Literal["auto", "vector", "image"] = "auto"
-    num_layers: int = 8
+    depth: int = 8
     hidden: tuple[int, ...] = (64, 64)
-    num_scales: int = 2
-    hidden_channels: int = 64
+    levels: int = 2
+    width: int = 64
     activation: Literal["relu", "tanh", "elu"] = "relu"
     log_scale_bound: float = 3.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_coupling_config(self, ("num_layers", "num_scales"))
+        check_coupling_config(self, ("depth", "levels"))
 
 
 class RescaledAffine(nn.Module, Univariate):
@@ -137,7 +144,7 @@ class RealNVP(FlowModel):
     Config = RealNVPConfig
     example = Example(
         spec=DataSpec((2,)),
-        config={"num_layers": 2, "hidden": (16,)},
+        config={"depth": 2, "hidden": (16,)},
     )
 
     def __init__(self, spec: DataSpec, config: RealNVPConfig | None = None) -> None:
@@ -156,7 +163,7 @@ class RealNVP(FlowModel):
         stack = elementwise_stack(
             d,
             MonotonicAffine(c.log_scale_bound),
-            c.num_layers,
+            c.depth,
             c.hidden,
             conditioner="coupling",
             mask="alternating",
@@ -172,11 +179,11 @@ class RealNVP(FlowModel):
                 f"architecture='image' needs (C, H, W) data, not shape {self.event_shape}"
             )
         ch, h, w = self.event_shape
-        k = 2 ** (c.num_scales - 1)
+        k = 2 ** (c.levels - 1)
         if h % k or w % k:
             raise ConfigError(
-                f"realnvp with num_scales={c.num_scales} needs height and width divisible by {k}, "
-                f"not {h} x {w}; lower num_scales or use architecture='vector'"
+                f"realnvp with levels={c.levels} needs height and width divisible by {k}, "
+                f"not {h} x {w}; lower levels or use architecture='vector'"
             )
 
         def coupling(channels: int, mask: str, parity: int) -> list[Transform]:
@@ -187,7 +194,7 @@ class RealNVP(FlowModel):
                 channels,
                 mask,  # type: ignore[arg-type]
                 parity,
-                c.hidden_channels,
+                c.width,
                 context_features=self.num_classes,
                 univariate=affine,
                 activation=c.activation,
@@ -195,9 +202,9 @@ class RealNVP(FlowModel):
             return [layer, ActNorm(channels)]
 
         levels: list[Transform] = []
-        for scale in range(c.num_scales):
+        for scale in range(c.levels):
             steps: list[Transform] = []
-            if scale == c.num_scales - 1:
+            if scale == c.levels - 1:
                 for i in range(4):
                     steps += coupling(ch, "checkerboard", i)
             else:

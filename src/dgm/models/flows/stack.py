@@ -45,9 +45,9 @@ __all__ = ["check_stack_config", "elementwise_stack"]
 
 
 def check_stack_config(cfg: Any) -> None:
-    """The checks MAF's and NSF's configs share: ``num_layers >= 1`` and positive ``hidden``."""
-    if cfg.num_layers < 1:
-        raise ConfigError(f"num_layers must be at least 1, not {cfg.num_layers}")
+    """The checks MAF's and NSF's configs share: ``depth >= 1`` and positive ``hidden``."""
+    if cfg.depth < 1:
+        raise ConfigError(f"depth must be at least 1, not {cfg.depth}")
     if len(cfg.hidden) == 0 or min(cfg.hidden) < 1:
         raise ConfigError(f"hidden must list one or more positive widths, not {cfg.hidden}")
 

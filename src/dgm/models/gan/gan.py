@@ -79,7 +79,7 @@ class GANConfig:
 
     ``architecture="auto"`` picks the DCGAN-style convolutional networks for images ``(C, H, W)``
     with ``H, W >= 4`` and MLPs otherwise; ``hidden`` sets the MLP widths (both players),
-    ``channels`` the conv width. ``pack`` samples go into each discriminator input (PacGAN);
+    ``width`` the conv width. ``pack`` samples go into each discriminator input (PacGAN);
     ``latent_dim`` defaults to ``min(data dimension, 32)``: 2 for 2-D points, where a
     16-dimensional noise gave 6-8% high-quality samples on ``ring8`` after 2000 steps and a
     2-dimensional one 68% (the generator must fold the noise onto separated modes; with as many
@@ -97,13 +97,31 @@ class GANConfig:
     (lazy regularisation, Karras et al., StyleGAN2, CVPR 2020), which keeps the expected penalty
     and saves most of that cost: the default 4 took 20 ms per step against 26 for every update
     (``grid25``, one thread), which is what let 12000 steps fit in the time of 8000.
+
+    Attributes:
+        loss: the adversarial objective (:mod:`dgm.models.gan.losses`).
+        architecture: ``"conv"`` (DCGAN-style, images), ``"mlp"`` or ``"auto"`` (conv for images
+            of at least 4x4 pixels).
+        latent_dim: dimension of the generator's Gaussian noise; ``None``: ``min(D, 32)``.
+        hidden: hidden widths of the MLP generator and discriminator.
+        width: channels of the convolutional networks.
+        d_steps: discriminator updates per generator update.
+        spectral_norm: spectral normalisation of the discriminator's layers.
+        pack: samples per discriminator input (PacGAN; 1: off).
+        gp_weight: ``lambda`` of WGAN-GP's gradient penalty (``loss="wgan-gp"`` only).
+        r1_weight: ``gamma`` of the R1 penalty on the data (any loss; 0: off).
+        r1_every: apply R1 on every ``k``-th discriminator update, weighted ``k`` (lazy).
+        beta1, beta2: Adam's ``betas`` of both players.
     """
+
+    #: keys of earlier versions and their names now (saved runs are translated)
+    renamed: ClassVar[dict[str, str]] = {"channels": "width"}
 
     loss: Literal["minimax", "non-saturating", "wgan-gp", "hinge"] = "non-saturating"
     architecture: Literal["auto", "mlp", "conv"] = "auto"
     latent_dim: int | None = None
     hidden: tuple[int, ...] = (128, 128, 128)
-    channels: int = 32
+    width: int = 32
     d_steps: int = 4
     spectral_norm: bool = False
     pack: int = 2
@@ -114,7 +132,7 @@ class GANConfig:
     beta2: float = 0.999
 
     def __post_init__(self) -> None:
-        for key in ("latent_dim", "channels", "d_steps", "pack", "r1_every"):
+        for key in ("latent_dim", "width", "d_steps", "pack", "r1_every"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, not {getattr(self, key)}")
         if any(h < 1 for h in self.hidden):
@@ -148,7 +166,7 @@ class GAN(Model):
         config={
             "latent_dim": 4,
             "hidden": (16, 16),
-            "channels": 4,
+            "width": 4,
             "pack": 2,
             "spectral_norm": True,
         },
@@ -168,9 +186,9 @@ class GAN(Model):
         #: dimension of the noise z
         self.latent_dim = cfg.latent_dim or min(spec.num_dims, 32)
         if arch == "conv":
-            self.generator: nn.Module = ConvGenerator(self.latent_dim, shape, cfg.channels)
+            self.generator: nn.Module = ConvGenerator(self.latent_dim, shape, cfg.width)
             self.discriminator: nn.Module = ConvDiscriminator(
-                shape, cfg.channels, pack=cfg.pack, spectral_norm=cfg.spectral_norm
+                shape, cfg.width, pack=cfg.pack, spectral_norm=cfg.spectral_norm
             )
         else:
             d = spec.num_dims

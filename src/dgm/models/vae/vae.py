@@ -62,6 +62,23 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 @dataclass
 class _CommonConfig:
+    """Hyperparameters shared by the ``vae`` and the ``iwae``.
+
+    Attributes:
+        latent_dim: dimension of the latent code ``z``.
+        hidden: hidden widths of the MLP encoder (the decoder mirrors them), or conv channel
+            counts.
+        architecture: ``"mlp"`` or ``"conv"`` (images) encoder and decoder.
+        activation: activation of the encoder and decoder.
+        decoder: ``p(x | z)``: ``"auto"`` is Bernoulli for 2 levels, categorical for more,
+            Gaussian if continuous.
+        gaussian_scale: fixed standard deviation of a Gaussian decoder; ``None``: learned per
+            dimension by the decoder.
+        eval_k: importance samples of the reported bound when no ``k`` is given (summaries,
+            validation).
+        conditional: take class labels: ``q(z | x, y)`` and ``p(x | z, y)``.
+    """
+
     #: dimension of the latent code z
     latent_dim: int = 32
     #: hidden widths of the MLP encoder (the decoder mirrors them), or conv channel counts
@@ -97,6 +114,10 @@ class VAEConfig(_CommonConfig):
     ``beta`` weights the KL term of the training loss (1: the ELBO; the reported ``elbo`` is always
     the unweighted one). ``eval_k`` (default 100) sets the cost of ``dgm train`` summaries and
     validation: each example is decoded ``eval_k`` times.
+
+    Attributes:
+        k: samples of the Monte Carlo ELBO in training.
+        beta: weight of the KL term in the training loss (1: the ELBO).
     """
 
     k: int = 1
@@ -110,7 +131,11 @@ class VAEConfig(_CommonConfig):
 
 @dataclass
 class IWAEConfig(_CommonConfig):
-    """Hyperparameters of the ``iwae``: ``k`` importance samples in the training bound L_k."""
+    """Hyperparameters of the ``iwae``.
+
+    Attributes:
+        k: importance samples in the training bound ``L_k``.
+    """
 
     k: int = 5
 
