@@ -57,7 +57,16 @@ def test_fixed_step_methods_converge_at_their_order():
         )
 
     assert 12 < err("rk4", 10) / err("rk4", 20) < 20  # order 4: ratio 16
+    assert 3.5 < err("heun", 50) / err("heun", 100) < 4.5  # order 2: ratio 4
     assert 1.7 < err("euler", 100) / err("euler", 200) < 2.3  # order 1: ratio 2
+
+
+def test_fixed_step_methods_take_their_number_of_evaluations():
+    a, y0 = linear_system(3)
+    for method, per_step in (("euler", 1), ("heun", 2), ("rk4", 4)):
+        f = Counted(a)
+        odeint(f, y0, 0.0, 1.0, method=method, steps=7)
+        assert f.n == 7 * per_step, method
 
 
 def test_dopri5_error_and_cost_follow_the_tolerance():

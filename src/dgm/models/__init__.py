@@ -7,6 +7,7 @@ from dgm.models import (  # noqa: F401  (registration side effects)
     autoregressive,
     diffusion,
     ebm,
+    flow_matching,
     flows,
     gan,
     vae,

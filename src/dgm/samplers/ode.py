@@ -3,7 +3,10 @@ r"""ODE integrators and divergence estimators, shared by continuous flows and di
 :func:`odeint` solves :math:`\dot y = f(t, y)` from ``t0`` to ``t1`` (forward, or backward when
 ``t1 < t0``) for a state ``y`` that is a tensor or a tuple of tensors:
 
-* ``"euler"`` and ``"rk4"`` (classical Runge-Kutta, order 4) take ``steps`` equal steps;
+* ``"euler"``, ``"heun"`` (the explicit trapezoidal rule, order 2: the deterministic sampler of
+  Karras et al. 2022, arXiv:2206.00364, without its final-step exception) and ``"rk4"``
+  (classical Runge-Kutta, order 4) take ``steps`` equal steps, with 1, 2 and 4 function
+  evaluations per step;
 * ``"dopri5"`` is the adaptive Dormand-Prince 5(4) pair (Dormand & Prince 1980, "A family of
   embedded Runge-Kutta formulae", J. Comp. Appl. Math. 6(1)): a 5th-order solution propagated
   with an embedded 4th-order one whose difference estimates the local error. A step is accepted
@@ -45,7 +48,7 @@ from dgm.core.errors import ConfigError, DgmError
 
 __all__ = ["odeint", "divergence_exact", "divergence_hutchinson", "METHODS"]
 
-METHODS = ("dopri5", "rk4", "euler")
+METHODS = ("dopri5", "rk4", "heun", "euler")
 
 State = tuple[Tensor, ...]
 
@@ -111,6 +114,10 @@ def _fixed(f: _Func, y: State, t0: float, t1: float, steps: int, method: str) ->
         k1 = f(t, y)
         if method == "euler":
             y = _axpy(y, h, (1.0,), (k1,))
+            continue
+        if method == "heun":
+            k2 = f(t + h, _axpy(y, h, (1.0,), (k1,)))
+            y = _axpy(y, h, (0.5, 0.5), (k1, k2))
             continue
         k2 = f(t + h / 2, _axpy(y, h, (0.5,), (k1,)))
         k3 = f(t + h / 2, _axpy(y, h, (0.0, 0.5), (k1, k2)))
@@ -207,8 +214,8 @@ def odeint(
             state tensor) and ``y`` of the structure of ``y0``.
         y0: the initial state, a tensor or a tuple of tensors.
         t0, t1: start and end times; ``t1 < t0`` integrates backward.
-        method: ``"dopri5"`` (adaptive, uses ``rtol``/``atol``/``max_steps``), ``"rk4"`` or
-            ``"euler"`` (fixed steps, need ``steps``).
+        method: ``"dopri5"`` (adaptive, uses ``rtol``/``atol``/``max_steps``), ``"rk4"``,
+            ``"heun"`` or ``"euler"`` (fixed steps, need ``steps``).
         steps: number of equal steps of a fixed-step method.
 
     Returns:

@@ -1,0 +1,282 @@
+r"""``flow-matching``: conditional flow matching (I-CFM and OT-CFM) with a probability-flow
+likelihood.
+
+Lipman, Chen, Ben-Hamu, Nickel & Le, "Flow Matching for Generative Modeling", ICLR 2023,
+arXiv:2210.02747; Tong, Fatras, Malkin, Huguet, Zhang, Rector-Brooks, Wolf & Bengio, "Improving
+and generalizing flow-based generative models with minibatch optimal transport", TMLR 2024,
+arXiv:2302.00482; Liu, Gong & Liu, "Flow Straight and Fast", ICLR 2023, arXiv:2209.03003.
+
+The network :math:`v_\theta(x, t)` (the diffusion models' time-conditioned MLP for vectors, the
+tiny U-Net for images, in the same standardised model space) is trained by regression on the
+conditional velocity of :mod:`~dgm.models.flow_matching.paths`:
+
+.. math::
+
+    \ell(\theta) = E_{t \sim U[0, 1],\, (x_0, x_1) \sim \pi}\;
+        \big| v_\theta(x_t, t) - u_t(x_0, x_1) \big|^2 / D,
+
+with the coupling :math:`\pi` independent (``coupling="independent"``) or the minibatch optimal
+transport plan (``"ot"``, exact or Sinkhorn).
+
+**Sampling** integrates :math:`\dot x = v_\theta(x, t)` from noise at ``t = 0`` to ``t = 1``
+with ``method`` ``"euler"``, ``"heun"``, ``"rk4"`` (``steps`` equal steps: 1, 2 and 4 network
+evaluations per step) or adaptive ``"dopri5"``; :meth:`FlowMatching.nfe` says how many network
+evaluations a setting costs.
+
+**Likelihood**: the learned flow is a continuous normalising flow, so by the instantaneous change
+of variables (Chen et al. 2018, arXiv:1806.07366)
+
+.. math::
+
+    \log p_1(x) = \log N(x(0); 0, I) - \int_0^1 \nabla \cdot v_\theta(x(t), t)\, dt,
+
+solved backward from the data at ``t = 1`` with dopri5 (``rtol``, ``atol``) for the augmented
+state. The divergence is exact (``D`` vector-Jacobian products) with ``trace="exact"`` or, with
+``"auto"``, for data of at most 64 dimensions (2-D densities, 8x8 digits); otherwise Hutchinson's
+estimator with one probe per example fixed along the trajectory, which makes the figure an
+unbiased **estimate** of log p (``log_prob_estimate``), not a bound. Exact here means exact up to
+the ODE solver's tolerance, which is recorded in the likelihood's name. On discrete data the
+engine's uniform dequantization makes the figure the usual lower bound on the discrete
+log-likelihood, in the same column as every other continuous model.
+
+>>> from dgm.core.spec import DataSpec
+>>> m = FlowMatching(DataSpec((2,)), FlowMatchingConfig(hidden=16, blocks=1))
+>>> m.sample(3, method="euler", steps=4).shape
+torch.Size([3, 2])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from dgm.core.errors import ConfigError
+from dgm.core.model import Batch, Example, unpack
+from dgm.core.registry import register
+from dgm.core.spec import DataSpec
+from dgm.models.diffusion.base import DiffusionBase, NetConfig
+from dgm.models.flow_matching.paths import interpolate, ot_pairs, sinkhorn_pairs
+from dgm.samplers.ode import METHODS, divergence_exact, divergence_hutchinson, odeint
+
+__all__ = ["FlowMatching", "FlowMatchingConfig", "FlowMatchingSampleOptions"]
+
+# The network sees 20 t. The diffusion models' 999 t (DDPM's integer steps) makes the field
+# oscillate in t: on a 2-D Gaussian after 600 training steps the dopri5 likelihood solve at
+# rtol 1e-5 took 872 network evaluations with 999 t, 152 with 100 t and 62 with 20 t, with the
+# same accuracy (mean log p within 0.014, 0.014 and 0.001 nats of the closed form).
+TIME_SCALE = 20.0
+EXACT_TRACE_MAX_DIMS = 64
+_EVALS_PER_STEP = {"euler": 1, "heun": 2, "rk4": 4}
+
+
+@dataclass
+class FlowMatchingConfig(NetConfig):
+    """Hyperparameters of :class:`FlowMatching` (network fields: :class:`NetConfig`).
+
+    Attributes:
+        coupling: ``"ot"`` (minibatch optimal transport, OT-CFM) or ``"independent"`` (I-CFM).
+        ot_solver: ``"exact"`` (assignment problem) or ``"sinkhorn"`` (entropic plan).
+        sinkhorn_reg: the Sinkhorn regularisation as a fraction of the batch's mean cost.
+        path: ``"linear"`` (straight, optimal-transport path) or ``"vp"`` (trigonometric,
+            variance preserving).
+        sigma_min: width of the linear path's end at the data (0: rectified flow's straight line).
+        trace: ``"auto"`` (exact up to 64 dimensions, else Hutchinson), ``"exact"`` or
+            ``"hutchinson"``.
+        hutchinson_noise: ``"rademacher"`` or ``"gaussian"`` probe vectors.
+        rtol, atol: tolerances of the dopri5 solve of the likelihood (and of dopri5 sampling).
+    """
+
+    coupling: Literal["ot", "independent"] = "ot"
+    ot_solver: Literal["exact", "sinkhorn"] = "exact"
+    sinkhorn_reg: float = 0.05
+    path: Literal["linear", "vp"] = "linear"
+    sigma_min: float = 0.0
+    trace: Literal["auto", "exact", "hutchinson"] = "auto"
+    hutchinson_noise: Literal["rademacher", "gaussian"] = "rademacher"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.sigma_min < 1:
+            raise ConfigError(f"sigma_min must lie in [0, 1), not {self.sigma_min}")
+        if self.path != "linear" and self.sigma_min:
+            raise ConfigError("sigma_min applies to the linear path only; set it to 0 for 'vp'")
+        if not self.sinkhorn_reg > 0:
+            raise ConfigError(f"sinkhorn_reg must be positive, not {self.sinkhorn_reg}")
+        if not (self.rtol > 0 and self.atol > 0):
+            raise ConfigError(f"rtol and atol must be positive, not {self.rtol}, {self.atol}")
+
+
+@dataclass
+class FlowMatchingSampleOptions:
+    """Options of :meth:`FlowMatching.sample`: ``method`` (``"euler"``, ``"heun"``, ``"rk4"``
+    with ``steps`` equal steps, or adaptive ``"dopri5"`` at the model's ``rtol``/``atol``)."""
+
+    method: Literal["euler", "heun", "rk4", "dopri5"] = "rk4"
+    steps: int = 20
+
+
+@register
+class FlowMatching(DiffusionBase):
+    """Conditional flow matching with a probability-flow likelihood (see the module docstring)."""
+
+    name = "flow-matching"
+    family = "flow_matching"
+    description = (
+        "Flow matching (I-CFM / OT-CFM; Lipman et al. 2023, Tong et al. 2024): ODE sampling, "
+        "probability-flow likelihood"
+    )
+    Config = FlowMatchingConfig
+    SampleOptions = FlowMatchingSampleOptions
+    needs_grad_for_inference = True
+    example = Example(
+        spec=DataSpec((2,)),
+        config={"hidden": 16, "blocks": 1, "time_dim": 8, "rtol": 1e-5, "atol": 1e-5},
+        variants=(
+            {"coupling": "independent", "path": "vp", "trace": "hutchinson"},
+            {"ot_solver": "sinkhorn", "sigma_min": 0.01},
+        ),
+    )
+    train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3}
+
+    @property
+    def exact_likelihood(self) -> bool:  # type: ignore[override]
+        """With the exact trace (up to the ODE tolerance); Hutchinson's is an estimate."""
+        return self.exact_trace
+
+    @property
+    def likelihood_bound(self) -> str | None:  # type: ignore[override]
+        """``"log_prob_estimate"`` with Hutchinson's trace (honestly named), else ``None``."""
+        return None if self.exact_trace else "log_prob_estimate"
+
+    def __init__(self, spec: DataSpec, config: FlowMatchingConfig | None = None) -> None:
+        super().__init__(spec, config)
+        c: FlowMatchingConfig = self.config
+        self.exact_trace = c.trace == "exact" or (
+            c.trace == "auto" and self.num_dims <= EXACT_TRACE_MAX_DIMS
+        )
+
+    # ------------------------------------------------------------------ the field
+    def velocity(self, z: Tensor, t: Tensor) -> Tensor:
+        """``v_theta(z, t)`` at model-space ``z (B, *event)`` and times ``t (B,)`` in [0, 1]."""
+        return self.network(z, TIME_SCALE * t.to(z.dtype))
+
+    def couple(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """The noise ``x0`` reordered (or redrawn from the plan) to pair with the data ``x1``."""
+        c: FlowMatchingConfig = self.config
+        if c.coupling == "independent":
+            return x0
+        if c.ot_solver == "exact":
+            return x0[ot_pairs(x0, x1)]
+        return x0[sinkhorn_pairs(x0, x1, c.sinkhorn_reg)]
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        x, _ = unpack(batch)
+        x1, _ = self.to_model_space(self.check_input(x))
+        with torch.no_grad():
+            x0 = self.couple(torch.randn_like(x1), x1)
+        t = torch.rand(x1.shape[0], dtype=x1.dtype, device=x1.device)
+        xt, target = interpolate(self.config.path, x0, x1, t, self.config.sigma_min)
+        mse = (self.velocity(xt, t) - target).square().flatten(1).mean(1)  # (B,)
+        return {"loss": mse.mean()}
+
+    # ------------------------------------------------------------------ likelihood
+    def _field(self, flat: Tensor, t: Tensor) -> Tensor:
+        B = flat.shape[0]
+        tt = t.to(flat).expand(B)
+        return self.velocity(flat.view(B, *self.event_shape), tt).reshape(B, -1)
+
+    def probability_flow(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Solve the flow backward from the data at ``t = 1`` to ``t = 0``.
+
+        Returns ``(z_0 (B, D), minus the integrated divergence (B,), log_det (B,))`` so that
+        ``log p(x) = log N(z_0; 0, I) + (-int_0^1 div dt) + log_det``.
+        """
+        x = self.check_input(x)
+        z, log_det = self.to_model_space(x.to(self.dtype))
+        B = z.shape[0]
+        flat = z.reshape(B, -1)
+        probe = None
+        if not self.exact_trace:
+            if self.config.hutchinson_noise == "gaussian":
+                probe = torch.randn_like(flat)
+            else:
+                probe = torch.randint(0, 2, flat.shape, device=flat.device).to(flat) * 2 - 1
+
+        def func(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            with torch.enable_grad():
+                zf = state[0].detach().requires_grad_(True)
+                f = self._field(zf, t)
+                div = (
+                    divergence_exact(f, zf)
+                    if probe is None
+                    else divergence_hutchinson(f, zf, probe)
+                )
+            return f.detach(), div.detach()
+
+        c: FlowMatchingConfig = self.config
+        zero = torch.zeros(B, dtype=flat.dtype, device=flat.device)
+        z0, delta = odeint(func, (flat, zero), 1.0, 0.0, rtol=c.rtol, atol=c.atol)
+        return z0, delta, log_det
+
+    def _prior_log_prob(self, z: Tensor) -> Tensor:
+        d = z.shape[1]
+        return -0.5 * (z.square().sum(1) + d * torch.log(torch.tensor(2 * torch.pi, dtype=z.dtype)))
+
+    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """``log p(x)`` in nats ``(B,)`` through the flow (exact trace up to the solver's
+        tolerance, or Hutchinson's estimate: see the module docstring)."""
+        z0, delta, log_det = self.probability_flow(x)
+        return self._prior_log_prob(z0) + delta + log_det
+
+    def log_prob_estimate(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The Hutchinson estimate of ``log p(x)`` (the same computation as :meth:`log_prob`)."""
+        return self.log_prob(x, y)
+
+    def log_likelihood(
+        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
+    ) -> tuple[Tensor, str]:
+        if bound_options:
+            raise ConfigError(f"model {self.name!r} takes no likelihood options")
+        c: FlowMatchingConfig = self.config
+        values = self.log_prob(x)
+        tol = f"dopri5 rtol={c.rtol:g}, atol={c.atol:g}"
+        if self.exact_trace:
+            return values, f"log_prob (probability-flow ODE, exact trace, {tol})"
+        return values, (
+            f"log_prob_estimate (probability-flow ODE, {tol}, Hutchinson trace estimator: an "
+            "unbiased estimate of log p, not a bound)"
+        )
+
+    # ------------------------------------------------------------------ sampling
+    @staticmethod
+    def nfe(method: str, steps: int) -> int | None:
+        """Network evaluations of one sample at a fixed-step setting (``None`` for dopri5,
+        whose count depends on the tolerance)."""
+        return _EVALS_PER_STEP[method] * int(steps) if method in _EVALS_PER_STEP else None
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        y: Tensor | None = None,
+        method: str = "rk4",
+        steps: int = 20,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``n`` samples ``(n, *event_shape)`` by integrating the learned flow from noise."""
+        if method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+        if method != "dopri5" and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+            raise ConfigError(f"steps must be a positive integer, not {steps!r}")
+        c: FlowMatchingConfig = self.config
+        z = self.prior_noise(n, generator).reshape(n, -1)
+        flat = odeint(
+            lambda t, f: self._field(f, t), z, 0.0, 1.0, method=method,
+            steps=None if method == "dopri5" else int(steps), rtol=c.rtol, atol=c.atol,
+        )  # fmt: skip
+        return self.from_model_space(flat.view(n, *self.event_shape))

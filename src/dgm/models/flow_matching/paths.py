@@ -1,0 +1,127 @@
+r"""Probability paths and couplings of conditional flow matching.
+
+A flow-matching model learns a velocity field :math:`v_\theta(x, t)` whose flow carries the
+noise :math:`p_0 = N(0, I)` at ``t = 0`` to the data at ``t = 1`` (the convention of Lipman et
+al. 2023, arXiv:2210.02747). Training regresses :math:`v_\theta` on the velocity of a
+*conditional* path between a noise point :math:`x_0` and a data point :math:`x_1`; the marginal of
+those conditional velocities is the field that carries :math:`p_0` to the data (Lipman et al.,
+theorem 2; Tong et al. 2024, arXiv:2302.00482, proposition 3.2 for a general coupling
+:math:`\pi(x_0, x_1)`).
+
+**Paths** :math:`x_t = a_t x_1 + b_t x_0` with target :math:`u_t = \dot a_t x_1 + \dot b_t x_0`:
+
+* ``"linear"``: :math:`a_t = t`, :math:`b_t = 1 - (1 - \sigma_{min}) t` -- the optimal-transport
+  path of Lipman et al. (their eq. 20-23; with :math:`\sigma_{min} = 0` the straight line of
+  rectified flow, Liu et al. 2023, arXiv:2209.03003); :math:`u_t = x_1 - (1 - \sigma_{min}) x_0`.
+  At ``t = 1`` the path ends at :math:`N(x_1, \sigma_{min}^2 I)`, so the model's density is that
+  of the data convolved with :math:`\sigma_{min}` noise.
+* ``"vp"``: :math:`a_t = \sin(\pi t / 2)`, :math:`b_t = \cos(\pi t / 2)` -- the trigonometric,
+  variance-preserving interpolant (:math:`a_t^2 + b_t^2 = 1`) of Albergo & Vanden-Eijnden 2023
+  (arXiv:2209.15571).
+
+**Couplings** of a batch of noise ``x0`` and data ``x1``:
+
+* ``"independent"`` (I-CFM): the noise is drawn independently of the data;
+* ``"ot"`` (OT-CFM, Tong et al.): the pairs are re-matched by the optimal transport plan for
+  the squared Euclidean cost on the batch, exactly (``solver="exact"``: the assignment problem,
+  :func:`scipy.optimize.linear_sum_assignment`) or entropically (``"sinkhorn"``: the plan of
+  Cuturi 2013, from which each data point draws its noise partner).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from dgm.core.errors import ConfigError
+
+__all__ = [
+    "PATHS",
+    "path_coefficients",
+    "interpolate",
+    "ot_pairs",
+    "sinkhorn_plan",
+    "sinkhorn_pairs",
+]
+
+PATHS = ("linear", "vp")
+
+
+def path_coefficients(
+    path: str, t: Tensor, sigma_min: float = 0.0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(a_t, b_t, da/dt, db/dt)`` at times ``t`` for ``x_t = a_t x_1 + b_t x_0``."""
+    if path == "linear":
+        one = torch.ones_like(t)
+        return t, 1 - (1 - sigma_min) * t, one, -(1 - sigma_min) * one
+    if path == "vp":
+        h = 0.5 * math.pi
+        return torch.sin(h * t), torch.cos(h * t), h * torch.cos(h * t), -h * torch.sin(h * t)
+    raise ConfigError(f"path must be one of {', '.join(PATHS)}, not {path!r}")
+
+
+def interpolate(
+    path: str, x0: Tensor, x1: Tensor, t: Tensor, sigma_min: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """The point ``x_t`` and the regression target ``u_t`` for pairs ``(x0, x1)`` at ``t (B,)``."""
+    a, b, da, db = (
+        c.view(-1, *([1] * (x1.dim() - 1))) for c in path_coefficients(path, t, sigma_min)
+    )
+    return a * x1 + b * x0, da * x1 + db * x0
+
+
+def _cost(x0: Tensor, x1: Tensor) -> Tensor:
+    """Squared Euclidean distances ``(B0, B1)`` between flattened rows."""
+    return torch.cdist(x0.flatten(1).double(), x1.flatten(1).double()).square()
+
+
+def ot_pairs(x0: Tensor, x1: Tensor) -> Tensor:
+    """The permutation ``perm`` such that ``(x0[perm], x1)`` is the minibatch optimal transport
+    assignment for the squared Euclidean cost (ties broken by scipy's solver)."""
+    cost = _cost(x0, x1).cpu().numpy()
+    rows, cols = linear_sum_assignment(cost)
+    perm = np.empty_like(cols)
+    perm[cols] = rows  # data point cols[k] is matched with noise point rows[k]
+    return torch.as_tensor(perm, device=x0.device)
+
+
+def sinkhorn_plan(
+    x0: Tensor, x1: Tensor, reg: float, max_iters: int = 1000, tol: float = 1e-6
+) -> Tensor:
+    """The entropic optimal transport plan ``(B0, B1)`` (float64, rows sum to 1/B0, columns to
+    1/B1) for the squared Euclidean cost, with regularisation ``reg`` times the mean cost
+    (log-domain Sinkhorn iterations, Cuturi 2013, "Sinkhorn distances", NeurIPS), iterated
+    until the row sums are within ``tol`` of their target relative to it (or ``max_iters``)."""
+    cost = _cost(x0, x1)
+    eps = reg * float(cost.mean().clamp_min(1e-12))
+    n0, n1 = cost.shape
+    log_a = torch.full((n0,), -math.log(n0), dtype=cost.dtype, device=cost.device)
+    log_b = torch.full((n1,), -math.log(n1), dtype=cost.dtype, device=cost.device)
+    f = torch.zeros_like(log_a)
+    g = torch.zeros_like(log_b)
+    k = -cost / eps
+    for _ in range(max_iters):
+        f = log_a - torch.logsumexp(k + g[None, :], dim=1)
+        g = log_b - torch.logsumexp(k + f[:, None], dim=0)
+        # after the column update the columns are exact; stop when the rows are too
+        rows = torch.logsumexp(k + f[:, None] + g[None, :], dim=1)
+        if float((rows - log_a).abs().max()) < tol:
+            break
+    return torch.exp(k + f[:, None] + g[None, :])
+
+
+def sinkhorn_pairs(
+    x0: Tensor,
+    x1: Tensor,
+    reg: float,
+    generator: torch.Generator | None = None,
+    max_iters: int = 1000,
+) -> Tensor:
+    """For each data point, a noise partner drawn from its column of the Sinkhorn plan."""
+    plan = sinkhorn_plan(x0, x1, reg, max_iters=max_iters)  # (B0, B1)
+    probs = (plan / plan.sum(0, keepdim=True)).T  # (B1, B0): partner distribution per data point
+    return torch.multinomial(probs.float(), 1, generator=generator).squeeze(1)
