@@ -3,8 +3,11 @@
 =========  ====================================================================  ==================
 metric     what                                                                  applies when
 =========  ====================================================================  ==================
-nll        test NLL in nats and bits/dim (exact or the model's named bound)      the model has a
-                                                                                 likelihood
+nll        test NLL in nats and bits/dim: exact, the model's named bound, or     the model has a
+           for an intractable log Z (a ``LikelihoodEstimator``, e.g. an EBM on   likelihood or an
+           images) an AIS estimate (:mod:`dgm.eval.ais`) whose standard error    AIS estimate
+           includes log Z's; ``likelihood_kind`` says which
+           (:mod:`dgm.core.likelihood`)
 kl         forward KL(true || model), reverse KL(model || true), total           analytic 2-D data
            variation and the grid integral of the model density                  and exact log_prob
 c2st       classifier two-sample test, model samples vs test data                always
@@ -15,10 +18,6 @@ prd        precision / recall with k-NN manifolds                               
 modes      modes captured, high-quality fraction, KL to uniform                  data with modes
 anomaly    AUROC / AUPRC of the log-likelihood, test data vs shifted data        the model has a
                                                                                  likelihood
-           or, for a model with an intractable log Z (a ``LikelihoodEstimator``, or offers an
-           e.g. an EBM on images), an annealed-importance-sampling               AIS estimate
-           estimate (:mod:`dgm.eval.ais`) under keys ``ais_nll_estimate...``:
-           an estimate, neither exact nor a bound
 =========  ====================================================================  ==================
 
 Features are the raw values for vector data (e.g. 2-D points) and, for images, those of a small
