@@ -118,7 +118,7 @@ def test_compare_end_to_end_resumes_after_an_interruption(tmp_path, monkeypatch,
     assert rows["made"]["status"] == "not applicable" and "discrete" in rows["made"]["reason"]
     for name in ("nsf", "realnvp"):
         r = rows[name]
-        assert r["likelihood"] == "log_prob" and r["likelihood_kind"] == "exact"
+        assert r["likelihood"] == "log_prob: exact" and r["likelihood_kind"] == "exact"
         assert {"test_nll", "kl", "c2st_accuracy", "mmd2", "modes_captured"} <= set(r["metrics"])
         assert r["metrics"]["steps"]["mean"] == 20 and r["rank"] in (1, 2)
     md = (out / "leaderboard.md").read_text()

@@ -106,7 +106,8 @@ def test_nll_of_a_model_with_known_density():
     model = Gauss(DataSpec((3,)))
     x = torch.randn(1000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     m = nll(model, x, batch_size=128)
-    assert m["likelihood"] == "log_prob" and m["n"] == 1000
+    assert m["likelihood"] == "log_prob: exact" and m["likelihood_kind"] == "exact"
+    assert m["n"] == 1000
     assert m["nll"] == pytest.approx(exact_nll(x, 0.25, 1.5), rel=1e-12)
     assert m["bpd"] == pytest.approx(m["nll"] / (3 * math.log(2)), rel=1e-12)
     ll, _ = log_likelihood(model, x)
@@ -116,7 +117,7 @@ def test_nll_of_a_model_with_known_density():
 def test_a_bound_is_named_and_no_likelihood_is_an_error():
     x = torch.randn(50, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     m = nll(GaussWithBound(DataSpec((2,))), x)
-    assert m["likelihood"] == "elbo(), a lower bound"
+    assert m["likelihood"] == "elbo(): a lower bound on log p" and m["likelihood_kind"] == "bound"
     assert m["nll"] == pytest.approx(exact_nll(x, 0.25, 1.5) + 1.0, rel=1e-12)
     with pytest.raises(DgmError, match="no likelihood"):
         nll(Sampler(DataSpec((2,))), x)
@@ -129,7 +130,11 @@ def test_dequantization_adds_its_log_determinant_and_says_it_is_a_bound():
     x = torch.randint(0, levels, (200, d), generator=torch.Generator().manual_seed(2)).double()
     g = torch.Generator().manual_seed(3)
     m = nll(model, x, preprocessor=pre, generator=g)
-    assert m["likelihood"] == "log_prob (dequantization bound)"
+    assert m["likelihood_kind"] == "bound"  # exact on the dequantized data, a bound on the discrete
+    assert (
+        m["likelihood"]
+        == "log_prob: a lower bound on log p of the discrete data (dequantization bound)"
+    )
     z, log_det = pre(x, generator=torch.Generator().manual_seed(3))
     assert float(log_det[0]) == pytest.approx(-d * math.log(levels))
     assert m["nll"] == pytest.approx(exact_nll(z, 0.25, 1.5) + d * math.log(levels), rel=1e-9)

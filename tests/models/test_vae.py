@@ -255,9 +255,10 @@ def test_bound_options_and_names():
     model = tiny(eval_k=6).eval()
     x = torch.randint(0, 17, (4, 1, 8, 8)).double()
     ll, name = model.log_likelihood(x)
-    assert ll.shape == (4,) and name == "iwae_bound(k=6), a lower bound"
+    assert ll.shape == (4,) and str(name) == "iwae_bound(k=6): a lower bound on log p"
+    assert name.kind == "bound" and name.describe("NLL") == "an upper bound on the NLL"
     _, name = model.log_likelihood(x, k=20)
-    assert name == "iwae_bound(k=20), a lower bound"
+    assert str(name) == "iwae_bound(k=20): a lower bound on log p"
     with pytest.raises(ConfigError, match="k"):
         model.iwae_bound(x, k=0)
     with pytest.raises(DataError, match="eps"):
@@ -501,10 +502,10 @@ def test_train_end_to_end_reports_a_named_bound(tmp_path):
         progress=False,
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["likelihood"] == "iwae_bound(k=5), a lower bound"
+    assert summary["likelihood"] == "iwae_bound(k=5): a lower bound on log p"
     assert math.isfinite(summary["test_nll"])
     model = load(out)
     x = load_dataset("digits").test[:3]
     with model.inference():
         _, name = model.log_likelihood(x.double().to(model.dtype), k=3)
-    assert name == "iwae_bound(k=3), a lower bound"
+    assert str(name) == "iwae_bound(k=3): a lower bound on log p"

@@ -17,12 +17,19 @@ from dgm.cli.options import parse_pairs
 from dgm.core.errors import ConfigError, DgmError
 from dgm.core.io import atomic_path, atomic_write_text
 from dgm.core.spec import DataSpec
-from dgm.data import Binarize, Dequantize, Identity
+from dgm.data import Binarize, Dequantize, Identity, default_preprocessor
 from dgm.data import load as load_dataset
 from dgm.data import names as dataset_names
-from dgm.eval.likelihood import bits_per_dim, log_likelihood
+from dgm.eval.ais import estimate_log_z
+from dgm.eval.likelihood import (
+    ais_estimated,
+    bits_per_dim,
+    has_likelihood,
+    likelihood_of,
+    log_likelihood,
+)
 from dgm.eval.run import METRICS, evaluate, format_table
-from dgm.models import build, entries
+from dgm.models import entries
 from dgm.plots import save_samples
 from dgm.train import distributed as ddp
 
@@ -190,10 +197,10 @@ def cmd_score(args: Any) -> int:
 
     run = load_run(args.run, device=args.device)
     model = run.model
-    if not (model.exact_likelihood or model.likelihood_bound):
+    if not has_likelihood(model):
         raise DgmError(
-            f"model {model.name!r} has no likelihood, exact or bound, so it cannot score inputs; "
-            "use `dgm eval` for sample-based metrics"
+            f"model {model.name!r} has no likelihood, exact, bound or estimate, so it cannot score "
+            "inputs; use `dgm eval` for sample-based metrics"
         )
     out = Path(args.out)
     if out.suffix != ".npy":
@@ -203,22 +210,34 @@ def cmd_score(args: Any) -> int:
     inputs = ArrayInput(args.input, run.raw_spec)
     options = bound_options(model, args)
     g = torch.Generator(device=model.device).manual_seed(args.seed)
-    name, start = "", 0
+    log_z = None
+    if ais_estimated(model):  # one AIS estimate of log Z, shared by every score
+        with model.inference():
+            log_z = estimate_log_z(model, generator=g)
+    lik = likelihood_of(model, run.preprocessor, bound_options=options, log_z=log_z)
+    start = 0
     # Scores stream into a memory-mapped temporary file, renamed into place when complete.
     with atomic_path(out, suffix=".npy") as tmp:
         scores = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(len(inputs),))
         for x in inputs.batches(args.batch_size):
-            ll, name = log_likelihood(
+            ll, _ = log_likelihood(
                 model, x, preprocessor=run.preprocessor, batch_size=len(x), generator=g,
-                bound_options=options,
+                bound_options=options, log_z=log_z,
             )  # fmt: skip
             values = bits_per_dim(-ll, run.raw_spec.num_dims) if args.bits_per_dim else ll
             scores[start : start + len(x)] = values.numpy()
             start += len(x)
         scores.flush()
         del scores
-    unit = "bits/dim (NLL)" if args.bits_per_dim else "log-likelihood in nats"
-    print(f"dgm: {len(inputs)} scores in {unit} from {name}, written to {out}", file=sys.stderr)
+    quantity = "bits/dim" if args.bits_per_dim else "log p"
+    unit = "bits/dim (an NLL)" if args.bits_per_dim else "log-likelihood in nats"
+    method = lik.method + (f" ({lik.detail})" if lik.detail else "")
+    line = f"dgm: {len(inputs)} scores in {unit} from {method}: {lik.describe(quantity)}"
+    if log_z is not None:
+        line += f"; every score shares the error of log Z, ± {log_z.stderr:.2g} nats"
+    print(f"{line}; written to {out}", file=sys.stderr)
+    if log_z is not None and log_z.warning():
+        print(f"dgm: warning: {log_z.warning()}", file=sys.stderr)
     return 0
 
 
@@ -264,18 +283,36 @@ def cmd_eval(args: Any) -> int:
     return 0
 
 
+#: the data ``dgm list`` describes each model's likelihood on: continuous 2-D points and 8x8 images
+#: with 17 levels (``digits``), each through the preprocessing the model gets by default
+LIST_DATA = (
+    ("2-D points", DataSpec((2,))),
+    ("8x8 images", DataSpec((1, 8, 8), "discrete", levels=17)),
+)
+
+
+def likelihood_words(cls: Any, raw: DataSpec) -> str:
+    """What a default instance of model class ``cls`` gives as a likelihood on data ``raw``
+    (in the words of :func:`dgm.core.likelihood.describe`), or why it does not apply."""
+    try:
+        pre = default_preprocessor(raw, cls.data_kinds)
+        model = cls(pre.spec(raw), cls.Config())
+    except DgmError:
+        return "not applicable"
+    lik = likelihood_of(model, pre)
+    if lik.kind == "none":
+        return "no likelihood (judged by its samples)"
+    method = lik.method + (f" ({lik.detail})" if lik.detail else "")
+    return f"{method}: {lik.describe('log p')}"
+
+
 def cmd_list(args: Any) -> int:
 
     print("models:")
     for cls in entries():
-        # capabilities may depend on the config: report those of the class's example instance
-        model = build(cls.name, cls.example.spec, **cls.example.config)
-        caps = (
-            "exact log_prob"
-            if model.exact_likelihood
-            else (model.likelihood_bound or "no likelihood")
-        )
-        print(f"  {cls.name:<16} {cls.family:<15} {caps:<15} {cls.description}")
+        print(f"  {cls.name:<16} {cls.family:<15} {cls.description}")
+        for what, raw in LIST_DATA:
+            print(f"  {'':<16} on {what}: {likelihood_words(cls, raw)}")
     print("datasets:")
     for name, desc in dataset_names():
         print(f"  {name:<16} {desc}")

@@ -8,12 +8,14 @@ seeds (``std`` is the sample standard deviation, ``None`` for one seed).
 Every family can draw samples, so rows are ranked by a sample metric that all of them have: FID in
 the features of the dataset's classifier when the data has them (images with labels), else C2ST
 accuracy (distance from chance, ``|acc - 1/2|``), ties broken by MMD^2. The NLL is shown beside it
-with its kind:
+with its kind (:mod:`dgm.core.likelihood`, recorded by :func:`dgm.eval.run.evaluate` as
+``likelihood_kind``), in the words of :func:`dgm.core.likelihood.brief`:
 
-* ``exact``: the model's ``log_prob`` (``Model.log_likelihood`` returns the name ``log_prob``);
+* ``exact``: the model's ``log_prob``; ``exact_ode``: exact up to an ODE solver's tolerance;
 * ``bound``: a lower bound on log p (``elbo``, ``iwae_bound``, or a continuous model's figure on
-  dequantized discrete data), so the NLL shown is an upper bound on the true NLL;
-* ``estimate``: a stochastic estimate that is neither exact nor a bound (e.g. a Hutchinson trace);
+  dequantized discrete data), so the NLL and bits/dim shown are upper bounds on the true ones;
+* ``bound_estimate``: a stochastic estimate of such a bound (DDPM's bound from a few terms);
+* ``estimate``: an estimate that is neither exact nor a bound (a Hutchinson trace, AIS);
 * ``none``: the model has no likelihood (GANs, score models): judged by its samples only.
 """
 
@@ -24,6 +26,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from dgm.core.likelihood import KINDS, Likelihood, brief
+
 __all__ = [
     "COLUMNS",
     "RANK_METRICS",
@@ -32,6 +36,7 @@ __all__ = [
     "format_stat",
     "likelihood_kind",
     "rank_rows",
+    "result_kind",
     "to_markdown",
 ]
 
@@ -56,13 +61,16 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("parameters", "params"),
 )
 
+#: likelihood columns and the quantity they show (their cells say the figure's kind)
+_QUANTITY = {"test_nll": "NLL", "test_bpd": "bits/dim"}
+
 # result keys that are bookkeeping, not figures to average
 _SKIP = {"n_test", "n_samples", "kl_n", "modes_total", "features_val_accuracy", "seed"}
 
 
 def likelihood_kind(name: str | None) -> str:
-    """``exact``, ``bound``, ``estimate`` or ``none`` from the name ``Model.log_likelihood``
-    returns (``"log_prob"``, ``"iwae_bound(k=100), a lower bound"``, ...).
+    """The kind of a likelihood figure from its *name* alone, for results written before dgm
+    recorded ``likelihood_kind`` beside it (:func:`result_kind` prefers the recorded kind).
 
     >>> likelihood_kind("log_prob"), likelihood_kind("log_prob (dequantization bound)")
     ('exact', 'bound')
@@ -70,11 +78,34 @@ def likelihood_kind(name: str | None) -> str:
     if not name:
         return "none"
     text = name.lower()
+    if "stochastic estimate of" in text:
+        return "bound_estimate"
     if "estimate" in text:
         return "estimate"
     if "bound" in text:
         return "bound"
+    if "ode solver tolerance" in text:
+        return "exact_ode"
     return "exact"
+
+
+def result_kind(res: dict[str, Any]) -> str:
+    """The likelihood kind of an evaluation result: the recorded ``likelihood_kind``, else read
+    from the ``likelihood`` name of an older file."""
+    kind = res.get("likelihood_kind")
+    return kind if kind in KINDS else likelihood_kind(res.get("likelihood"))
+
+
+def _figure_note(row: dict[str, Any]) -> str | None:
+    """What a row's NLL figure is, in the NLL's words (an upper bound, ...) for the footnote."""
+    info = row.get("likelihood_info")
+    if isinstance(info, dict):
+        lik = Likelihood.from_dict(info)
+        method = lik.method + (f" ({lik.detail})" if lik.detail else "")
+        return f"`{method}`: {lik.describe('NLL')}"
+    if row.get("likelihood"):
+        return f"`{row['likelihood']}`"
+    return None
 
 
 def aggregate(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -154,8 +185,8 @@ def format_stat(stat: dict[str, Any] | None, key: str = "") -> str:
 def _cell(row: dict[str, Any], key: str) -> str:
     metrics = row.get("metrics", {})
     text = format_stat(metrics.get(key), key)
-    if key == "test_nll" and key in metrics:
-        text += f" ({row.get('likelihood_kind', 'none')})"
+    if key in _QUANTITY and key in metrics:
+        text += f" ({brief(result_kind(row), _QUANTITY[key])})"
     if key == "modes_captured" and key in metrics and row.get("modes_total"):
         text += f"/{row['modes_total']}"
     return text
@@ -179,8 +210,9 @@ def to_markdown(table: dict[str, Any]) -> str:
     if by:
         lines.append(
             f"Ranked by {'FID (lower is better)' if by == 'fid' else '|C2ST accuracy − 0.5|'}"
-            ", a sample metric every family has; the NLL column says whether its figure is "
-            "exact, a bound (an upper bound on the NLL) or an estimate."
+            ", a sample metric every family has; the NLL and bits/dim columns say whether each "
+            "figure is exact, an upper bound (the model gives a lower bound on log p) or an "
+            "estimate."
         )
         lines.append("")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -197,9 +229,9 @@ def to_markdown(table: dict[str, Any]) -> str:
         cells += [_cell(r, k) for k in keys + anomaly]
         cells.append(status)
         lines.append("| " + " | ".join(cells) + " |")
-    names = sorted({r["likelihood"] for r in rows if r.get("likelihood")})
+    names = sorted({n for n in map(_figure_note, rows) if n})
     if names:
-        lines += ["", "Likelihood figures: " + "; ".join(f"`{n}`" for n in names) + "."]
+        lines += ["", "NLL figures: " + "; ".join(names) + "."]
     if notes:
         lines += [""] + notes
     return "\n".join(lines) + "\n"

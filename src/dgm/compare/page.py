@@ -18,11 +18,13 @@ from typing import Any
 import yaml
 
 from dgm.compare.leaderboard import COLUMNS, format_stat
+from dgm.core.likelihood import KINDS, Likelihood, brief
 
 __all__ = ["data_uri", "render"]
 
 _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("likelihood", ("likelihood", "test_nll", "test_bpd", "val_nll", "kl", "reverse_kl", "tv",
+    ("likelihood", ("likelihood", "test_nll", "test_bpd", "val_nll", "ais_log_z",
+                    "ais_log_z_stderr", "ais_ess", "ais_warning", "kl", "reverse_kl", "tv",
                     "grid_integral")),
     ("two-sample tests", ("c2st_accuracy", "c2st_p_value", "mmd2", "mmd_p_value", "c2st_space")),
     ("feature space", ("fid", "kid", "kid_std", "precision", "recall", "features")),
@@ -104,6 +106,18 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else str(v)
 
 
+#: likelihood figures of a run and the quantity they show: their label says the figure's kind
+_QUANTITY = {"test_nll": "NLL", "test_bpd": "bits/dim", "val_nll": "NLL"}
+
+
+def _label(key: str, res: dict[str, Any]) -> str:
+    """The metric's key, and for a likelihood figure the words of its kind (an upper bound...)."""
+    info = res.get("likelihood_info")
+    if key not in _QUANTITY or not isinstance(info, dict):
+        return key
+    return f"{key} ({Likelihood.from_dict(info).describe(_QUANTITY[key])})"
+
+
 def _metrics_html(view: dict[str, Any]) -> str:
     res = dict(view["summary"])
     res.update(view["eval"] or {})
@@ -115,7 +129,8 @@ def _metrics_html(view: dict[str, Any]) -> str:
         for i, k in enumerate(present):
             head = f"<td class='text' rowspan='{len(present)}'>{_esc(group)}</td>" if i == 0 else ""
             rows.append(
-                f"<tr>{head}<td class='text'>{_esc(k)}</td><td>{_esc(_fmt(res[k]))}</td></tr>"
+                f"<tr>{head}<td class='text'>{_esc(_label(k, res))}</td>"
+                f"<td>{_esc(_fmt(res[k]))}</td></tr>"
             )
     skipped = "".join(
         f"<li>{_esc(k)}: {_esc(v)}</li>" for k, v in (res.get("skipped") or {}).items()
@@ -149,7 +164,7 @@ def _leaderboard_html(doc: dict[str, Any]) -> str:
             cells = [(rank if rank is not None else 1e9, rank or "—")]
             cells += [(r["model"], r["model"]), (r.get("family", ""), r.get("family", ""))]
             kind = r.get("likelihood_kind", "none" if r.get("status") == "ok" else "")
-            cells.append((kind, kind))
+            cells.append((kind, brief(kind, "NLL") if kind in KINDS else kind))
             for k in keys:
                 cells.append((m[k]["mean"] if k in m else "Infinity", format_stat(m.get(k), k)))
             status = r.get("status", "")

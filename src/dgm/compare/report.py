@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from dgm import api
-from dgm.compare.leaderboard import aggregate, likelihood_kind, rank_rows
+from dgm.compare.leaderboard import aggregate, rank_rows, result_kind
 from dgm.compare.page import data_uri, render
 from dgm.core.errors import DgmError
 from dgm.core.io import atomic_write_text
@@ -152,7 +152,7 @@ def _run_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
         table["rows"].append({
             "model": f"{cfg['model']} ({path.name})", "family": "", "status": "ok",
             "likelihood": res.get("likelihood"),
-            "likelihood_kind": likelihood_kind(res.get("likelihood")),
+            "likelihood_kind": result_kind(res), "likelihood_info": res.get("likelihood_info"),
             "metrics": aggregate([res]), "runs": [str(path)], "fid_space": res.get("fid_space"),
         })  # fmt: skip
     for table in tables.values():

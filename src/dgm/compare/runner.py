@@ -30,7 +30,7 @@ from typing import Any
 
 from dgm import __version__, api
 from dgm.compare.grid import cv_folds, grid_points, slug, validation_score
-from dgm.compare.leaderboard import aggregate, document_markdown, likelihood_kind, rank_rows
+from dgm.compare.leaderboard import aggregate, document_markdown, rank_rows, result_kind
 from dgm.compare.report import write_report
 from dgm.core.config import build_config, config_to_dict
 from dgm.core.errors import ConfigError, DgmError
@@ -190,7 +190,8 @@ class _Comparison:
         first = results[0]
         row |= {
             "likelihood": first.get("likelihood"),
-            "likelihood_kind": likelihood_kind(first.get("likelihood")),
+            "likelihood_kind": result_kind(first),
+            "likelihood_info": first.get("likelihood_info"),
             "metrics": aggregate(results),
             "runs": [str(p.relative_to(self.out)) for p in runs],
         }

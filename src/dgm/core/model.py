@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from dgm.core.config import build_sample_options
 from dgm.core.errors import ConfigError, DataError, DgmError
+from dgm.core.likelihood import Likelihood
 from dgm.core.protocols import ConditionalModel
 from dgm.core.spec import DataSpec
 
@@ -90,7 +91,8 @@ class Model(nn.Module):
       exact (set ``exact_likelihood = True``), else a lower bound under a name of its own, e.g.
       ``elbo(x)``, named by ``likelihood_bound = "elbo"`` (with ``bound_options = ("k",)`` if it
       takes a number of samples). A model with neither (a GAN) is judged by its samples.
-      Generic code calls :meth:`log_likelihood`, which picks the right one and says which.
+      Generic code calls :meth:`log_likelihood`, which picks the right one and says which
+      (:meth:`likelihood_info`: its kind, exact, bound, estimate, ..., of :mod:`dgm.core.likelihood`).
     * validate input with :meth:`check_input` at the top of ``log_prob``/the bound (and so of
       ``loss``): a wrong shape, a NaN or a value outside the levels is one :class:`DataError`.
 
@@ -151,8 +153,8 @@ class Model(nn.Module):
     >>> model = Gaussian(DataSpec((2,)))
     >>> model.loss(torch.zeros(4, 2))["loss"].shape  # the default loss: mean -log_prob
     torch.Size([])
-    >>> model.log_likelihood(torch.zeros(4, 2))[1]
-    'log_prob'
+    >>> str(model.log_likelihood(torch.zeros(4, 2))[1])
+    'log_prob: exact'
     >>> model.sample(3).shape
     torch.Size([3, 2])
     >>> model.log_prob(torch.zeros(4, 3))
@@ -284,28 +286,48 @@ class Model(nn.Module):
             return None
         return build_sample_options(self.SampleOptions, dict(options), what=f"model {self.name!r}")
 
+    def likelihood_info(self, **bound_options: Any) -> Likelihood:
+        """What :meth:`log_likelihood` returns, without computing it: a
+        :class:`~dgm.core.likelihood.Likelihood` (its kind, the method and its options).
+
+        The default reads the flags: ``exact`` for ``exact_likelihood``, ``bound`` for
+        ``likelihood_bound``, else ``none``. A model whose figure is of another kind (an ODE
+        solve, a stochastic estimate of a bound) overrides this, and generic code reads the kind
+        from here, never from the name.
+        """
+        self._check_bound_options(bound_options)
+        if self.exact_likelihood:
+            return Likelihood("exact", "log_prob")
+        if self.likelihood_bound:
+            opts = ", ".join(f"{k}={v}" for k, v in bound_options.items())
+            return Likelihood("bound", f"{self.likelihood_bound}({opts})")
+        return Likelihood("none", "")
+
+    def _check_bound_options(self, bound_options: Mapping[str, Any]) -> None:
+        unknown = set(bound_options) - set(self.bound_options)
+        if unknown:
+            what = f"its {self.likelihood_bound}" if self.likelihood_bound else "its likelihood"
+            raise DgmError(
+                f"model {self.name!r} takes no option {sorted(unknown)[0]!r} for {what}; "
+                f"it takes: {', '.join(self.bound_options) or 'none'}"
+            )
+
     def log_likelihood(
         self, x: Tensor, y: Tensor | None = None, **bound_options: Any
-    ) -> tuple[Tensor, str]:
-        """The best honest log-likelihood the model offers: ``(values (B,), name)``.
+    ) -> tuple[Tensor, Likelihood]:
+        """The best honest log-likelihood the model offers: ``(values (B,), likelihood)``.
 
-        ``name`` is ``"log_prob"`` for exact likelihoods, else the bound's name with its options
-        and the words "lower bound" (e.g. ``"iwae_bound(k=5000), a lower bound"``).
+        ``likelihood`` (:meth:`likelihood_info`) says what the values are: its ``kind``
+        (``"exact"``, ``"bound"``, ...), its ``method`` (``"log_prob"``,
+        ``"iwae_bound(k=5000)"``), and ``str(likelihood)`` is the name reports show.
         ``bound_options`` (those named in ``bound_options``) go to the bound method.
         """
+        info = self.likelihood_info(**bound_options)
         kwargs = {"y": y} if self.conditional else {}
         if self.exact_likelihood:
-            return self.log_prob(x, **kwargs), "log_prob"
+            return self.log_prob(x, **kwargs), info
         if self.likelihood_bound:
-            unknown = set(bound_options) - set(self.bound_options)
-            if unknown:
-                raise DgmError(
-                    f"model {self.name!r} takes no option {sorted(unknown)[0]!r} for its "
-                    f"{self.likelihood_bound}; it takes: {', '.join(self.bound_options) or 'none'}"
-                )
-            opts = ", ".join(f"{k}={v}" for k, v in bound_options.items())
-            values = getattr(self, self.likelihood_bound)(x, **kwargs, **bound_options)
-            return values, f"{self.likelihood_bound}({opts}), a lower bound"
+            return getattr(self, self.likelihood_bound)(x, **kwargs, **bound_options), info
         raise DgmError(
             f"model {self.name!r} has no likelihood (neither exact nor a bound); "
             "judge it by its samples with `dgm eval`"

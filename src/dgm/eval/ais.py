@@ -45,9 +45,19 @@ import torch
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
+from dgm.core.likelihood import Likelihood
 from dgm.samplers.langevin import mala
 
-__all__ = ["AISResult", "ais", "ebm_log_likelihood", "sigmoid_schedule"]
+__all__ = [
+    "ESS_WARN_FRACTION",
+    "AISResult",
+    "LogZEstimate",
+    "ais",
+    "ebm_log_likelihood",
+    "estimate_log_z",
+    "nll_stderr",
+    "sigmoid_schedule",
+]
 
 LogDensity = Callable[[Tensor], Tensor]
 
@@ -134,20 +144,69 @@ def ais(
     return AISResult(log_z, stderr, ess, log_w, float(sum(accepts) / len(accepts)), x)
 
 
-def ebm_log_likelihood(
+#: an effective sample size below this fraction of the chains makes AIS warn (Neal 2001, sec. 5:
+#: a few dominant weights make both log Z and its delta-method error unreliable)
+ESS_WARN_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class LogZEstimate:
+    """An AIS estimate of an energy model's :math:`\\log Z` with its diagnostics.
+
+    The NLL ``mean(E(x)) + log Z`` then has the standard error
+    ``sqrt(sem_data^2 + stderr^2)``: the spread over the data and the error of ``log Z``, which
+    every example shares (:func:`nll_stderr`).
+    """
+
+    log_z: float
+    stderr: float
+    ess: float
+    chains: int
+    n_temps: int
+    acceptance_rate: float
+
+    def likelihood(self) -> Likelihood:
+        """What ``-E(x) - log Z`` is: an estimate, neither exact nor a bound (AIS under-estimates
+        log Z in expectation, so it tends to over-estimate log p)."""
+        return Likelihood(
+            "estimate",
+            f"ais_log_likelihood(chains={self.chains}, temps={self.n_temps})",
+            "-E(x) - log Z, log Z by annealed importance sampling",
+        )
+
+    def warning(self) -> str | None:
+        """One sentence when the effective sample size is below :data:`ESS_WARN_FRACTION` of
+        the chains, else ``None``."""
+        if self.ess >= ESS_WARN_FRACTION * self.chains:
+            return None
+        return (
+            f"AIS effective sample size is {self.ess:.1f} of {self.chains} chains (below "
+            f"{ESS_WARN_FRACTION:.0%}), so log Z and its standard error are unreliable; "
+            "use more temperatures or chains"
+        )
+
+
+def nll_stderr(sem_data: float, log_z_stderr: float) -> float:
+    """Standard error of ``mean(E(x)) + log Z``: the data's and log Z's errors are independent.
+
+    >>> nll_stderr(0.063, 0.652) > 0.652
+    True
+    """
+    return math.sqrt(sem_data**2 + log_z_stderr**2)
+
+
+def estimate_log_z(
     model: Any,
-    x: Tensor,
     *,
     chains: int = 256,
     n_temps: int = 200,
     step_size: float | None = None,
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, str, dict[str, float]]:
-    """AIS estimate of an energy model's :math:`\\log p(x) = -E(x) - \\log Z`.
+) -> LogZEstimate:
+    """AIS estimate of :math:`\\log Z = \\log \\int e^{-E}` of an energy model.
 
-    ``model`` offers ``unnormalized_log_prob(x)`` (:math:`-E`) and ``noise`` with ``sample(n)`` and a
-    normalised ``log_prob`` (the EBM's Gaussian fitted to the data): :math:`p_0`. Returns
-    ``(values (B,), name, info)`` where ``info`` holds ``log_z``, ``log_z_stderr``, ``ess``.
+    ``model`` offers ``unnormalized_log_prob(x)`` (:math:`-E`) and ``noise`` with ``sample(n)`` and
+    a normalised ``log_prob`` (the EBM's Gaussian fitted to the data): :math:`p_0`.
     """
     with torch.random.fork_rng(devices=[]):
         if generator is not None:
@@ -162,13 +221,33 @@ def ebm_log_likelihood(
         step_size=h,
         generator=generator,
     )
+    return LogZEstimate(
+        float(r.log_z[0]), float(r.stderr[0]), float(r.ess[0]), chains, n_temps, r.acceptance_rate
+    )
+
+
+def ebm_log_likelihood(
+    model: Any,
+    x: Tensor,
+    *,
+    chains: int = 256,
+    n_temps: int = 200,
+    step_size: float | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, str, dict[str, float]]:
+    """AIS estimate of an energy model's :math:`\\log p(x) = -E(x) - \\log Z`
+    (:func:`estimate_log_z`). Returns ``(values (B,), name, info)`` where ``info`` holds
+    ``log_z``, ``log_z_stderr``, ``ess`` and ``acceptance_rate``.
+    """
+    z = estimate_log_z(
+        model, chains=chains, n_temps=n_temps, step_size=step_size, generator=generator
+    )
     with torch.enable_grad():  # energies may need autograd internally; values are detached
-        values = model.unnormalized_log_prob(x).detach() - r.log_z[0]
-    name = f"ais_log_likelihood(chains={chains}, temps={n_temps}) (estimate)"
+        values = model.unnormalized_log_prob(x).detach() - z.log_z
     info = {
-        "log_z": float(r.log_z[0]),
-        "log_z_stderr": float(r.stderr[0]),
-        "ess": float(r.ess[0]),
-        "acceptance_rate": r.acceptance_rate,
+        "log_z": z.log_z,
+        "log_z_stderr": z.stderr,
+        "ess": z.ess,
+        "acceptance_rate": z.acceptance_rate,
     }
-    return values, name, info
+    return values, str(z.likelihood()), info

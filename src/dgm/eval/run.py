@@ -3,8 +3,11 @@
 =========  ====================================================================  ==================
 metric     what                                                                  applies when
 =========  ====================================================================  ==================
-nll        test NLL in nats and bits/dim (exact or the model's named bound)      the model has a
-                                                                                 likelihood
+nll        test NLL in nats and bits/dim: exact, the model's named bound, or     the model has a
+           for an intractable log Z (a ``LikelihoodEstimator``, e.g. an EBM on   likelihood or an
+           images) an AIS estimate (:mod:`dgm.eval.ais`) whose standard error    AIS estimate
+           includes log Z's; ``likelihood_kind`` says which
+           (:mod:`dgm.core.likelihood`)
 kl         forward KL(true || model), reverse KL(model || true), total           analytic 2-D data
            variation and the grid integral of the model density                  and exact log_prob
 c2st       classifier two-sample test, model samples vs test data                always
@@ -15,10 +18,6 @@ prd        precision / recall with k-NN manifolds                               
 modes      modes captured, high-quality fraction, KL to uniform                  data with modes
 anomaly    AUROC / AUPRC of the log-likelihood, test data vs shifted data        the model has a
                                                                                  likelihood
-           or, for a model with an intractable log Z (a ``LikelihoodEstimator``, or offers an
-           e.g. an EBM on images), an annealed-importance-sampling               AIS estimate
-           estimate (:mod:`dgm.eval.ais`) under keys ``ais_nll_estimate...``:
-           an estimate, neither exact nor a bound
 =========  ====================================================================  ==================
 
 Features are the raw values for vector data (e.g. 2-D points) and, for images, those of a small
@@ -49,14 +48,15 @@ import torch
 from torch import Tensor
 
 from dgm.core.errors import DgmError
+from dgm.core.likelihood import Likelihood
 from dgm.core.model import Model
-from dgm.core.protocols import LikelihoodEstimator
 from dgm.data import Dataset
 from dgm.eval import suite
 from dgm.eval.anomaly import builtin_shifts
 from dgm.eval.features import dataset_features
+from dgm.eval.likelihood import ais_estimated, has_likelihood
 
-__all__ = ["METRICS", "evaluate", "format_table", "not_applicable"]
+__all__ = ["METRICS", "evaluate", "format_table", "not_applicable", "result_likelihood"]
 
 METRICS = ("nll", "kl", "c2st", "mmd", "fid", "kid", "prd", "modes", "anomaly")
 DEFAULT_SAMPLES = 2000
@@ -74,12 +74,8 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _has_likelihood(model: Model) -> bool:
+    """Exact or a bound (an AIS estimate is not enough for ``kl`` and ``anomaly``)."""
     return bool(model.exact_likelihood or model.likelihood_bound)
-
-
-def _ais_estimate(model: Model) -> bool:
-    """No likelihood, but an AIS estimate of log Z (an energy-based model on images)."""
-    return not _has_likelihood(model) and isinstance(model, LikelihoodEstimator)
 
 
 def not_applicable(model: Model, dataset: Dataset, metric: str) -> str | None:
@@ -87,7 +83,7 @@ def not_applicable(model: Model, dataset: Dataset, metric: str) -> str | None:
     density = dataset.density
     if metric not in METRICS:
         raise DgmError(f"unknown metric {metric!r}; the metrics are: {', '.join(METRICS)}")
-    if metric == "nll" and _ais_estimate(model):
+    if metric == "nll" and ais_estimated(model):
         return None
     if metric in ("nll", "anomaly") and not _has_likelihood(model):
         return (
@@ -182,13 +178,12 @@ def evaluate(
             res.update(fn())
             seconds[name] = time.perf_counter() - t0
 
-    if "nll" in todo and _ais_estimate(model):
-        timed("nll", lambda: suite.ais_metrics(model, pre, x, seed))
-    elif "nll" in todo:
+    if "nll" in todo:  # exact, a bound, or an AIS estimate (an EBM on images)
         nll_kw = {"seed": seed, "bound_options": bound_options}
         timed("nll", lambda: suite.nll_metrics(model, x, y, pre, **nll_kw))
-    elif not _has_likelihood(model):
+    elif not has_likelihood(model):
         res["likelihood"] = None
+        res["likelihood_kind"] = "none"
 
     n = min(num_samples or DEFAULT_SAMPLES, x.shape[0])
     ref = samples = None
@@ -255,6 +250,7 @@ def evaluate(
 _LABELS = {
     "test_nll": "test NLL (nats)",
     "test_bpd": "test bits/dim",
+    "test_nll_sem_data": "test NLL std. error, data part",
     "kl": "KL(true || model)",
     "reverse_kl": "KL(model || true)",
     "tv": "total variation",
@@ -270,15 +266,34 @@ _LABELS = {
     "modes_captured": "modes captured",
     "modes_high_quality": "high-quality samples",
     "modes_kl": "KL(mode histogram || uniform)",
-    "ais_nll_estimate": "AIS test NLL (nats, an estimate, not a bound)",
+    "ais_log_z": "AIS log Z",
+    "ais_log_z_stderr": "AIS log Z std. error",
+    "ais_ess": "AIS effective sample size",
+    "ais_chains": "AIS chains",
+    "ais_temps": "AIS temperatures",
 }
+#: figures whose label carries the words of their likelihood kind, and the quantity they are
+_QUANTITY = {"test_nll": "NLL", "test_bpd": "bits/dim", "val_nll": "NLL"}
+_NOT_SHOWN = ("model", "data", "likelihood_kind", "ais_warning")
+
+
+def result_likelihood(res: dict[str, Any]) -> Likelihood | None:
+    """The :class:`~dgm.core.likelihood.Likelihood` of a result of :func:`evaluate` (or of a
+    run's summary), or ``None`` when it has none recorded."""
+    info = res.get("likelihood_info")
+    if isinstance(info, dict):
+        return Likelihood.from_dict(info)
+    return None
 
 
 def format_table(res: dict[str, Any]) -> str:
-    """A plain-text table of the scalar results of :func:`evaluate`, for the terminal."""
+    """A plain-text table of the scalar results of :func:`evaluate`, for the terminal. Each
+    likelihood figure says what it is (exact, an upper bound, an estimate, ...) in the words of
+    :func:`dgm.core.likelihood.describe`."""
+    lik = result_likelihood(res)
     rows = [("metric", "value")]
     for key, value in res.items():
-        if isinstance(value, (dict, list)) or key in ("model", "data") or key.endswith("_sem"):
+        if isinstance(value, (dict, list)) or key in _NOT_SHOWN or key.endswith("_sem"):
             continue
         label = _LABELS.get(key, key.replace("_", " "))
         if key == "modes_captured":
@@ -286,6 +301,8 @@ def format_table(res: dict[str, Any]) -> str:
         elif isinstance(value, float):
             sem = res.get(f"{key}_sem")
             value = f"{value:.4g}" + (f" ± {sem:.2g}" if isinstance(sem, float) else "")
+            if lik is not None and key in _QUANTITY:
+                value += f" ({lik.describe(_QUANTITY[key])})"
         elif value is None:
             value = "n/a"
         if key == "modes_total":
@@ -294,5 +311,7 @@ def format_table(res: dict[str, Any]) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{res.get('model')} on {res.get('data')}"]
     lines += [f"  {a:<{width}}  {b}" for a, b in rows]
+    if res.get("ais_warning"):
+        lines.append(f"  warning: {res['ais_warning']}")
     lines += [f"  skipped {k}: {v}" for k, v in res.get("skipped", {}).items()]
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 Each takes a model and tensors (test examples, model samples, features, a density) and returns a
 flat dict of the keys it reports; none knows about datasets or run directories.
 
-* likelihood: :func:`nll_metrics` (exact or a named bound), :func:`ais_metrics` (an estimate);
+* likelihood: :func:`nll_metrics` (exact, a named bound or an AIS estimate), :func:`ais_metrics`;
 * analytic 2-D densities: :func:`kl_metrics`;
 * two-sample tests: :func:`c2st_metrics`, :func:`mmd_metrics`;
 * feature space: :func:`fid_metrics`, :func:`kid_metrics`, :func:`prd_metrics`;
@@ -16,7 +16,6 @@ preprocessing into the tensors and functions these take.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +25,6 @@ from torch import Tensor
 from dgm.core.errors import DgmError
 from dgm.core.model import Model
 from dgm.data import Density2D
-from dgm.eval.ais import ebm_log_likelihood
 from dgm.eval.anomaly import auprc, auroc
 from dgm.eval.density import grid_integral, kl_divergence, reverse_kl, total_variation
 from dgm.eval.fid import fid, kid, precision_recall
@@ -133,38 +131,34 @@ def nll_metrics(
     seed: int = 0,
     bound_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Test NLL in nats and bits/dim of raw data ``x`` (exact or the model's named bound)."""
+    """Test NLL in nats and bits/dim of raw data ``x`` (exact, the model's named bound, or an
+    AIS estimate), with what the figure is: ``likelihood`` (its name and the words for log p),
+    ``likelihood_kind`` and ``likelihood_info`` (:class:`~dgm.core.likelihood.Likelihood`)."""
     g = torch.Generator(device=model.device).manual_seed(seed)
     yc = y if model.conditional else None
     m = nll(model, x, yc, preprocessor=pre, generator=g, bound_options=bound_options)
-    return {
+    out = {
         "test_nll": m["nll"],
         "test_nll_sem": m["nll_sem"],
         "test_bpd": m["bpd"],
         "likelihood": m["likelihood"],
+        "likelihood_kind": m["likelihood_kind"],
+        "likelihood_info": m["likelihood_info"],
     }
+    if "log_z" in m:  # an AIS estimate: its diagnostics
+        out |= {f"ais_{k}": m[k] for k in ("log_z", "log_z_stderr", "ess", "chains", "temps")}
+        out["test_nll_sem_data"] = m["nll_sem_data"]
+        if "warning" in m:
+            out["ais_warning"] = m["warning"]
+    return out
 
 
 def ais_metrics(model: Model, pre: Any, x: Tensor, seed: int) -> dict[str, Any]:
-    """Test NLL from an AIS estimate of log Z (:func:`dgm.eval.ais.ebm_log_likelihood`)."""
-    g = torch.Generator(device=model.device).manual_seed(seed)
-    xm = x.to(model.device, model.dtype)
-    log_det = torch.zeros(xm.shape[0], dtype=model.dtype, device=model.device)
-    if pre is not None:
-        xm, log_det = pre(xm, generator=g)
-    with model.inference():
-        values, name, info = ebm_log_likelihood(model, xm, generator=g)
-    ll = (values + log_det).double().cpu()  # (N,)
-    note = getattr(pre, "likelihood_note", None) if pre is not None else None
-    n = ll.numel()
-    return {
-        "ais_nll_estimate": float(-ll.mean()),
-        "ais_nll_estimate_sem": float(ll.std() / math.sqrt(n)) if n > 1 else float("nan"),
-        "ais_log_z": info["log_z"],
-        "ais_log_z_stderr": info["log_z_stderr"],
-        "ais_ess": info["ess"],
-        "likelihood": name + (f" ({note})" if note else ""),
-    }
+    """Test NLL from an AIS estimate of log Z (:func:`dgm.eval.ais.estimate_log_z`): the keys of
+    :func:`nll_metrics`, whose ``test_nll_sem`` includes the error of log Z, and the AIS
+    diagnostics ``ais_log_z``, ``ais_log_z_stderr``, ``ais_ess`` (with ``ais_warning`` when the
+    effective sample size is below 10% of the chains)."""
+    return nll_metrics(model, x, None, pre, seed=seed)
 
 
 # ------------------------------------------------------------------ analytic 2-D densities

@@ -9,6 +9,7 @@ import torch
 
 from dgm.core.model import Model
 from dgm.data import Dataset
+from dgm.eval.likelihood import likelihood_of
 from dgm.eval.likelihood import nll as nll_metric
 
 __all__ = ["SUMMARY_MAX_COSTLY", "SUMMARY_MAX_COSTLY_TRAIN", "SUMMARY_MAX_TRAIN", "summarize"]
@@ -28,7 +29,12 @@ def summarize(model: Model, dataset: Dataset, pre: Any, *, seed: int = 0) -> dic
     model.eval()
     res: dict[str, Any] = {}
     if not (model.exact_likelihood or model.likelihood_bound):
+        # none (a GAN), or an AIS estimate (an EBM on images) that `dgm eval` computes
+        info = likelihood_of(model, pre)
+        res["likelihood_kind"] = info.kind
         res["likelihood"] = None
+        if info.kind != "none":
+            res["likelihood"] = f"{info}; its test NLL is computed by `dgm eval --metrics nll`"
         return res
     for split in ("train", "val", "test"):
         x, y = dataset.split(split)
@@ -50,6 +56,8 @@ def summarize(model: Model, dataset: Dataset, pre: Any, *, seed: int = 0) -> dic
         res[f"{split}_bpd"] = m["bpd"]
         res[f"{split}_nll_examples"] = int(x.shape[0])
         res["likelihood"] = m["likelihood"]
+        res["likelihood_kind"] = m["likelihood_kind"]
+        res["likelihood_info"] = m["likelihood_info"]
     return {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in res.items()
     }

@@ -61,6 +61,7 @@ import torch
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
+from dgm.core.likelihood import Likelihood
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
@@ -241,18 +242,18 @@ class DDPM(DiffusionBase):
         total = total - ll0.flatten(1).sum(1)
         return -total + log_det
 
-    def log_likelihood(
-        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
-    ) -> tuple[Tensor, str]:
-        values, _ = super().log_likelihood(x, y, **bound_options)
+    def likelihood_info(self, **bound_options: Any) -> Likelihood:
+        """The bound from ``bound_terms`` random middle terms and one noise draw per example: a
+        stochastic (unbiased) estimate of the variational bound, so its standard error matters."""
+        self._check_bound_options(bound_options)
         T = self.timesteps
         k = self.config.bound_terms or T - 1
         terms = f"{min(k, T - 1)} of {T - 1} middle terms, one draw each"
         if self.discrete:
             what = f"discretized Gaussian decoder on {self.levels} levels; {terms}"
-            return values, f"elbo ({what}), a lower bound on log P(x) of the discrete data"
-        what = f"Gaussian decoder; {terms}"
-        return values, f"elbo ({what}), a lower bound on the continuous density log p(x)"
+        else:
+            what = f"Gaussian decoder on the continuous density; {terms}"
+        return Likelihood("bound_estimate", "elbo", what)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

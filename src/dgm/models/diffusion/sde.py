@@ -59,6 +59,7 @@ import torch
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
+from dgm.core.likelihood import Likelihood
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
@@ -259,18 +260,23 @@ class ScoreSDE(DiffusionBase):
         """The Hutchinson estimate of ``log p(x)`` (the same computation as :meth:`log_prob`)."""
         return self.log_prob(x, y)
 
-    def log_likelihood(
-        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
-    ) -> tuple[Tensor, str]:
+    def likelihood_info(self, **bound_options: Any) -> Likelihood:
+        """Exact up to the dopri5 tolerance with the exact trace; with Hutchinson's trace an
+        unbiased estimate of ``log p``, neither exact nor a bound."""
         if bound_options:
             raise ConfigError(f"model {self.name!r} takes no likelihood options")
-        values = self.log_prob(x)
+        c: ScoreSDEConfig = self.config
+        solver = f"dopri5, rtol={c.rtol:g}, atol={c.atol:g}"
         if self.exact_trace:
-            return values, "log_prob (probability-flow ODE, exact trace)"
-        return values, (
-            "log_prob_estimate (probability-flow ODE, Hutchinson trace estimator: an unbiased "
-            "estimate of log p, not a bound)"
-        )
+            return Likelihood("exact_ode", "log_prob", "probability-flow ODE, exact trace", solver)
+        what = "probability-flow ODE, Hutchinson trace estimator"
+        return Likelihood("estimate", "log_prob_estimate", what, solver, unbiased=True)
+
+    def log_likelihood(
+        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
+    ) -> tuple[Tensor, Likelihood]:
+        info = self.likelihood_info(**bound_options)
+        return self.log_prob(x), info
 
     # ------------------------------------------------------------------ sampling
     def _denoise(self, z: Tensor, t: float) -> Tensor:

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError, DgmError
+from dgm.core.likelihood import Likelihood
 from dgm.core.model import Batch, Example, Model, Stepper, unpack
 from dgm.core.registry import build, register
 from dgm.core.spec import DataSpec
@@ -303,12 +304,12 @@ class EBM(Model):
         x = self.check_input(x)
         return -self.energy(x) - self.log_z_quadrature()[0]
 
-    def log_likelihood(
-        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
-    ) -> tuple[Tensor, str]:
+    def likelihood_info(self, **bound_options: Any) -> Likelihood:
         if bound_options:
             raise DgmError(f"model 'ebm' takes no likelihood options, got {sorted(bound_options)}")
-        return self.log_prob(x), "log_prob (log Z by grid quadrature)"
+        if not self.two_d:  # an AIS estimate, made by dgm.eval (a LikelihoodEstimator)
+            return Likelihood("none", "")
+        return Likelihood("exact", "log_prob", "log Z by grid quadrature")
 
     # ------------------------------------------------------------------ chains
     def _init(self, n: int, where: str) -> Tensor:

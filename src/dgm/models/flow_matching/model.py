@@ -40,7 +40,7 @@ engine's uniform dequantization makes the figure the usual lower bound on the di
 log-likelihood, in the same column as every other continuous model.
 
 >>> from dgm.core.spec import DataSpec
->>> m = FlowMatching(DataSpec((2,)), FlowMatchingConfig(hidden=16, blocks=1))
+>>> m = FlowMatching(DataSpec((2,)), FlowMatchingConfig(width=16, depth=1))
 >>> m.sample(3, method="euler", steps=4).shape
 torch.Size([3, 2])
 """
@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
+from dgm.core.likelihood import Likelihood
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
@@ -135,7 +136,7 @@ class FlowMatching(DiffusionBase):
     needs_grad_for_inference = True
     example = Example(
         spec=DataSpec((2,)),
-        config={"hidden": 16, "blocks": 1, "time_dim": 8, "rtol": 1e-5, "atol": 1e-5},
+        config={"width": 16, "depth": 1, "time_dim": 8, "rtol": 1e-5, "atol": 1e-5},
         variants=(
             {"coupling": "independent", "path": "vp", "trace": "hutchinson"},
             {"ot_solver": "sinkhorn", "sigma_min": 0.01},
@@ -237,20 +238,23 @@ class FlowMatching(DiffusionBase):
         """The Hutchinson estimate of ``log p(x)`` (the same computation as :meth:`log_prob`)."""
         return self.log_prob(x, y)
 
-    def log_likelihood(
-        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
-    ) -> tuple[Tensor, str]:
+    def likelihood_info(self, **bound_options: Any) -> Likelihood:
+        """Exact up to the dopri5 tolerance with the exact trace; with Hutchinson's trace an
+        unbiased estimate of ``log p``, neither exact nor a bound."""
         if bound_options:
             raise ConfigError(f"model {self.name!r} takes no likelihood options")
         c: FlowMatchingConfig = self.config
-        values = self.log_prob(x)
-        tol = f"dopri5 rtol={c.rtol:g}, atol={c.atol:g}"
+        solver = f"dopri5, rtol={c.rtol:g}, atol={c.atol:g}"
         if self.exact_trace:
-            return values, f"log_prob (probability-flow ODE, exact trace, {tol})"
-        return values, (
-            f"log_prob_estimate (probability-flow ODE, {tol}, Hutchinson trace estimator: an "
-            "unbiased estimate of log p, not a bound)"
-        )
+            return Likelihood("exact_ode", "log_prob", "probability-flow ODE, exact trace", solver)
+        what = "probability-flow ODE, Hutchinson trace estimator"
+        return Likelihood("estimate", "log_prob_estimate", what, solver, unbiased=True)
+
+    def log_likelihood(
+        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
+    ) -> tuple[Tensor, Likelihood]:
+        info = self.likelihood_info(**bound_options)
+        return self.log_prob(x), info
 
     # ------------------------------------------------------------------ sampling
     @staticmethod

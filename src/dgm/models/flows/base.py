@@ -27,6 +27,7 @@ from torch import Tensor
 
 from dgm.core.distributions import NormalizingFlow
 from dgm.core.errors import ConfigError, DataError, DgmError
+from dgm.core.likelihood import Likelihood
 from dgm.core.model import Batch, Model, check_labels, unpack
 from dgm.core.transforms import Composite, Reshape, Transform
 from dgm.models.flows.actnorm import ActNorm
@@ -166,6 +167,14 @@ class FlowModel(Model):
     def likelihood_bound(self) -> str | None:  # type: ignore[override]
         """``"dequantization_bound"`` with variational dequantization, else ``None``."""
         return None if self.dequantizer is None else "dequantization_bound"
+
+    def likelihood_info(self, **bound_options: Any) -> Likelihood:
+        """Exact, or with variational dequantization a lower bound on the discrete data's
+        log-likelihood."""
+        info = super().likelihood_info(**bound_options)
+        if self.dequantizer is None:
+            return info
+        return Likelihood("bound", "dequantization_bound", "variational", discrete=True)
 
     # ------------------------------------------------------------------ construction
     def _make_flow(self, transform: Transform, *, on_event_shape: bool = False) -> None:

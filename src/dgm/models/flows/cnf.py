@@ -42,13 +42,14 @@ torch.Size([3])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from dgm.core.distributions import StandardNormal
 from dgm.core.errors import ConfigError, DataError
+from dgm.core.likelihood import Likelihood
 from dgm.core.model import Batch, Example, Model, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
@@ -297,6 +298,17 @@ class CNF(Model):
         c: CNFConfig = self.config
         z, div = self._solve(self._flat(x), 0.0, c.time, "exact", c.eval_method, c.eval_ode_steps)
         return self.base.log_prob(z) + div  # (B,)
+
+    def likelihood_info(self, **bound_options: Any) -> Likelihood:
+        """``log_prob`` is exact up to the evaluation solver's error: dopri5's tolerance, or a
+        fixed-step solver's discretisation error."""
+        self._check_bound_options(bound_options)
+        c: CNFConfig = self.config
+        if c.eval_method == "dopri5":
+            solver = f"dopri5, rtol={c.rtol:g}, atol={c.atol:g}"
+        else:
+            solver = f"{c.eval_method} with {c.eval_ode_steps} fixed steps"
+        return Likelihood("exact_ode", "log_prob", "exact trace", solver)
 
     def log_prob_estimate(self, x: Tensor) -> Tensor:
         """An unbiased Hutchinson estimate of log p(x), ``(B,)`` (one noise draw per row; cost

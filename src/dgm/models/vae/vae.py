@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core.errors import ConfigError, DataError
+from dgm.core.likelihood import Likelihood
 from dgm.core.model import Batch, Example, Model, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
@@ -311,11 +312,16 @@ class VAE(Model):
             total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
         return total - math.log(k)
 
+    def likelihood_info(self, **bound_options: Any) -> Likelihood:
+        """The IWAE bound with the given ``k``, else ``config.eval_k``; its method states the k
+        used, e.g. ``"iwae_bound(k=100)"``: a lower bound on log p, an upper bound on the NLL."""
+        bound_options.setdefault("k", self.config.eval_k)
+        return super().likelihood_info(**bound_options)
+
     def log_likelihood(
         self, x: Tensor, y: Tensor | None = None, **bound_options: Any
-    ) -> tuple[Tensor, str]:
-        """The IWAE bound with the given ``k``, else ``config.eval_k``; its name states the k
-        used, e.g. ``"iwae_bound(k=100), a lower bound"``."""
+    ) -> tuple[Tensor, Likelihood]:
+        """The IWAE bound with the given ``k``, else ``config.eval_k``."""
         bound_options.setdefault("k", self.config.eval_k)
         return super().log_likelihood(x, y, **bound_options)
 
