@@ -47,7 +47,8 @@ def test_the_end_of_a_run_prints_a_progress_line_per_slow_phase(tmp_path, monkey
     dgm.train("nsf", "8gaussians", tmp_path / "r", steps=3, model_config=TINY)
     err = capsys.readouterr().err.splitlines()
     for split in ("test", "val", "train"):
-        assert f"dgm: scoring the {split} split: 1000/1000 examples (100%), 11 s" in err
+        assert f"dgm: scoring the {split} split: 200/1000 examples (20%), 11 s" in err
+        assert f"dgm: scoring the {split} split: 1000/1000 examples in 55 s" in err
     assert "dgm: drawing samples for samples.png: 2000/2000 samples (100%), 25 s" in err
     assert any(line.startswith("dgm: training nsf: 0/3 steps") for line in err)
     # nothing printed with progress off
@@ -57,21 +58,23 @@ def test_the_end_of_a_run_prints_a_progress_line_per_slow_phase(tmp_path, monkey
 
 def test_a_minutes_budget_stops_scoring_and_figures_at_its_end(tmp_path, monkeypatch, capsys):
     # training costs no fake time (5 steps); the budget of 60 s leaves 60 s for the end: half of
-    # it for scoring (test 0-20 s, val 20-40 s, train not begun at 40 s), the rest for figures
-    # (samples 40-65 s; density.png not begun after 60 s)
+    # it for scoring, in batches of 200 examples (test 0-20 s, val batches begun at 20, 24 and
+    # 28 s, train not begun at 32 s), the rest for figures (samples 32-62 s; density.png not
+    # begun after 60 s)
     clock = Clock()
-    _slow_phases(monkeypatch, clock, batch_seconds=20.0, sample_seconds=25.0)
+    _slow_phases(monkeypatch, clock, batch_seconds=4.0, sample_seconds=30.0)
     out = dgm.train("nsf", "8gaussians", tmp_path / "r", steps=5, max_minutes=1.0,
                     model_config=TINY)  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["test_nll_examples"] == summary["val_nll_examples"] == 1000
+    assert (summary["test_nll_examples"], summary["val_nll_examples"]) == (1000, 600)
     assert summary["train_nll_examples"] == 0 and "train_nll" not in summary
     assert summary["cut_for_time"] == [
+        "val (600 of 1000 examples scored)",
         "train (0 of 1000 examples scored)",
         "density.png (not drawn)",
     ]
     assert (out / "samples.png").is_file() and not (out / "density.png").exists()
-    assert clock.now == 65.0
+    assert clock.now == 62.0
     err = capsys.readouterr().err
     assert "the time budget (--max-minutes 1) cut the end of the run" in err
     # without a budget the same run scores everything and draws every figure
