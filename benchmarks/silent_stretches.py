@@ -5,12 +5,14 @@ writes on stderr (the start and the end of the command count as lines).
 
 Every stderr line (split at ``\\n`` or ``\\r``, so a terminal bar's redraws count) is echoed with
 its time since the start; stdout is passed through. The last lines printed are the wall time, the
-longest gap and the line that ended it.
+longest gap and the line that ended it (also when the command is stopped: SIGTERM or Ctrl-C
+ends the command and the figures cover the time until then).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import threading
@@ -29,6 +31,9 @@ def main() -> int:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
     stamps: list[tuple[float, str]] = [(0.0, "<start>")]
+    # stopped (timeout, Ctrl-C), it stops the command and still reports what it measured
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: proc.terminate())
 
     def pump_stdout() -> None:
         for raw in iter(proc.stdout.readline, b""):

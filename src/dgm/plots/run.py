@@ -22,10 +22,7 @@ from dgm.core.protocols import LatentVariableModel
 from dgm.data import Dataset
 from dgm.plots.figures import save_density, save_latent_map, save_reconstructions, save_samples
 
-__all__ = ["write_plots", "FIGURES"]
-
-#: the figures in the order they are drawn (each only where it applies)
-FIGURES = ("samples.png", "reconstructions.png", "latent.png", "density.png")
+__all__ = ["write_plots"]
 
 
 class _OutOfTime(Exception):
@@ -111,9 +108,9 @@ def write_plots(
 
         # A density that needs autograd at inference (ODE trace, MCMC energy) costs tens of network
         # passes per point: a 80 x 80 grid keeps the plot to seconds instead of many minutes;
-        # it is scored 400 points at a time, to report progress and to heed the deadline.
+        # it is scored in chunks, to report progress and to heed the deadline.
         n = 80 if model.needs_grad_for_inference else 200
-        chunk = 400 if model.needs_grad_for_inference else 10_000
+        chunk = 400 if model.needs_grad_for_inference else 2000
         with phase("the model density for density.png", n * n, "points") as bar:
 
             def log_q(pts: torch.Tensor) -> torch.Tensor:
