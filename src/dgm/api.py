@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from dgm.core.config import build_config, config_to_dict, translate_renamed
 from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgm.core.io import atomic_write_text, load_tensors, save_tensors
 from dgm.core.model import Model
+from dgm.core.progress import Deadline
 from dgm.core.spec import DataSpec
 from dgm.data import Dataset, default_preprocessor, preprocessor_from_config
 from dgm.data import load as load_dataset
@@ -33,12 +36,15 @@ from dgm.models import get as get_model_class
 from dgm.plots.run import write_plots
 from dgm.train import distributed as ddp
 from dgm.train.checkpoint import latest_checkpoint, read_checkpoint
-from dgm.train.config import TrainConfig
+from dgm.train.config import TRAINING_SHARE, TrainConfig
 from dgm.train.engine import Trainer
 
 __all__ = ["train", "load", "load_run", "Run", "RUN_KEYS"]
 
 RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
+
+#: the clock of a run's time budget (tests give a fake one)
+_clock: Callable[[], float] = time.perf_counter
 
 
 @dataclass
@@ -141,6 +147,8 @@ def train(
     ['checkpoints', 'config.yaml', 'metrics.jsonl']
     """
     out = Path(out)
+    clock = _clock
+    started = clock()
     rank, _ = ddp.setup(str(train_options.get("device", "cpu")))
     if resume:
         if not _is_run(out):
@@ -233,6 +241,7 @@ def train(
         preprocessor=pre,
         config=tcfg,
         out=out,
+        clock=clock,
     )
     if resume:
         for warning in trainer.resume():
@@ -242,14 +251,53 @@ def train(
         return out
     built.load_state_dict(trainer.final_weights())
     save_tensors(built.state_dict(), out / "model.safetensors")
-    summary = (
-        summarize(built, dataset, pre, seed=tcfg.seed)
-        | info
-        | {"model": model_name, "data": data_entry["name"]}
-    )
-    write_plots(out, built, pre, dataset, seed=tcfg.seed)
+    deadline = _end_of_run_deadline(tcfg, clock, started, trainer.seconds_before)
+    summary = _finish(out, built, pre, dataset, tcfg, deadline)
+    summary |= info | {"model": model_name, "data": data_entry["name"]}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return out
+
+
+def _end_of_run_deadline(
+    tcfg: TrainConfig, clock: Callable[[], float], started: float, seconds_before: float
+) -> Deadline:
+    """When a ``max_minutes`` budget ends this session: ``max_minutes`` after it started, less
+    the training time of earlier sessions, but never sooner than the budget's share kept for the
+    end of the run (``1 - TRAINING_SHARE``) from now (validation time is not training time, so
+    training may end late)."""
+    if not tcfg.max_minutes:
+        return Deadline(None, clock)
+    budget = 60.0 * tcfg.max_minutes
+    return Deadline(
+        max(started + budget - seconds_before, clock() + (1.0 - TRAINING_SHARE) * budget), clock
+    )
+
+
+def _finish(
+    out: Path, model: Model, pre: Any, dataset: Dataset, tcfg: TrainConfig, deadline: Deadline
+) -> dict[str, Any]:
+    """The end of a run: its summary (the NLL of a fixed subset of each split, in the first half
+    of the time left) and its figures (before ``deadline``), with progress on stderr."""
+    summary = summarize(
+        model, dataset, pre, seed=tcfg.seed, deadline=deadline.share(0.5), progress=tcfg.progress
+    )
+    skipped: list[str] = []
+    write_plots(
+        out, model, pre, dataset, seed=tcfg.seed, deadline=deadline, progress=tcfg.progress,
+        skipped=skipped,
+    )  # fmt: skip
+    if skipped:
+        summary["cut_for_time"] = summary.get("cut_for_time", []) + [
+            f"{name} (not drawn)" for name in skipped
+        ]
+    if summary.get("cut_for_time") and tcfg.progress:
+        print(
+            f"dgm: the time budget (--max-minutes {tcfg.max_minutes:g}) cut the end of the run: "
+            f"{'; '.join(summary['cut_for_time'])}; `dgm eval {out}` scores the run in full",
+            file=sys.stderr,
+            flush=True,
+        )
+    return summary
 
 
 def load_run(path: str | Path, *, device: str = "cpu") -> Run:

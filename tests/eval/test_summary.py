@@ -1,28 +1,102 @@
-"""The run summary: which examples its NLL figures cover, and that it says so."""
+"""The run summary: every family scores the same examples, says when they are a subset, reports
+progress and heeds a time budget (on fake clocks)."""
 
 from __future__ import annotations
 
 import torch
 
+from dgm.core.progress import Deadline
 from dgm.data import default_preprocessor, load
 from dgm.eval import summary
 from dgm.models import get
 
 
-def test_summary_of_a_model_needing_autograd_scores_capped_splits_and_counts_them(monkeypatch):
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _nsf():
     data = load("8gaussians")
     cls = get("nsf")
     pre = default_preprocessor(data.spec, cls.data_kinds)
-    model = cls(pre.spec(data.spec), cls.Config(**cls.example.config))
-    full = summary.summarize(model, data, pre)
-    assert full["val_nll_examples"] == data.split("val")[0].shape[0]
-    monkeypatch.setattr(summary, "SUMMARY_MAX_COSTLY", 40)
-    monkeypatch.setattr(summary, "SUMMARY_MAX_COSTLY_TRAIN", 20)
+    return cls(pre.spec(data.spec), cls.Config(**cls.example.config)), data, pre
+
+
+def test_every_family_scores_the_same_first_examples_and_says_it_is_a_subset():
+    model, data, pre = _nsf()
+    cheap = summary.summarize(model, data, pre, max_examples=40)
     model.needs_grad_for_inference = True  # as a CNF or score-SDE likelihood does
-    capped = summary.summarize(model, data, pre)
-    assert (capped["train_nll_examples"], capped["val_nll_examples"]) == (20, 40)
-    assert capped["test_nll_examples"] == 40
-    x = data.split("val")[0][:40]
+    costly = summary.summarize(model, data, pre, max_examples=40)
+    for res in (cheap, costly):
+        for split in ("train", "val", "test"):
+            assert res[f"{split}_nll_examples"] == 40
+            assert res[f"{split}_examples"] == data.split(split)[0].shape[0] > 40
+        assert res["summary_examples"] == 40
+        assert "the first 40 of" in res["summary_note"] and "dgm eval" in res["summary_note"]
+    x = data.split("test")[0][:40]
     with torch.no_grad():
         expected = -model.log_prob(pre(x)[0]).mean().item()
-    assert abs(capped["val_nll"] - expected) < 1e-4
+    assert abs(costly["test_nll"] - expected) < 1e-4
+    assert costly["test_nll"] == cheap["test_nll"]  # the same examples, in batches or not
+
+
+def test_the_default_is_one_fixed_count_for_every_split():
+    model, data, pre = _nsf()
+    res = summary.summarize(model, data, pre)
+    n = summary.SUMMARY_EXAMPLES
+    assert [res[f"{s}_nll_examples"] for s in ("train", "val", "test")] == [
+        min(n, data.split(s)[0].shape[0]) for s in ("train", "val", "test")
+    ]
+    full = summary.summarize(model, data, pre, max_examples=None)
+    assert full["test_nll_examples"] == data.split("test")[0].shape[0]
+    assert "summary_note" not in full or "test" not in full["summary_note"]
+
+
+def test_scoring_stops_at_the_deadline_between_batches_and_names_the_cut(monkeypatch):
+    model, data, pre = _nsf()
+    model.needs_grad_for_inference = True  # batches of 100
+    clock = Clock()
+    real = summary.log_likelihood
+
+    def slow(*args, **kwargs):
+        clock.now += 10.0  # every batch costs 10 s of the fake clock
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(summary, "log_likelihood", slow)
+    res = summary.summarize(model, data, pre, max_examples=300, deadline=Deadline(45.0, clock))
+    # test: 3 batches (0 -> 30 s); val: one batch starts at 30 s, another at 40 s; then no more
+    assert res["test_nll_examples"] == 300 and res["val_nll_examples"] == 200
+    assert res["train_nll_examples"] == 0 and "train_nll" not in res
+    assert res["cut_for_time"] == [
+        "val (200 of 300 examples scored)",
+        "train (0 of 300 examples scored)",
+    ]
+    assert clock.now == 50.0  # no batch began after the deadline
+
+
+def test_each_split_reports_progress_on_stderr(monkeypatch, capsys):
+    model, data, pre = _nsf()
+    model.needs_grad_for_inference = True
+    clock = Clock()
+    real = summary.log_likelihood
+
+    def slow(*args, **kwargs):
+        clock.now += 6.0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(summary, "log_likelihood", slow)
+    summary.summarize(model, data, pre, max_examples=300, deadline=Deadline(None, clock),
+                      progress=True)  # fmt: skip
+    err = capsys.readouterr().err.splitlines()
+    n = data.split("test")[0].shape[0]
+    assert err[:4] == [
+        "dgm: scoring the test split: 0/300 examples",
+        f"dgm: scoring the test split: the first 300 of {n} examples (`dgm eval` scores them all)",
+        "dgm: scoring the test split: 200/300 examples (67%), 12 s",
+        "dgm: scoring the test split: 300/300 examples in 18 s",
+    ]
+    assert any(line.startswith("dgm: scoring the train split: 200/300") for line in err)

@@ -15,7 +15,7 @@ from dgm.core.spec import DataSpec
 from dgm.eval.likelihood import nll
 from dgm.models import build, get
 from dgm.train.callbacks import EMA
-from dgm.train.config import TrainConfig
+from dgm.train.config import TRAINING_SHARE, TrainConfig
 from dgm.train.engine import Trainer, _lr_lambda
 
 
@@ -201,13 +201,15 @@ def test_time_clock_decays_over_the_budget():
     clock = [0.0]
     f = _lr_lambda(cfg, 10**6, lambda: clock[0])
     assert f(4) == pytest.approx(0.5)  # warm-up runs on steps
-    for seconds, factor in ((0.0, 1.0), (30.0, 0.5), (45.0, 0.5 * (1 - 0.5**0.5)), (90.0, 0.0)):
+    # the schedule runs over the training share of the budget: 48 s of a minute
+    assert cfg.training_seconds() == pytest.approx(60.0 * TRAINING_SHARE) == pytest.approx(48.0)
+    for seconds, factor in ((0.0, 1.0), (24.0, 0.5), (36.0, 0.5 * (1 - 0.5**0.5)), (72.0, 0.0)):
         clock[0] = seconds
         assert f(20) == pytest.approx(factor), seconds
     cfg = TrainConfig(schedule="linear", schedule_clock="time", max_minutes=2.0)
     lin = _lr_lambda(cfg, 5, lambda: clock[0])
-    clock[0] = 30.0
-    assert lin(3) == pytest.approx(0.75)  # 30 s of 120, whatever the step count says
+    clock[0] = 24.0
+    assert lin(3) == pytest.approx(0.75)  # 24 s of 96, whatever the step count says
     with pytest.raises(ValueError, match="give max_minutes > 0, or use schedule_clock 'steps'"):
         TrainConfig(schedule="cosine", schedule_clock="time")
 
@@ -215,13 +217,14 @@ def test_time_clock_decays_over_the_budget():
 def test_time_clock_ends_the_schedule_with_the_budget(tmp_path):
     # the step count (10**6) would keep the rate near its peak; on the time clock it has
     # decayed by the time the budget runs out. The clock moves 0.1 s per reading: the budget of
-    # 6 s is over after a fixed number of steps, however fast the machine is.
+    # 6 s (4.8 s of it for training) is over after a fixed number of steps, however fast the
+    # machine is.
     t = _trainer(tmp_path, 10**6, clock=FakeClock(tick=0.1), schedule="cosine",
                  schedule_clock="time", max_minutes=0.1, log_every=1,
                  checkpoint_every=0)  # fmt: skip
     info = t.fit()
     assert info["stopped_by_time"] and 10 < info["steps"] < 10**6
-    assert info["train_seconds_total"] >= 6.0
+    assert info["train_seconds_total"] >= 6.0 * TRAINING_SHARE
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     lrs = [r["lr"] for r in map(json.loads, lines) if "lr" in r]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.1 * 3e-3 < lrs[0]

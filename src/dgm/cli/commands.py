@@ -275,6 +275,7 @@ def cmd_eval(args: Any) -> int:
         num_samples=args.num_samples,
         classifier=args.classifier,
         data_dir=data_dir,
+        progress=not args.no_progress,
     )
     text = json.dumps(res, indent=2)
     atomic_write_text(Path(args.run) / "eval.json", text + "\n")

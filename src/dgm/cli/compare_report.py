@@ -69,6 +69,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         report=not args.no_report,
         command=command_line(args),
+        progress=not args.no_progress,
     )
     print((Path(out) / "leaderboard.md").read_text())
     written = "leaderboard.json, leaderboard.md" + ("" if args.no_report else ", report.html")

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--max-minutes",
         type=float,
-        help="stop after M minutes of training (without --steps/--epochs: train until then)",
+        help="the run's budget in minutes: training stops after 80%% of it (without "
+        "--steps/--epochs it trains until then), the summary and figures fit in the rest",
     )
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument(
@@ -72,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="YAML or JSON file with model, data, model_config, train, ...")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines on stderr"
+    )
     t.add_argument(
         "--tensorboard", action="store_true", help="also log to TensorBoard (DIR/tensorboard)"
     )
@@ -120,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--grid-size", type=int, default=300)
     e.add_argument("--k", type=int, help="importance samples for models with an IWAE bound")
     e.add_argument("--device", default="cpu")
+    e.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines on stderr"
+    )
     _add_common(e)
 
     li = sub.add_parser("list", help="models and datasets, one line each (with MODEL: dgm show)")
@@ -155,7 +161,10 @@ def _add_compare_report(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--out", help="comparison directory (default for a preset: compare-PRESET)")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--steps", type=int, help="training steps of every run")
-    g.add_argument("--max-minutes", type=float, metavar="M", help="training minutes of every run")
+    g.add_argument(
+        "--max-minutes", type=float, metavar="M",
+        help="minutes of every run (80%% training, then its summary and figures)",
+    )  # fmt: skip
     c.add_argument("--seeds", type=int, help="seeds per model; figures are mean ± std (default 1)")
     c.add_argument(
         "--grid", action="append", default=[], metavar="KEY=V1,V2",
@@ -169,6 +178,9 @@ def _add_compare_report(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     c.add_argument("--num-samples", type=int, help="samples for the sample-based metrics")
     c.add_argument("--no-report", action="store_true", help="skip report.html")
+    c.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines on stderr"
+    )
     _add_common(c)
 
     r = sub.add_parser("report", help="one self-contained HTML report of runs or a compare DIR")

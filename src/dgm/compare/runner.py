@@ -1,7 +1,7 @@
 """``dgm compare``: train several models on the same data with equal budgets and rank them.
 
-Every model gets the same budget (``steps``, or ``max_minutes`` of training time that spans
-resumes), the same data split (2-D data is drawn with data seed 0 whatever the training seed) and
+Every model gets the same budget (``steps``, or ``max_minutes`` that spans resumes and covers
+training, the run's summary and its figures, not the evaluation below), the same data split (2-D data is drawn with data seed 0 whatever the training seed) and
 the same training seeds ``0 .. seeds-1``; each run is then scored by :func:`dgm.eval.run.evaluate`
 (every metric that applies) and the figures are aggregated over seeds as mean ± std
 (:mod:`dgm.compare.leaderboard`). The output directory holds::
@@ -63,11 +63,12 @@ class _Comparison:
     eval_options: dict[str, Any]
     data_dir: str | None
     say: Callable[[str], None]
+    progress: bool = True
     run_dirs: list[Path] = field(default_factory=list)
 
     # ------------------------------------------------------------------ one run
     def train_options_for(self, seed: int, extra: dict[str, Any]) -> dict[str, Any]:
-        opts: dict[str, Any] = {"seed": seed, "progress": False, "eval_size": 1000}
+        opts: dict[str, Any] = {"seed": seed, "progress": self.progress, "eval_size": 1000}
         if self.steps is not None:
             opts |= {"steps": self.steps, "eval_every": max(1, self.steps // 10)}
             opts["checkpoint_every"] = max(1, self.steps // 4)
@@ -109,7 +110,7 @@ class _Comparison:
             ckpt, _ = latest_checkpoint(path / "checkpoints")
             if ckpt is not None and isinstance(data, str):
                 self.say(f"resuming {path} from {ckpt.name}")
-                api.train(name, data, path, resume=True, progress=False)
+                api.train(name, data, path, resume=True, progress=self.progress)
                 return "resumed"
             api.train(name, data, path, overwrite=True, **kwargs, **opts)
             return "restarted"
@@ -129,7 +130,8 @@ class _Comparison:
         run = api.load_run(path)
         res = evaluate(
             run.model, dataset, run.preprocessor, seed=seed, data_dir=self.data_dir,
-            sample_options=self.sample_options.get(run.model.name), **self.eval_options,
+            sample_options=self.sample_options.get(run.model.name), progress=self.progress,
+            **self.eval_options,
         )  # fmt: skip
         summary = json.loads((path / "summary.json").read_text())
         res["parameters"] = sum(p.numel() for p in run.model.parameters())
@@ -222,6 +224,7 @@ def compare(
     report: bool = True,
     command: str = "",
     say: Callable[[str], None] = _say,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Train, evaluate and rank ``models`` on each dataset of ``data``; write the leaderboard
     (``leaderboard.json`` / ``.md``) and ``report.html`` into ``out``. Returns the leaderboard.
@@ -229,7 +232,8 @@ def compare(
     Exactly one of ``steps`` and ``max_minutes`` (TrainConfig's time budget) sets the budget of
     every run. A model name that is not registered is an error that lists the registered ones; a
     model that cannot take the data is listed as "not applicable", one that fails as "failed"
-    with the reason, and the others go on.
+    with the reason, and the others go on. ``progress`` shows each run's phases (training,
+    summary, figures, evaluation) on stderr: a bar on a terminal, a line every ~10 s otherwise.
     """
     if (steps is None) == (max_minutes is None):
         raise ConfigError("give the budget of every run: either --steps N or --max-minutes M")
@@ -259,7 +263,7 @@ def compare(
         out=out, steps=steps, max_minutes=max_minutes, seeds=seeds, grid=grid, cv=cv,
         train_options=dict(train_options or {}), model_configs=dict(model_configs or {}),
         sample_options=dict(sample_options or {}), eval_options=dict(eval_options or {}),
-        data_dir=data_dir, say=say,
+        data_dir=data_dir, say=say, progress=progress,
     )  # fmt: skip
     doc: dict[str, Any] = {
         "dgm_version": __version__,

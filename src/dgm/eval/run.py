@@ -50,6 +50,7 @@ from torch import Tensor
 from dgm.core.errors import DgmError
 from dgm.core.likelihood import Likelihood
 from dgm.core.model import Model
+from dgm.core.progress import Progress
 from dgm.data import Dataset
 from dgm.eval import suite
 from dgm.eval.anomaly import builtin_shifts
@@ -152,6 +153,7 @@ def evaluate(
     cache_dir: Any = None,
     data_dir: Any = None,
     sample_options: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run ``metrics`` (default: all that apply) for ``model`` on the test split of ``dataset``.
 
@@ -160,7 +162,8 @@ def evaluate(
     ``features`` overrides the feature extractor of image data; ``sample_options`` go to
     ``model.sample`` (e.g. fewer Langevin steps). Deterministic for a given ``seed``. Returns a
     flat dict (JSON-able; non-finite floats become ``None``) with the keys of each metric,
-    ``"skipped"`` (metric -> reason) and ``"seconds"`` (metric -> run time).
+    ``"skipped"`` (metric -> reason) and ``"seconds"`` (metric -> run time). ``progress`` reports
+    each phase (sampling, features, each metric) on stderr.
     """
     model.eval()
     pre = preprocessor
@@ -172,10 +175,14 @@ def evaluate(
     res: dict[str, Any] = {"model": model.name, "data": dataset.name, "n_test": int(x.shape[0])}
     seconds: dict[str, float] = {}
 
+    def phase(what: str) -> Progress:
+        return Progress(f"evaluating {model.name}: {what}", enabled=progress)
+
     def timed(name: str, fn: Callable[[], dict[str, Any]]) -> None:
         if name in todo:
             t0 = time.perf_counter()
-            res.update(fn())
+            with phase(name):
+                res.update(fn())
             seconds[name] = time.perf_counter() - t0
 
     if "nll" in todo:  # exact, a bound, or an AIS estimate (an EBM on images)
@@ -192,7 +199,8 @@ def evaluate(
         pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
         ref = x[pick]  # (n, *event)
         labels = None if y is None else y[pick]
-        samples = suite.model_samples(model, pre, n, seed, labels, options=sample_options)
+        with phase(f"drawing {n} samples"):
+            samples = suite.model_samples(model, pre, n, seed, labels, options=sample_options)
         seconds["sampling"] = time.perf_counter() - t0
         res["n_samples"] = n
 
@@ -201,7 +209,8 @@ def evaluate(
     if feats is None and dataset.spec.is_image and needs_features:
         t0 = time.perf_counter()
         try:
-            feats = dataset_features(dataset, cache_dir=cache_dir, data_dir=data_dir, seed=0)
+            with phase("features"):
+                feats = dataset_features(dataset, cache_dir=cache_dir, data_dir=data_dir, seed=0)
         except DgmError as e:
             if metrics is not None and set(_FEATURE_METRICS) & set(todo):
                 raise

@@ -1,16 +1,23 @@
 """The figures of a trained model written into its run directory: ``samples.png``, ``density.png``
 (2-D data, exact density) and, for a latent-variable model on images, ``reconstructions.png`` and
-``latent.png``."""
+``latent.png``.
+
+Each figure is a phase with its progress on stderr (``progress=True``); under a time budget (a
+:class:`~dgm.core.progress.Deadline`) no figure starts after the deadline, and the density grid,
+scored in chunks, is abandoned when the deadline passes midway (no file is written).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import torch
 
 from dgm.core.io import atomic_path
 from dgm.core.model import Model
+from dgm.core.progress import Deadline, Progress
 from dgm.core.protocols import LatentVariableModel
 from dgm.data import Dataset
 from dgm.plots.figures import save_density, save_latent_map, save_reconstructions, save_samples
@@ -18,25 +25,53 @@ from dgm.plots.figures import save_density, save_latent_map, save_reconstruction
 __all__ = ["write_plots"]
 
 
+class _OutOfTime(Exception):
+    """The deadline passed while a figure was being computed."""
+
+
 def write_plots(
-    out: Path, model: Model, pre: Any, dataset: Dataset, *, seed: int = 0
+    out: Path,
+    model: Model,
+    pre: Any,
+    dataset: Dataset,
+    *,
+    seed: int = 0,
+    deadline: Deadline | None = None,
+    progress: bool = False,
+    skipped: list[str] | None = None,
 ) -> list[Path]:
     """Write ``samples.png`` and, for 2-D data with an exact model density, ``density.png``
-    (the model beside the true density). Each file appears atomically."""
-    written = []
+    (the model beside the true density). Each file appears atomically. Figures not drawn
+    because ``deadline`` passed are appended to ``skipped``; returns the files written."""
+    written: list[Path] = []
+    deadline = deadline or Deadline()
+    skipped = [] if skipped is None else skipped
+    clock = deadline.clock
+
+    def phase(what: str, total: float | None = None, unit: str = "") -> Progress:
+        return Progress(what, total, unit=unit, enabled=progress, clock=clock)
+
     model.eval()
     torch.manual_seed(seed)
     two_d = dataset.spec.event_shape == (2,)
     density = getattr(dataset, "density", None)
     bounds = density.bounds if density is not None else None
-    with model.inference():
-        s = pre.inverse(model.sample(2000 if two_d else 100)).to("cpu")
+    if deadline.passed():
+        skipped.extend(_applicable(model, dataset))
+        return written
+    n_samples = 2000 if two_d else 100
+    with phase("drawing samples for samples.png", n_samples, "samples") as bar:
+        with model.inference():
+            s = pre.inverse(model.sample(n_samples)).to("cpu")
+        bar.update(n_samples)
     with atomic_path(out / "samples.png", suffix=".png") as tmp:
         save_samples(
             s, tmp, levels=dataset.spec.levels, bounds=bounds, title=f"{model.name} samples"
         )
     written.append(out / "samples.png")
-    if isinstance(model, LatentVariableModel) and dataset.spec.is_image:
+    if isinstance(model, LatentVariableModel) and dataset.spec.is_image and deadline.passed():
+        skipped.extend(["reconstructions.png", "latent.png"])
+    elif isinstance(model, LatentVariableModel) and dataset.spec.is_image:
         x, labels = dataset.split("test")
         y = labels if model.conditional else None
         with model.inference():
@@ -64,21 +99,50 @@ def write_plots(
             with atomic_path(out / f"{name}.png", suffix=".png") as tmp:
                 draw(tmp)
             written.append(out / f"{name}.png")
-    if two_d and model.exact_likelihood:
+    if two_d and model.exact_likelihood and deadline.passed():
+        skipped.append("density.png")
+    elif two_d and model.exact_likelihood:
         if bounds is None:
             lo, hi = dataset.train.min(0).values, dataset.train.max(0).values
             bounds = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
 
-        def log_q(pts: torch.Tensor) -> torch.Tensor:
-            with model.inference():
-                xm, ld = pre(pts.to(model.device, model.dtype))
-                return (model.log_prob(xm) + ld).to("cpu", torch.float64)
-
-        true = density.log_prob if density is not None and density.exact_log_prob else None
         # A density that needs autograd at inference (ODE trace, MCMC energy) costs tens of network
-        # passes per point: a 80 x 80 grid keeps the plot to seconds instead of many minutes.
+        # passes per point: a 80 x 80 grid keeps the plot to seconds instead of many minutes;
+        # it is scored in chunks, to report progress and to heed the deadline.
         n = 80 if model.needs_grad_for_inference else 200
-        with atomic_path(out / "density.png", suffix=".png") as tmp:
-            save_density(log_q, tmp, bounds, true_log_prob=true, n=n, title=f"{model.name} density")
-        written.append(out / "density.png")
+        chunk = 400 if model.needs_grad_for_inference else 2000
+        with phase("the model density for density.png", n * n, "points") as bar:
+
+            def log_q(pts: torch.Tensor) -> torch.Tensor:
+                parts = []
+                for i in range(0, pts.shape[0], chunk):
+                    if deadline.passed():
+                        raise _OutOfTime
+                    with model.inference():
+                        xm, ld = pre(pts[i : i + chunk].to(model.device, model.dtype))
+                        parts.append((model.log_prob(xm) + ld).to("cpu", torch.float64))
+                    bar.update(parts[-1].shape[0])
+                return torch.cat(parts)
+
+            true = density.log_prob if density is not None and density.exact_log_prob else None
+            try:
+                with atomic_path(out / "density.png", suffix=".png") as tmp:
+                    save_density(
+                        log_q, tmp, bounds, true_log_prob=true, n=n, title=f"{model.name} density"
+                    )
+                written.append(out / "density.png")
+            except _OutOfTime:
+                plt.close()  # the figure save_density had opened
+                bar.note("the time budget ran out; density.png is not written")
+                skipped.append("density.png")
     return written
+
+
+def _applicable(model: Model, dataset: Dataset) -> list[str]:
+    """The figures :func:`write_plots` draws for this model and data."""
+    names = ["samples.png"]
+    if isinstance(model, LatentVariableModel) and dataset.spec.is_image:
+        names += ["reconstructions.png", "latent.png"]
+    if dataset.spec.event_shape == (2,) and model.exact_likelihood:
+        names.append("density.png")
+    return names

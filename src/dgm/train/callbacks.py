@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from dgm.core.errors import DgmError
+from dgm.core.progress import Progress as ProgressReport
 from dgm.core.protocols import HasValidationMetrics
 from dgm.train import distributed as ddp
 from dgm.train.checkpoint import write_checkpoint
@@ -129,13 +128,14 @@ class EMA(Callback):
 
 
 class TimeBudget(Callback):
-    """Stops the run after ``max_minutes`` of training time (``trainer.elapsed_seconds``: every
-    session of the run, validation excluded). All ranks agree on the slowest rank's time, which
-    is also the clock of a schedule on ``schedule_clock="time"``: every rank stops at the same
-    step with the same learning rate."""
+    """Stops the run after ``seconds`` of training time (``trainer.elapsed_seconds``: every
+    session of the run, validation excluded; :meth:`TrainConfig.training_seconds` of a
+    ``max_minutes`` budget). All ranks agree on the slowest rank's time, which is also the clock
+    of a schedule on ``schedule_clock="time"``: every rank stops at the same step with the same
+    learning rate."""
 
-    def __init__(self, max_minutes: float) -> None:
-        self.seconds = 60.0 * max_minutes
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
 
     def on_step_end(self, trainer: Trainer, terms: dict[str, Any]) -> None:
         trainer.budget_clock = ddp.max_over_ranks(trainer.elapsed_seconds(), trainer.device)
@@ -209,15 +209,18 @@ class TensorBoard(Callback):
 
 
 class Progress(Callback):
-    """A tqdm bar on rank 0 when stderr is a terminal, showing the last logged loss."""
+    """The training loop's progress on rank 0 (:class:`dgm.core.progress.Progress`): a bar when
+    stderr is a terminal, otherwise a line every ~10 s with the step and the last logged loss."""
 
     def __init__(self) -> None:
-        self.bar: Any = None
+        self.bar: ProgressReport | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        if sys.stderr.isatty() and trainer.rank == 0:
-            total = None if math.isinf(trainer.total_steps) else trainer.total_steps
-            self.bar = tqdm(total=total, initial=trainer.step, unit="step", dynamic_ncols=True)
+        if trainer.rank == 0:
+            self.bar = ProgressReport(
+                f"training {trainer.model.name}", trainer.total_steps, unit="steps",
+                clock=trainer.clock, initial=trainer.step,
+            )  # fmt: skip
 
     def on_step_end(self, trainer: Trainer, terms: dict[str, Any]) -> None:
         if self.bar is not None:
@@ -225,7 +228,7 @@ class Progress(Callback):
 
     def on_log(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if self.bar is not None and "lr" in record:  # a metrics line, not a skipped step
-            self.bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}")
+            self.bar.update(0, loss=f"{record.get('loss', float('nan')):.4g}")
 
     def teardown(self, trainer: Trainer) -> None:
         if self.bar is not None:

@@ -7,7 +7,11 @@ from typing import Literal
 
 import torch
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "TRAINING_SHARE"]
+
+#: the share of a ``max_minutes`` budget the training loop gets; the rest is kept for the end of
+#: the run (scoring the summary, drawing the figures), so that the budget covers the whole run
+TRAINING_SHARE = 0.8
 
 
 @dataclass
@@ -53,8 +57,10 @@ class TrainConfig:
     progress: bool = True
     #: stop after this many non-finite steps in a row (each one is skipped)
     max_bad_steps: int = 20
-    #: stop after this many minutes of training (0: no limit); the budget spans resumes, so an
-    #: interrupted run continues with what is left of it (``dgm train|compare --max-minutes``)
+    #: the time budget of the whole run in minutes (0: no limit): training stops after
+    #: ``TRAINING_SHARE`` of it (training time, validation excluded) and the end of the run (its
+    #: summary and figures) fits in the rest. The budget spans resumes, so an interrupted run
+    #: continues with what is left of it (``dgm train|compare --max-minutes``)
     max_minutes: float = 0.0
     #: also log the metrics to TensorBoard event files in ``<run>/tensorboard`` (needs the
     #: optional ``tensorboard`` package: ``pip install 'dgm[tensorboard]'``)
@@ -99,6 +105,10 @@ class TrainConfig:
                 f"device {self.device!r} is not available: this torch build has no CUDA or sees no "
                 "GPU; use --device cpu, or install a CUDA build of torch"
             )
+
+    def training_seconds(self) -> float:
+        """The training time of the budget in seconds: ``TRAINING_SHARE`` of ``max_minutes``."""
+        return 60.0 * self.max_minutes * TRAINING_SHARE
 
     def total_steps(self, steps_per_epoch: int) -> int | None:
         """The number of steps of the run; None when only the time budget ends it."""

@@ -55,7 +55,7 @@ def _lr_lambda(
 ) -> Callable[[int], float]:
     """The learning-rate factor at ``step``: linear warm-up, then the decay of ``cfg.schedule``
     over the steps after warm-up, or with ``cfg.schedule_clock == "time"`` over the time budget
-    (``seconds()``: training seconds so far, of ``60 * cfg.max_minutes``)."""
+    (``seconds()``: training seconds so far, of ``cfg.training_seconds()``)."""
 
     def f(step: int) -> float:
         if cfg.warmup_steps and step < cfg.warmup_steps:
@@ -63,7 +63,7 @@ def _lr_lambda(
         if cfg.schedule == "constant":
             return 1.0
         if cfg.schedule_clock == "time":
-            frac = min(1.0, seconds() / (60.0 * cfg.max_minutes))
+            frac = min(1.0, seconds() / cfg.training_seconds())
         elif total <= cfg.warmup_steps:
             return 1.0
         else:
@@ -175,7 +175,7 @@ class Trainer:
                                      config.eval_size)  # fmt: skip
         self.callbacks: list[Callback] = [
             *([self.ema] if self.ema else []),
-            *([TimeBudget(config.max_minutes)] if config.max_minutes else []),
+            *([TimeBudget(config.training_seconds())] if config.max_minutes else []),
             MetricsLog(config.log_every),
             *([TensorBoard()] if config.tensorboard else []),
             *([Progress()] if config.progress else []),

@@ -1,0 +1,103 @@
+"""Progress of long phases: a line every ``interval`` seconds off a terminal, a bar on one, silence
+when disabled; and the deadline of a time budget. Every clock here is a fake one."""
+
+from __future__ import annotations
+
+import doctest
+import io
+
+import pytest
+
+import dgm.core.progress
+from dgm.core.progress import Deadline, Progress
+
+
+class Clock:
+    """Moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_docstring_example_runs():
+    failures, tried = doctest.testmod(dgm.core.progress)
+    assert tried > 0 and failures == 0
+
+
+def test_a_line_at_the_start_then_one_every_interval_and_one_at_the_end():
+    clock, out = Clock(), io.StringIO()
+    with Progress("scoring", 100, unit="examples", stream=out, clock=clock) as p:
+        for _ in range(10):  # 10 batches of 10 examples, 3 s each: 30 s
+            clock.now += 3.0
+            p.update(10, loss="1.5")
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "dgm: scoring: 0/100 examples",
+        "dgm: scoring: 40/100 examples (40%), 12 s, loss 1.5",
+        "dgm: scoring: 80/100 examples (80%), 24 s, loss 1.5",
+        "dgm: scoring: 100/100 examples in 30 s",
+    ]
+
+
+def test_a_quick_phase_prints_only_its_start_and_a_disabled_one_nothing():
+    clock, out = Clock(), io.StringIO()
+    with Progress("drawing samples", stream=out, clock=clock) as p:
+        clock.now += 2.0
+        p.update(1)
+    assert out.getvalue().splitlines() == ["dgm: drawing samples: started"]
+    out = io.StringIO()
+    with Progress("scoring", 10, stream=out, clock=clock, enabled=False) as p:
+        clock.now += 100.0
+        p.update(10)
+        p.note("a subset")
+    assert out.getvalue() == ""
+
+
+def test_a_note_is_printed_whatever_the_time():
+    clock, out = Clock(), io.StringIO()
+    with Progress("scoring the test split", 5, stream=out, clock=clock) as p:
+        p.note("the first 5 of 9 examples")
+    assert (
+        out.getvalue().splitlines()[-1] == "dgm: scoring the test split: the first 5 of 9 examples"
+    )
+
+
+def test_on_a_terminal_a_bar_instead_of_lines():
+    clock, out = Clock(), io.StringIO()
+    with Progress("training made", 50, unit="steps", stream=out, clock=clock, bar=True) as p:
+        for _ in range(50):
+            clock.now += 1.0
+            p.update(1)
+    text = out.getvalue()
+    assert "dgm: training made" in text and "0/50" in text and "steps" in text
+    assert "%), " not in text and "in 50 s" not in text  # no progress lines
+
+
+def test_an_unknown_total_counts_without_a_percentage():
+    clock, out = Clock(), io.StringIO()
+    with Progress("training", None, unit="steps", stream=out, clock=clock) as p:
+        for _ in range(3):
+            clock.now += 5.0
+            p.update(2)
+    assert out.getvalue().splitlines() == [
+        "dgm: training: 0 steps",
+        "dgm: training: 4 steps, 10 s",
+        "dgm: training: 6 steps in 15 s",
+    ]
+
+
+def test_deadline_passes_and_shares_what_is_left():
+    clock = Clock()
+    d = Deadline(60.0, clock)
+    assert not d.passed() and d.left() == 60.0
+    clock.now = 20.0
+    half = d.share(0.5)
+    assert half.at == pytest.approx(40.0) and half.clock is clock
+    clock.now = 60.0
+    assert d.passed() and half.passed() and d.share(0.5).at == pytest.approx(60.0)
+    never = Deadline(None, clock)
+    assert not never.passed() and never.left() == float("inf") and never.share(0.5) is never
+    assert Deadline.after(5.0, clock).at == pytest.approx(65.0)
