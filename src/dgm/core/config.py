@@ -11,7 +11,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from dgm.core.errors import ConfigError
 
-__all__ = ["build_config", "config_to_dict", "parse_value", "coerce"]
+__all__ = ["build_config", "config_to_dict", "parse_value", "coerce", "yaml_problem"]
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -30,6 +30,17 @@ def parse_value(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def yaml_problem(error: Exception) -> str:
+    """Where and what a YAML (or text decoding) error is, for a one-sentence message:
+    ``"line 3, column 7: mapping values are not allowed here"`` (lines and columns from 1)."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or getattr(error, "context", None)
+    if isinstance(error, UnicodeDecodeError):
+        return f"byte {error.start} is not UTF-8 text"
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + (problem or type(error).__name__)
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
