@@ -3,8 +3,9 @@ the loss's forward pass under ``torch.autocast``, float32 weights) on this CPU.
 
 Each workload trains through the engine (``dgm.train.engine.Trainer``) for ``--steps`` steps,
 float32 and bf16-mixed interleaved ``--repeats`` times (the 2 cores are shared: interleaving gives
-both the same load); the figure is the median wall-clock milliseconds per step (a measurement of
-this machine, not a bound), and the ratio is bf16 / float32 (above 1: bf16 is slower).
+both the same load). The figures are medians of milliseconds per step measured on this machine:
+CPU time of the process (with one thread, little affected by the other users of the cores) and
+wall-clock time; the ratio is bf16 / float32 of the CPU times (above 1: bf16 is slower).
 
     .venv/bin/python benchmarks/precision.py [--steps 60] [--repeats 5] [--threads 1]
 """
@@ -32,7 +33,8 @@ WORKLOADS = {
 }
 
 
-def ms_per_step(workload: str, precision: str, steps: int) -> float:
+def ms_per_step(workload: str, precision: str, steps: int) -> tuple[float, float]:
+    """CPU and wall-clock milliseconds per training step (after a warm-up of ``steps``)."""
     model_name, data_name, options, batch = WORKLOADS[workload]
     data = dgm.data.load(data_name)
     pre = dgm.data.default_preprocessor(data.spec, dgm.models.get(model_name).data_kinds)
@@ -44,9 +46,10 @@ def ms_per_step(workload: str, precision: str, steps: int) -> float:
         trainer = Trainer(model, data.train, preprocessor=pre, config=cfg, out=Path(d))
         trainer.fit()  # warm-up (first-call allocations, oneDNN kernel selection)
         trainer.total_steps = 2 * steps
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         trainer.fit()
-        return 1000 * (time.perf_counter() - t0) / steps
+        cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+        return 1000 * cpu / steps, 1000 * wall / steps
 
 
 def main() -> None:
@@ -59,16 +62,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for w in args.workloads:
-        times: dict[str, list[float]] = {"full": [], "bf16-mixed": []}
+        cpu: dict[str, list[float]] = {"full": [], "bf16-mixed": []}
+        wall: dict[str, list[float]] = {"full": [], "bf16-mixed": []}
         for _ in range(args.repeats):
-            for precision in times:
-                times[precision].append(ms_per_step(w, precision, args.steps))
-        f32, bf16 = median(times["full"]), median(times["bf16-mixed"])
-        rows.append({"workload": w, "float32 ms/step": round(f32, 2),
-                     "bf16-mixed ms/step": round(bf16, 2), "bf16 / float32": round(bf16 / f32, 2),
-                     "runs": times})  # fmt: skip
-    report("precision", rows, ["workload", "float32 ms/step", "bf16-mixed ms/step",
-                               "bf16 / float32"], {"threads": args.threads, "steps": args.steps})  # fmt: skip
+            for precision in cpu:
+                c, t = ms_per_step(w, precision, args.steps)
+                cpu[precision].append(round(c, 2))
+                wall[precision].append(round(t, 2))
+        f32, bf16 = median(cpu["full"]), median(cpu["bf16-mixed"])
+        rows.append({"workload": w, "float32 CPU ms/step": round(f32, 2),
+                     "bf16-mixed CPU ms/step": round(bf16, 2), "bf16 / float32": round(bf16 / f32, 2),
+                     "float32 wall ms/step": round(median(wall["full"]), 2),
+                     "bf16-mixed wall ms/step": round(median(wall["bf16-mixed"]), 2),
+                     "cpu_runs": cpu, "wall_runs": wall})  # fmt: skip
+    columns = ["workload", "float32 CPU ms/step", "bf16-mixed CPU ms/step", "bf16 / float32",
+               "float32 wall ms/step", "bf16-mixed wall ms/step"]  # fmt: skip
+    report("precision", rows, columns, {"threads": args.threads, "steps": args.steps})
 
 
 if __name__ == "__main__":
