@@ -125,14 +125,9 @@ def _preprocess_config(name: str | None, raw_spec: DataSpec) -> dict | None:
 def cmd_train(args: Any) -> int:
 
     doc = _read_config_file(args.config) if args.config else {}
-    if not args.out:
-        what = "to resume" if args.resume else "to write"
-        raise ConfigError(f"give --out DIR, the run directory {what}")
     model = args.model or doc.get("model")
     data = args.data or doc.get("data")
-    data_dir = args.data_dir or doc.get("data_dir")
-    saved = read_run_config(Path(args.out)) if args.resume and _has_run(args.out) else None
-    if not args.resume:
+    if not args.resume:  # a resumed run has its model and data
         if not model:
             raise ConfigError(
                 "name a model to train, e.g. `dgm train made --data digits` (see `dgm list`)"
@@ -141,6 +136,11 @@ def cmd_train(args: Any) -> int:
             raise ConfigError(
                 "give --data (a dataset name from `dgm list` or a .npy/.npz/.csv file)"
             )
+    if not args.out:
+        what = "to resume" if args.resume else "to write"
+        raise ConfigError(f"give --out DIR, the run directory {what}")
+    data_dir = args.data_dir or doc.get("data_dir")
+    saved = read_run_config(Path(args.out)) if args.resume and _has_run(args.out) else None
     if args.config and args.data is None and data:
         _check_recorded_facts(doc, args.config, data, data_dir)
     model_config = dict(doc.get("model_config") or {}) | parse_pairs(args.set, "--set")
