@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from dgm import __version__
-from dgm.core.config import build_config, config_to_dict, translate_renamed
+from dgm.core.config import build_config, config_to_dict, translate_renamed, yaml_problem
 from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgm.core.io import atomic_write_text, load_tensors, save_tensors
 from dgm.core.model import Model
@@ -39,12 +39,20 @@ from dgm.train.checkpoint import latest_checkpoint, read_checkpoint
 from dgm.train.config import TRAINING_SHARE, TrainConfig
 from dgm.train.engine import Trainer
 
-__all__ = ["train", "load", "load_run", "Run", "RUN_KEYS"]
+__all__ = ["train", "load", "load_run", "Run", "RUN_KEYS", "RESUMABLE"]
 
 RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
 
 #: the clock of a run's time budget (tests give a fake one)
 _clock: Callable[[], float] = time.perf_counter
+
+#: training options a resumed run may change: how long it trains, where and in what precision,
+#: and what it logs and keeps; the others (batch size, learning rate, schedule, seed, ...) define
+#: the optimisation that the checkpoints continue, so changing them is an error
+RESUMABLE = frozenset(
+    {"steps", "epochs", "max_minutes", "device", "precision", "progress", "tensorboard",
+     "log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps"}
+)  # fmt: skip
 
 
 @dataclass
@@ -76,9 +84,9 @@ def read_run_config(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a dgm run directory: it has no config.yaml")
     try:
         cfg = yaml.safe_load(cfg_path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError):
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise CheckpointError(
-            f"{cfg_path} is not valid YAML; the run's config is corrupt"
+            f"{cfg_path} is not valid YAML ({yaml_problem(e)}); the run's config is corrupt"
         ) from None
     if not isinstance(cfg, dict) or not {"model", "model_config", "data", "train"} <= set(cfg):
         raise CheckpointError(f"{cfg_path} lacks model, model_config, data or train; it is corrupt")
@@ -104,6 +112,61 @@ def _resolve_dataset(data: Any, data_dir: str | Path | None) -> tuple[Dataset, d
     if Path(name).suffix in (".npy", ".npz", ".csv"):
         name = str(Path(name).resolve())
     return ds, {"name": name, "data_dir": None if data_dir is None else str(data_dir)}
+
+
+def _changed(base: dict[str, Any], new: dict[str, Any], keys: Any) -> str | None:
+    """``"key is A there, not B"`` for the first of ``keys`` whose value differs, else None."""
+    for k in keys:
+        if base.get(k) != new.get(k):
+            return f"{k} is {base.get(k)!r} there, not {new.get(k)!r}"
+    return None
+
+
+def _resume_difference(
+    saved: dict[str, Any],
+    model: str | Model,
+    data: Any,
+    model_config: dict[str, Any] | None,
+    preprocess: dict[str, Any] | None,
+    train_options: dict[str, Any],
+) -> str | None:
+    """What the caller asks for that differs from the saved run (None: nothing). Values are
+    compared after checking them against their typed configs, so ``lr=0.001`` and ``"1e-3"`` agree."""
+    name = model.name if isinstance(model, Model) else model
+    if name and name != saved["model"]:
+        return f"its model is {saved['model']!r}, not {name!r}"
+    cls = get_model_class(saved["model"])
+    given = config_to_dict(model.config) if isinstance(model, Model) else (model_config or {})
+    if given:
+        what = f"model {saved['model']!r}"
+        base = config_to_dict(build_config(cls.Config, saved["model_config"], what=what))
+        new = config_to_dict(build_config(cls.Config, saved["model_config"] | given, what=what))
+        diff = _changed(base, new, given)
+        if diff:
+            return f"its model_config {diff}"
+    if isinstance(data, Dataset):
+        data = data.name
+    if data:
+        data = str(data)
+        if Path(data).suffix in (".npy", ".npz", ".csv"):
+            data = str(Path(data).resolve())
+        if data != saved["data"]["name"]:
+            return f"its data is {saved['data']['name']!r}, not {data!r}"
+    if preprocess is not None:
+        given_pre = preprocessor_from_config(preprocess).to_config()
+        if given_pre != saved["preprocess"]:
+            return f"its preprocess is {saved['preprocess']!r}, not {given_pre!r}"
+    fixed = {k: v for k, v in train_options.items() if k not in RESUMABLE}
+    if fixed:
+        base = config_to_dict(build_config(TrainConfig, saved["train"], what="training"))
+        new = config_to_dict(build_config(TrainConfig, base | fixed, what="training"))
+        diff = _changed(base, new, fixed)
+        if diff:
+            return (
+                f"its training option {diff} (a resumed run may change only "
+                f"{', '.join(sorted(RESUMABLE))})"
+            )
+    return None
 
 
 def _build(name: str, spec: DataSpec, model_config: dict[str, Any], labels: bool) -> Model:
@@ -138,7 +201,10 @@ def train(
         model_config: hyperparameters of the model (checked against its ``Config``).
         preprocess: a preprocessor config (``{"name": "binarize", ...}``); by default discrete
             data is dequantized for continuous models and passed as is to discrete ones.
-        resume: continue the run in ``out`` from its last good checkpoint.
+        resume: continue the run in ``out`` from its last good checkpoint. The model, its
+            config, the data, the preprocessing and the training options outside
+            :data:`RESUMABLE` are the run's; asking for other values is a :class:`ConfigError`
+            that names the first difference (empty ``model``/``data`` mean "the run's").
         train_options: fields of :class:`~dgm.train.config.TrainConfig` (steps, batch_size, lr, ...).
 
     >>> import dgm, tempfile
@@ -154,6 +220,12 @@ def train(
         if not _is_run(out):
             raise CheckpointError(f"cannot resume: {out} holds no dgm run (no config.yaml)")
         saved = read_run_config(out)
+        diff = _resume_difference(saved, model, data, model_config, preprocess, train_options)
+        if diff:
+            raise ConfigError(
+                f"--resume continues {out} as it was configured, but {diff}; to train with "
+                "other settings, choose a new --out or pass --overwrite to replace the run"
+            )
         tcfg_dict = dict(saved["train"])
         if "steps" in train_options or "epochs" in train_options:
             tcfg_dict.update(steps=None, epochs=None)

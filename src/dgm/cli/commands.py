@@ -11,9 +11,11 @@ import numpy as np
 import torch
 import yaml
 
-from dgm.api import load_run, train
+from dgm import __version__
+from dgm.api import load_run, read_run_config, train
 from dgm.cli.inputs import ArrayInput
 from dgm.cli.options import parse_pairs
+from dgm.core.config import yaml_problem
 from dgm.core.errors import ConfigError, DgmError
 from dgm.core.io import atomic_path, atomic_write_text
 from dgm.core.spec import DataSpec
@@ -35,10 +37,13 @@ from dgm.train import distributed as ddp
 
 __all__ = ["cmd_train", "cmd_sample", "cmd_score", "cmd_eval", "cmd_list"]
 
-CONFIG_KEYS = ("model", "data", "data_dir", "model_config", "preprocess", "train")
+#: keys of a --config file: those of a run's config.yaml (so that `dgm train --config
+#: runs/x/config.yaml` trains that run again), plus `data_dir`
+CONFIG_KEYS = ("model", "data", "data_dir", "model_config", "preprocess", "train", "spec",
+               "dgm_version")  # fmt: skip
 # flag name on the command line -> TrainConfig field
 TRAIN_FLAGS = (
-    "steps", "epochs", "batch_size", "lr", "seed", "device", "dtype",
+    "steps", "epochs", "batch_size", "lr", "seed", "device", "dtype", "precision",
     "eval_every", "patience", "ema", "checkpoint_every", "max_minutes",
 )  # fmt: skip
 
@@ -51,7 +56,7 @@ def _read_config_file(path: str) -> dict[str, Any]:
         doc = yaml.safe_load(p.read_text())  # YAML is a superset of JSON
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(
-            f"config file {path} is not valid YAML or JSON ({type(e).__name__})"
+            f"config file {path} is not valid YAML or JSON: {yaml_problem(e)}"
         ) from None
     if doc is None:
         return {}
@@ -64,10 +69,50 @@ def _read_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(
             f"unknown key {unknown[0]!r} in {path}; valid keys are: {', '.join(CONFIG_KEYS)}"
         )
-    for k in ("model_config", "train", "preprocess"):
+    for k in ("model_config", "train", "preprocess", "spec"):
         if doc.get(k) is not None and not isinstance(doc[k], dict):
             raise ConfigError(f"{k} in {path} must be a mapping of key: value")
+    data = doc.get("data")
+    if isinstance(data, dict):  # a run's config.yaml: {name: ..., data_dir: ...}
+        if not isinstance(data.get("name"), str) or set(data) - {"name", "data_dir"}:
+            raise ConfigError(
+                f"data in {path} must be a dataset name or file, or a mapping with keys name "
+                "and data_dir (as a run's config.yaml has)"
+            )
+        doc["data"] = data["name"]
+        if doc.get("data_dir") is None:
+            doc["data_dir"] = data.get("data_dir")
+    elif data is not None and not isinstance(data, str):
+        raise ConfigError(f"data in {path} must be a dataset name or file, not {data!r}")
     return doc
+
+
+def _check_recorded_facts(doc: dict[str, Any], path: str, data: str, data_dir: Any) -> None:
+    """A run's config.yaml records the spec of its data and the dgm version that wrote it: the
+    spec must still be that of the data (else the data changed since, and the run's model_config
+    may not fit it); another version is only noted (configs stay valid, numbers may differ)."""
+    if doc.get("spec") is not None:
+        recorded = DataSpec.from_dict(doc["spec"])
+        actual = load_dataset(data, data_dir=data_dir).spec
+        if recorded != actual:
+            raise ConfigError(
+                f"config file {path} records data {data!r} as {_spec_text(recorded)}, but it "
+                f"now loads as {_spec_text(actual)}; point data at the run's data, or delete "
+                "spec from the file to train on the data as it is"
+            )
+    version = doc.get("dgm_version")
+    if version is not None and str(version) != __version__:
+        print(
+            f"dgm: note: {path} was written by dgm {version}, this is dgm {__version__}; its "
+            "settings apply, but defaults and results may differ",
+            file=sys.stderr,
+        )
+
+
+def _spec_text(spec: DataSpec) -> str:
+    levels = f" with {spec.levels} levels" if spec.levels else ""
+    classes = f", {spec.num_classes} classes" if spec.num_classes else ", no labels"
+    return f"{spec.kind}{levels} of shape {tuple(spec.event_shape)}{classes}"
 
 
 def _preprocess_config(name: str | None, raw_spec: DataSpec) -> dict | None:
@@ -87,24 +132,24 @@ def _preprocess_config(name: str | None, raw_spec: DataSpec) -> dict | None:
 def cmd_train(args: Any) -> int:
 
     doc = _read_config_file(args.config) if args.config else {}
-    if args.resume:
-        if not args.out:
-            raise ConfigError("give --out DIR, the run directory to resume")
-        opts = {k: getattr(args, k) for k in ("steps", "epochs") if getattr(args, k) is not None}
-        if args.no_progress:
-            opts["progress"] = False
-        return _report(train(args.model or "", args.data or "", args.out, resume=True, **opts))
     model = args.model or doc.get("model")
     data = args.data or doc.get("data")
-    if not model:
-        raise ConfigError(
-            "name a model to train, e.g. `dgm train made --data digits` (see `dgm list`)"
-        )
-    if not data:
-        raise ConfigError("give --data (a dataset name from `dgm list` or a .npy/.npz/.csv file)")
+    if not args.resume:  # a resumed run has its model and data
+        if not model:
+            raise ConfigError(
+                "name a model to train, e.g. `dgm train made --data digits` (see `dgm list`)"
+            )
+        if not data:
+            raise ConfigError(
+                "give --data (a dataset name from `dgm list` or a .npy/.npz/.csv file)"
+            )
     if not args.out:
-        raise ConfigError("give --out DIR, the run directory to write")
+        what = "to resume" if args.resume else "to write"
+        raise ConfigError(f"give --out DIR, the run directory {what}")
     data_dir = args.data_dir or doc.get("data_dir")
+    saved = read_run_config(Path(args.out)) if args.resume and _has_run(args.out) else None
+    if args.config and args.data is None and data:
+        _check_recorded_facts(doc, args.config, data, data_dir)
     model_config = dict(doc.get("model_config") or {}) | parse_pairs(args.set, "--set")
     train_opts = dict(doc.get("train") or {}) | parse_pairs(args.train_set, "--train-set")
     for key in TRAIN_FLAGS:
@@ -119,20 +164,27 @@ def cmd_train(args: Any) -> int:
         train_opts["progress"] = False
     preprocess = doc.get("preprocess")
     if args.preprocess:
+        spec_of = data or (saved["data"]["name"] if saved else "")
+        spec_dir = data_dir or (saved["data"].get("data_dir") if saved else None)
         preprocess = _preprocess_config(
-            args.preprocess, load_dataset(str(data), data_dir=data_dir).spec
+            args.preprocess, load_dataset(str(spec_of), data_dir=spec_dir).spec
         )
     out = train(
-        model,
-        data,
+        model or "",
+        data or "",
         args.out,
-        model_config=model_config,
+        model_config=model_config or None,
         data_dir=data_dir,
         preprocess=preprocess,
+        resume=args.resume,
         overwrite=args.overwrite,
         **train_opts,
     )
     return _report(out)
+
+
+def _has_run(out: str) -> bool:
+    return (Path(out) / "config.yaml").is_file()
 
 
 def _report(out: Path) -> int:

@@ -48,7 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--device", help="cpu (default) or cuda")
-    t.add_argument("--dtype", choices=["float32", "float64"])
+    t.add_argument(
+        "--dtype", help="float32 (default) or float64: the dtype of the weights, data and maths"
+    )
+    t.add_argument(
+        "--precision",
+        choices=["full", "bf16-mixed"],
+        help="bf16-mixed: the training forward pass in bfloat16 (torch.autocast), float32 "
+        "weights; full (default): all in --dtype",
+    )
     t.add_argument("--eval-every", type=int, help="validation NLL every N steps")
     t.add_argument("--patience", type=int, help="early stopping after N evaluations without gain")
     t.add_argument("--ema", type=float, help="EMA decay of the weights, e.g. 0.999")

@@ -20,6 +20,7 @@ __all__ = [
     "coerce",
     "renamed_keys",
     "translate_renamed",
+    "yaml_problem",
 ]
 
 
@@ -39,6 +40,17 @@ def parse_value(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def yaml_problem(error: Exception) -> str:
+    """Where and what a YAML (or text decoding) error is, for a one-sentence message:
+    ``"line 3, column 7: mapping values are not allowed here"`` (lines and columns from 1)."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or getattr(error, "context", None)
+    if isinstance(error, UnicodeDecodeError):
+        return f"byte {error.start} is not UTF-8 text"
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + (problem or type(error).__name__)
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:

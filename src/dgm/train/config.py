@@ -47,7 +47,14 @@ class TrainConfig:
     ema: float = 0.0
     seed: int = 0
     device: str = "cpu"
-    dtype: Literal["float32", "float64"] = "float32"
+    #: dtype of the weights, the data and every computation: ``"float32"`` or ``"float64"``
+    dtype: str = "float32"
+    #: ``"full"``: everything in ``dtype``; ``"bf16-mixed"``: the training loss's forward pass
+    #: under ``torch.autocast(dtype=torch.bfloat16)`` (matrix products and convolutions in
+    #: bfloat16, the weights, gradients, optimizer state, validation and saved model in float32).
+    #: On CPU it is often slower than float32 (see the README); it pays on GPUs with bfloat16
+    #: tensor cores (Ampere and newer).
+    precision: Literal["full", "bf16-mixed"] = "full"
     #: write a checkpoint every this many steps (0: only at the end)
     checkpoint_every: int = 1000
     #: checkpoints kept besides the best one
@@ -98,12 +105,37 @@ class TrainConfig:
                 f"a {self.schedule} schedule on the steps clock needs the run's length, which a "
                 "time budget alone does not give; set steps or epochs, or schedule_clock 'time'"
             )
+        if self.dtype not in ("float32", "float64"):
+            hint = (
+                "; for bfloat16 mixed precision (float32 weights, bfloat16 products) use "
+                "precision 'bf16-mixed' (--precision bf16-mixed)"
+                if self.dtype in ("bfloat16", "bf16", "float16", "half")
+                else ""
+            )
+            raise ValueError(
+                f"dtype is the dtype of the weights and data, 'float32' or 'float64', not "
+                f"{self.dtype!r}{hint}"
+            )
+        if self.precision == "bf16-mixed" and self.dtype != "float32":
+            raise ValueError(
+                f"precision 'bf16-mixed' keeps float32 weights and computes in bfloat16; it does "
+                f"not combine with dtype {self.dtype!r}: use dtype 'float32' or precision 'full'"
+            )
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', not {self.device!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(
                 f"device {self.device!r} is not available: this torch build has no CUDA or sees no "
                 "GPU; use --device cpu, or install a CUDA build of torch"
+            )
+        if (
+            self.precision == "bf16-mixed"
+            and self.device.startswith("cuda")
+            and not torch.cuda.is_bf16_supported()
+        ):
+            raise ValueError(
+                f"device {self.device!r} cannot compute in bfloat16 (it needs an Ampere or newer "
+                "GPU); use precision 'full' on it, or train on --device cpu"
             )
 
     def training_seconds(self) -> float:

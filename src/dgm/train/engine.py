@@ -206,6 +206,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _stepper(self, loss: Tensor, group: str = "model") -> None:
+        with self._full_precision():  # autocast covers the forward pass only
+            self._step_group(loss, group)
+
+    def _step_group(self, loss: Tensor, group: str) -> None:
         if not ddp.all_true(bool(torch.isfinite(loss)), self.device):
             raise NonFiniteError(f"loss is {loss.item()}")
         opt = self.optimizers[group]
@@ -224,11 +228,26 @@ class Trainer:
             raise NonFiniteError(f"gradient norm of {group!r} is {norm.item()}")
         opt.step()
 
+    def _mixed_precision(self) -> contextlib.AbstractContextManager:
+        """The forward passes of a training step: under bfloat16 autocast with
+        ``precision="bf16-mixed"`` (the parameters stay float32; autocast casts their copies)."""
+        if self.cfg.precision == "bf16-mixed":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _full_precision(self) -> contextlib.AbstractContextManager:
+        """Backward pass, clipping and optimizer step: outside autocast (the gradients come out
+        in the dtype of the parameters, float32)."""
+        if self.cfg.precision == "bf16-mixed":
+            return torch.autocast(self.device.type, enabled=False)
+        return contextlib.nullcontext()
+
     def _optimise(self, batch: Any) -> dict[str, Any]:
         """The model's training step and one step of every schedule; a non-finite step is
         skipped (logged, no terms) until ``max_bad_steps`` in a row stop the run."""
         try:
-            out = self.model.training_step(batch, self.step, self._stepper)
+            with self._mixed_precision():
+                out = self.model.training_step(batch, self.step, self._stepper)
         except NonFiniteError as e:
             self.bad_steps += 1
             self.log({"step": self.step, "skipped": str(e)})

@@ -1,0 +1,89 @@
+"""bfloat16 mixed precision: the training forward pass runs under autocast, everything else (the
+weights, gradients, optimizer state and the saved model) stays float32."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dgm.cli.main import main
+from dgm.core.config import build_config
+from dgm.core.errors import ConfigError
+from dgm.core.spec import DataSpec
+from dgm.models import build
+from dgm.train.config import TrainConfig
+from dgm.train.engine import Trainer
+
+
+def test_bf16_mixed_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(256, 2) * torch.tensor([1.0, 0.3])
+    model = build("nsf", DataSpec((2,)), num_layers=2, hidden=[16, 16])
+    seen: list[torch.dtype] = []
+    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    cfg = TrainConfig(steps=4, batch_size=64, precision="bf16-mixed", progress=False,
+                      checkpoint_every=0)  # fmt: skip
+    trainer = Trainer(model, x, config=cfg, out=tmp_path)
+    trainer.fit()
+    assert seen and set(seen) == {torch.bfloat16}  # every training forward pass
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())
+    state = trainer.optimizers["model"].state
+    assert all(s["exp_avg"].dtype == torch.float32 for s in state.values())
+    seen.clear()
+    with torch.no_grad():
+        model.log_prob(x[:8])  # outside training: full precision
+    assert set(seen) == {torch.float32}
+
+
+def test_full_precision_stays_float32(tmp_path):
+    x = torch.randn(128, 2)
+    model = build("nsf", DataSpec((2,)), num_layers=2, hidden=[16, 16])
+    seen: list[torch.dtype] = []
+    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    Trainer(
+        model, x, config=TrainConfig(steps=2, batch_size=64, progress=False), out=tmp_path
+    ).fit()
+    assert set(seen) == {torch.float32}
+
+
+def test_cli_trains_a_tiny_run_in_bf16_mixed(tmp_path, capsys):
+    out = tmp_path / "bf16"
+    code = main(["train", "made", "--data", "digits", "--out", str(out), "--steps", "6",
+                 "--set", "hidden=[32]", "--precision", "bf16-mixed", "--no-progress"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    weights = load_file(out / "model.safetensors")
+    floats = [w for w in weights.values() if w.is_floating_point()]
+    assert floats and all(w.dtype == torch.float32 for w in floats)
+    summary = json.loads(capsys.readouterr().out)
+    assert torch.isfinite(torch.tensor(summary["test_nll"]))
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"dtype": "bfloat16"}, "use precision 'bf16-mixed'"),
+        ({"dtype": "float64", "precision": "bf16-mixed"}, "does not combine with dtype"),
+        ({"precision": "bf16"}, "must be one of 'full', 'bf16-mixed'"),
+        ({"dtype": "int8"}, "'float32' or 'float64', not 'int8'"),
+    ],
+)
+def test_bad_precision_options_are_one_sentence(options, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(TrainConfig, options, what="training")
+
+
+def test_cli_dtype_bfloat16_points_to_the_mixed_precision_option(tmp_path, capsys):
+    code = main(["train", "nsf", "--data", "8gaussians", "--out", str(tmp_path / "x"),
+                 "--dtype", "bfloat16"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--precision bf16-mixed" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
