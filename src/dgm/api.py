@@ -136,20 +136,9 @@ def _build(name: str, spec: DataSpec, model_config: dict[str, Any], labels: bool
     return cls(spec, cfg)
 
 
-#: what :func:`train` takes as data
-DataLike = (
-    str
-    | Path
-    | Dataset
-    | torch.Tensor
-    | np.ndarray
-    | tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]
-)
-
-
 def train(
     model: str | Model,
-    data: DataLike,
+    data: str | Path | Dataset | Tensor | np.ndarray | tuple[Tensor | np.ndarray, Any],
     out: str | Path = "runs/latest",
     *,
     model_config: dict[str, Any] | None = None,

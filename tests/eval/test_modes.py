@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import doctest
 import math
 
 import pytest
 import torch
 
+import dgm.eval.modes
 from dgm.core.errors import DgmError
 from dgm.data import get_density
 from dgm.eval.modes import mode_coverage, mode_histogram, smeared_baseline
@@ -97,3 +99,8 @@ def test_baseline_is_what_smeared_samples_score(name, expected):
     d = get_density(name)
     assert smeared_baseline(d.modes, d.mode_std) == pytest.approx(expected, abs=0.005)
     assert smeared_baseline(d.modes[:1], d.mode_std) == 0.0
+
+
+def test_docstring_examples_run():
+    failures, tried = doctest.testmod(dgm.eval.modes)
+    assert tried > 0 and failures == 0
