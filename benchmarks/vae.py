@@ -90,7 +90,7 @@ def main() -> None:
     rates = step_rates(logs)
     val_curve = [(r["step"] // steps_per_epoch, r["val_nll"]) for r in logs if "val_nll" in r]
 
-    model = load(out)
+    model = load(out).model  # the model itself (model space): its encoder and bound methods
     x_test = data.test.to(model.dtype)
     torch.manual_seed(0)
     with model.inference():

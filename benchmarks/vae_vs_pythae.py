@@ -136,7 +136,7 @@ def main() -> None:
     )  # fmt: skip
     dgm_wall = time.perf_counter() - t0
     summary = json.loads((out / "summary.json").read_text())
-    model = load(out)
+    model = load(out).model  # the model itself (model space): its encoder and bound methods
     with torch.no_grad():
         model.eval()
         dgm_nelbo = neg_elbo(

@@ -37,6 +37,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'dgm' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # the lazy attributes too: `dir(dgm)` and `help(dgm)` list dgm.train and dgm.load
+    return sorted(set(globals()) | set(__all__))
+
+
 class _Package(types.ModuleType):
     # `dgm.train` is the function of dgm.api; importing the engine package dgm.train (which stays
     # importable: `from dgm.train import Trainer`) must not replace it with the module.

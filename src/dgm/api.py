@@ -18,18 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
+from torch import Tensor, nn
 
 from dgm import __version__
 from dgm.core.config import build_config, config_to_dict, translate_renamed, yaml_problem
 from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
-from dgm.core.io import atomic_write_text, load_tensors, save_tensors
+from dgm.core.io import atomic_path, atomic_write_text, load_tensors, save_tensors
 from dgm.core.model import Model
 from dgm.core.progress import Deadline
 from dgm.core.spec import DataSpec
-from dgm.data import Dataset, default_preprocessor, preprocessor_from_config
+from dgm.data import Dataset, default_preprocessor, from_arrays, preprocessor_from_config
 from dgm.data import load as load_dataset
+from dgm.data.dataset import SPLITS
 from dgm.eval.likelihood import nll as nll_metric
 from dgm.eval.summary import summarize
 from dgm.models import get as get_model_class
@@ -39,7 +42,7 @@ from dgm.train.checkpoint import latest_checkpoint, read_checkpoint
 from dgm.train.config import TRAINING_SHARE, TrainConfig
 from dgm.train.engine import Trainer
 
-__all__ = ["train", "load", "load_run", "Run", "RUN_KEYS", "RESUMABLE"]
+__all__ = ["train", "load", "load_run", "Run", "RUN_KEYS", "RESUMABLE", "TrainedModel"]
 
 RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
 
@@ -100,18 +103,47 @@ def read_run_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _resolve_dataset(data: Any, data_dir: str | Path | None) -> tuple[Dataset, dict[str, Any]]:
+#: where a run trained on in-memory arrays keeps them, so that ``dgm eval``/``--resume`` reload them
+ARRAYS_FILE = "data.npz"
+
+
+def _resolve_dataset(
+    data: Any, data_dir: str | Path | None, out: Path
+) -> tuple[Dataset, dict[str, Any]]:
+    """The dataset ``train`` was given, and the ``data`` entry of ``config.yaml`` that reloads it.
+
+    In-memory data (a tensor or array, or a pair ``(x, y)`` with labels) is split like a ``.npy``
+    file (:func:`dgm.data.from_arrays`) and named after ``out/data.npz``, where :func:`train`
+    saves the splits (see :func:`_save_arrays`)."""
     if isinstance(data, Dataset):
         return data, {"name": data.name, "data_dir": None}
-    if not isinstance(data, (str, Path)):
+    arrays = (torch.Tensor, np.ndarray)
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], arrays):
+        x, y = data
+    elif isinstance(data, arrays):
+        x, y = data, None
+    elif isinstance(data, (str, Path)):
+        ds = load_dataset(str(data), data_dir=data_dir)
+        name = str(data)
+        if Path(name).suffix in (".npy", ".npz", ".csv"):
+            name = str(Path(name).resolve())
+        return ds, {"name": name, "data_dir": None if data_dir is None else str(data_dir)}
+    else:
         raise DataError(
-            f"data must be a dataset name, a file path or a Dataset, not {type(data).__name__}"
+            "data must be a dataset name, a .npy/.npz/.csv path, a Dataset, a tensor or array "
+            f"(N, D) or (N, C, H, W), or a pair (x, labels), not {type(data).__name__}"
         )
-    ds = load_dataset(str(data), data_dir=data_dir)
-    name = str(data)
-    if Path(name).suffix in (".npy", ".npz", ".csv"):
-        name = str(Path(name).resolve())
-    return ds, {"name": name, "data_dir": None if data_dir is None else str(data_dir)}
+    name = str((out / ARRAYS_FILE).resolve())
+    return from_arrays(x, y, name=name), {"name": name, "data_dir": None}
+
+
+def _save_arrays(ds: Dataset, path: Path) -> None:
+    """Save the splits of ``ds`` as an ``.npz`` that :func:`dgm.data.load` reads back to the
+    same splits and spec (float32 values, int64 labels; no pickles)."""
+    arrays = {s: ds.split(s)[0].numpy() for s in SPLITS}
+    arrays |= {f"{s}_labels": ds.split(s)[1].numpy() for s in SPLITS if ds.split(s)[1] is not None}
+    with atomic_path(path, ".npz") as tmp:
+        np.savez(tmp, **arrays)
 
 
 def _changed(base: dict[str, Any], new: dict[str, Any], keys: Any) -> str | None:
@@ -182,7 +214,7 @@ def _build(name: str, spec: DataSpec, model_config: dict[str, Any], labels: bool
 
 def train(
     model: str | Model,
-    data: Any,
+    data: str | Path | Dataset | Tensor | np.ndarray | tuple[Tensor | np.ndarray, Any],
     out: str | Path = "runs/latest",
     *,
     model_config: dict[str, Any] | None = None,
@@ -195,22 +227,35 @@ def train(
     """Train ``model`` on ``data`` and write a complete run directory; return its path.
 
     Args:
-        model: a registry name (``"made"``, ``"nsf"``, ...) or a built :class:`Model`.
-        data: a dataset name (``dgm.data.names()``), a ``.npy/.npz/.csv`` path, or a Dataset.
+        model: a registry name (``"made"``, ``"nsf"``, ...; ``dgm list``) or a built
+            :class:`Model`.
+        data: a dataset name (``dgm.data.names()``), a ``.npy/.npz/.csv`` path, a
+            :class:`~dgm.data.Dataset`, or data in memory: a ``torch.Tensor`` or numpy array of
+            shape ``(N, D)``, ``(N, H, W)`` or ``(N, C, H, W)``, or a pair ``(x, labels)`` with
+            integer labels ``(N,)``. In-memory data is read like a ``.npy`` file
+            (:func:`dgm.data.from_arrays`: split 80/10/10, integer images ``0..255`` discrete,
+            0/1 vectors binary, else continuous) and saved as ``out/data.npz`` so that
+            ``dgm eval`` and ``resume`` find it.
         out: run directory. An existing run is an error unless ``resume`` or ``overwrite``.
         model_config: hyperparameters of the model (checked against its ``Config``).
+        data_dir: where named image datasets (MNIST) are found.
         preprocess: a preprocessor config (``{"name": "binarize", ...}``); by default discrete
             data is dequantized for continuous models and passed as is to discrete ones.
         resume: continue the run in ``out`` from its last good checkpoint. The model, its
             config, the data, the preprocessing and the training options outside
             :data:`RESUMABLE` are the run's; asking for other values is a :class:`ConfigError`
             that names the first difference (empty ``model``/``data`` mean "the run's").
+        overwrite: replace the run in ``out``.
         train_options: fields of :class:`~dgm.train.config.TrainConfig` (steps, batch_size, lr, ...).
 
-    >>> import dgm, tempfile
-    >>> d = dgm.train("nsf", "8gaussians", tempfile.mkdtemp(), steps=5, model_config={"depth": 2})
-    >>> sorted(p.name for p in d.iterdir())[:3]
-    ['checkpoints', 'config.yaml', 'metrics.jsonl']
+    Returns:
+        the run directory; :func:`load` reads the trained model from it.
+
+    >>> import dgm, tempfile, torch
+    >>> x = torch.randn(200, 2)
+    >>> d = dgm.train("nsf", x, tempfile.mkdtemp(), steps=5, model_config={"depth": 2})
+    >>> sorted(p.name for p in d.iterdir())[:4]
+    ['checkpoints', 'config.yaml', 'data.npz', 'density.png']
     """
     out = Path(out)
     clock = _clock
@@ -261,7 +306,7 @@ def train(
     tcfg = build_config(
         TrainConfig, cfg_doc["train"] if cfg_doc else train_options, what="training"
     )
-    dataset, data_entry = _resolve_dataset(data, data_dir)
+    dataset, data_entry = _resolve_dataset(data, data_dir, out)
     if isinstance(model, Model) and not resume:
         cls = type(model)
         pre = (
@@ -301,6 +346,8 @@ def train(
     ddp.barrier()  # every rank has checked `out` before rank 0 writes into it
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        if data_entry["name"] == str((out / ARRAYS_FILE).resolve()) and not resume:
+            _save_arrays(dataset, out / ARRAYS_FILE)  # before config.yaml: a run reloads its data
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg_doc, sort_keys=False))
 
     trainer = Trainer(
@@ -406,12 +453,129 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
     return Run(path=path, model=model, preprocessor=pre, config=cfg, raw_spec=raw_spec)
 
 
-def load(path: str | Path, *, device: str = "cpu") -> Model:
-    """Load the trained model of a run directory, in eval mode.
+class TrainedModel(nn.Module):
+    """A trained model seen from its raw data: what :func:`load` returns, the same for every family.
 
-    The model's data preprocessing is attached as ``model.preprocessor`` (map raw data with
-    ``model.preprocessor(x)``; map samples back with ``model.preprocessor.inverse(s)``).
+    dgm trains a model on *preprocessed* data (``model.spec``): discrete data is dequantized for
+    a continuous model (``x -> (x + u) / L``), binarized on request, else passed unchanged
+    (:mod:`dgm.data.preprocess`). A ``TrainedModel`` puts that preprocessing back, so that
+    everything it takes and returns is raw data as the dataset holds it (``spec``):
+
+    * ``sample(n)``: raw data ``(n, *spec.event_shape)``, drawn under ``model.inference()``
+      (no autograd graph: ``requires_grad`` is False) and mapped back by
+      ``preprocessor.inverse`` (dequantized samples return to the integer levels).
+    * ``log_prob(x)`` for models with an exact likelihood (``exact_likelihood``), else the bound
+      under its own name (``likelihood_bound``: ``elbo(x)`` for ddpm, ``iwae_bound(x, k=...)``
+      for vae/iwae, ``dequantization_bound(x)`` for flows with variational dequantization):
+      ``log p_model(pre(x)) + log_det`` in nats, ``(B,)``, the change of variables of the
+      preprocessing included, as in ``dgm eval``. It is exact when the preprocessing is the
+      identity; when discrete data is dequantized it is one draw of the dequantization lower
+      bound on ``log P(x)`` (Theis et al. 2016) and ``likelihood_note`` says so.
+    * ``log_likelihood(x) -> (values, name)``: whichever of the two the model has, named.
+
+    The model itself, in model space and under the caller's grad mode (what the engine trains),
+    is ``.model``; the preprocessing is ``.preprocessor``.
+    """
+
+    def __init__(self, model: Model, preprocessor: Any, raw_spec: DataSpec) -> None:
+        super().__init__()
+        self.model = model
+        self.preprocessor = preprocessor
+        self.spec = raw_spec
+        self.train(model.training)  # the wrapper's own flag follows the model's (eval when loaded)
+
+    # what generic code reads, passed through from the model
+    name = property(lambda self: self.model.name)
+    family = property(lambda self: self.model.family)
+    config = property(lambda self: self.model.config)
+    exact_likelihood = property(lambda self: self.model.exact_likelihood)
+    likelihood_bound = property(lambda self: self.model.likelihood_bound)
+    bound_options = property(lambda self: self.model.bound_options)
+    conditional = property(lambda self: self.model.conditional)
+    dtype = property(lambda self: self.model.dtype)
+    device = property(lambda self: self.model.device)
+    event_shape = property(lambda self: self.spec.event_shape)
+    num_dims = property(lambda self: self.spec.num_dims)
+
+    @property
+    def likelihood_note(self) -> str | None:
+        """What a likelihood of raw data is beyond the model's own (``"dequantization bound"``),
+        ``None`` when the preprocessing keeps it exact."""
+        return self.preprocessor.likelihood_note
+
+    def inference(self) -> Any:
+        """The model's context for sampling and scoring (see :meth:`Model.inference`)."""
+        return self.model.inference()
+
+    def _raw(self, x: Any) -> Tensor:
+        if not isinstance(x, (Tensor, np.ndarray)):
+            raise DataError(f"x must be a torch.Tensor or numpy array, not {type(x).__name__}")
+        return torch.as_tensor(x).to(self.model.device, self.model.dtype)
+
+    def _labels(self, y: Any) -> dict[str, Any]:
+        return {} if y is None else {"y": torch.as_tensor(y, device=self.model.device)}
+
+    def sample(self, n: int, y: Any = None, **options: Any) -> Tensor:
+        """``n`` samples in raw data space, ``(n, *spec.event_shape)``, without grad; ``options``
+        are the model's sampling options (``SampleOptions``), ``y`` labels of a conditional one."""
+        with self.model.inference():
+            s = self.model.sample(n, **self._labels(y), **options)  # (n, *event) model space
+            x = self.preprocessor.inverse(s)  # (n, *event) raw
+        return x.detach().clone()  # a plain tensor, also out of inference mode
+
+    def _score(self, method: str, x: Any, y: Any, **options: Any) -> Tensor:
+        x = self._raw(x)  # (B, *event) raw
+        with self.model.inference():
+            xm, log_det = self.preprocessor(x)  # (B, *event) model space, (B,)
+            values = getattr(self.model, method)(xm, **self._labels(y), **options)  # (B,)
+            out = values + log_det.to(values.dtype)
+        return out.detach().clone()
+
+    def log_prob(self, x: Any, y: Any = None) -> Tensor:
+        """``log p(x)`` of raw ``x`` in nats, ``(B,)`` (see the class docstring)."""
+        if not self.model.exact_likelihood:
+            bound = self.model.likelihood_bound
+            raise DgmError(
+                f"model {self.name!r} has no exact likelihood; "
+                + (f"use its lower bound {bound}(x)" if bound else "judge it by its samples")
+            )
+        return self._score("log_prob", x, y)
+
+    def log_likelihood(self, x: Any, y: Any = None, **bound_options: Any) -> tuple[Tensor, str]:
+        """``(values (B,), name)``: ``log_prob`` or the named bound of raw ``x``; ``name`` says
+        which, with ``likelihood_note`` appended when the preprocessing makes it a bound."""
+        x = self._raw(x)
+        with self.model.inference():
+            xm, log_det = self.preprocessor(x)
+            values, name = self.model.log_likelihood(xm, **self._labels(y), **bound_options)
+            out = values + log_det.to(values.dtype)
+        note = self.likelihood_note
+        return out.detach().clone(), name + (f" ({note})" if note else "")
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)  # parameters and submodules (``model``)
+        except AttributeError:
+            pass
+        bound = self._modules["model"].likelihood_bound
+        if bound is not None and name == bound:
+            return lambda x, y=None, **options: self._score(bound, x, y, **options)
+        raise AttributeError(
+            f"{type(self).__name__} has no attribute {name!r}; the model in model space is `.model`"
+        )
+
+    def __dir__(self) -> list[str]:
+        bound = self.model.likelihood_bound
+        return sorted(set(super().__dir__()) | ({bound} if bound else set()))
+
+
+def load(path: str | Path, *, device: str = "cpu") -> TrainedModel:
+    """Load the trained model of a run directory, in eval mode, seen from raw data.
+
+    Returns a :class:`TrainedModel`: ``sample(n)`` returns raw data without grad, ``log_prob(x)``
+    (or the named bound, ``likelihood_bound``) takes raw data and includes the preprocessing's
+    log-determinant; ``.model`` is the model itself (model space) and ``.preprocessor`` the map
+    between the two.
     """
     run = load_run(path, device=device)
-    run.model.preprocessor = run.preprocessor
-    return run.model
+    return TrainedModel(run.model, run.preprocessor, run.raw_spec)

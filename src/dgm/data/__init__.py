@@ -8,7 +8,7 @@
 
 from dgm.data.analytic import Density2D, get_density
 from dgm.data.dataset import Dataset
-from dgm.data.files import load_file
+from dgm.data.files import from_arrays, load_file
 from dgm.data.preprocess import (
     Binarize,
     Dequantize,
@@ -27,6 +27,7 @@ __all__ = [
     "Identity",
     "Preprocessor",
     "default_preprocessor",
+    "from_arrays",
     "get_density",
     "load",
     "load_file",

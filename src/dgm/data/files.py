@@ -36,7 +36,7 @@ from dgm.core.errors import DataError
 from dgm.core.spec import DataSpec
 from dgm.data.dataset import SPLITS, Dataset
 
-__all__ = ["EXTENSIONS", "load_file"]
+__all__ = ["EXTENSIONS", "from_arrays", "load_file"]
 
 EXTENSIONS = (".npy", ".npz", ".csv")
 _SHAPES = "(N, D) vectors, (N, H, W) or (N, C, H, W) images"
@@ -172,7 +172,9 @@ def _as_float(p: Path, what: str, a: np.ndarray) -> np.ndarray:
     return a if a.ndim != 3 else a[:, None]  # (N, H, W) -> (N, 1, H, W)
 
 
-def _split(p: Path, a: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _split(
+    p: Path | str, a: np.ndarray, y: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     a = _as_float(p, "the array", a)
     n = a.shape[0]
     if n < 3:
@@ -180,7 +182,8 @@ def _split(p: Path, a: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.
     n_held = max(1, n // 10)
     perm = np.random.default_rng(0).permutation(n)
     idx = np.split(perm, [n - 2 * n_held, n - n_held])
-    return {s: a[i] for s, i in zip(SPLITS, idx)}, {}
+    labels = {} if y is None else {s: y[i] for s, i in zip(SPLITS, idx)}
+    return {s: a[i] for s, i in zip(SPLITS, idx)}, labels
 
 
 def _kind(arrays: list[np.ndarray]) -> tuple[str, int | None]:
@@ -240,3 +243,32 @@ def _to_dataset(p: Path, splits: dict[str, np.ndarray], labels: dict[str, np.nda
         + f", event shape {tuple(event_shape)}",
         ood_dataset="digits" if square_images and levels is not None else None,
     )
+
+
+def _numpy(value: object, what: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    raise DataError(f"{what} must be a torch.Tensor or a numpy array, not {type(value).__name__}")
+
+
+def from_arrays(x: object, y: object = None, *, name: str = "arrays") -> Dataset:
+    """A :class:`Dataset` from data in memory, read by the rules of a ``.npy`` file (module
+    docstring): ``x`` a tensor or array of shape ``(N, D)``, ``(N, H, W)`` or ``(N, C, H, W)``,
+    split 80 / 10 / 10 by the fixed permutation, integer images ``0..255`` discrete, 0/1 vectors
+    binary, anything else continuous; ``y`` optional integer class labels ``(N,)``.
+
+    >>> ds = from_arrays(torch.randn(100, 2))
+    >>> ds.spec.kind, ds.train.shape, ds.test.shape
+    ('continuous', torch.Size([80, 2]), torch.Size([10, 2]))
+    """
+    a = _numpy(x, "data")
+    labels = None if y is None else _numpy(y, "labels y")
+    if labels is not None and labels.shape != (a.shape[0],):
+        raise DataError(
+            f"labels y have shape {labels.shape} but the data has {a.shape[0]} rows; "
+            "give one integer label per row"
+        )
+    splits, split_labels = _split(name, a, labels)
+    return _to_dataset(name, splits, split_labels)  # type: ignore[arg-type]

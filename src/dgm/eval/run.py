@@ -188,6 +188,12 @@ def evaluate(
     if "nll" in todo:  # exact, a bound, or an AIS estimate (an EBM on images)
         nll_kw = {"seed": seed, "bound_options": bound_options}
         timed("nll", lambda: suite.nll_metrics(model, x, y, pre, **nll_kw))
+    # bits/dim of the uniform distribution over the levels the likelihood is about (binarized
+    # data: 2; dequantized data: the raw levels), the figure any model should beat
+    lik_spec = pre.spec(dataset.spec) if pre is not None else dataset.spec
+    levels = lik_spec.levels if lik_spec.kind == "discrete" else dataset.spec.levels
+    if "test_bpd" in res and levels is not None:
+        res["bpd_uniform"] = math.log2(levels)
     elif not has_likelihood(model):
         res["likelihood"] = None
         res["likelihood_kind"] = "none"
@@ -237,7 +243,7 @@ def evaluate(
             fr = feats(ref) if feats is not None else ref.reshape(n, -1)  # (n, F)
             fs = feats(samples) if feats is not None else samples.reshape(n, -1)  # (n, F)
     timed("fid", lambda: suite.fid_metrics(fr, fs, space))
-    timed("kid", lambda: suite.kid_metrics(fr, fs, seed=seed))
+    timed("kid", lambda: suite.kid_metrics(fr, fs, seed=seed, space=space))
     timed("prd", lambda: suite.prd_metrics(fr, fs))
     density = dataset.density
     timed("modes", lambda: suite.mode_metrics(samples, density.modes, density.mode_std))
@@ -266,10 +272,10 @@ _LABELS = {
     "grid_integral": "grid integral of model",
     "c2st_accuracy": "C2ST accuracy (0.5 = indistinguishable)",
     "c2st_p_value": "C2ST p-value",
-    "mmd2": "MMD^2 (unbiased)",
+    "mmd2": "MMD^2 (unbiased estimate, can be < 0)",
     "mmd_p_value": "MMD p-value",
     "fid": "FID (not Inception; not comparable to papers)",
-    "kid": "KID",
+    "kid": "KID (unbiased estimate, can be < 0)",
     "precision": "precision (k-NN, k=3)",
     "recall": "recall (k-NN, k=3)",
     "modes_captured": "modes captured",
@@ -295,6 +301,10 @@ def result_likelihood(res: dict[str, Any]) -> Likelihood | None:
     return None
 
 
+#: printed beside their metric, not on a line of their own
+_RAW_SPACE_HIDDEN = ("fid_space", "kid_space")
+
+
 def format_table(res: dict[str, Any]) -> str:
     """A plain-text table of the scalar results of :func:`evaluate`, for the terminal. Each
     likelihood figure says what it is (exact, an upper bound, an estimate, ...) in the words of
@@ -305,17 +315,27 @@ def format_table(res: dict[str, Any]) -> str:
         if isinstance(value, (dict, list)) or key in _NOT_SHOWN or key.endswith("_sem"):
             continue
         label = _LABELS.get(key, key.replace("_", " "))
+        if key in ("modes_total", "bpd_uniform", "kid_std") or key in _RAW_SPACE_HIDDEN:
+            continue
+        raw_space = res.get(f"{key}_space") == "raw values"
+        if key in ("fid", "kid") and raw_space:  # a Gaussian fit or a cubic kernel on raw 2-D
+            rows.append((label, "n/a (not meaningful on raw vector values)"))
+            continue
         if key == "modes_captured":
             value = f"{value}/{res.get('modes_total')}"
         elif isinstance(value, float):
-            sem = res.get(f"{key}_sem")
+            sem = res.get(f"{key}_sem", res.get(f"{key}_std"))
             value = f"{value:.4g}" + (f" ± {sem:.2g}" if isinstance(sem, float) else "")
             if lik is not None and key in _QUANTITY:
                 value += f" ({lik.describe(_QUANTITY[key])})"
         elif value is None:
             value = "n/a"
-        if key == "modes_total":
-            continue
+        if key == "test_bpd" and isinstance(res.get("bpd_uniform"), float) and value != "n/a":
+            base = res["bpd_uniform"]
+            value += f" (uniform over {round(2**base)} levels: {base:.4g}"
+            value += "; WORSE than uniform)" if res[key] > base else ")"
+        if key in ("mmd2", "kid") and isinstance(res[key], float) and res[key] < 0:
+            value += " (an unbiased estimate: below 0 by chance when the true value is near 0)"
         rows.append((label, str(value)))
     width = max(len(r[0]) for r in rows)
     lines = [f"{res.get('model')} on {res.get('data')}"]

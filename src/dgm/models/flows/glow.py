@@ -21,7 +21,10 @@ half ``z`` conditioned on the kept half ``h``, so that the base stays ``N(0, I)`
 
     \log p(x) = \log \mathcal{N}(f(x); 0, I) + \textstyle\sum \log |\det J|.
 
-Data in ``[0, 1]`` first go through a logit (``logit_alpha``). For vectors (``D >= 2``) the
+Data in ``[0, 1]`` first go through a logit (``logit_alpha``): the model works in model space,
+the dequantized pixels ``(x + u) / L`` the engine feeds it, and under the caller's grad mode; a
+trained run loaded with ``dgm.load`` (:class:`dgm.api.TrainedModel`) takes and returns the raw
+levels ``0..L-1`` and samples without grad, as every family does. For vectors (``D >= 2``) the
 same step (actnorm, LU linear, affine coupling with alternating masks and MLP conditioners) is
 repeated ``depth`` times without squeezes or splits.
 

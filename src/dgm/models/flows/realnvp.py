@@ -133,7 +133,10 @@ class RealNVP(FlowModel):
     """RealNVP affine coupling flow over vectors or images (see the module docstring).
 
     :meth:`forward_transform` (data to noise) and :meth:`inverse_transform` (noise to data) expose
-    the bijection and its log-determinant; ``sample`` runs under the caller's grad mode.
+    the bijection and its log-determinant. Like every model, it works in model space (the
+    preprocessed data of ``spec``: dequantized images in ``[0, 1)``) and ``sample`` runs under the
+    caller's grad mode (one can differentiate through samples); a trained run loaded with
+    ``dgm.load`` (:class:`dgm.api.TrainedModel`) samples and scores raw data, without grad.
     """
 
     name = "realnvp"

@@ -1,0 +1,129 @@
+"""The Python face (``dgm.train``, ``dgm.load``), the same five lines for every registered model:
+train on a tensor, load, sample raw data without grad, score it with ``log_prob`` or the named
+bound."""
+
+from __future__ import annotations
+
+import inspect
+import pydoc
+
+import numpy as np
+import pytest
+import torch
+
+import dgm
+from dgm.api import TrainedModel
+from dgm.core.errors import DataError, DgmError
+from dgm.data import from_arrays
+from dgm.models import entries
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+N = 40  # examples: 32 / 4 / 4 after the 80 / 10 / 10 split
+
+
+def arrays_for(cls) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Raw data of the kind of the model's example spec (discrete vectors are binary: only 0/1
+    vectors read as discrete), with labels when the spec has classes."""
+    spec = cls.example.spec
+    g = torch.Generator().manual_seed(0)
+    if spec.kind == "continuous":
+        x = torch.randn(N, *spec.event_shape, generator=g)
+        levels = None
+    else:
+        levels = spec.levels if spec.is_image else 2
+        x = torch.randint(0, levels, (N, *spec.event_shape), generator=g).float()
+        x.view(N, -1)[0, 0] = levels - 1  # the top level occurs: levels = max + 1
+    y = torch.arange(N) % spec.num_classes if spec.num_classes else None
+    return x, y
+
+
+@pytest.mark.parametrize("cls", entries(), ids=lambda c: c.name)
+def test_the_same_five_lines_for_every_model(cls, tmp_path):
+    x, y = arrays_for(cls)
+    data = x if y is None else (x, y)
+    cfg = dict(cls.example.config)
+    run = dgm.train(cls.name, data, tmp_path / "run", steps=2, progress=False, model_config=cfg)
+    m = dgm.load(run)
+    s = m.sample(4)
+    assert isinstance(m, TrainedModel)
+    assert s.shape == (4, *cls.example.spec.event_shape) and s.dtype == m.dtype
+    assert s.requires_grad is False and torch.isfinite(s).all()
+    if x.max() == x.max().round() and (x == x.round()).all():  # discrete raw data: its levels
+        assert (s == s.round()).all() and s.min() >= 0 and s.max() <= x.max()
+    if m.exact_likelihood:
+        ll = m.log_prob(s)
+    elif m.likelihood_bound:
+        ll = getattr(m, m.likelihood_bound)(s)
+    else:
+        with pytest.raises(DgmError, match="no exact likelihood"):
+            m.log_prob(s)
+        return
+    assert ll.shape == (4,) and ll.dtype == m.dtype and torch.isfinite(ll).all()
+    assert ll.requires_grad is False
+
+
+def test_glow_on_digits_samples_and_scores_raw_levels(tmp_path):
+    """Glow's logit front end wants [0, 1]; through its dequantizer it takes raw levels 0..16
+    (was: "rescale it"), and its samples are levels with no autograd graph (were model-space
+    values with requires_grad=True)."""
+    digits = dgm.data.load("digits")
+    cfg = {"levels": 1, "steps": 1, "hidden_channels": 4}
+    run = dgm.train("glow", digits.train[:60].numpy(), tmp_path / "g", steps=2, progress=False,
+                    model_config=cfg)  # fmt: skip
+    m = dgm.load(run)
+    s = m.sample(5)
+    assert not s.requires_grad and s.shape == (5, 1, 8, 8)
+    assert set(s.unique().tolist()) <= set(range(17))
+    ll = m.log_prob(digits.test[:3])
+    assert ll.shape == (3,) and torch.isfinite(ll).all()
+    # the preprocessing's log-determinant, -D log 17, is part of it
+    with m.inference():
+        xm, _ = m.preprocessor(digits.test[:3])
+        model_space = m.model.log_prob(xm)
+    assert (ll - model_space).abs().min() > 64 * np.log(17) - 64 * 1.0  # not the raw density
+    values, name = m.log_likelihood(digits.test[:3])
+    assert name == "log_prob (dequantization bound)"
+
+
+def test_the_bound_has_its_own_name(tmp_path):
+    x = torch.randint(0, 2, (N, 6)).float()
+    run = dgm.train("vae", x, tmp_path / "v", steps=2, progress=False,
+                    model_config={"latent_dim": 2, "hidden": [8], "eval_k": 2})  # fmt: skip
+    m = dgm.load(run)
+    assert m.likelihood_bound == "iwae_bound" and "iwae_bound" in dir(m)
+    assert m.iwae_bound(x[:3], k=2).shape == (3,)
+    with pytest.raises(DgmError, match="iwae_bound"):
+        m.log_prob(x[:3])
+    with pytest.raises(AttributeError, match=r"\.model"):
+        m.elbo  # noqa: B018 - not its bound: the model space method lives on .model
+
+
+def test_train_takes_arrays_with_labels_and_a_run_reloads_them(tmp_path):
+    x = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
+    y = np.arange(50) % 3
+    run = dgm.train("nsf", (x, y), tmp_path / "r", steps=2, progress=False,
+                    model_config={"num_layers": 1, "hidden": [8]})  # fmt: skip
+    ds = dgm.data.load(str(run / "data.npz"))
+    assert ds.spec.num_classes == 3 and ds.train.shape == (40, 2)
+    assert torch.equal(ds.test, from_arrays(x, y).test)
+    dgm.train("nsf", None, run, resume=True, steps=3, progress=False)  # data from data.npz
+
+
+def test_bad_data_is_one_sentence(tmp_path):
+    with pytest.raises(DataError, match="tensor or array"):
+        dgm.train("nsf", [[0.0, 1.0]], tmp_path / "a", steps=1)
+    with pytest.raises(DataError, match="one integer label per row"):
+        dgm.train("nsf", (torch.randn(10, 2), torch.zeros(9)), tmp_path / "b", steps=1)
+    with pytest.raises(DataError, match="NaN"):
+        dgm.train("nsf", torch.full((10, 2), float("nan")), tmp_path / "c", steps=1)
+    assert not (tmp_path / "b").exists()
+
+
+def test_help_shows_the_real_train_and_load():
+    sig = inspect.signature(dgm.train)
+    assert list(sig.parameters)[:3] == ["model", "data", "out"]
+    assert "tensor" in inspect.getdoc(dgm.train).lower()
+    assert "Train ``model``" in pydoc.render_doc(dgm.train)
+    assert {"train", "load"} <= set(dir(dgm))
+    assert "TrainedModel" in pydoc.render_doc(dgm.load)
