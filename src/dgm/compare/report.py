@@ -21,14 +21,20 @@ from typing import Any
 import torch
 
 from dgm import api
+from dgm.compare.labels import is_clock, label
 from dgm.compare.leaderboard import aggregate, rank_rows, result_kind
 from dgm.compare.page import data_uri, render
 from dgm.core.errors import DgmError
 from dgm.core.io import atomic_write_text
 from dgm.data import load as load_dataset
+from dgm.models import get as get_model
 from dgm.plots.figures import curves_figure, density_figure, figure_bytes
 
-__all__ = ["gather", "read_records", "write_report"]
+__all__ = ["gather", "overlay_panels", "read_records", "run_labels", "write_report"]
+
+#: model options that change what the training loss measures (so runs differing in them get
+#: separate axes): an EBM's objective, a score model's weighting
+_LOSS_OPTIONS = ("objective", "weighting")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -46,14 +52,76 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def _curves(records: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """The run's curves by readable name: ``{"training": {...}, "validation": {...}}``, each a list
+    of ``(step, value)``. Clocks (elapsed seconds, throughput, the learning rate) are not curves,
+    and a series equal to the loss at every step (a flow's ``nll``) is not drawn twice."""
     train: dict[str, list] = {}
     val: dict[str, list] = {}
     for rec in records:
         for k, v in rec.items():
-            if k in ("step", "lr", "steps_per_s") or not isinstance(v, (int, float)):
+            if is_clock(k) or isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue
             (val if k.startswith("val_") else train).setdefault(k, []).append((rec["step"], v))
-    return {"training": train, "validation": val}
+    for k in [k for k in train if k != "loss" and _equals_loss(records, k)]:
+        del train[k]
+    return {
+        "training": {label(k): pts for k, pts in train.items()},
+        "validation": {label(k): pts for k, pts in val.items()},
+    }
+
+
+def _equals_loss(records: list[dict[str, Any]], key: str) -> bool:
+    """True when ``key`` is the training loss under another name (every record with both
+    agrees), as a flow's ``nll`` is."""
+    both = [r for r in records if "loss" in r and key in r]
+    return bool(both) and all(r["loss"] == r[key] for r in both)
+
+
+def _family(model: str) -> str:
+    try:
+        return get_model(model).family or "other"
+    except DgmError:
+        return "other"
+
+
+def _loss_panel(view: dict[str, Any]) -> str:
+    """The axes a run's training loss is drawn on, shared only by losses of the same meaning: one
+    per family when the loss is the NLL (nats), else one per model and loss-defining option (an
+    EBM's objective, a score model's weighting), since those losses are not on one scale."""
+    cfg = view["config"]
+    family = _family(cfg["model"])
+    if _equals_loss(view["records"], "nll"):
+        return f"{family}: training NLL (nats)"
+    title = (
+        f"{family}: training loss" if family == cfg["model"] else f"{family}: {cfg['model']} loss"
+    )
+    opts = cfg.get("model_config") or {}
+    how = [f"{k}={opts[k]}" for k in _LOSS_OPTIONS if k in opts]
+    return title + (f" ({', '.join(how)})" if how else "")
+
+
+def run_labels(items: Sequence[tuple[str, Path]]) -> list[str]:
+    """A short, unique label per ``(model, run directory)``: the model's name, and where several
+    runs share it, the fewest last parts of their paths that tell them apart (never the model's
+    name again).
+
+    >>> run_labels([("nsf", Path("a/nsf")), ("vae", Path("a/vae"))])
+    ['nsf', 'vae']
+    >>> run_labels([("nsf", Path("c/nsf/w=8/seed-0")), ("nsf", Path("c/nsf/w=16/seed-0"))])
+    ['nsf w=8/seed-0', 'nsf w=16/seed-0']
+    """
+    out = []
+    for i, (model, path) in enumerate(items):
+        same = [[x for x in Path(p).parts if x != model] for m, p in items if m == model]
+        if len(same) == 1:
+            out.append(model)
+            continue
+        mine = [x for x in Path(path).parts if x != model]
+        k = 1
+        while k < len(mine) and sum(s[-k:] == mine[-k:] for s in same) > 1:
+            k += 1
+        out.append(f"{model} {'/'.join(mine[-k:]) or f'#{i + 1}'}")
+    return out
 
 
 def _load_json(path: Path) -> dict[str, Any] | None:
@@ -121,36 +189,57 @@ def _run_view(path: Path, index: int) -> dict[str, Any]:
             figures.append((kind, f"{name}.png", data_uri(png.read_bytes(), "png")))
     view["figures"] = figures
     title = f"{cfg['model']} on {cfg['data']['name']}"
-    view["curve"] = data_uri(
-        figure_bytes(curves_figure(_curves(view["records"]), title=title), "svg"), "svg"
-    )
+    curves = _curves(view["records"])
+    view["curve_names"] = {k: list(c) for k, c in curves.items()}
+    view["curve"] = data_uri(figure_bytes(curves_figure(curves, title=title), "svg"), "svg")
     return view
 
 
-def _overlay(views: list[dict[str, Any]], data: str) -> str | None:
-    panels: dict[str, dict[str, list]] = {"training loss": {}, "validation NLL": {}}
-    for v in views:
-        if v["config"]["data"]["name"] != data:
-            continue
-        label = f"{v['config']['model']} {v['path'].name}"
+def overlay_panels(views: list[dict[str, Any]], data: str) -> dict[str, dict[str, list]]:
+    """The curves of every run on ``data``, by panel: the validation NLL (nats, comparable across
+    families: each run's label says whether its figure is exact, a bound or an estimate) on one
+    axes, and the training losses on one axes per kind of loss (:func:`_loss_panel`), so that
+    losses on different scales (a GAN's, an EBM's, a negative ELBO) are never drawn over each
+    other. Panels without a curve are left out."""
+    on = [v for v in views if v["config"]["data"]["name"] == data]
+    names = run_labels([(v["config"]["model"], v["path"]) for v in on])
+    val: dict[str, list] = {}
+    losses: dict[str, dict[str, list]] = {}
+    for v, name in zip(on, names):
         c = _curves(v["records"])
-        panels["training loss"][label] = c["training"].get("loss", [])
-        panels["validation NLL"][label] = c["validation"].get("val_nll", [])
-    if not any(any(p.values()) for p in panels.values()):
+        if c["training"].get(label("loss")):
+            losses.setdefault(_loss_panel(v), {})[name] = c["training"][label("loss")]
+        if c["validation"].get(label("val_nll")):
+            kind = result_kind(v["summary"])
+            val[f"{name} ({kind})"] = c["validation"][label("val_nll")]
+    panels = {label("val_nll"): val} if val else {}
+    return panels | dict(sorted(losses.items()))
+
+
+def _overlay(views: list[dict[str, Any]], data: str) -> tuple[str, list[str]] | None:
+    panels = overlay_panels(views, data)
+    if not panels:
         return None
-    return data_uri(figure_bytes(curves_figure(panels, title=data), "svg"), "svg")
+    fig = curves_figure(panels, title=data, ncols=3)
+    return data_uri(figure_bytes(fig, "svg"), "svg"), list(panels)
 
 
 def _run_leaderboard(run_dirs: list[Path]) -> dict[str, Any]:
     """A leaderboard of single runs (each its own row) from their eval.json or summary.json."""
     tables: dict[str, dict[str, Any]] = {}
-    for path in run_dirs:
-        cfg = api.read_run_config(path)
+    cfgs = [api.read_run_config(path) for path in run_dirs]
+    for path, cfg in zip(run_dirs, cfgs):
+        same = [
+            (c["model"], p)
+            for p, c in zip(run_dirs, cfgs)
+            if c["data"]["name"] == cfg["data"]["name"]
+        ]
+        name = run_labels(same)[same.index((cfg["model"], path))]
         res = dict(_load_json(path / "summary.json") or {})
         res.update(_load_json(path / "eval.json") or {})
         table = tables.setdefault(cfg["data"]["name"], {"data": cfg["data"]["name"], "rows": []})
         table["rows"].append({
-            "model": f"{cfg['model']} ({path.name})", "family": "", "status": "ok",
+            "model": name, "family": _family(cfg["model"]), "status": "ok",
             "likelihood": res.get("likelihood"),
             "likelihood_kind": result_kind(res), "likelihood_info": res.get("likelihood_info"),
             "metrics": aggregate([res]), "runs": [str(path)], "fid_space": res.get("fid_space"),

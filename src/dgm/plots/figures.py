@@ -208,13 +208,18 @@ def density_figure(
 
 
 def curves_figure(
-    panels: dict[str, dict[str, list[tuple[float, float]]]], *, title: str = ""
+    panels: dict[str, dict[str, list[tuple[float, float]]]], *, title: str = "", ncols: int = 2
 ) -> Any:
     """Line plots of curves against the training step: ``panels`` maps a panel title (e.g.
-    "training", "validation") to ``{curve name: [(step, value), ...]}``. Returns the figure."""
+    "training", "validation") to ``{curve name: [(step, value), ...]}``; each panel has axes of
+    its own (curves on one axes share a scale, so only comparable ones belong together), at most
+    ``ncols`` panels a row. Returns the figure."""
     shown = {k: v for k, v in panels.items() if any(v.values())}
-    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4.2 * max(1, len(shown)), 3.0))
-    axes = np.atleast_1d(axes)
+    n = max(1, len(shown))
+    cols = min(n, ncols)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    axes = axes.ravel()
     for ax, (name, curves) in zip(axes, shown.items()):
         for label, points in curves.items():
             if points:
@@ -224,9 +229,10 @@ def curves_figure(
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
+    for ax in axes[len(shown) :]:
+        ax.axis("off")
     if not shown:
         axes[0].text(0.5, 0.5, "no curves logged", ha="center", va="center")
-        axes[0].axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
