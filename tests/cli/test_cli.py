@@ -250,7 +250,7 @@ def test_vae_run_writes_latent_plots_and_scores_with_a_named_bound(tmp_path, cap
     x = tmp_path / "x.npy"
     assert run(capsys, "sample", out, "-n", 4, "--out", x)[0] == 0
     code, _, err = run(capsys, "score", out, x, "--out", tmp_path / "s.npy", "--k", 7)
-    assert code == 0 and "iwae_bound(k=7), a lower bound" in err
+    assert code == 0 and "iwae_bound(k=7): a lower bound on log p" in err
     code, _, err = run(capsys, "score", out, x, "--out", tmp_path / "s.npy", "--k", 0)
     assert code == 2 and "--k must be at least 1" in err
 
