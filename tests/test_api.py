@@ -68,7 +68,7 @@ def test_glow_on_digits_samples_and_scores_raw_levels(tmp_path):
     (was: "rescale it"), and its samples are levels with no autograd graph (were model-space
     values with requires_grad=True)."""
     digits = dgm.data.load("digits")
-    cfg = {"levels": 1, "steps": 1, "hidden_channels": 4}
+    cfg = {"levels": 1, "depth": 1, "width": 4}
     run = dgm.train("glow", digits.train[:60].numpy(), tmp_path / "g", steps=2, progress=False,
                     model_config=cfg)  # fmt: skip
     m = dgm.load(run)
@@ -82,8 +82,9 @@ def test_glow_on_digits_samples_and_scores_raw_levels(tmp_path):
         xm, _ = m.preprocessor(digits.test[:3])
         model_space = m.model.log_prob(xm)
     assert (ll - model_space).abs().min() > 64 * np.log(17) - 64 * 1.0  # not the raw density
-    values, name = m.log_likelihood(digits.test[:3])
-    assert name == "log_prob (dequantization bound)"
+    values, info = m.log_likelihood(digits.test[:3])
+    assert info.kind == "bound" and info.discrete and info.method == "log_prob"
+    assert "dequantization bound" in str(info)
 
 
 def test_the_bound_has_its_own_name(tmp_path):
@@ -103,7 +104,7 @@ def test_train_takes_arrays_with_labels_and_a_run_reloads_them(tmp_path):
     x = np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32)
     y = np.arange(50) % 3
     run = dgm.train("nsf", (x, y), tmp_path / "r", steps=2, progress=False,
-                    model_config={"num_layers": 1, "hidden": [8]})  # fmt: skip
+                    model_config={"depth": 1, "hidden": [8]})  # fmt: skip
     ds = dgm.data.load(str(run / "data.npz"))
     assert ds.spec.num_classes == 3 and ds.train.shape == (40, 2)
     assert torch.equal(ds.test, from_arrays(x, y).test)

@@ -27,6 +27,7 @@ from dgm import __version__
 from dgm.core.config import build_config, config_to_dict, translate_renamed, yaml_problem
 from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgm.core.io import atomic_path, atomic_write_text, load_tensors, save_tensors
+from dgm.core.likelihood import Likelihood
 from dgm.core.model import Model
 from dgm.core.progress import Deadline
 from dgm.core.spec import DataSpec
@@ -541,16 +542,20 @@ class TrainedModel(nn.Module):
             )
         return self._score("log_prob", x, y)
 
-    def log_likelihood(self, x: Any, y: Any = None, **bound_options: Any) -> tuple[Tensor, str]:
-        """``(values (B,), name)``: ``log_prob`` or the named bound of raw ``x``; ``name`` says
-        which, with ``likelihood_note`` appended when the preprocessing makes it a bound."""
+    def log_likelihood(
+        self, x: Any, y: Any = None, **bound_options: Any
+    ) -> tuple[Tensor, Likelihood]:
+        """``(values (B,), info)``: ``log_prob`` or the named bound of raw ``x``; ``info`` (a
+        :class:`~dgm.core.likelihood.Likelihood`) says which, as a dequantization bound when the
+        preprocessing makes it one."""
         x = self._raw(x)
         with self.model.inference():
             xm, log_det = self.preprocessor(x)
-            values, name = self.model.log_likelihood(xm, **self._labels(y), **bound_options)
+            values, info = self.model.log_likelihood(xm, **self._labels(y), **bound_options)
             out = values + log_det.to(values.dtype)
-        note = self.likelihood_note
-        return out.detach().clone(), name + (f" ({note})" if note else "")
+        if self.likelihood_note:
+            info = info.dequantized()
+        return out.detach().clone(), info
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from dgm.cli.main import main
 
-TINY = ["--set", "num_layers=2", "--set", "hidden=[16,16]", "--batch-size", "64", "--seed", "3"]
+TINY = ["--set", "depth=2", "--set", "hidden=[16,16]", "--batch-size", "64", "--seed", "3"]
 
 
 def run(capsys, *argv):
@@ -39,7 +39,7 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.parametrize(
     "argv,difference",
     [
-        (["nsf", "--set", "num_layers=3"], "model_config num_layers is 2 there, not 3"),
+        (["nsf", "--set", "depth=3"], "model_config depth is 2 there, not 3"),
         (["nsf", "--set", "hidden=[16,32]"], "hidden is [16, 16] there, not [16, 32]"),
         (["made"], "its model is 'nsf', not 'made'"),
         (["--data", "rings"], "its data is '8gaussians', not 'rings'"),
@@ -63,7 +63,7 @@ def test_resume_accepts_the_same_settings_and_a_new_length(tmp_path, capsys):
     argv = ["train", "nsf", "--data", "8gaussians", "--out", out, "--no-progress", *TINY]
     assert run(capsys, *argv, "--steps", 6)[0] == 0
     # the run's own settings (values written differently too), a new length, device, precision
-    code, text, err = run(capsys, *argv, "--lr", "1e-3", "--set", "num_layers=2.0",
+    code, text, err = run(capsys, *argv, "--lr", "1e-3", "--set", "depth=2.0",
                           "--steps", 10, "--device", "cpu", "--resume")  # fmt: skip
     assert code == 0, err
     assert json.loads(text)["steps"] == 10
@@ -111,7 +111,7 @@ def test_a_config_whose_spec_is_not_the_datas_is_an_error(tiny_run, tmp_path, ca
     "text,where",
     [
         ("model: nsf\ndata: 8gaussians\ntrain:\n  steps: 5\n lr: 3\n", "line 5, column 2"),
-        ("model: nsf\nmodel_config: {num_layers: 2\n", "line 3, column 1"),
+        ("model: nsf\nmodel_config: {depth: 2\n", "line 3, column 1"),
         ("model: nsf\ndata: rings: 2\n", "line 2, column 12"),
     ],
 )

@@ -131,7 +131,7 @@ def test_trace_choice_and_options():
         with pytest.raises(ConfigError, match="needs steps"):
             model.sample(3, method="euler")
         with pytest.raises(ConfigError, match="unknown ODE method"):
-            model.sample(3, method="heun")
+            model.sample(3, method="leapfrog")
         with pytest.raises(DataError, match="unconditional"):
             model.log_prob(torch.zeros(2, 2), torch.zeros(2))
     with pytest.raises(ConfigError, match="adaptive"):

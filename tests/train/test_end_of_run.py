@@ -11,7 +11,7 @@ from dgm import api
 from dgm.eval import summary as summary_module
 from dgm.models import get
 
-TINY = {"num_layers": 1, "hidden": [8], "bins": 4}
+TINY = {"depth": 1, "hidden": [8], "bins": 4}
 
 
 class Clock:

@@ -21,7 +21,7 @@ from dgm.train.engine import Trainer
 def test_bf16_mixed_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(256, 2) * torch.tensor([1.0, 0.3])
-    model = build("nsf", DataSpec((2,)), num_layers=2, hidden=[16, 16])
+    model = build("nsf", DataSpec((2,)), depth=2, hidden=[16, 16])
     seen: list[torch.dtype] = []
     linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
     linear.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
@@ -42,7 +42,7 @@ def test_bf16_mixed_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights(
 
 def test_full_precision_stays_float32(tmp_path):
     x = torch.randn(128, 2)
-    model = build("nsf", DataSpec((2,)), num_layers=2, hidden=[16, 16])
+    model = build("nsf", DataSpec((2,)), depth=2, hidden=[16, 16])
     seen: list[torch.dtype] = []
     linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
     linear.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))

@@ -28,6 +28,12 @@ LABELS: dict[str, str] = {
     "reverse_kl": "KL(model ‖ true) (nats)",
     "tv": "total variation",
     "grid_integral": "model density's integral over the grid",
+    "ais_log_z": "AIS log Z",
+    "ais_log_z_stderr": "AIS log Z standard error",
+    "ais_ess": "AIS effective sample size",
+    "ais_chains": "AIS chains",
+    "ais_temps": "AIS temperatures",
+    "ais_warning": "AIS warning",
     # two-sample tests
     "c2st_accuracy": "C2ST accuracy (0.5 is best)",
     "c2st_p_value": "C2ST p-value",

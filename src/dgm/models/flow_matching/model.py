@@ -114,8 +114,13 @@ class FlowMatchingConfig(NetConfig):
 
 @dataclass
 class FlowMatchingSampleOptions:
-    """Options of :meth:`FlowMatching.sample`: ``method`` (``"euler"``, ``"heun"``, ``"rk4"``
-    with ``steps`` equal steps, or adaptive ``"dopri5"`` at the model's ``rtol``/``atol``)."""
+    """Options of :meth:`FlowMatching.sample`.
+
+    Attributes:
+        method: the ODE solver: ``"euler"``, ``"heun"``, ``"rk4"`` (``steps`` equal steps; 1, 2
+            and 4 network evaluations per step) or adaptive ``"dopri5"`` (the model's tolerances).
+        steps: the number of equal steps of a fixed-step solver.
+    """
 
     method: Literal["euler", "heun", "rk4", "dopri5"] = "rk4"
     steps: int = 20
