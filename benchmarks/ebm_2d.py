@@ -84,22 +84,23 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the results file (supplementary runs)")
     args = ap.parse_args()
     sets = parse_sets(args.set)
-    jobs = [(d, o, args.steps, args.seed, sets) for d in args.data for o in args.objectives]
+    jobs = [(d, o, args.steps, args.seed, sets) for o in args.objectives for d in args.data]
     load_start = loadavg()
-    rows = []
-    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        for row in pool.imap(run, jobs):
-            rows.append(row)
-            print({k: v for k, v in row.items() if k != "config"}, flush=True)
-    configs = {r["objective"]: r.pop("config") for r in rows}
+    rows: list[dict] = []
+    configs: dict[str, dict] = {}
     cols = ["data", "objective", "steps", "kl_gap_nats", "kl_sem", "quad_err", "train_s",
             "ms_per_step"]  # fmt: skip
     train = {k: v for k, v in config_to_dict(TrainConfig(**EBM.train_defaults)).items()
              if k in ("batch_size", "lr", "optimizer", "schedule", "grad_clip")}  # fmt: skip
-    extra = {"loadavg_start": load_start, "loadavg_end": loadavg(), "jobs": args.jobs,
-             "train": train, "sets": sets, "configs": configs}  # fmt: skip
-    report("ebm_2d" + args.tag, rows, cols, extra)
-
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        for row in pool.imap(run, jobs):
+            configs[row["objective"]] = row.pop("config")
+            rows.append(row)
+            print(row, flush=True)
+            extra = {"loadavg_start": load_start, "loadavg_end": loadavg(), "jobs": args.jobs,
+                     "train": train, "sets": sets, "configs": configs,
+                     "complete": len(rows) == len(jobs)}  # fmt: skip
+            report("ebm_2d" + args.tag, rows, cols, extra)  # after every run: partial results
 
 if __name__ == "__main__":
     main()
