@@ -102,5 +102,6 @@ def main() -> None:
                      "complete": len(rows) == len(jobs)}  # fmt: skip
             report("ebm_2d" + args.tag, rows, cols, extra)  # after every run: partial results
 
+
 if __name__ == "__main__":
     main()
