@@ -89,16 +89,17 @@ _ANNEAL = {"anneal_sigma": 0.5, "anneal_steps": 3000}
 #:   energy rises where the chains sit, 0 -> 142 in 500 updates on rings, while MALA at a fixed
 #:   step freezes, acceptance 0.92 -> 0.27), and the density's mass moves to wells that neither
 #:   the data nor the chains visit (KL 118 nats on rings at update 500, 2911 at 3000). With
-#:   these defaults 8gaussians reaches 0.0065, but rings still diverges late (a constant-lr
-#:   probe was at 0.12 after 1250 updates; the engine's 3000: KL 307), so pcd is no longer the
-#:   default objective.
+#:   these defaults 8gaussians reaches 0.0065, but rings and checkerboard still diverge late
+#:   (a constant-lr probe on rings was at 0.12 after 1250 updates; the engine's 3000 end at KL
+#:   307 and 140), so pcd is no longer the default objective.
 #: * sm, ssm, dsm: noise annealing (``anneal_sigma``): the data are blurred by N(0, s^2 I), s
 #:   falling from 0.5 to 0 over ``anneal_steps``, so the relative weights of separated modes
 #:   (which the Fisher divergence cannot see: the 4 rings) are learnt while the modes overlap
-#:   (ssm on rings, constant lr: KL 0.281 -> 0.167). sm and ssm anneal over 3000 steps, as
-#:   with 1500 and then 1500 steps unblurred they end at KL 0.137 and 0.127 on rings; dsm over
-#:   1500 steps down to ``dsm_sigma`` 0.05 (at 0.1 the blur of the rings of width 0.08 alone
-#:   costs 0.17 nats); ssm averages 4 projections (1: KL 0.27 on the 1-D test mixture).
+#:   (ssm on rings, constant lr: KL 0.281 -> 0.167). dsm anneals over 1500 steps down to
+#:   ``dsm_sigma`` 0.05 (at 0.1 the blur of the rings of width 0.08 alone costs 0.17 nats) and
+#:   meets the targets. sm and ssm do not on rings yet: annealed over 1500 steps (1 projection)
+#:   they ended at KL 0.137 and 0.127, over 3000 (the default; ssm with 4 projections, as 1
+#:   left the 1-D test mixture at KL 0.27) ssm at 0.163.
 #: * nce: the fitted Gaussian as noise; fce: a flow as noise, untethered.
 OBJECTIVE_DEFAULTS = {
     "cd": {"cd_init": "data", "mcmc": "mala", **_SHAPE},
@@ -118,8 +119,9 @@ class EBMConfig:
     Attributes:
         objective: one of cd, pcd, sm, ssm, dsm, nce, fce (see the module docstring); nce by
             default: it meets issue 24's targets, needs no MCMC and no second derivatives (the
-            cheapest step), and learns log Z; pcd, the old default, still diverges on rings at
-            its new defaults (KL 307 at 3000 steps, benchmarks/results/ebm_2d.json).
+            cheapest step), and learns log Z; pcd, the old default, still diverges on rings and
+            checkerboard at its new defaults (KL 307 and 140 at 3000 steps,
+            benchmarks/results/ebm_2d.json).
         energy: ``"mlp"``, ``"conv"`` (images) or ``"quadratic"`` (a Gaussian energy).
         hidden: hidden widths of the MLP energy. channels: channels of the conv energy.
         fourier_features, fourier_scale: the MLP energy reads ``F`` random Fourier features
