@@ -34,6 +34,8 @@ CONFIG = {
     "alpha": 0.1,
     "buffer_size": 5000,
     "tether": 1.0,
+    "fourier_features": 0,  # the settings of its figure, not pcd's 2-D defaults (issue 24)
+    "cd_init": "noise",
 }
 
 
