@@ -39,6 +39,8 @@ from dgm.train.engine import Trainer
 __all__ = ["train", "load", "load_run", "Run", "RUN_KEYS"]
 
 RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
+#: the training options that set how long a run is; the caller's replace all of the model's
+RUN_LENGTH = frozenset({"steps", "epochs", "max_minutes"})
 
 
 @dataclass
@@ -163,13 +165,25 @@ def train(
                 shutil.rmtree(out)
         cfg_doc = None
         model_name = model if isinstance(model, str) else model.name
-        # the model's preferred training options (Model.train_defaults) under the caller's
+        # the model's preferred training options (Model.train_defaults) under the caller's; a
+        # run length the caller gives (steps, epochs or a time budget) replaces the model's
         cls_ = type(model) if isinstance(model, Model) else get_model_class(model_name)
         defaults = dict(cls_.train_defaults)
-        if "steps" in train_options or "epochs" in train_options:
-            defaults.pop("steps", None)
-            defaults.pop("epochs", None)
-        train_options = defaults | train_options
+        if RUN_LENGTH & set(train_options):
+            for key in RUN_LENGTH:
+                defaults.pop(key, None)
+        merged = defaults | train_options
+        if (
+            "schedule" in defaults
+            and not {"schedule", "schedule_clock"} & set(train_options)
+            and merged.get("steps") is None
+            and merged.get("epochs") is None
+            and merged.get("max_minutes")
+        ):
+            # the model's decaying schedule, and a time budget alone sets the run's length:
+            # the schedule decays over the budget
+            merged["schedule_clock"] = "time"
+        train_options = merged
 
     tcfg = build_config(
         TrainConfig, cfg_doc["train"] if cfg_doc else train_options, what="training"
