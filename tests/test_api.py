@@ -9,7 +9,10 @@ import yaml
 
 import dgm
 import dgm.data
-from dgm.models import get
+from dgm.api import with_train_defaults
+from dgm.core.config import build_config
+from dgm.models import get, names
+from dgm.train.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,3 +58,16 @@ def test_a_time_budget_replaces_the_models_steps_and_its_schedule_decays_over_it
     train, _ = run(monkeypatch, data, tmp_path, defaults, max_minutes=0.001)
     assert train["steps"] is None and train["max_minutes"] == 0.001
     assert train["schedule"] == "cosine" and train["schedule_clock"] == "time"
+
+
+@pytest.mark.parametrize("name", names())
+def test_every_models_train_defaults_make_a_valid_run_alone_with_steps_or_a_time_budget(name):
+    defaults = get(name).train_defaults
+    for options, steps in (
+        ({}, defaults.get("steps")),
+        ({"steps": 7}, 7),
+        ({"max_minutes": 1.0}, None),
+    ):
+        cfg = build_config(TrainConfig, with_train_defaults(defaults, options), what="training")
+        assert cfg.steps == steps
+        assert cfg.total_steps(100) is not None or cfg.max_minutes == 1.0

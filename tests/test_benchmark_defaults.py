@@ -42,15 +42,15 @@ def test_the_table_has_one_row_per_model_and_names_bounds(defaults):
     ]
     rows, columns = defaults.wide_rows(runs, ["8gaussians", "rings"])
     assert columns == [
-        "family", "model", "default settings", "wall s (train)",
+        "family", "model", "default settings", "train s (1 thread)",
         "C2ST 8gaussians", "gap 8gaussians", "C2ST rings", "gap rings",
     ]  # fmt: skip
     assert [r["model"] for r in rows] == ["nsf", "vae", "gan"]
     nsf, vae, gan = rows
-    assert nsf["wall s (train)"] == "40 / 50"
+    assert nsf[defaults.TIME] == "40 / 50"
     assert nsf["C2ST rings"] == "0.520" and nsf["gap 8gaussians"] == "0.012"
     assert vae["gap 8gaussians"] == "0.250 (bound)"  # a bound is named as one
-    assert vae["C2ST rings"] == "–" and vae["wall s (train)"] == "10 / –"  # not run
+    assert vae["C2ST rings"] == "–" and vae[defaults.TIME] == "10 / –"  # not run
     assert gan["gap 8gaussians"] == "–"  # no likelihood
     table = defaults.markdown_table(rows, columns)
     assert table.count("\n") == 2 + len(rows) - 1 and "| gan |" in table

@@ -36,7 +36,7 @@ from dgm.train.checkpoint import latest_checkpoint, read_checkpoint
 from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
 
-__all__ = ["train", "load", "load_run", "Run", "RUN_KEYS"]
+__all__ = ["train", "load", "load_run", "Run", "RUN_KEYS", "with_train_defaults"]
 
 RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
 #: the training options that set how long a run is; the caller's replace all of the model's
@@ -106,6 +106,29 @@ def _build(name: str, spec: DataSpec, model_config: dict[str, Any], labels: bool
     return cls(spec, cfg)
 
 
+def with_train_defaults(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """A model's preferred training options (``Model.train_defaults``) under the caller's.
+
+    A run length the caller gives (``steps``, ``epochs`` or ``max_minutes``) replaces all of the
+    model's; when a time budget alone then sets the length, the model's decaying ``schedule``
+    decays over the budget (``schedule_clock="time"``) unless the caller chose a schedule.
+    """
+    defaults = dict(defaults)
+    if RUN_LENGTH & set(options):
+        for key in RUN_LENGTH:
+            defaults.pop(key, None)
+    merged = defaults | options
+    if (
+        "schedule" in defaults
+        and not {"schedule", "schedule_clock"} & set(options)
+        and merged.get("steps") is None
+        and merged.get("epochs") is None
+        and merged.get("max_minutes")
+    ):
+        merged["schedule_clock"] = "time"
+    return merged
+
+
 def train(
     model: str | Model,
     data: Any,
@@ -165,25 +188,8 @@ def train(
                 shutil.rmtree(out)
         cfg_doc = None
         model_name = model if isinstance(model, str) else model.name
-        # the model's preferred training options (Model.train_defaults) under the caller's; a
-        # run length the caller gives (steps, epochs or a time budget) replaces the model's
         cls_ = type(model) if isinstance(model, Model) else get_model_class(model_name)
-        defaults = dict(cls_.train_defaults)
-        if RUN_LENGTH & set(train_options):
-            for key in RUN_LENGTH:
-                defaults.pop(key, None)
-        merged = defaults | train_options
-        if (
-            "schedule" in defaults
-            and not {"schedule", "schedule_clock"} & set(train_options)
-            and merged.get("steps") is None
-            and merged.get("epochs") is None
-            and merged.get("max_minutes")
-        ):
-            # the model's decaying schedule, and a time budget alone sets the run's length:
-            # the schedule decays over the budget
-            merged["schedule_clock"] = "time"
-        train_options = merged
+        train_options = with_train_defaults(cls_.train_defaults, train_options)
 
     tcfg = build_config(
         TrainConfig, cfg_doc["train"] if cfg_doc else train_options, what="training"

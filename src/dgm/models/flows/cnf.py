@@ -42,7 +42,7 @@ torch.Size([3])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -176,6 +176,10 @@ class CNF(Model):
         "accurate up to the ODE solver tolerance (Grathwohl et al. 2019)"
     )
     Config = CNFConfig
+    #: 2000 steps of 512 with a cosine decay (``benchmarks/results/defaults.json``)
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "steps": 2000, "batch_size": 512, "schedule": "cosine",
+    }  # fmt: skip
     SampleOptions = CNFSampleOptions
     exact_likelihood = True
     data_kinds = frozenset({"continuous"})
