@@ -91,9 +91,9 @@ class Glow(FlowModel):
         "(Kingma & Dhariwal 2018)"
     )
     Config = GlowConfig
-    #: as RealNVP's: 3000 steps of 256 with a cosine decay (``benchmarks/results/defaults.json``)
+    #: as RealNVP's: 3000 steps of 512 with a cosine decay (``benchmarks/results/defaults.json``)
     train_defaults: ClassVar[dict[str, Any]] = {
-        "steps": 3000, "batch_size": 256, "schedule": "cosine",
+        "steps": 3000, "batch_size": 512, "schedule": "cosine",
     }  # fmt: skip
     example = Example(
         spec=DataSpec((1, 4, 4)),

@@ -136,11 +136,11 @@ class RealNVP(FlowModel):
         "exact likelihood (Dinh et al. 2017)"
     )
     Config = RealNVPConfig
-    #: 3000 steps of 256 with a cosine decay (``benchmarks/results/defaults.json``): with 12
+    #: 3000 steps of 512 with a cosine decay (``benchmarks/results/defaults.json``): with 12
     #: layers, KL 0.068 nats on 8gaussians (3000 of 512), against 0.25 for 8 layers and the
     #: engine's 1000 steps of 128 at a constant rate
     train_defaults: ClassVar[dict[str, Any]] = {
-        "steps": 3000, "batch_size": 256, "schedule": "cosine",
+        "steps": 3000, "batch_size": 512, "schedule": "cosine",
     }  # fmt: skip
     example = Example(
         spec=DataSpec((2,)),
