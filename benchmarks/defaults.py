@@ -133,7 +133,7 @@ def run_one(
         "test_cross_entropy": cross,
         "gap": gap,
         # for an exact density the gap is the forward KL(p || q) on the scored test points
-        "kl": gap if res.get("likelihood") == "log_prob" else None,
+        "kl": None,  # set by save() where the density is exact
         "modes": res.get("modes_captured"),
         "modes_total": res.get("modes_total"),
         "high_quality": res.get("modes_high_quality"),
@@ -143,6 +143,11 @@ def run_one(
     }
     print(json.dumps(row), flush=True)
     return row
+
+
+def exact(run: dict[str, Any]) -> bool:
+    """The run's likelihood is an exact density (``log_prob ...``), not a bound or estimate."""
+    return str(run.get("likelihood") or "").startswith("log_prob")
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -186,7 +191,7 @@ def wide_rows(runs: list[dict[str, Any]], data: list[str]) -> tuple[list[dict], 
             r = mine.get(d, {})
             row[f"C2ST {d}"] = _fmt(r.get("c2st"))
             gap = r.get("gap")
-            if gap is not None and r.get("likelihood") != "log_prob":
+            if gap is not None and not exact(r):
                 row[f"gap {d}"] = f"{gap:.3f} (bound)"
             else:
                 row[f"gap {d}"] = _fmt(gap)
@@ -237,6 +242,8 @@ _ENTROPY: dict[str, dict[str, float]] = {}
 
 
 def save(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
+    for r in runs:
+        r["kl"] = r["gap"] if exact(r) else None
     data = list(dict.fromkeys(r["data"] for r in runs))
     for d in data:
         if d not in _ENTROPY:

@@ -38,7 +38,7 @@ def test_the_table_has_one_row_per_model_and_names_bounds(defaults):
         fake("nsf", "flows", "8gaussians", 0.51, 0.012, "log_prob", 40.0),
         fake("vae", "vae", "8gaussians", 0.55, 0.25, "iwae_bound(k=100), a lower bound"),
         fake("gan", "gan", "8gaussians", 0.53, None, None),
-        fake("nsf", "flows", "rings", 0.52, 0.1, "log_prob", 50.0),
+        fake("nsf", "flows", "rings", 0.52, 0.1, "log_prob (exact)", 50.0),
     ]
     rows, columns = defaults.wide_rows(runs, ["8gaussians", "rings"])
     assert columns == [
@@ -49,6 +49,7 @@ def test_the_table_has_one_row_per_model_and_names_bounds(defaults):
     nsf, vae, gan = rows
     assert nsf[defaults.TIME] == "40 / 50"
     assert nsf["C2ST rings"] == "0.520" and nsf["gap 8gaussians"] == "0.012"
+    assert nsf["gap rings"] == "0.100"  # "log_prob (...)": exact, not a bound
     assert vae["gap 8gaussians"] == "0.250 (bound)"  # a bound is named as one
     assert vae["C2ST rings"] == "–" and vae[defaults.TIME] == "10 / –"  # not run
     assert gan["gap 8gaussians"] == "–"  # no likelihood
