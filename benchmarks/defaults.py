@@ -164,8 +164,11 @@ def _fmt(v: Any, digits: int = 3) -> str:
 TIME = "train s (1 thread)"
 
 
-def _seconds(run: dict[str, Any]) -> float:
-    return run.get("cpu_train_s", run["wall_train_s"])
+def _seconds(run: dict[str, Any]) -> str:
+    """CPU seconds; a run that did not record them gives its wall time, marked as such."""
+    if run.get("cpu_train_s") is None:
+        return f"{run['wall_train_s']:.0f} wall"
+    return f"{run['cpu_train_s']:.0f}"
 
 
 def wide_rows(runs: list[dict[str, Any]], data: list[str]) -> tuple[list[dict], list[str]]:
@@ -185,7 +188,7 @@ def wide_rows(runs: list[dict[str, Any]], data: list[str]) -> tuple[list[dict], 
             "family": first["family"],
             "model": model,
             "default settings": first["settings"],
-            TIME: " / ".join(_fmt(_seconds(mine[d]), 0) if d in mine else "–" for d in data),
+            TIME: " / ".join(_seconds(mine[d]) if d in mine else "–" for d in data),
         }
         for d in data:
             r = mine.get(d, {})

@@ -29,7 +29,7 @@ def defaults():
 def fake(model, family, data, c2st, gap, likelihood, wall=10.0):
     return {
         "model": model, "family": family, "data": data, "settings": "steps 2000, batch 512",
-        "wall_train_s": wall, "c2st": c2st, "gap": gap, "likelihood": likelihood,
+        "wall_train_s": 3 * wall, "cpu_train_s": wall, "c2st": c2st, "gap": gap, "likelihood": likelihood,
     }  # fmt: skip
 
 
@@ -40,6 +40,7 @@ def test_the_table_has_one_row_per_model_and_names_bounds(defaults):
         fake("gan", "gan", "8gaussians", 0.53, None, None),
         fake("nsf", "flows", "rings", 0.52, 0.1, "log_prob (exact)", 50.0),
     ]
+    del runs[1]["cpu_train_s"]  # a run that recorded only its wall time says so
     rows, columns = defaults.wide_rows(runs, ["8gaussians", "rings"])
     assert columns == [
         "family", "model", "default settings", "train s (1 thread)",
@@ -51,7 +52,7 @@ def test_the_table_has_one_row_per_model_and_names_bounds(defaults):
     assert nsf["C2ST rings"] == "0.520" and nsf["gap 8gaussians"] == "0.012"
     assert nsf["gap rings"] == "0.100"  # "log_prob (...)": exact, not a bound
     assert vae["gap 8gaussians"] == "0.250 (bound)"  # a bound is named as one
-    assert vae["C2ST rings"] == "–" and vae[defaults.TIME] == "10 / –"  # not run
+    assert vae["C2ST rings"] == "–" and vae[defaults.TIME] == "30 wall / –"  # not run
     assert gan["gap 8gaussians"] == "–"  # no likelihood
     table = defaults.markdown_table(rows, columns)
     assert table.count("\n") == 2 + len(rows) - 1 and "| gan |" in table
