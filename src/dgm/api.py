@@ -43,9 +43,14 @@ from dgm.train.checkpoint import latest_checkpoint, read_checkpoint
 from dgm.train.config import TRAINING_SHARE, TrainConfig
 from dgm.train.engine import Trainer
 
-__all__ = ["train", "load", "load_run", "Run", "RUN_KEYS", "RESUMABLE", "TrainedModel"]
+__all__ = [
+    "train", "load", "load_run", "Run", "RUN_KEYS", "RESUMABLE", "TrainedModel",
+    "with_train_defaults",
+]  # fmt: skip
 
 RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
+#: the training options that set how long a run is; the caller's replace all of the model's
+RUN_LENGTH = frozenset({"steps", "epochs", "max_minutes"})
 
 #: the clock of a run's time budget (tests give a fake one)
 _clock: Callable[[], float] = time.perf_counter
@@ -213,6 +218,29 @@ def _build(name: str, spec: DataSpec, model_config: dict[str, Any], labels: bool
     return cls(spec, cfg)
 
 
+def with_train_defaults(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """A model's preferred training options (``Model.train_defaults``) under the caller's.
+
+    A run length the caller gives (``steps``, ``epochs`` or ``max_minutes``) replaces all of the
+    model's; when a time budget alone then sets the length, the model's decaying ``schedule``
+    decays over the budget (``schedule_clock="time"``) unless the caller chose a schedule.
+    """
+    defaults = dict(defaults)
+    if RUN_LENGTH & set(options):
+        for key in RUN_LENGTH:
+            defaults.pop(key, None)
+    merged = defaults | options
+    if (
+        "schedule" in defaults
+        and not {"schedule", "schedule_clock"} & set(options)
+        and merged.get("steps") is None
+        and merged.get("epochs") is None
+        and merged.get("max_minutes")
+    ):
+        merged["schedule_clock"] = "time"
+    return merged
+
+
 def train(
     model: str | Model,
     data: str | Path | Dataset | Tensor | np.ndarray | tuple[Tensor | np.ndarray, Any],
@@ -296,13 +324,8 @@ def train(
                 shutil.rmtree(out)
         cfg_doc = None
         model_name = model if isinstance(model, str) else model.name
-        # the model's preferred training options (Model.train_defaults) under the caller's
         cls_ = type(model) if isinstance(model, Model) else get_model_class(model_name)
-        defaults = dict(cls_.train_defaults)
-        if "steps" in train_options or "epochs" in train_options:
-            defaults.pop("steps", None)
-            defaults.pop("epochs", None)
-        train_options = defaults | train_options
+        train_options = with_train_defaults(cls_.train_defaults, train_options)
 
     tcfg = build_config(
         TrainConfig, cfg_doc["train"] if cfg_doc else train_options, what="training"

@@ -45,7 +45,7 @@ def tiny_run(tmp_path_factory):
         (["--data", "rings"], "its data is '8gaussians', not 'rings'"),
         (["--lr", "0.01"], "training option lr is 0.001 there, not 0.01"),
         (["--batch-size", "32"], "batch_size is 64 there, not 32"),
-        (["--train-set", "schedule=cosine"], "schedule is 'constant' there, not 'cosine'"),
+        (["--train-set", "schedule=constant"], "schedule is 'cosine' there, not 'constant'"),
     ],
 )
 def test_resume_with_other_settings_names_the_difference(

@@ -509,3 +509,16 @@ def test_train_end_to_end_reports_a_named_bound(tmp_path):
     with model.inference():
         _, name = model.log_likelihood(x.double().to(model.dtype), k=3)
     assert str(name) == "iwae_bound(k=3): a lower bound on log p"
+
+
+@pytest.mark.parametrize("name", ["vae", "iwae"])
+@pytest.mark.parametrize(
+    "spec, latent",
+    [(DataSpec((2,)), 2), (DataSpec((1, 8, 8), "discrete", levels=17), 32)],
+)
+def test_the_default_latent_size_is_the_data_dimension_up_to_32(name, spec, latent):
+    # 32 latent dimensions for 2-D points left the IWAE bound 1.4 nats above the entropy of
+    # 8gaussians (benchmarks/results/defaults.json)
+    m = build(name, spec, hidden=(8,))
+    assert m.latent_dim == latent and m.sample(3).shape == (3, *spec.event_shape)
+    assert m.encode(m.sample(4).float())[0].shape == (4, latent)

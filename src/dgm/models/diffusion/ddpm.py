@@ -40,10 +40,11 @@ is DDIM with 50 steps, 20 times cheaper than ancestral sampling with ``T = 1000`
 discrete data the predicted ``x0^`` is clipped to ``[-1, 1]`` at every step
 (``clip_denoised``), as in Ho et al.'s code, and samples are rounded to the levels.
 
-**EMA**: the engine keeps an exponential moving average of the weights (``--ema 0.999``); the
-model does not switch it on by default because the engine's EMA starts at the initial weights
-without bias correction, so short CPU runs (a few thousand steps) would save weights still close to
-the initialisation. Use ``--ema 0.999`` (or 0.9999 as Ho et al.) for runs of 10k+ steps.
+**Training defaults** (``DiffusionBase.train_defaults``, for every diffusion model): 5000 steps
+of 256 with a cosine decay and the engine's weight average ``ema=0.999`` (with its warm-up
+``min(0.999, (1 + t) / (10 + t))``, so short runs do not save weights close to the
+initialisation); the saved weights, hence samples and the bound, are the averaged ones. Flags
+override them (``--steps``, ``--ema 0``, ...).
 
 >>> from dgm.core.spec import DataSpec
 >>> m = DDPM(DataSpec((2,)), DDPMConfig(timesteps=10, width=16, depth=1))

@@ -116,6 +116,11 @@ OBJECTIVE_DEFAULTS = {
 class EBMConfig:
     """Hyperparameters of :class:`EBM`.
 
+    Of ``mcmc``, ``mcmc_adapt``, ``cd_init``, ``buffer_size``, ``tether``, ``fourier_features``,
+    ``fourier_scale``, ``dsm_sigma``, ``anneal_sigma`` and ``anneal_steps``, ``None`` (the default)
+    takes the objective's own setting (``OBJECTIVE_DEFAULTS``, for an MLP energy), else the plain
+    one (``PLAIN``).
+
     Attributes:
         objective: one of cd, pcd, sm, ssm, dsm, nce, fce (see the module docstring); nce by
             default: it meets issue 24's targets, needs no MCMC and no second derivatives (the
@@ -138,9 +143,6 @@ class EBMConfig:
             Gaussian) or the ``"data"`` batch.
         buffer_size, reinit_prob: replay buffer of pcd (number of persistent chains,
             probability of a fresh chain).
-        mcmc, mcmc_adapt, cd_init, buffer_size, tether, fourier_features, fourier_scale,
-            dsm_sigma, anneal_sigma, anneal_steps: ``None`` (the default) takes the objective's own setting
-            (``OBJECTIVE_DEFAULTS``, for an MLP energy), else the plain one (``PLAIN``).
         alpha: weight of the energy-magnitude penalty of cd/pcd (on the total energy, the
             tether term included).
         ssm_projections: random projections per example of ssm.

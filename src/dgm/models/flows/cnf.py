@@ -193,6 +193,10 @@ class CNF(Model):
         "accurate up to the ODE solver tolerance (Grathwohl et al. 2019)"
     )
     Config = CNFConfig
+    #: 2000 steps of 512 with a cosine decay (``benchmarks/results/defaults.json``)
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "steps": 2000, "batch_size": 512, "schedule": "cosine",
+    }  # fmt: skip
     SampleOptions = CNFSampleOptions
     exact_likelihood = True
     data_kinds = frozenset({"continuous"})

@@ -48,7 +48,7 @@ torch.Size([3, 2])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -92,7 +92,8 @@ class RealNVPConfig(ImageOptions):
     }
 
     architecture: Literal["auto", "vector", "image"] = "auto"
-    depth: int = 8
+    #: 12: with 8, KL 0.14 nats on 8gaussians after 2000 steps of 512 (flows_2d_rest.json)
+    depth: int = 12
     hidden: tuple[int, ...] = (64, 64)
     levels: int = 2
     width: int = 64
@@ -145,6 +146,12 @@ class RealNVP(FlowModel):
         "exact likelihood (Dinh et al. 2017)"
     )
     Config = RealNVPConfig
+    #: 3000 steps of 512 with a cosine decay (``benchmarks/results/defaults.json``): with 12
+    #: layers, KL 0.068 nats on 8gaussians (3000 of 512), against 0.25 for 8 layers and the
+    #: engine's 1000 steps of 128 at a constant rate
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "steps": 3000, "batch_size": 512, "schedule": "cosine",
+    }  # fmt: skip
     example = Example(
         spec=DataSpec((2,)),
         config={"depth": 2, "hidden": (16,)},
