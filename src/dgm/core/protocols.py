@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from torch import Tensor
 
 __all__ = [
+    "Completer",
     "HasValidationMetrics",
     "ConditionalModel",
     "FastAutoregressive",
@@ -84,6 +85,25 @@ class ConditionalModel(Protocol):
 
     @property
     def conditional(self) -> bool: ...
+
+
+@runtime_checkable
+class Completer(Protocol):
+    """A model that completes partly observed data (inpainting): it samples the unobserved
+    entries given the observed ones.
+
+    ``complete(x, mask, y=None, **options)`` takes ``x`` in model space, shape
+    ``(B, *event_shape)``, and a boolean ``mask`` of the same shape (True: observed); it returns a
+    tensor of ``x``'s shape whose observed entries equal ``x``'s exactly and whose others are drawn
+    from the model's conditional (exactly where the model can, e.g. an autoregressive model given
+    a prefix of its ordering; a documented approximation otherwise, e.g. RePaint's replacement
+    for diffusion). ``options`` are sampling options, as for ``sample``. A model that can only
+    complete some masks (a prefix) raises a :class:`~dgm.core.errors.DataError` naming what it
+    can complete."""
+
+    def complete(
+        self, x: Tensor, mask: Tensor, y: Tensor | None = None, **options: Any
+    ) -> Tensor: ...
 
 
 @runtime_checkable
