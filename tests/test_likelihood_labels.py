@@ -43,9 +43,10 @@ pytestmark = [
 MODELS = [cls.name for cls in entries()]
 # cheaper settings for the tests's tiny data (a loose ODE tolerance, small U-Nets)
 CHEAP = {
-    "score-sde": {"rtol": 1e-2, "atol": 1e-2, "channels": 8, "mults": (1,)},
-    "ncsn": {"channels": 8, "mults": (1,)},
-    "ddpm": {"channels": 8},
+    "score-sde": {"rtol": 1e-2, "atol": 1e-2, "unet_width": 8, "unet_mults": (1,)},
+    "ncsn": {"unet_width": 8, "unet_mults": (1,)},
+    "ddpm": {"unet_width": 8},
+    "flow-matching": {"unet_width": 8, "unet_mults": (1,)},
     "ebm": {"channels": (8,)},
 }
 SAMPLING = {"ncsn": {"steps_each": 2}, "score-sde": {"steps": 5}, "ebm": {"steps": 5}}

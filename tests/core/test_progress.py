@@ -7,9 +7,10 @@ import doctest
 import io
 
 import pytest
+import torch
 
 import dgm.core.progress
-from dgm.core.progress import Deadline, Progress
+from dgm.core.progress import Deadline, Progress, TimeUp
 
 
 class Clock:
@@ -101,3 +102,30 @@ def test_deadline_passes_and_shares_what_is_left():
     never = Deadline(None, clock)
     assert not never.passed() and never.left() == float("inf") and never.share(0.5) is never
     assert Deadline.after(5.0, clock).at == pytest.approx(65.0)
+
+
+def test_an_enforced_deadline_stops_one_long_call_at_its_next_network_pass():
+    """A sampler is one long call: under ``enforced`` the first module forward after the deadline
+    raises TimeUp (the clock here moves one second per network pass)."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2))  # two modules: two passes per call
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    def long_sampler(steps):
+        x = torch.zeros(1, 2)
+        for _ in range(steps):
+            now[0] += 1.0
+            x = net(x)
+        return x
+
+    deadline = Deadline(at=10.0, clock=clock)
+    with pytest.raises(TimeUp), deadline.enforced():
+        long_sampler(1000)
+    assert now[0] == 10.0  # stopped at the first pass at or after the deadline, not after 1000
+    # outside the block, and without a limit, nothing is hooked
+    assert long_sampler(5).shape == (1, 2)
+    with Deadline(None, clock).enforced():
+        long_sampler(5)
+    assert now[0] == 20.0

@@ -68,11 +68,12 @@ def test_scoring_stops_at_the_deadline_between_batches_and_names_the_cut(monkeyp
 
     monkeypatch.setattr(summary, "log_likelihood", slow)
     res = summary.summarize(model, data, pre, max_examples=300, deadline=Deadline(45.0, clock))
-    # test: 3 batches (0 -> 30 s); val: one batch starts at 30 s, another at 40 s; then no more
-    assert res["test_nll_examples"] == 300 and res["val_nll_examples"] == 200
+    # test: 3 batches (0 -> 30 s); val: one batch 30 -> 40 s, another begun at 40 s is stopped
+    # at the deadline (45 s) inside its call; then no more
+    assert res["test_nll_examples"] == 300 and res["val_nll_examples"] == 100
     assert res["train_nll_examples"] == 0 and "train_nll" not in res
     assert res["cut_for_time"] == [
-        "val (200 of 300 examples scored)",
+        "val (100 of 300 examples scored)",
         "train (0 of 300 examples scored)",
     ]
     assert clock.now == 50.0  # no batch began after the deadline

@@ -58,22 +58,24 @@ def test_the_end_of_a_run_prints_a_progress_line_per_slow_phase(tmp_path, monkey
 
 def test_a_minutes_budget_stops_scoring_and_figures_at_its_end(tmp_path, monkeypatch, capsys):
     # training costs no fake time (5 steps); the budget of 60 s leaves 60 s for the end: half of
-    # it for scoring, in batches of 200 examples (test 0-20 s, val batches begun at 20, 24 and
-    # 28 s, train not begun at 32 s), the rest for figures (samples 32-62 s; density.png not
-    # begun after 60 s)
+    # it for scoring, in batches of 200 examples (test 0-20 s, val batches 20-24 and 24-28 s, the
+    # one begun at 28 s stopped inside its call at 32 s, train not begun), the rest for figures: drawing samples begins at 32 s and
+    # costs 30 s, so the sampling call is stopped at its first network pass after 60 s (no
+    # samples.png), and density.png is not begun
     clock = Clock()
     _slow_phases(monkeypatch, clock, batch_seconds=4.0, sample_seconds=30.0)
     out = dgm.train("nsf", "8gaussians", tmp_path / "r", steps=5, max_minutes=1.0,
                     model_config=TINY)  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["test_nll_examples"], summary["val_nll_examples"]) == (1000, 600)
+    assert (summary["test_nll_examples"], summary["val_nll_examples"]) == (1000, 400)
     assert summary["train_nll_examples"] == 0 and "train_nll" not in summary
     assert summary["cut_for_time"] == [
-        "val (600 of 1000 examples scored)",
+        "val (400 of 1000 examples scored)",
         "train (0 of 1000 examples scored)",
+        "samples.png (not drawn)",
         "density.png (not drawn)",
     ]
-    assert (out / "samples.png").is_file() and not (out / "density.png").exists()
+    assert not (out / "samples.png").exists() and not (out / "density.png").exists()
     assert clock.now == 62.0
     err = capsys.readouterr().err
     assert "the time budget (--max-minutes 1) cut the end of the run" in err

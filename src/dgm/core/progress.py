@@ -8,7 +8,10 @@ single long call (one ``model.sample``) gives no chance to report, so no phase i
 longer than about ``interval`` seconds. ``enabled=False`` (``--no-progress``) prints nothing.
 
 :class:`Deadline` is a point on a clock after which no new work should start (the end of a
-``max_minutes`` budget); its clock can be a fake one in tests.
+``max_minutes`` budget); its clock can be a fake one in tests. Work that is one long call (a
+sampler of a thousand network passes, an adaptive ODE solve) is stopped inside the call by
+:meth:`Deadline.enforced`: within it, the first network pass (the forward of any ``nn.Module``)
+after the deadline raises :class:`TimeUp`.
 
 >>> import io
 >>> clock = iter([0.0, 4.0, 12.0, 13.0]).__next__
@@ -28,17 +31,23 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
+import torch
 from tqdm import tqdm
 
-__all__ = ["Deadline", "Progress", "INTERVAL"]
+__all__ = ["Deadline", "Progress", "INTERVAL", "TimeUp"]
 
 #: seconds between two progress lines when stderr is not a terminal
 INTERVAL = 10.0
 #: how often the heartbeat thread looks at a running phase (seconds of real time)
 _HEARTBEAT = 1.0
+
+
+class TimeUp(Exception):
+    """The deadline passed during a call run under :meth:`Deadline.enforced`."""
 
 
 class Deadline:
@@ -68,6 +77,26 @@ class Deadline:
             return self
         now = self.clock()
         return Deadline(now + fraction * max(0.0, self.at - now), self.clock)
+
+    @contextmanager
+    def enforced(self) -> Iterator[None]:
+        """Within the block, the first forward of any ``nn.Module`` after the deadline raises
+        :class:`TimeUp`: every sampler and likelihood computes through network passes, so one long
+        call stops within one pass of the deadline instead of running to its end. Nothing is
+        hooked without a limit. (A global forward pre-hook; removed when the block ends.)"""
+        if self.at is None:
+            yield
+            return
+
+        def check(module: torch.nn.Module, args: Any) -> None:
+            if self.clock() >= self.at:
+                raise TimeUp(f"the deadline passed during a call to {type(module).__name__}")
+
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(check)
+        try:
+            yield
+        finally:
+            handle.remove()
 
 
 def _seconds(s: float) -> str:

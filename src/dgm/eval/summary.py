@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from dgm.core.model import Model
-from dgm.core.progress import Deadline, Progress
+from dgm.core.progress import Deadline, Progress, TimeUp
 from dgm.data import Dataset
 from dgm.eval.likelihood import bits_per_dim, likelihood_of, log_likelihood
 
@@ -82,7 +82,13 @@ def summarize(
                     break
                 stop = min(n, start + batch)
                 yb = None if y is None else y[start:stop]
-                ll, info = log_likelihood(model, x[start:stop], yb, preprocessor=pre, generator=g)
+                try:  # a batch begun before the deadline stops at it (an ODE solve can be long)
+                    with deadline.enforced():
+                        ll, info = log_likelihood(
+                            model, x[start:stop], yb, preprocessor=pre, generator=g
+                        )
+                except TimeUp:
+                    break
                 values.append(ll)
                 bar.update(stop - start)
         scored = sum(v.numel() for v in values)

@@ -17,7 +17,7 @@ import torch
 
 from dgm.core.io import atomic_path
 from dgm.core.model import Model
-from dgm.core.progress import Deadline, Progress
+from dgm.core.progress import Deadline, Progress, TimeUp
 from dgm.core.protocols import LatentVariableModel
 from dgm.data import Dataset
 from dgm.plots.figures import save_density, save_latent_map, save_reconstructions, save_samples
@@ -61,9 +61,16 @@ def write_plots(
         return written
     n_samples = 2000 if two_d else 100
     with phase("drawing samples for samples.png", n_samples, "samples") as bar:
-        with model.inference():
-            s = pre.inverse(model.sample(n_samples)).to("cpu")
-        bar.update(n_samples)
+        try:
+            with model.inference(), deadline.enforced():
+                s = pre.inverse(model.sample(n_samples)).to("cpu")
+            bar.update(n_samples)
+        except TimeUp:  # one long sampling call is stopped at the deadline, not run to its end
+            bar.note("the time budget ran out while drawing; samples.png is not written")
+            s = None
+    if s is None:
+        skipped.extend(_applicable(model, dataset))
+        return written
     with atomic_path(out / "samples.png", suffix=".png") as tmp:
         save_samples(
             s, tmp, levels=dataset.spec.levels, bounds=bounds, title=f"{model.name} samples"
@@ -118,9 +125,12 @@ def write_plots(
                 for i in range(0, pts.shape[0], chunk):
                     if deadline.passed():
                         raise _OutOfTime
-                    with model.inference():
-                        xm, ld = pre(pts[i : i + chunk].to(model.device, model.dtype))
-                        parts.append((model.log_prob(xm) + ld).to("cpu", torch.float64))
+                    try:
+                        with model.inference(), deadline.enforced():
+                            xm, ld = pre(pts[i : i + chunk].to(model.device, model.dtype))
+                            parts.append((model.log_prob(xm) + ld).to("cpu", torch.float64))
+                    except TimeUp as e:
+                        raise _OutOfTime from e
                     bar.update(parts[-1].shape[0])
                 return torch.cat(parts)
 
