@@ -29,7 +29,7 @@ from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgm.core.io import atomic_path, atomic_write_text, load_tensors, save_tensors
 from dgm.core.likelihood import Likelihood
 from dgm.core.model import Model
-from dgm.core.progress import Deadline
+from dgm.core.progress import Deadline, Progress
 from dgm.core.spec import DataSpec
 from dgm.data import Dataset, default_preprocessor, from_arrays, preprocessor_from_config
 from dgm.data import load as load_dataset
@@ -330,7 +330,11 @@ def train(
     tcfg = build_config(
         TrainConfig, cfg_doc["train"] if cfg_doc else train_options, what="training"
     )
-    dataset, data_entry = _resolve_dataset(data, data_dir, out)
+    # start-up lines: loading a dataset and building a large model take seconds to minutes
+    show = bool(tcfg.progress) and rank == 0
+    source = data if isinstance(data, (str, Path)) else type(data).__name__
+    with Progress(f"loading data {source}", enabled=show, after=3.0):
+        dataset, data_entry = _resolve_dataset(data, data_dir, out)
     if isinstance(model, Model) and not resume:
         cls = type(model)
         pre = (
@@ -348,9 +352,13 @@ def train(
             else default_preprocessor(dataset.spec, cls.data_kinds)
         )
         torch.manual_seed(tcfg.seed)
-        built = _build(
-            model_name, pre.spec(dataset.spec), model_config or {}, dataset.train_labels is not None
-        )
+        with Progress(f"building {model_name}", enabled=show, after=3.0):
+            built = _build(
+                model_name,
+                pre.spec(dataset.spec),
+                model_config or {},
+                dataset.train_labels is not None,
+            )
         model_config = config_to_dict(built.config)
     if built.spec != pre.spec(dataset.spec):
         raise DataError(

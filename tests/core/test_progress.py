@@ -129,3 +129,24 @@ def test_an_enforced_deadline_stops_one_long_call_at_its_next_network_pass():
     with Deadline(None, clock).enforced():
         long_sampler(5)
     assert now[0] == 20.0
+
+
+def test_a_phase_with_after_is_silent_when_quick_and_speaks_when_slow():
+    now = [0.0]
+    out = io.StringIO()
+    with Progress("loading data x", stream=out, clock=lambda: now[0], after=3.0) as p:
+        now[0] = 2.0
+        p.update(0)
+    assert out.getvalue() == ""  # quick: nothing, not even an end line
+    with Progress("building m", stream=out, clock=lambda: now[0], after=3.0) as p:
+        now[0] = 6.0
+        p.update(0)  # 4 s in: the first line
+        now[0] = 10.0
+        p.update(0)  # 4 s later: no line (the interval is 10 s)
+        now[0] = 16.5
+        p.update(0)
+    assert out.getvalue().splitlines() == [
+        "dgm: building m: 4 s",
+        "dgm: building m: 14 s",
+        "dgm: building m: done in 14 s",
+    ]

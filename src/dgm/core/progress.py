@@ -109,7 +109,9 @@ class Progress:
     Use it as a context manager; :meth:`update` advances it and sets a short status
     (``loss=1.23``); :meth:`note` prints a line whatever the time (a fact the user should know,
     e.g. that a subset is scored). ``bar`` (default: ``stream.isatty()``) chooses the tqdm bar.
-    ``clock`` is for tests; the heartbeat thread runs only on the real clock.
+    ``after`` > 0 makes a phase that is usually quick (loading data, building a model) silent
+    unless it lasts that many seconds: its first line comes then, with no bar. ``clock`` is for
+    tests; the heartbeat thread runs only on the real clock.
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class Progress:
         interval: float = INTERVAL,
         bar: bool | None = None,
         initial: float = 0,
+        after: float = 0.0,
     ) -> None:
         self.what, self.unit, self.enabled = what, unit, enabled
         self.total = None if total is None or math.isinf(total) else total
@@ -139,8 +142,11 @@ class Progress:
         if not enabled:
             return
         self.t0 = self._last = clock()
+        self.after = after
         isatty = getattr(self.stream, "isatty", lambda: False)
-        if bar if bar is not None else isatty():
+        if after > 0:
+            pass  # the heartbeat prints the first line once `after` seconds have passed
+        elif bar if bar is not None else isatty():
             self._bar = tqdm(
                 total=self.total, initial=initial, desc=f"dgm: {what}", unit=unit or "it",
                 file=self.stream, dynamic_ncols=True, leave=False,
@@ -166,7 +172,10 @@ class Progress:
     def _poll(self) -> None:
         """A line when ``interval`` seconds have passed since the last one (call with the lock)."""
         now = self.clock()
-        if now - self._last < self.interval:
+        if self.lines == 0 and self.after > 0:
+            if now - self.t0 < self.after:
+                return
+        elif now - self._last < self.interval:
             return
         self._last = now
         pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
