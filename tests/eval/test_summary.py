@@ -9,6 +9,7 @@ from dgm.core.progress import Deadline
 from dgm.data import default_preprocessor, load
 from dgm.eval import summary
 from dgm.models import get
+from dgm.samplers.ode import odeint
 
 
 class Clock:
@@ -101,3 +102,28 @@ def test_each_split_reports_progress_on_stderr(monkeypatch, capsys):
         "dgm: scoring the test split: 300/300 examples in 18 s",
     ]
     assert any(line.startswith("dgm: scoring the train split: 200/300") for line in err)
+
+
+def test_an_ode_likelihood_over_the_step_cap_is_not_scored_and_says_why(monkeypatch):
+    """The end-of-run summary caps each adaptive ODE solve (SUMMARY_ODE_STEPS dopri5 steps): a
+    model whose solve needs more is reported as not scored, with the reason, for every split."""
+    model, data, pre = _nsf()
+    real = summary.log_likelihood
+    calls = []
+
+    def stiff(*args, **kwargs):
+        calls.append(1)
+        # an ODE whose step size must stay tiny: exp(-10000 t) needs ~3000 steps (explicit stability)
+        odeint(lambda t, y: -10000.0 * y, torch.ones(1, dtype=torch.float64), 0.0, 1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(summary, "log_likelihood", stiff)
+    res = summary.summarize(model, data, pre, max_examples=300)
+    assert len(calls) == 1  # stopped in the first batch; the other splits not attempted
+    for split in ("test", "val", "train"):
+        assert res[f"{split}_nll_examples"] == 0 and f"{split}_nll" not in res
+        assert "cap of the end-of-run summary" in res[f"{split}_nll_skipped"]
+    assert "cut_for_time" not in res
+    # the same solve without the cap succeeds (the cap is the summary's, not the solver's)
+    y = odeint(lambda t, y: -10000.0 * y, torch.ones(1, dtype=torch.float64), 0.0, 1.0)
+    assert abs(float(y)) < 1e-4  # exp(-10000) within the tolerance

@@ -38,7 +38,9 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -46,7 +48,9 @@ from torch import Tensor
 
 from dgm.core.errors import ConfigError, DgmError
 
-__all__ = ["odeint", "divergence_exact", "divergence_hutchinson", "METHODS"]
+__all__ = [
+    "odeint", "divergence_exact", "divergence_hutchinson", "METHODS", "StepCapReached", "step_cap",
+]  # fmt: skip
 
 METHODS = ("dopri5", "rk4", "heun", "euler")
 
@@ -67,6 +71,27 @@ _A = (
 _B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
 _B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
 _E = tuple(b5 - b4 for b5, b4 in zip(_B5, _B4, strict=True))
+
+
+#: a cap on dopri5's steps per solve set by :func:`step_cap` (None: each call's ``max_steps``)
+_STEP_CAP: ContextVar[int | None] = ContextVar("dgm_ode_step_cap", default=None)
+
+
+class StepCapReached(DgmError):
+    """An adaptive solve needed more steps than the cap of :func:`step_cap`."""
+
+
+@contextmanager
+def step_cap(steps: int | None) -> Iterator[None]:
+    """Within the block, a dopri5 solve that needs more than ``steps`` steps stops with
+    :class:`StepCapReached` (a cheap bound on a phase, e.g. the scoring at the end of a run,
+    whose caller reports the figure as not computed rather than computed less accurately).
+    Fixed-step methods are not affected: their cost is set by their ``steps``."""
+    token = _STEP_CAP.set(steps)
+    try:
+        yield
+    finally:
+        _STEP_CAP.reset(token)
 
 
 # ------------------------------------------------------------------------------ state helpers
@@ -152,7 +177,9 @@ def _dopri5(
     k1 = f(t0, y)
     h = _initial_step(f, y, k1, t0, direction, rtol, atol)
     t, span = t0, abs(t1 - t0)
-    for _ in range(max_steps):
+    cap = _STEP_CAP.get()
+    capped = cap is not None and cap < max_steps
+    for _ in range(cap if capped else max_steps):
         remaining = abs(t1 - t)
         last = h >= remaining
         hs = direction * (remaining if last else h)  # signed step
@@ -188,6 +215,11 @@ def _dopri5(
                 f"dopri5 step size underflowed at t = {t:.4g}; the ODE is too stiff for "
                 f"rtol={rtol:g}, atol={atol:g}: loosen them or use method='rk4' with fixed steps"
             )
+    if capped:
+        raise StepCapReached(
+            f"dopri5 needed more than the cap of {cap} steps from t={t0:g} to t={t1:g} "
+            f"(stopped at t={t:.4g})"
+        )
     raise DgmError(
         f"dopri5 needed more than max_steps={max_steps} steps from t={t0:g} to t={t1:g} "
         f"(stopped at t={t:.4g}); loosen rtol/atol, raise max_steps, or use fixed steps with "
