@@ -137,3 +137,62 @@ def test_class_prior_is_the_training_frequencies(runs):
     counts = json.loads((runs / "cond" / "classes.json").read_text())["class_counts"]
     expected = torch.tensor(counts, dtype=torch.float64) / sum(counts)
     torch.testing.assert_close(model.class_prior(), expected)
+
+
+def test_complete_fills_the_missing_entries_and_keeps_the_observed(runs, tmp_path, capsys):
+    x = dgm.data.load("digits").test[:4].numpy()
+    mask = np.zeros((1, 8, 8), dtype=np.int64)
+    mask[:, :4] = 1  # the top half: a prefix of the raster order, any mask for made
+    mask[:, 6, 2] = 1
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "m.npy", mask)
+    np.save(tmp_path / "y.npy", np.array([0, 1, 2, 3]))
+    argv = ["complete", runs / "cond", tmp_path / "x.npy", "--mask", tmp_path / "m.npy",
+            "--labels", tmp_path / "y.npy", "--out", tmp_path / "out.npy"]  # fmt: skip
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    out = np.load(tmp_path / "out.npy")
+    keep = np.broadcast_to(mask, x.shape).astype(bool)
+    assert out.shape == x.shape and (out[keep] == x[keep]).all()
+    assert ((out >= 0) & (out <= 16) & (out == np.round(out))).all()
+    np.save(tmp_path / "y.npy", np.array([0, 1, 2, 30]))
+    code, _, err = run(capsys, *argv)
+    assert "label 30 is not a class" in one_sentence_error(code, err)
+
+
+def test_complete_with_a_bad_mask_is_one_sentence(runs, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", dgm.data.load("digits").test[:2].numpy())
+    np.save(tmp_path / "m.npy", np.full((3, 3), 1))
+    code, _, err = run(
+        capsys, "complete", runs / "plain", tmp_path / "x.npy", "--mask", tmp_path / "m.npy",
+        "--out", tmp_path / "out.npy",
+    )  # fmt: skip
+    assert "--mask" in one_sentence_error(code, err) and "(1, 8, 8)" in err
+
+
+def test_a_model_that_cannot_complete_says_so(tmp_path, capsys):
+    out = tmp_path / "nsf"
+    assert main(["train", "nsf", "--data", "8gaussians", "--out", str(out), "--steps", "2",
+                 "--no-progress", "--set", "depth=1", "--set", "hidden=[8]"]) == 0  # fmt: skip
+    np.save(tmp_path / "x.npy", np.zeros((2, 2)))
+    np.save(tmp_path / "m.npy", np.array([1, 0]))
+    code, _, err = run(
+        capsys, "complete", out, tmp_path / "x.npy", "--mask", tmp_path / "m.npy",
+        "--out", tmp_path / "out.npy",
+    )  # fmt: skip
+    assert "model 'nsf' cannot complete" in one_sentence_error(code, err)
+
+
+def test_eval_reports_conditional_accuracy(runs, tmp_path, capsys):
+    code, out, err = run(
+        capsys, "eval", runs / "cond", "--metrics", "conditional", "--num-samples", 40,
+        "--no-progress", "--data-dir", tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    res = json.loads(out)
+    assert 0 <= res["cond_accuracy"] <= 1 and res["cond_samples_per_class"] == 4
+    assert len(res["cond_fid_per_class"]) == 10 and "conditional accuracy" in err
+    code, _, err = run(capsys, "eval", runs / "cond", "--guidance", "0,1", "--no-progress")
+    assert "unknown key 'guidance'" in one_sentence_error(code, err)
+    code, _, err = run(capsys, "eval", runs / "plain", "--metrics", "conditional")
+    assert "unconditional" in one_sentence_error(code, err)

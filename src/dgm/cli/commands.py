@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -331,6 +332,18 @@ def _metric_list(text: str | None) -> list[str] | None:
     return names
 
 
+def _guidance_list(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        weights = [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        weights = []
+    if not weights or not all(math.isfinite(w) for w in weights):
+        raise ConfigError(f"--guidance takes comma-separated numbers such as 0,1,2,4, not {text!r}")
+    return weights
+
+
 def cmd_eval(args: Any) -> int:
 
     metrics = _metric_list(args.metrics)
@@ -350,6 +363,7 @@ def cmd_eval(args: Any) -> int:
         num_samples=args.num_samples,
         classifier=args.classifier,
         data_dir=data_dir,
+        guidance=_guidance_list(args.guidance),
         progress=not args.no_progress,
     )
     text = json.dumps(res, indent=2)

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--metrics",
         metavar="LIST",
-        help="comma-separated subset of c2st,mmd,fid,kid,prd,modes,kl,nll,anomaly "
+        help="comma-separated subset of c2st,mmd,fid,kid,prd,modes,kl,nll,anomaly,conditional "
         "(default: all that apply; asking for one that does not apply is an error)",
     )
     e.add_argument(
@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--classifier", choices=["mlp", "logistic", "knn"], default="mlp", help="C2ST classifier"
     )
+    e.add_argument(
+        "--guidance", metavar="W1,W2,...",
+        help="guidance weights: conditional accuracy and FID at each (a guided conditional model)",
+    )  # fmt: skip
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--grid-size", type=int, default=300)
     e.add_argument("--k", type=int, help="importance samples for models with an IWAE bound")
