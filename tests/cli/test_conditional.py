@@ -4,7 +4,10 @@ training class frequencies when none are given (and written beside the samples),
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -196,3 +199,20 @@ def test_eval_reports_conditional_accuracy(runs, tmp_path, capsys):
     assert "unknown key 'guidance'" in one_sentence_error(code, err)
     code, _, err = run(capsys, "eval", runs / "plain", "--metrics", "conditional")
     assert "unconditional" in one_sentence_error(code, err)
+
+
+def test_report_draws_the_guidance_curve(runs, tmp_path, capsys):
+    run_dir = tmp_path / "cond"
+    shutil.copytree(runs / "cond", run_dir)
+    curve = [{"guidance": w, "accuracy": a, "accuracy_stderr": 0.01, "fid": f}
+             for w, a, f in ((0, 0.8, 3.0), (1, 0.9, 2.5), (4, 0.97, 6.0))]  # fmt: skip
+    (run_dir / "eval.json").write_text(json.dumps({"cond_accuracy": 0.8, "guidance_curve": curve}))
+    code, _, err = run(capsys, "report", run_dir, "--out", tmp_path / "r.html")
+    assert code == 0, err
+    html = (tmp_path / "r.html").read_text()
+    assert "conditional accuracy (± standard error) against FID* over guidance weights" in html
+    svgs = [
+        base64.b64decode(u).decode()
+        for u in re.findall(r"data:image/svg\+xml;base64,([^'\"]+)", html)
+    ]
+    assert any("w=4" in svg for svg in svgs)  # the weights label the points of the curve

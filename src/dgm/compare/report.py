@@ -28,6 +28,7 @@ from dgm.core.errors import DgmError
 from dgm.core.io import atomic_write_text
 from dgm.data import load as load_dataset
 from dgm.models import get as get_model
+from dgm.plots.conditional import guidance_figure
 from dgm.plots.figures import curves_figure, density_figure, figure_bytes
 
 __all__ = ["gather", "overlay_panels", "read_records", "run_labels", "write_report"]
@@ -187,6 +188,11 @@ def _run_view(path: Path, index: int) -> dict[str, Any]:
         png = path / f"{name}.png"
         if png.is_file():
             figures.append((kind, f"{name}.png", data_uri(png.read_bytes(), "png")))
+    curve = (view["eval"] or {}).get("guidance_curve")
+    if isinstance(curve, list) and curve:
+        fig = guidance_figure(curve, title=f"{cfg['model']}: guidance")
+        caption = "conditional accuracy (± standard error) against FID* over guidance weights w"
+        figures.append(("figure", caption, data_uri(figure_bytes(fig, "svg"), "svg")))
     view["figures"] = figures
     title = f"{cfg['model']} on {cfg['data']['name']}"
     curves = _curves(view["records"])
