@@ -158,6 +158,10 @@ def test_complete_fills_the_missing_entries_and_keeps_the_observed(runs, tmp_pat
     keep = np.broadcast_to(mask, x.shape).astype(bool)
     assert out.shape == x.shape and (out[keep] == x[keep]).all()
     assert ((out >= 0) & (out <= 16) & (out == np.round(out))).all()
+    code, _, err = run(capsys, *argv, "--set", "particles=4", "--set", "temperature=0.5")
+    assert code == 0, err
+    code, _, err = run(capsys, *argv, "--set", "resample=4")
+    assert "unknown key 'resample'" in one_sentence_error(code, err)
     np.save(tmp_path / "y.npy", np.array([0, 1, 2, 30]))
     code, _, err = run(capsys, *argv)
     assert "label 30 is not a class" in one_sentence_error(code, err)

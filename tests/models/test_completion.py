@@ -20,22 +20,29 @@ from dgm.models import build, entries
 from dgm.models.diffusion.complete import repaint
 from dgm.models.diffusion.schedules import DiscreteSchedule
 
+# every registered model and each of its example variants (as the conformance suite), if it completes
+CASES = {}
+for _cls in entries():
+    for _v in ({}, *_cls.example.variants):
+        _name = _cls.name + (f"[{','.join(f'{k}={v}' for k, v in _v.items())}]" if _v else "")
+        CASES[_name] = (_cls, {**_cls.example.config, **_v})
 COMPLETERS = [
-    cls.name
-    for cls in entries()
-    if isinstance(build(cls.name, cls.example.spec, **cls.example.config), Completer)
+    n
+    for n, (c, cfg) in CASES.items()
+    if isinstance(build(c.name, c.example.spec, **cfg), Completer)
 ]
 
 
 def test_the_expected_models_complete():
     assert {"made", "pixelcnn", "gated-pixelcnn", "transformer", "rnn", "ddpm"} <= set(COMPLETERS)
+    assert "made[conditional=True]" in COMPLETERS
 
 
 @pytest.mark.parametrize("name", COMPLETERS)
 def test_observed_entries_are_returned_unchanged(name):
-    cls = next(c for c in entries() if c.name == name)
+    cls, config = CASES[name]
     torch.manual_seed(0)
-    model = perturb(build(name, cls.example.spec, **cls.example.config)).double().eval()
+    model = perturb(build(cls.name, cls.example.spec, **config)).double().eval()
     spec = model.spec
     g = torch.Generator().manual_seed(1)
     n = 6

@@ -7,12 +7,14 @@ run's classes, or any label for an unconditional model, is one sentence and exit
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import Tensor
 
 from dgm.api import TrainedModel, load_run
@@ -91,6 +93,29 @@ def _read_mask(path: str, shape: tuple[int, ...], event_shape: tuple[int, ...]) 
     return torch.from_numpy(np.array(arr, dtype=bool)).reshape(shape)
 
 
+def completion_options(model: Any, given: dict[str, str]) -> dict[str, Any]:
+    """``--set`` options of ``dgm complete``: the model's sampling options, checked by
+    ``sample_config``, and the integer options of its ``complete`` alone (``particles`` of made,
+    ``resample`` of ddpm), read as YAML."""
+    own = {
+        k for k, p in inspect.signature(model.complete).parameters.items()
+        if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and k not in ("x", "mask", "y", "generator"))
+    }  # fmt: skip
+    sampling = set(getattr(model.SampleOptions, "__dataclass_fields__", {}))
+    extra = {k: v for k, v in given.items() if k in own - sampling}
+    rest = {k: v for k, v in given.items() if k not in extra}
+    options: dict[str, Any] = {}
+    if rest:
+        opts = model.sample_config(rest)
+        options = {k: getattr(opts, k) for k in rest}
+    for k, v in extra.items():
+        try:
+            options[k] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            options[k] = v
+    return options
+
+
 def cmd_complete(args: Any) -> int:
     out = Path(args.out)
     if out.suffix != ".npy":
@@ -103,11 +128,7 @@ def cmd_complete(args: Any) -> int:
     mask = _read_mask(args.mask, tuple(x.shape), run.raw_spec.event_shape)
     y = read_labels(args.labels, len(x)) if args.labels else None
     check_run_labels(tm, y, "--labels")
-    given = parse_pairs(args.set, "--set")
-    options: dict[str, Any] = {}
-    if given:
-        opts = run.model.sample_config(given)
-        options = {k: getattr(opts, k) for k in given}
+    options = completion_options(run.model, parse_pairs(args.set, "--set"))
     torch.manual_seed(args.seed)
     if y is None and tm.num_classes:
         y = tm.draw_labels(len(x))

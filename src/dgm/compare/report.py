@@ -146,9 +146,10 @@ def _live_figures(path: Path, cfg: dict[str, Any]) -> list[tuple[str, str, str]]
     else:
         lo, hi = dataset.train.min(0).values, dataset.train.max(0).values
         bounds = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
-    with torch.random.fork_rng(devices=[]), model.inference():
+    trained = api.TrainedModel(model, pre, run.raw_spec, run.class_counts)
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        samples = pre.inverse(model.sample(2000)).to("cpu")  # (2000, 2)
+        samples = trained.sample(2000).to("cpu")  # (2000, 2); a conditional model's labels drawn
 
     def log_q(pts: torch.Tensor) -> torch.Tensor:
         with model.inference():
