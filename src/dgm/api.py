@@ -28,8 +28,9 @@ from dgm.core.config import build_config, config_to_dict, translate_renamed, yam
 from dgm.core.errors import CheckpointError, ConfigError, DataError, DgmError
 from dgm.core.io import atomic_path, atomic_write_text, load_tensors, save_tensors
 from dgm.core.likelihood import Likelihood
-from dgm.core.model import Model
+from dgm.core.model import Model, check_labels
 from dgm.core.progress import Deadline, Progress
+from dgm.core.protocols import Completer, ConditionalModel
 from dgm.core.spec import DataSpec
 from dgm.data import Dataset, default_preprocessor, from_arrays, preprocessor_from_config
 from dgm.data import load as load_dataset
@@ -45,7 +46,7 @@ from dgm.train.engine import Trainer
 
 __all__ = [
     "train", "load", "load_run", "Run", "RUN_KEYS", "RESUMABLE", "TrainedModel",
-    "with_train_defaults",
+    "with_train_defaults", "CLASSES_FILE",
 ]  # fmt: skip
 
 RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
@@ -66,13 +67,15 @@ RESUMABLE = frozenset(
 
 @dataclass
 class Run:
-    """A loaded run: the model (in eval mode), its preprocessing, its config and its dataset name."""
+    """A loaded run: the model (in eval mode), its preprocessing, its config and its dataset name;
+    ``class_counts`` the number of training examples of each class (``None`` without labels)."""
 
     path: Path
     model: Model
     preprocessor: Any
     config: dict[str, Any]
     raw_spec: DataSpec
+    class_counts: list[int] | None = None
 
     @property
     def data_name(self) -> str:
@@ -107,6 +110,31 @@ def read_run_config(path: Path) -> dict[str, Any]:
         # a run written before a key was renamed keeps its old names: read them as the new ones
         cfg["model_config"] = translate_renamed(cls.Config, cfg["model_config"])
     return cfg
+
+
+#: where a run on labelled data keeps its training class counts ``{"class_counts": [...]}``: a
+#: conditional model asked for samples without labels draws them from these frequencies
+CLASSES_FILE = "classes.json"
+
+
+def _class_counts(labels: Tensor | None, num_classes: int | None) -> list[int] | None:
+    if labels is None or not num_classes:
+        return None
+    return torch.bincount(labels.long().flatten(), minlength=num_classes).tolist()
+
+
+def read_class_counts(path: Path) -> list[int] | None:
+    """The training class counts saved in run ``path`` (``None`` if the run has none)."""
+    f = path / CLASSES_FILE
+    if not f.is_file():
+        return None
+    try:
+        counts = json.loads(f.read_text())["class_counts"]
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{f} is not valid JSON with class_counts; it is corrupt") from None
+    if not isinstance(counts, list) or not all(isinstance(c, int) and c >= 0 for c in counts):
+        raise CheckpointError(f"{f} must list one count >= 0 per class; it is corrupt")
+    return counts
 
 
 #: where a run trained on in-memory arrays keeps them, so that ``dgm eval``/``--resume`` reload them
@@ -381,6 +409,9 @@ def train(
         if data_entry["name"] == str((out / ARRAYS_FILE).resolve()) and not resume:
             _save_arrays(dataset, out / ARRAYS_FILE)  # before config.yaml: a run reloads its data
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg_doc, sort_keys=False))
+        counts = _class_counts(dataset.train_labels, dataset.spec.num_classes)
+        if counts is not None and not (out / CLASSES_FILE).is_file():
+            atomic_write_text(out / CLASSES_FILE, json.dumps({"class_counts": counts}) + "\n")
 
     trainer = Trainer(
         built,
@@ -482,7 +513,10 @@ def load_run(path: str | Path, *, device: str = "cpu") -> Run:
             "the run is corrupt or from another version"
         ) from None
     model.to(device, dtype).eval()
-    return Run(path=path, model=model, preprocessor=pre, config=cfg, raw_spec=raw_spec)
+    return Run(
+        path=path, model=model, preprocessor=pre, config=cfg, raw_spec=raw_spec,
+        class_counts=read_class_counts(path),
+    )  # fmt: skip
 
 
 class TrainedModel(nn.Module):
@@ -504,16 +538,29 @@ class TrainedModel(nn.Module):
       identity; when discrete data is dequantized it is one draw of the dequantization lower
       bound on ``log P(x)`` (Theis et al. 2016) and ``likelihood_note`` says so.
     * ``log_likelihood(x) -> (values, name)``: whichever of the two the model has, named.
+    * Labels, for a conditional model (``num_classes > 0``): ``sample(n, y=3)`` or ``y`` of shape
+      ``(n,)``; ``sample(n)`` draws them from the training class frequencies
+      (``sample_with_labels`` returns them); ``log_prob(x, y)`` is ``log p(x | y)``. A label
+      outside ``0..num_classes-1``, or any label for an unconditional model, is a ``DataError``.
+    * ``complete(x, mask, y=None)``: the unobserved entries (``mask`` False) drawn given the
+      observed ones, for models that can (:class:`~dgm.core.protocols.Completer`).
 
     The model itself, in model space and under the caller's grad mode (what the engine trains),
     is ``.model``; the preprocessing is ``.preprocessor``.
     """
 
-    def __init__(self, model: Model, preprocessor: Any, raw_spec: DataSpec) -> None:
+    def __init__(
+        self,
+        model: Model,
+        preprocessor: Any,
+        raw_spec: DataSpec,
+        class_counts: list[int] | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.preprocessor = preprocessor
         self.spec = raw_spec
+        self.class_counts = class_counts
         self.train(model.training)  # the wrapper's own flag follows the model's (eval when loaded)
 
     # what generic code reads, passed through from the model
@@ -544,27 +591,110 @@ class TrainedModel(nn.Module):
             raise DataError(f"x must be a torch.Tensor or numpy array, not {type(x).__name__}")
         return torch.as_tensor(x).to(self.model.device, self.model.dtype)
 
-    def _labels(self, y: Any) -> dict[str, Any]:
-        return {} if y is None else {"y": torch.as_tensor(y, device=self.model.device)}
+    @property
+    def num_classes(self) -> int:
+        """The number of classes of a conditional model (0 for an unconditional one)."""
+        if isinstance(self.model, ConditionalModel) and self.model.conditional:
+            return int(self.model.num_classes)
+        return 0
+
+    def class_prior(self) -> Tensor:
+        """Probabilities ``(K,)`` of the classes: the training class frequencies saved with the
+        run, uniform when the run has none (a model built outside :func:`train`)."""
+        k = self.num_classes
+        if not k:
+            raise DataError(f"model {self.name!r} is unconditional; it has no classes")
+        counts = self.class_counts
+        if counts is None or len(counts) != k or sum(counts) == 0:
+            return torch.full((k,), 1.0 / k, dtype=torch.float64)
+        c = torch.tensor(counts, dtype=torch.float64)
+        return c / c.sum()
+
+    def draw_labels(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` labels ``(n,)`` drawn from :meth:`class_prior`."""
+        return torch.multinomial(self.class_prior(), n, replacement=True, generator=generator)
+
+    def _labels(self, y: Any, n: int) -> dict[str, Any]:
+        """Labels checked against the model (one sentence if given to an unconditional model or
+        outside ``0..num_classes-1``); none given: none passed on."""
+        if y is None:
+            return {}
+        if not isinstance(y, Tensor):
+            y = np.asarray(y)
+            if y.dtype.kind not in "biuf":
+                raise DataError(f"labels y must be integers, not {y.dtype} values")
+        return {"y": check_labels(self.model, torch.as_tensor(y), n)}
 
     def sample(self, n: int, y: Any = None, **options: Any) -> Tensor:
         """``n`` samples in raw data space, ``(n, *spec.event_shape)``, without grad; ``options``
-        are the model's sampling options (``SampleOptions``), ``y`` labels of a conditional one."""
+        are the model's sampling options (``SampleOptions``: e.g. ``guidance`` where the model
+        takes it), ``y`` labels ``(n,)`` (or one label for all) of a conditional model; a
+        conditional model given none draws them from the training class frequencies
+        (:meth:`sample_with_labels` returns them)."""
+        return self.sample_with_labels(n, y, **options)[0]
+
+    def sample_with_labels(self, n: int, y: Any = None, **options: Any) -> tuple[Tensor, Any]:
+        """``(samples, labels)``: as :meth:`sample`, with the labels ``(n,)`` the samples were
+        drawn for (``None`` for an unconditional model)."""
+        if y is None and self.num_classes:
+            y = self.draw_labels(n)
+        labels = self._labels(y, n)
         with self.model.inference():
-            s = self.model.sample(n, **self._labels(y), **options)  # (n, *event) model space
+            s = self.model.sample(n, **labels, **options)  # (n, *event) model space
             x = self.preprocessor.inverse(s)  # (n, *event) raw
-        return x.detach().clone()  # a plain tensor, also out of inference mode
+        y = labels.get("y")
+        return x.detach().clone(), None if y is None else y.detach().to("cpu").clone()
+
+    def require_completer(self) -> None:
+        """One :class:`DgmError` unless the model can complete partly observed data."""
+        if not isinstance(self.model, Completer):
+            raise DgmError(
+                f"model {self.name!r} cannot complete partly observed data; the autoregressive "
+                "models (given a prefix of their ordering), made and ddpm can"
+            )
+
+    def complete(self, x: Any, mask: Any, y: Any = None, **options: Any) -> Tensor:
+        """Complete partly observed raw data: ``x`` ``(B, *event)`` and a boolean ``mask`` of the
+        same shape (or of the event shape, for every row; True: observed). Returns raw data whose
+        observed entries equal ``x``'s and whose others are drawn by the model's
+        :class:`~dgm.core.protocols.Completer` given them (in model space, after the run's
+        preprocessing). A model without that ability is one :class:`DgmError`."""
+        self.require_completer()
+        x = self._raw(x)
+        if x.dim() == len(self.spec.event_shape):
+            x = x.unsqueeze(0)
+        mask = torch.as_tensor(mask, device=x.device)
+        if mask.dtype != torch.bool:
+            if ((mask != 0) & (mask != 1)).any():
+                raise DataError("the mask must hold 0 (missing) and 1 (observed) only")
+            mask = mask != 0
+        if tuple(mask.shape) == tuple(self.spec.event_shape):
+            mask = mask.expand_as(x)
+        if tuple(x.shape[1:]) != tuple(self.spec.event_shape) or mask.shape != x.shape:
+            raise DataError(
+                f"completion takes x of shape (B, {', '.join(map(str, self.spec.event_shape))}) "
+                f"and a mask of that shape or of the event shape, not {tuple(x.shape)} and "
+                f"{tuple(mask.shape)}"
+            )
+        labels = self._labels(y, x.shape[0])
+        with self.model.inference():
+            xm, _ = self.preprocessor(x)  # (B, *event) model space
+            out = self.model.complete(xm, mask, **labels, **options)
+            raw = self.preprocessor.inverse(out)  # (B, *event) raw
+        return torch.where(mask, x, raw.to(x.dtype)).detach().clone()
 
     def _score(self, method: str, x: Any, y: Any, **options: Any) -> Tensor:
         x = self._raw(x)  # (B, *event) raw
+        labels = self._labels(y, x.shape[0])
         with self.model.inference():
             xm, log_det = self.preprocessor(x)  # (B, *event) model space, (B,)
-            values = getattr(self.model, method)(xm, **self._labels(y), **options)  # (B,)
+            values = getattr(self.model, method)(xm, **labels, **options)  # (B,)
             out = values + log_det.to(values.dtype)
         return out.detach().clone()
 
     def log_prob(self, x: Any, y: Any = None) -> Tensor:
-        """``log p(x)`` of raw ``x`` in nats, ``(B,)`` (see the class docstring)."""
+        """``log p(x)`` of raw ``x`` in nats, ``(B,)`` (see the class docstring); with labels
+        ``y`` of a conditional model, ``log p(x | y)``."""
         if not self.model.exact_likelihood:
             bound = self.model.likelihood_bound
             raise DgmError(
@@ -582,7 +712,9 @@ class TrainedModel(nn.Module):
         x = self._raw(x)
         with self.model.inference():
             xm, log_det = self.preprocessor(x)
-            values, info = self.model.log_likelihood(xm, **self._labels(y), **bound_options)
+            values, info = self.model.log_likelihood(
+                xm, **self._labels(y, x.shape[0]), **bound_options
+            )
             out = values + log_det.to(values.dtype)
         if self.likelihood_note:
             info = info.dequantized()
@@ -614,4 +746,4 @@ def load(path: str | Path, *, device: str = "cpu") -> TrainedModel:
     between the two.
     """
     run = load_run(path, device=device)
-    return TrainedModel(run.model, run.preprocessor, run.raw_spec)
+    return TrainedModel(run.model, run.preprocessor, run.raw_spec, run.class_counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import torch
 import yaml
 
 from dgm import __version__
-from dgm.api import load_run, read_run_config, train
+from dgm.api import TrainedModel, load_run, read_run_config, train
+from dgm.cli.conditional import check_run_labels, labels_path, read_labels
 from dgm.cli.inputs import ArrayInput
 from dgm.cli.options import parse_pairs
 from dgm.core.config import yaml_problem
@@ -32,7 +34,7 @@ from dgm.eval.likelihood import (
 )
 from dgm.eval.run import METRICS, evaluate, format_table
 from dgm.models import entries
-from dgm.plots import save_samples
+from dgm.plots import save_class_rows, save_samples
 from dgm.train import distributed as ddp
 
 __all__ = ["cmd_train", "cmd_sample", "cmd_score", "cmd_eval", "cmd_list"]
@@ -196,23 +198,38 @@ def _report(out: Path) -> int:
 
 def cmd_sample(args: Any) -> int:
 
-    if args.n < 1:
-        raise ConfigError(f"-n must be at least 1, not {args.n}")
     out = Path(args.out)
     if out.suffix not in (".npy", ".png"):
         raise ConfigError(f"--out must end in .npy or .png, not {out.suffix or 'no suffix'!r}")
+    y = read_labels(args.labels, args.n) if args.labels else None
+    n = args.n if args.n is not None else (len(y) if y is not None else 64)
+    if n < 1:
+        raise ConfigError(f"-n must be at least 1, not {n}")
     run = load_run(args.run, device=args.device)
+    tm = TrainedModel(run.model, run.preprocessor, run.raw_spec, run.class_counts)
+    if args.label is not None:
+        y = torch.full((n,), args.label, dtype=torch.long)
+    check_run_labels(tm, y, "--labels" if args.labels else "--label")
     options = sample_options(run.model, args)
     torch.manual_seed(args.seed)
-    with run.model.inference():
-        s = run.model.sample(args.n, **options)
-        s = run.preprocessor.inverse(s).to("cpu")
+    drawn = y is None and tm.num_classes > 0
+    s, y = tm.sample_with_labels(n, y, **options)
+    s = s.to("cpu")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
-        np.save(out, s.numpy())
+        with atomic_path(out, ".npy") as tmp:
+            np.save(tmp, s.numpy())
+    elif y is not None:
+        save_class_rows(s, y, out, levels=run.raw_spec.levels, title=f"{tm.name} samples")
     else:
         save_samples(s, out, levels=run.raw_spec.levels)
-    print(f"wrote {args.n} samples to {out}", file=sys.stderr)
+    what = f"{n} samples"
+    if y is not None:
+        with atomic_path(labels_path(out), ".npy") as tmp:
+            np.save(tmp, y.numpy())
+        how = "drawn from the training class frequencies" if drawn else "as asked"
+        what += f" and their labels ({how}, in {labels_path(out)})"
+    print(f"wrote {what} to {out}", file=sys.stderr)
     return 0
 
 
@@ -221,6 +238,8 @@ def sample_options(model: Any, args: Any) -> dict[str, Any]:
     given = parse_pairs(getattr(args, "set", []) or [], "--set")
     if getattr(args, "sampler", None):
         given["sampler"] = args.sampler
+    if getattr(args, "guidance", None) is not None:
+        given["guidance"] = args.guidance
     if not given:
         return {}
     opts = model.sample_config(given)
@@ -260,6 +279,10 @@ def cmd_score(args: Any) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, not {args.batch_size}")
     inputs = ArrayInput(args.input, run.raw_spec)
+    labels = read_labels(args.labels, len(inputs)) if args.labels else None
+    check_run_labels(
+        TrainedModel(model, run.preprocessor, run.raw_spec, run.class_counts), labels, "--labels"
+    )
     options = bound_options(model, args)
     g = torch.Generator(device=model.device).manual_seed(args.seed)
     log_z = None
@@ -272,8 +295,9 @@ def cmd_score(args: Any) -> int:
     with atomic_path(out, suffix=".npy") as tmp:
         scores = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(len(inputs),))
         for x in inputs.batches(args.batch_size):
+            y = None if labels is None else labels[start : start + len(x)]
             ll, _ = log_likelihood(
-                model, x, preprocessor=run.preprocessor, batch_size=len(x), generator=g,
+                model, x, y, preprocessor=run.preprocessor, batch_size=len(x), generator=g,
                 bound_options=options, log_z=log_z,
             )  # fmt: skip
             values = bits_per_dim(-ll, run.raw_spec.num_dims) if args.bits_per_dim else ll
@@ -308,6 +332,18 @@ def _metric_list(text: str | None) -> list[str] | None:
     return names
 
 
+def _guidance_list(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        weights = [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        weights = []
+    if not weights or not all(math.isfinite(w) for w in weights):
+        raise ConfigError(f"--guidance takes comma-separated numbers such as 0,1,2,4, not {text!r}")
+    return weights
+
+
 def cmd_eval(args: Any) -> int:
 
     metrics = _metric_list(args.metrics)
@@ -327,6 +363,7 @@ def cmd_eval(args: Any) -> int:
         num_samples=args.num_samples,
         classifier=args.classifier,
         data_dir=data_dir,
+        guidance=_guidance_list(args.guidance),
         progress=not args.no_progress,
     )
     text = json.dumps(res, indent=2)

@@ -91,9 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("run", help="run directory")
-    s.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    s.add_argument(
+        "-n", type=int, help="number of samples (default 64, or one per label of --labels)"
+    )
     s.add_argument("--out", required=True, help="FILE.npy or FILE.png")
     s.add_argument("--sampler", help="sampler of the model, e.g. fast|naive, ddim|ancestral")
+    lab = s.add_mutually_exclusive_group()
+    lab.add_argument("--label", type=int, help="class of every sample (a conditional model)")
+    lab.add_argument("--labels", metavar="FILE.npy", help="one class label per sample")
+    s.add_argument(
+        "--guidance", type=float, metavar="W", help="guidance weight (the sampling option guidance)"
+    )
     s.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="sampling option"
     )
@@ -104,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("run", help="run directory")
     sc.add_argument("input", help="INPUT.npy (or .csv) with one example per row")
     sc.add_argument("--out", required=True, help="OUT.npy for the scores")
+    sc.add_argument("--labels", metavar="Y.npy", help="class of each row: scores are log p(x | y)")
     sc.add_argument("--bits-per-dim", action="store_true", help="report bits/dim (NLL) instead")
     sc.add_argument("--k", type=int, help="importance samples for models with an IWAE bound")
     sc.add_argument("--batch-size", type=int, default=1000)
@@ -118,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--metrics",
         metavar="LIST",
-        help="comma-separated subset of c2st,mmd,fid,kid,prd,modes,kl,nll,anomaly "
+        help="comma-separated subset of c2st,mmd,fid,kid,prd,modes,kl,nll,anomaly,conditional "
         "(default: all that apply; asking for one that does not apply is an error)",
     )
     e.add_argument(
@@ -127,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--classifier", choices=["mlp", "logistic", "knn"], default="mlp", help="C2ST classifier"
     )
+    e.add_argument(
+        "--guidance", metavar="W1,W2,...",
+        help="guidance weights: conditional accuracy and FID at each (a guided conditional model)",
+    )  # fmt: skip
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--grid-size", type=int, default=300)
     e.add_argument("--k", type=int, help="importance samples for models with an IWAE bound")
@@ -142,6 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
         "show", help="every option of a model: default, type and meaning; its samplers' options"
     )
     sh.add_argument("model", help="registry name (see `dgm list`)")
+
+    cp = sub.add_parser(
+        "complete", help="fill in the missing entries of partly observed data (inpainting)"
+    )
+    cp.add_argument(
+        "run", help="run directory of a model that completes (made, pixelcnn, ddpm, ...)"
+    )
+    cp.add_argument("input", help="IMAGES.npy: raw data, one example per row")
+    cp.add_argument(
+        "--mask", required=True, metavar="MASK.npy",
+        help="1 = observed, 0 = to fill in; the shape of IMAGES.npy or of one example",
+    )  # fmt: skip
+    cp.add_argument("--out", required=True, help="OUT.npy for the completed data")
+    cp.add_argument("--labels", metavar="Y.npy", help="class of each row (a conditional model)")
+    cp.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="sampling option"
+    )
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--device", default="cpu")
 
     co = sub.add_parser("compress", help="lossless coding of discrete data with an AR model")
     co.add_argument("run", help="run directory of an autoregressive model (pixelcnn, rnn, ...)")
@@ -200,6 +232,7 @@ def _add_compare_report(sub: argparse._SubParsersAction) -> None:
 # each command's module is imported when that command runs: `dgm --help` and `dgm --version`
 # load neither torch nor matplotlib
 _COMMAND_MODULES = {"compress": "coding", "decompress": "coding", "compare": "compare_report",
+                    "complete": "conditional",
                     "report": "compare_report", "show": "show"}  # fmt: skip
 
 

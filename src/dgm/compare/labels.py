@@ -48,6 +48,15 @@ LABELS: dict[str, str] = {
     "recall": "recall",
     "features": "feature network",
     "fid_space": "FID space",
+    # conditional models (dgm.eval.conditional)
+    "cond_accuracy": "conditional accuracy (feature classifier; estimate)",
+    "cond_accuracy_stderr": "conditional accuracy standard error",
+    "cond_samples_per_class": "conditional: samples per class",
+    "cond_accuracy_per_class": "conditional accuracy of each class",
+    "cond_fid_per_class": "FID* of each class",
+    "cond_fid_class_mean": "per-class FID*, mean over classes",
+    "cond_fid": "conditional FID*, all classes",
+    "guidance_curve": "accuracy and FID* over guidance weights",
     # modes
     "modes_captured": "modes captured",
     "modes_total": "modes in the data",

@@ -28,6 +28,7 @@ from dgm.core.errors import DgmError
 from dgm.core.io import atomic_write_text
 from dgm.data import load as load_dataset
 from dgm.models import get as get_model
+from dgm.plots.conditional import guidance_figure
 from dgm.plots.figures import curves_figure, density_figure, figure_bytes
 
 __all__ = ["gather", "overlay_panels", "read_records", "run_labels", "write_report"]
@@ -145,9 +146,10 @@ def _live_figures(path: Path, cfg: dict[str, Any]) -> list[tuple[str, str, str]]
     else:
         lo, hi = dataset.train.min(0).values, dataset.train.max(0).values
         bounds = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
-    with torch.random.fork_rng(devices=[]), model.inference():
+    trained = api.TrainedModel(model, pre, run.raw_spec, run.class_counts)
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        samples = pre.inverse(model.sample(2000)).to("cpu")  # (2000, 2)
+        samples = trained.sample(2000).to("cpu")  # (2000, 2); a conditional model's labels drawn
 
     def log_q(pts: torch.Tensor) -> torch.Tensor:
         with model.inference():
@@ -187,6 +189,11 @@ def _run_view(path: Path, index: int) -> dict[str, Any]:
         png = path / f"{name}.png"
         if png.is_file():
             figures.append((kind, f"{name}.png", data_uri(png.read_bytes(), "png")))
+    curve = (view["eval"] or {}).get("guidance_curve")
+    if isinstance(curve, list) and curve:
+        fig = guidance_figure(curve, title=f"{cfg['model']}: guidance")
+        caption = "conditional accuracy (± standard error) against FID* over guidance weights w"
+        figures.append(("figure", caption, data_uri(figure_bytes(fig, "svg"), "svg")))
     view["figures"] = figures
     title = f"{cfg['model']} on {cfg['data']['name']}"
     curves = _curves(view["records"])

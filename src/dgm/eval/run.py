@@ -18,6 +18,10 @@ prd        precision / recall with k-NN manifolds                               
 modes      modes captured, high-quality fraction, KL to uniform                  data with modes
 anomaly    AUROC / AUPRC of the log-likelihood, test data vs shifted data        the model has a
                                                                                  likelihood
+condi-     conditional accuracy (the feature classifier's verdict on samples     a conditional
+tional     drawn for each label, with its standard error), per-class FID;        model on labelled
+           with ``guidance=[w, ...]`` the curve of both over guidance weights    images
+           (:mod:`dgm.eval.conditional`)
 =========  ====================================================================  ==================
 
 Features are the raw values for vector data (e.g. 2-D points) and, for images, those of a small
@@ -51,15 +55,17 @@ from dgm.core.errors import DgmError
 from dgm.core.likelihood import Likelihood
 from dgm.core.model import Model
 from dgm.core.progress import Progress
+from dgm.core.protocols import ConditionalModel
 from dgm.data import Dataset
 from dgm.eval import suite
 from dgm.eval.anomaly import builtin_shifts
+from dgm.eval.conditional import conditional_metrics, guidance_curve
 from dgm.eval.features import dataset_features
 from dgm.eval.likelihood import ais_estimated, has_likelihood
 
 __all__ = ["METRICS", "evaluate", "format_table", "not_applicable", "result_likelihood"]
 
-METRICS = ("nll", "kl", "c2st", "mmd", "fid", "kid", "prd", "modes", "anomaly")
+METRICS = ("nll", "kl", "c2st", "mmd", "fid", "kid", "prd", "modes", "anomaly", "conditional")
 DEFAULT_SAMPLES = 2000
 #: test examples the likelihood anomaly detector scores (and as many of each shifted set)...
 ANOMALY_SIZE = 1000
@@ -110,6 +116,17 @@ def not_applicable(model: Model, dataset: Dataset, metric: str) -> str | None:
                 f"{metric} needs features, which dgm learns from class labels, and "
                 f"{dataset.name!r} has none; pass features= from Python"
             )
+    if metric == "conditional":
+        if not (isinstance(model, ConditionalModel) and model.conditional):
+            return (
+                f"conditional needs a model trained with labels (conditional=true); model "
+                f"{model.name!r} is unconditional"
+            )
+        if not dataset.spec.is_image or not dataset.spec.num_classes:
+            return (
+                "conditional needs labelled images (digits, mnist), whose feature classifier "
+                f"judges the samples; {dataset.name!r} is not"
+            )
     if metric == "modes" and (density is None or density.modes is None):
         return (
             f"modes needs data made of separated modes (ring8, grid25, 8gaussians), and "
@@ -153,6 +170,7 @@ def evaluate(
     cache_dir: Any = None,
     data_dir: Any = None,
     sample_options: dict[str, Any] | None = None,
+    guidance: Sequence[float] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run ``metrics`` (default: all that apply) for ``model`` on the test split of ``dataset``.
@@ -163,11 +181,17 @@ def evaluate(
     ``model.sample`` (e.g. fewer Langevin steps). Deterministic for a given ``seed``. Returns a
     flat dict (JSON-able; non-finite floats become ``None``) with the keys of each metric,
     ``"skipped"`` (metric -> reason) and ``"seconds"`` (metric -> run time). ``progress`` reports
-    each phase (sampling, features, each metric) on stderr.
+    each phase (sampling, features, each metric) on stderr. ``guidance`` (weights) adds the
+    curve of conditional accuracy and FID over guidance weights (``"guidance_curve"``) to the
+    ``conditional`` metric, which must then apply.
     """
     model.eval()
     pre = preprocessor
     todo, skipped = _plan(model, dataset, metrics)
+    if guidance and "conditional" not in todo:
+        raise DgmError(skipped.get("conditional") or "guidance weights need the conditional metric")
+    if guidance:  # a model that takes no guidance says so before any metric runs
+        model.sample_config(dict(sample_options or {}) | {"guidance": float(guidance[0])})
     x, y = dataset.split("test")
     if max_test is not None:
         x = x[:max_test]
@@ -211,16 +235,16 @@ def evaluate(
         res["n_samples"] = n
 
     feats = features
-    needs_features = {*_FEATURE_METRICS, "c2st", "mmd", "anomaly"} & set(todo)
+    needs_features = {*_FEATURE_METRICS, "c2st", "mmd", "anomaly", "conditional"} & set(todo)
     if feats is None and dataset.spec.is_image and needs_features:
         t0 = time.perf_counter()
         try:
             with phase("features"):
                 feats = dataset_features(dataset, cache_dir=cache_dir, data_dir=data_dir, seed=0)
         except DgmError as e:
-            if metrics is not None and set(_FEATURE_METRICS) & set(todo):
+            if metrics is not None and {*_FEATURE_METRICS, "conditional"} & set(todo):
                 raise
-            for m in _FEATURE_METRICS:
+            for m in (*_FEATURE_METRICS, "conditional"):
                 if m in todo:
                     todo.remove(m)
                     skipped[m] = str(e)
@@ -257,6 +281,19 @@ def evaluate(
         return suite.anomaly_metrics(score, xa, ya, shifts)
 
     timed("anomaly", anomaly)
+
+    def conditional() -> dict[str, Any]:
+        kw = {
+            "num_samples": num_samples or DEFAULT_SAMPLES,
+            "seed": seed,
+            "options": sample_options,
+        }
+        out = conditional_metrics(model, pre, dataset, feats, **kw)
+        if guidance:
+            out["guidance_curve"] = guidance_curve(model, pre, dataset, feats, guidance, **kw)
+        return out
+
+    timed("conditional", conditional)
     res["skipped"] = skipped
     res["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     return _finite(res)
@@ -286,6 +323,10 @@ _LABELS = {
     "ais_ess": "AIS effective sample size",
     "ais_chains": "AIS chains",
     "ais_temps": "AIS temperatures",
+    "cond_accuracy": "conditional accuracy (feature classifier on samples per label)",
+    "cond_samples_per_class": "conditional: samples per class",
+    "cond_fid": "conditional FID, all classes (not Inception)",
+    "cond_fid_class_mean": "per-class FID, mean over classes (estimate)",
 }
 #: figures whose label carries the words of their likelihood kind, and the quantity they are
 _QUANTITY = {"test_nll": "NLL", "test_bpd": "bits/dim", "val_nll": "NLL"}
@@ -315,7 +356,9 @@ def format_table(res: dict[str, Any]) -> str:
         if isinstance(value, (dict, list)) or key in _NOT_SHOWN or key.endswith("_sem"):
             continue
         label = _LABELS.get(key, key.replace("_", " "))
-        if key in ("modes_total", "bpd_uniform", "kid_std") or key in _RAW_SPACE_HIDDEN:
+        if key in ("modes_total", "bpd_uniform", "kid_std", "cond_accuracy_stderr"):
+            continue
+        if key in _RAW_SPACE_HIDDEN:
             continue
         raw_space = res.get(f"{key}_space") == "raw values"
         if key in ("fid", "kid") and raw_space:  # a Gaussian fit or a cubic kernel on raw 2-D
@@ -324,7 +367,7 @@ def format_table(res: dict[str, Any]) -> str:
         if key == "modes_captured":
             value = f"{value}/{res.get('modes_total')}"
         elif isinstance(value, float):
-            sem = res.get(f"{key}_sem", res.get(f"{key}_std"))
+            sem = res.get(f"{key}_sem", res.get(f"{key}_std", res.get(f"{key}_stderr")))
             value = f"{value:.4g}" + (f" ± {sem:.2g}" if isinstance(sem, float) else "")
             if lik is not None and key in _QUANTITY:
                 value += f" ({lik.describe(_QUANTITY[key])})"
@@ -340,6 +383,11 @@ def format_table(res: dict[str, Any]) -> str:
     width = max(len(r[0]) for r in rows)
     lines = [f"{res.get('model')} on {res.get('data')}"]
     lines += [f"  {a:<{width}}  {b}" for a, b in rows]
+    for p in res.get("guidance_curve") or []:
+        lines.append(
+            f"  guidance w={p['guidance']:g}: conditional accuracy {p['accuracy']:.4g} ± "
+            f"{p['accuracy_stderr']:.2g}, FID {p['fid']:.4g}"
+        )
     if res.get("ais_warning"):
         lines.append(f"  warning: {res['ais_warning']}")
     lines += [f"  skipped {k}: {v}" for k, v in res.get("skipped", {}).items()]

@@ -18,8 +18,9 @@ import torch
 from dgm.core.io import atomic_path
 from dgm.core.model import Model
 from dgm.core.progress import Deadline, Progress, TimeUp
-from dgm.core.protocols import LatentVariableModel
+from dgm.core.protocols import ConditionalModel, LatentVariableModel
 from dgm.data import Dataset
+from dgm.plots.conditional import save_class_rows
 from dgm.plots.figures import save_density, save_latent_map, save_reconstructions, save_samples
 
 __all__ = ["write_plots"]
@@ -60,10 +61,17 @@ def write_plots(
         skipped.extend(_applicable(model, dataset))
         return written
     n_samples = 2000 if two_d else 100
+    y = None
+    if isinstance(model, ConditionalModel) and model.conditional:  # one row of 10 per class
+        k = model.num_classes
+        per = -(-n_samples // k) if two_d else 10
+        y = torch.arange(k, device=model.device).repeat_interleave(per)  # (k * per,)
+        n_samples = int(y.numel())
     with phase("drawing samples for samples.png", n_samples, "samples") as bar:
         try:
             with model.inference(), deadline.enforced():
-                s = pre.inverse(model.sample(n_samples)).to("cpu")
+                labels = {} if y is None else {"y": y}
+                s = pre.inverse(model.sample(n_samples, **labels)).to("cpu")
             bar.update(n_samples)
         except TimeUp:  # one long sampling call is stopped at the deadline, not run to its end
             bar.note("the time budget ran out while drawing; samples.png is not written")
@@ -72,9 +80,12 @@ def write_plots(
         skipped.extend(_applicable(model, dataset))
         return written
     with atomic_path(out / "samples.png", suffix=".png") as tmp:
-        save_samples(
-            s, tmp, levels=dataset.spec.levels, bounds=bounds, title=f"{model.name} samples"
-        )
+        if y is None:
+            save_samples(
+                s, tmp, levels=dataset.spec.levels, bounds=bounds, title=f"{model.name} samples"
+            )
+        else:
+            save_class_rows(s, y, tmp, levels=dataset.spec.levels, title=f"{model.name} samples")
     written.append(out / "samples.png")
     if isinstance(model, LatentVariableModel) and dataset.spec.is_image and deadline.passed():
         skipped.extend(["reconstructions.png", "latent.png"])

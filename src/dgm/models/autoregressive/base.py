@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgm.core.errors import ConfigError
+from dgm.core.errors import ConfigError, DataError
 from dgm.core.model import Model, check_labels
 from dgm.core.spec import DataSpec
 
@@ -235,3 +235,49 @@ class AutoregressiveModel(Model):
 
         x = self.autoregress(n, pick, y, sampler)
         return x.to(self.dtype).view(n, *self.event_shape)
+
+    # ------------------------------------------------------------------ completion
+    def complete(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        y: Tensor | None = None,
+        sampler: str = "fast",
+        temperature: float = 1.0,
+        top_k: int = 0,
+    ) -> Tensor:
+        """Complete ``x`` ``(B, *event_shape)`` given an observed *prefix* of the raster order
+        (:class:`~dgm.core.protocols.Completer`): in each row ``mask`` is True on the first
+        ``m_b`` dimensions (flattened, row by row) and False after them.
+
+        Exact: the chain rule runs as in :meth:`sample`, the observed values fed in place of
+        draws, so every missing dimension is drawn from ``p(x_d | x_{<d}, y)`` with all of
+        ``x_{<d}`` known or drawn: the result is a draw of ``p(x_missing | x_prefix, y)``.
+        ``temperature`` and ``top_k`` reshape the drawn conditionals as in :meth:`sample`. Any
+        other mask is a :class:`~dgm.core.errors.DataError`: conditioning on an entry later in
+        the order would need the marginal over the entries before it.
+        """
+        SampleOptions(sampler, temperature, top_k)  # type: ignore[arg-type]  # checks them
+        x = self.check_input(x)
+        n = x.shape[0]
+        flat = x.reshape(n, -1)  # (n, D)
+        m = torch.as_tensor(mask, device=flat.device).reshape(n, -1).bool()  # (n, D)
+        if m.shape != flat.shape:
+            raise DataError(f"mask has {m.shape[1]} entries per row, x has {flat.shape[1]}")
+        late = m[:, 1:] & ~m[:, :-1]  # (n, D-1): observed right after a missing entry
+        if late.any():
+            row = int(late.any(1).nonzero()[0])
+            raise DataError(
+                f"{self.name} completes an observed prefix of its raster order only (the first "
+                f"entries of each row, top rows of an image first); row {row} of the mask "
+                "observes an entry after a missing one (made completes any mask)"
+            )
+        u = torch.rand(n, self.num_dims, dtype=torch.float64, device=self.device)  # (n, D)
+        known = flat.long()
+
+        def pick(d: int, probs: Tensor) -> Tensor:
+            drawn = inverse_cdf(tempered(probs, temperature, top_k), u[:, d])  # (n,)
+            return torch.where(m[:, d], known[:, d], drawn)
+
+        out = self.autoregress(n, pick, y, sampler).to(self.dtype)  # (n, D)
+        return torch.where(m, flat.to(self.dtype), out).view(n, *self.event_shape)

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgm.core.errors import ConfigError
+from dgm.core.errors import ConfigError, DataError
 from dgm.core.model import Example, Model, check_labels, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
@@ -285,3 +285,75 @@ class MADE(Model):
             new = self.encode(x[:, d : d + 1]).reshape(n, -1)  # (n, F): dimension d's encoding
             a1 = a1 + (new - inp[:, cols]) @ w1[:, cols].T
             inp[:, cols] = new
+
+    # ------------------------------------------------------------------ completion
+    @torch.no_grad()
+    def complete(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        y: Tensor | None = None,
+        sampler: str = "fast",
+        temperature: float = 1.0,
+        top_k: int = 0,
+        particles: int = 32,
+    ) -> Tensor:
+        r"""Complete ``x`` ``(B, *event_shape)`` where ``mask`` is False, given the entries where
+        it is True (:class:`~dgm.core.protocols.Completer`), for any mask.
+
+        The density is the mixture ``p(x) = (1/K) sum_k p_k(x)`` of the ``K`` mask sets, and
+        ``p(k, x_u | x_o) \propto p_k(x_o, x_u)``. Each mask set ``k`` proposes ``particles``
+        completions by running its chain in its own ordering, drawing each missing entry from its
+        conditional and keeping each observed one, with weight ``w = prod_{d observed}
+        p_k(x_d | x_{<d})`` (the proposal's density is the product over the missing entries, so
+        ``w`` is ``p_k(x_o, x_u)`` over it); one of the ``K * particles`` is then drawn with
+        probability proportional to ``w`` (sampling-importance-resampling).
+
+        *Exact* (for any ``particles``) when the observed entries of every row are a prefix of
+        every mask set's ordering, e.g. ``masks=1`` with the first ``m`` dimensions of its
+        ordering observed: each ``w`` is then the exact marginal ``p_k(x_o)``, so the component is
+        drawn from its exact posterior and the missing entries from ``p_k(x_u | x_o)``; only one
+        particle per mask set is used. Otherwise the draw is *consistent*: its law tends to
+        ``p(x_u | x_o)`` as ``particles`` grows (the bias of self-normalised weights is
+        ``O(1 / particles)``). ``temperature`` and ``top_k`` reshape every conditional, the
+        observed ones' weights included (1 and 0: the model's own). ``sampler`` is accepted for
+        the options' sake; completion always runs full passes.
+        """
+        SampleOptions(sampler, temperature, top_k)  # type: ignore[arg-type]  # checks them
+        if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:
+            raise ConfigError(f"particles must be a positive integer, not {particles!r}")
+        x = self.check_input(x)
+        n = x.shape[0]
+        flat = x.reshape(n, -1).to(self.dtype)  # (n, D)
+        m = torch.as_tensor(mask, device=flat.device).reshape(n, -1).bool()  # (n, D)
+        if m.shape != flat.shape:
+            raise DataError(f"mask has {m.shape[1]} entries per row, x has {flat.shape[1]}")
+        ctx = self._context(y, n)  # (n, C) or None
+        orders = self.net.order_bank if self.net.num_masks > 1 else self.net.order[None]  # (K, D)
+        count = m.sum(1, keepdim=True)  # (n, 1) observed entries per row
+        prefix = all(bool(((order[None] < count) == m).all()) for order in orders)
+        per = 1 if prefix else particles
+        cands, logws = [], []
+        for k in range(self.net.num_masks):
+            self.net.use_mask(k)
+            obs = flat.repeat_interleave(per, 0)  # (n * per, D)
+            mk = m.repeat_interleave(per, 0)
+            c = None if ctx is None else ctx.repeat_interleave(per, 0)
+            cur = torch.where(mk, obs, torch.zeros_like(obs))
+            logw = torch.zeros(n * per, dtype=torch.float64, device=flat.device)
+            u = torch.rand(n * per, self.num_dims, dtype=torch.float64, device=flat.device)
+            for d in torch.argsort(self.net.order).tolist():
+                out = self.net(self.encode(cur), c)[:, d]  # (n * per, P)
+                probs = tempered(self._probs(out), temperature, top_k)  # (n * per, L)
+                seen = probs.gather(1, obs[:, d : d + 1].long()).squeeze(1)  # (n * per,)
+                logw = logw + torch.where(mk[:, d], seen.log(), torch.zeros_like(seen))
+                drawn = inverse_cdf(probs, u[:, d]).to(cur.dtype)
+                cur[:, d] = torch.where(mk[:, d], obs[:, d], drawn)
+            cands.append(cur.view(n, per, -1))
+            logws.append(logw.view(n, per))
+        cand = torch.cat(cands, 1)  # (n, K * per, D)
+        logw = torch.cat(logws, 1)  # (n, K * per)
+        logw = logw.nan_to_num(neginf=-1e300)  # a row all of weight 0: drawn uniformly
+        pick = torch.multinomial(torch.softmax(logw, 1), 1).squeeze(1)  # (n,)
+        out = cand[torch.arange(n, device=cand.device), pick]  # (n, D)
+        return torch.where(m, flat, out).view(n, *self.event_shape)

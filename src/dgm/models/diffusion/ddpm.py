@@ -64,10 +64,11 @@ from torch import Tensor
 
 from dgm.core.errors import ConfigError
 from dgm.core.likelihood import Likelihood
-from dgm.core.model import Batch, Example, unpack
+from dgm.core.model import Batch, Example, check_labels, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.base import DiffusionBase, NetConfig
+from dgm.models.diffusion.complete import repaint
 from dgm.models.diffusion.schedules import DiscreteSchedule
 
 __all__ = ["DDPM", "DDPMConfig", "DDPMSampleOptions", "discretized_gaussian_log_prob"]
@@ -294,3 +295,32 @@ class DDPM(DiffusionBase):
         else:
             raise ConfigError(f"sampler must be 'ancestral' or 'ddim', not {sampler!r}")
         return self.from_model_space(z)
+
+    # ------------------------------------------------------------------ completion
+    @torch.no_grad()
+    def complete(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        y: Tensor | None = None,
+        sampler: str = "ancestral",
+        resample: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Complete ``x`` where ``mask`` is False by RePaint's replacement method on the
+        ancestral chain, ``resample`` passes per step (:mod:`dgm.models.diffusion.complete`; an
+        approximation of ``p(x_missing | x_observed)``); observed entries are returned as given."""
+        if sampler != "ancestral":
+            raise ConfigError(f"ddpm completes with the ancestral sampler only, not {sampler!r}")
+        x = self.check_input(x).to(self.dtype)
+        mask = torch.as_tensor(mask, device=x.device).bool().expand_as(x)
+        check_labels(self, y, x.shape[0])  # labels only for a conditional model
+        z0, _ = self.to_model_space(x)  # (B, *event)
+        clip = 1.0 if (self.discrete and self.config.clip_denoised) else None
+
+        def eps(z: Tensor, t: int) -> Tensor:
+            return self.eps(z, torch.full((z.shape[0],), float(t), dtype=z.dtype, device=z.device))
+
+        z = repaint(eps, self.schedule, z0, mask, resample=resample,
+                    variance=self.config.variance, clip=clip, generator=generator)  # fmt: skip
+        return torch.where(mask, x, self.from_model_space(z))

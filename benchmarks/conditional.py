@@ -1,0 +1,67 @@
+"""Conditional accuracy of class-conditional models on the 8x8 digits (issue 27).
+
+Each model is trained with ``conditional=true`` for a wall-clock budget, then judged by
+``dgm eval``'s conditional metric: the digits feature classifier (the one FID uses) classifies
+``--num-samples`` samples split evenly over the ten labels; accuracy with its binomial standard
+error, the per-class FID (mean over classes) and the pooled FID, all estimates.
+
+    OMP_NUM_THREADS=1 python benchmarks/conditional.py --models made gated-pixelcnn vae --minutes 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+import dgm.data
+from _common import report
+from dgm.api import load_run, train
+from dgm.eval.run import evaluate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["made", "gated-pixelcnn", "vae"])
+    ap.add_argument("--minutes", type=float, default=3.0)
+    ap.add_argument("--num-samples", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dataset = dgm.data.load("digits")
+    rows = []
+    for name in args.models:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / name
+            train(name, "digits", out, model_config={"conditional": True},
+                  max_minutes=args.minutes, progress=False)  # fmt: skip
+            summary = json.loads((out / "summary.json").read_text())
+            run = load_run(out)
+            res = evaluate(run.model, dataset, run.preprocessor, metrics=["conditional"],
+                           num_samples=args.num_samples, seed=0)  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "minutes": args.minutes,
+                "steps": summary.get("steps"),
+                "accuracy": round(res["cond_accuracy"], 4),
+                "accuracy_stderr": round(res["cond_accuracy_stderr"], 4),
+                "fid_per_class_mean": round(res["cond_fid_class_mean"], 2),
+                "fid_pooled": round(res["cond_fid"], 2),
+                "classifier_val_accuracy": res.get("features_val_accuracy"),
+                "samples_per_class": res["cond_samples_per_class"],
+                "accuracy_per_class": [round(a, 3) for a in res["cond_accuracy_per_class"]],
+            }
+        )
+        print(rows[-1], flush=True)
+    cols = ["model", "minutes", "steps", "accuracy", "accuracy_stderr", "fid_per_class_mean",
+            "fid_pooled", "classifier_val_accuracy"]  # fmt: skip
+    report(f"conditional_digits{args.tag}", rows, cols)
+
+
+if __name__ == "__main__":
+    main()
