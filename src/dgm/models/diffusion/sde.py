@@ -53,25 +53,24 @@ torch.Size([3, 2])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
-from dgm.core.likelihood import Likelihood
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.base import DiffusionBase, NetConfig
+from dgm.models.diffusion.probability_flow import ProbabilityFlow
 from dgm.models.diffusion.schedules import VPSDE
-from dgm.samplers.ode import METHODS, divergence_exact, divergence_hutchinson, odeint
+from dgm.samplers.ode import METHODS, odeint
 
 __all__ = ["ScoreSDE", "ScoreSDEConfig", "ScoreSDESampleOptions"]
 
 SAMPLE_EPS = 1e-3  # sampling stops here (Song et al.), then denoises
 TIME_SCALE = 999.0  # network time input 999 t, the range of DDPM's integer steps
-EXACT_TRACE_MAX_DIMS = 8
 
 
 @dataclass
@@ -134,7 +133,7 @@ class ScoreSDESampleOptions:
 
 
 @register
-class ScoreSDE(DiffusionBase):
+class ScoreSDE(ProbabilityFlow, DiffusionBase):
     """VP SDE score model with probability-flow likelihood (see the module docstring)."""
 
     name = "score-sde"
@@ -142,6 +141,7 @@ class ScoreSDE(DiffusionBase):
     Config = ScoreSDEConfig
     SampleOptions = ScoreSDESampleOptions
     needs_grad_for_inference = True
+    exact_trace_max_dims = 8
     example = Example(
         spec=DataSpec((2,)),
         config={
@@ -155,23 +155,11 @@ class ScoreSDE(DiffusionBase):
         variants=({"trace": "hutchinson", "weighting": "likelihood"},),
     )
 
-    @property
-    def exact_likelihood(self) -> bool:  # type: ignore[override]
-        """With the exact trace; Hutchinson's estimate is unbiased, neither exact nor a bound."""
-        return self.exact_trace
-
-    @property
-    def likelihood_bound(self) -> str | None:  # type: ignore[override]
-        """``"log_prob_estimate"`` with Hutchinson's trace (honestly named), else ``None``."""
-        return None if self.exact_trace else "log_prob_estimate"
-
     def __init__(self, spec: DataSpec, config: ScoreSDEConfig | None = None) -> None:
         super().__init__(spec, config)
         c: ScoreSDEConfig = self.config
         self.sde = VPSDE(c.beta_min, c.beta_max)
-        self.exact_trace = c.trace == "exact" or (
-            c.trace == "auto" and self.num_dims <= EXACT_TRACE_MAX_DIMS
-        )
+        self.init_trace()
         # importance sampling of t for the likelihood weighting: density beta / s^2 on a grid
         grid = torch.linspace(c.t_eps, 1.0, 20_001, dtype=torch.float64)
         w = self.sde.beta(grid) / self.sde.marginal(grid)[1] ** 2
@@ -226,66 +214,16 @@ class ScoreSDE(DiffusionBase):
         eps = self.eps(flat.view(B, *self.event_shape), tt).reshape(B, -1)  # (B, D)
         return -0.5 * self.sde.beta(tt)[:, None] * (flat - eps / s[:, None])
 
-    def probability_flow(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Solve the probability-flow ODE from the data at ``t_eps`` to ``t = 1``.
+    def pf_field(self, flat: Tensor, t: Tensor) -> Tensor:
+        return self._pf_drift(flat, t)
 
-        Returns ``(z_1 (B, D), int div (B,), log_det (B,))``: the end point, the integrated
-        divergence (exact or Hutchinson) and the standardisation's log-determinant, so that
-        ``log p(x) = log N(z_1; 0, I) + int div + log_det``.
-        """
-        x = self.check_input(x)
-        z, log_det = self.to_model_space(x.to(self.dtype))
-        B = z.shape[0]
-        flat = z.reshape(B, -1)  # (B, D)
-        probe = None
-        if not self.exact_trace:
-            if self.config.hutchinson_noise == "gaussian":
-                probe = torch.randn_like(flat)
-            else:
-                probe = torch.randint(0, 2, flat.shape, device=flat.device).to(flat) * 2 - 1
+    @property
+    def pf_span(self) -> tuple[float, float]:
+        """From the data at ``t_eps`` to the prior at ``t = 1``."""
+        return self.config.t_eps, 1.0
 
-        def func(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-            with torch.enable_grad():
-                zf = state[0].detach().requires_grad_(True)
-                f = self._pf_drift(zf, t)
-                if probe is None:
-                    div = divergence_exact(f, zf)
-                else:
-                    div = divergence_hutchinson(f, zf, probe)
-            return f.detach(), div.detach()
-
-        c: ScoreSDEConfig = self.config
-        zero = torch.zeros(B, dtype=flat.dtype, device=flat.device)
-        z1, delta = odeint(func, (flat, zero), c.t_eps, 1.0, rtol=c.rtol, atol=c.atol)
-        return z1, delta, log_det
-
-    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """``log p(x)`` in nats ``(B,)`` by the probability-flow ODE (exact trace or Hutchinson:
-        see the module docstring)."""
-        z1, delta, log_det = self.probability_flow(x)
-        return self.sde.prior_log_prob(z1) + delta + log_det
-
-    def log_prob_estimate(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """The Hutchinson estimate of ``log p(x)`` (the same computation as :meth:`log_prob`)."""
-        return self.log_prob(x, y)
-
-    def likelihood_info(self, **bound_options: Any) -> Likelihood:
-        """Exact up to the dopri5 tolerance with the exact trace; with Hutchinson's trace an
-        unbiased estimate of ``log p``, neither exact nor a bound."""
-        if bound_options:
-            raise ConfigError(f"model {self.name!r} takes no likelihood options")
-        c: ScoreSDEConfig = self.config
-        solver = f"dopri5, rtol={c.rtol:g}, atol={c.atol:g}"
-        if self.exact_trace:
-            return Likelihood("exact_ode", "log_prob", "probability-flow ODE, exact trace", solver)
-        what = "probability-flow ODE, Hutchinson trace estimator"
-        return Likelihood("estimate", "log_prob_estimate", what, solver, unbiased=True)
-
-    def log_likelihood(
-        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
-    ) -> tuple[Tensor, Likelihood]:
-        info = self.likelihood_info(**bound_options)
-        return self.log_prob(x), info
+    def pf_prior_log_prob(self, z: Tensor) -> Tensor:
+        return self.sde.prior_log_prob(z)
 
     # ------------------------------------------------------------------ sampling
     def _denoise(self, z: Tensor, t: float) -> Tensor:
