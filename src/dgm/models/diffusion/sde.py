@@ -25,7 +25,11 @@ variance finite near ``t = 0``) and the loss is ``Z/2 |eps_theta - eps|^2`` per 
 ``dz = [f(z, t) - g(t)^2 s_theta] dt + g(t) dw_bar`` from ``t = 1`` to ``1e-3`` in ``steps`` steps;
 ``"ode"`` integrates the probability-flow ODE ``dz/dt = f(z, t) - 1/2 g(t)^2 s_theta(z, t)``
 (dopri5 by default, or ``rk4``/``euler`` with ``steps``). Both start from ``N(0, I)`` and end with
-the denoised mean ``E[z_0 | z_{1e-3}] = (z - s_t eps_theta) / m_t``.
+the denoised mean ``E[z_0 | z_{1e-3}] = (z - s_t eps_theta) / m_t``. ``"edm"`` integrates the same
+ODE by Karras et al.'s deterministic Heun sampler (arXiv:2206.00364) in the noise level
+``sigma = s_t / m_t`` on their ``rho = 7`` grid from ``sigma(1)`` to ``sigma(1e-3)``, then a last
+Euler step to ``sigma = 0`` (the denoised mean): ``2 steps - 1`` network evaluations
+(:meth:`ScoreSDE.nfe`).
 
 **Likelihood**: the probability-flow ODE is a continuous normalising flow, so
 
@@ -65,7 +69,7 @@ from dgm.core.spec import DataSpec
 from dgm.models.diffusion.base import DiffusionBase, NetConfig
 from dgm.models.diffusion.probability_flow import ProbabilityFlow
 from dgm.models.diffusion.schedules import VPSDE
-from dgm.samplers.ode import METHODS, odeint
+from dgm.samplers.ode import METHODS, edm_heun, edm_sigmas, odeint
 
 __all__ = ["ScoreSDE", "ScoreSDEConfig", "ScoreSDESampleOptions"]
 
@@ -115,21 +119,25 @@ class ScoreSDESampleOptions:
     """Options of :meth:`ScoreSDE.sample`.
 
     Attributes:
-        sampler: ``"sde"`` (the reverse SDE by Euler-Maruyama) or ``"ode"`` (the
-            probability-flow ODE).
-        steps: Euler-Maruyama steps, or the ODE's fixed steps (rk4, euler).
+        sampler: ``"sde"`` (the reverse SDE by Euler-Maruyama), ``"ode"`` (the
+            probability-flow ODE) or ``"edm"`` (Karras et al.'s deterministic Heun sampler of
+            the same ODE on their ``rho`` noise-level grid; ``2 steps - 1`` network evaluations).
+        steps: Euler-Maruyama steps, the ODE's fixed steps (rk4, euler) or EDM's noise levels.
         method: ODE solver: ``"dopri5"`` (adaptive), ``"rk4"`` or ``"euler"`` (with ``steps``).
+        rho: the exponent of EDM's noise-level grid (7 in Karras et al.).
     """
 
     #: the options each sampler reads
     by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {
         "sde": ("steps",),
         "ode": ("steps", "method"),
+        "edm": ("steps", "rho"),
     }
 
-    sampler: Literal["sde", "ode"] = "sde"
+    sampler: Literal["sde", "ode", "edm"] = "sde"
     steps: int = 500
     method: Literal["dopri5", "rk4", "euler"] = "dopri5"
+    rho: float = 7.0
 
 
 @register
@@ -232,6 +240,41 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
         shape = (-1, *([1] * (z.dim() - 1)))
         return (z - s.view(shape) * self.eps(z, tt)) / m.view(shape)
 
+    def _t_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The time whose ``s_t / m_t`` is ``sigma``: ``int_0^t beta = log(1 + sigma^2)``."""
+        b0, db = self.sde.beta_min, self.sde.beta_max - self.sde.beta_min
+        area = torch.log1p(sigma.square())
+        if db == 0:
+            return area / b0
+        return (torch.sqrt(b0 * b0 + 2 * db * area) - b0) / db
+
+    def _edm(self, z: Tensor, steps: int, rho: float) -> Tensor:
+        """Karras et al.'s Heun sampler (:func:`~dgm.samplers.ode.edm_heun`) from ``z ~ N(0, I)``
+        at ``t = 1`` down to the denoised ``sigma = 0``, via ``sigma(1e-3)``; model space."""
+        ends = torch.tensor([SAMPLE_EPS, 1.0], dtype=torch.float64)
+        m, s = self.sde.marginal(ends)
+        sig_min, sig_max = (s / m).tolist()
+        sigmas = edm_sigmas(sig_min, sig_max, steps, rho)
+        ts = self._t_of_sigma(sigmas)
+        ms = torch.exp(self.sde.log_mean_coeff(ts))
+
+        def slope(x: Tensor, i: int) -> Tensor:  # eps_theta(m_i x, t_i) = (x - D) / sigma_i
+            tt = torch.full((x.shape[0],), float(ts[i]), dtype=x.dtype, device=x.device)
+            return self.eps(float(ms[i]) * x, tt)
+
+        x, _ = edm_heun(slope, z / float(ms[0]), sigmas)
+        return x
+
+    def nfe(self, sampler: str = "sde", steps: int = 500, method: str = "dopri5") -> int | None:
+        """Network evaluations of one draw at a sampling setting (``None`` for dopri5, whose count
+        depends on the tolerance); the denoising step of ``"sde"``/``"ode"`` is counted."""
+        if sampler == "edm":
+            return 2 * int(steps) - 1
+        if sampler == "sde":
+            return int(steps) + 1
+        per = {"euler": 1, "heun": 2, "rk4": 4}.get(method)
+        return None if per is None else per * int(steps) + 1
+
     @torch.no_grad()
     def sample(
         self,
@@ -240,16 +283,17 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
         sampler: str = "sde",
         steps: int | None = None,
         method: str | None = None,
+        rho: float | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` samples ``(n, *event_shape)`` by the reverse SDE or the probability-flow ODE
         (:class:`ScoreSDESampleOptions`; an option the chosen sampler does not read is an
         error)."""
-        if sampler not in ("sde", "ode"):
-            raise ConfigError(f"sampler must be 'sde' or 'ode', not {sampler!r}")
+        if sampler not in ("sde", "ode", "edm"):
+            raise ConfigError(f"sampler must be 'sde', 'ode' or 'edm', not {sampler!r}")
         if method is not None and method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-        given = {"sampler": sampler, "steps": steps, "method": method}
+        given = {"sampler": sampler, "steps": steps, "method": method, "rho": rho}
         o = self.sample_config({k: v for k, v in given.items() if v is not None})
         sampler, steps, method = o.sampler, o.steps, o.method
         if isinstance(steps, bool) or int(steps) != steps or steps < 1:
@@ -277,6 +321,8 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
                 steps=None if method == "dopri5" else int(steps), rtol=c.rtol, atol=c.atol,
             )  # fmt: skip
             z = flat.view(n, *self.event_shape)
+        elif sampler == "edm":
+            return self.from_model_space(self._edm(z, int(steps), o.rho))
         else:
-            raise ConfigError(f"sampler must be 'sde' or 'ode', not {sampler!r}")
+            raise ConfigError(f"sampler must be 'sde', 'ode' or 'edm', not {sampler!r}")
         return self.from_model_space(self._denoise(z, SAMPLE_EPS))
