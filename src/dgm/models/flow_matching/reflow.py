@@ -189,6 +189,7 @@ class Reflow(TeacherMixin, FlowMatching):
         x, _ = unpack(batch)
         B = self.check_input(x).shape[0]
         x0, x1 = self._pairs if self._pairs is not None else self.make_pairs()
+        x0, x1 = x0.to(self.device, self.dtype), x1.to(self.device, self.dtype)
         idx = torch.randint(0, x0.shape[0], (B,), device=x0.device)
         z0 = x0[idx].view(B, *self.event_shape)  # (B, *event)
         z1 = x1[idx].view(B, *self.event_shape)
