@@ -122,6 +122,20 @@ class _Comparison:
         api.train(name, data, path, **kwargs, **opts)
         return "trained"
 
+    def resolve_teacher(self, cfg: dict[str, Any], data: str, seed: int) -> dict[str, Any]:
+        """``teacher="@MODEL"`` (a student's teacher, e.g. reflow's) names the default run of
+        ``MODEL`` in this comparison on the same data and seed, which must come first."""
+        teacher = cfg.get("teacher")
+        if not (isinstance(teacher, str) and teacher.startswith("@")):
+            return cfg
+        path = self.out / "runs" / slug(data) / teacher[1:] / "default" / f"seed-{seed}"
+        if not (path / "model.safetensors").is_file():
+            raise ConfigError(
+                f"teacher {teacher!r} has no finished run at {path}; compare {teacher[1:]!r} "
+                "before its student, with the same data and seeds"
+            )
+        return cfg | {"teacher": str(path.resolve())}
+
     def evaluate_run(self, path: Path, dataset: Any, seed: int) -> dict[str, Any]:
         """``eval.json`` of the run (computed once), with the training figures added."""
         target = path / "eval.json"
@@ -185,6 +199,7 @@ class _Comparison:
         results, runs = [], []
         for seed in range(self.seeds):
             path = self.out / "runs" / slug(data) / name / tag / f"seed-{seed}"
+            cfg = self.resolve_teacher(cfg, data, seed)
             self.ensure_run(path, name, data, cfg, self.train_options_for(seed, t))
             results.append(self.evaluate_run(path, dataset, seed))
             runs.append(path)

@@ -36,7 +36,10 @@ weighted by the stratum's size): still unbiased, ``T / k`` times cheaper.
 **Sampling** (``sample(n, sampler=..., steps=..., eta=...)``): ``"ancestral"`` runs the DDPM
 chain of all ``T`` steps (Ho et al. Alg. 2); ``"ddim"`` (Song, Meng & Ermon 2021) runs any number
 of steps of a sub-sequence with stochasticity ``eta`` (0: deterministic, 1: DDPM-like). The default
-is DDIM with 50 steps, 20 times cheaper than ancestral sampling with ``T = 1000`` on a CPU. For
+is DDIM with 50 steps, 20 times cheaper than ancestral sampling with ``T = 1000`` on a CPU.
+``"edm"`` is Karras et al.'s deterministic Heun sampler (arXiv:2206.00364) of the probability-flow
+ODE on their ``rho = 7`` noise-level grid, snapped to the trained steps (:meth:`DDPM.edm_levels`);
+:meth:`DDPM.nfe` gives the network evaluations of each setting. For
 discrete data the predicted ``x0^`` is clipped to ``[-1, 1]`` at every step
 (``clip_denoised``), as in Ho et al.'s code, and samples are rounded to the levels.
 
@@ -70,6 +73,7 @@ from dgm.core.spec import DataSpec
 from dgm.models.diffusion.base import DiffusionBase, NetConfig
 from dgm.models.diffusion.complete import repaint
 from dgm.models.diffusion.schedules import DiscreteSchedule
+from dgm.samplers.ode import edm_heun, edm_sigmas
 
 __all__ = ["DDPM", "DDPMConfig", "DDPMSampleOptions", "discretized_gaussian_log_prob"]
 
@@ -110,17 +114,23 @@ class DDPMSampleOptions:
     """Options of :meth:`DDPM.sample`.
 
     Attributes:
-        sampler: ``"ancestral"`` (all ``T`` reverse steps) or ``"ddim"`` (Song et al. 2021).
-        steps: DDIM steps, 1..T (ancestral always takes ``T``).
+        sampler: ``"ancestral"`` (all ``T`` reverse steps), ``"ddim"`` (Song et al. 2021) or
+            ``"edm"`` (Karras et al. 2022's deterministic Heun sampler; ``2 steps - 1`` network
+            evaluations).
+        steps: DDIM steps, 1..T (ancestral always takes ``T``), or EDM's noise levels.
         eta: DDIM noise (>= 0; 0: deterministic, 1: the ancestral variance).
+        rho: the exponent of EDM's noise-level grid (7 in Karras et al.).
     """
 
     #: the options each sampler reads
-    by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {"ancestral": (), "ddim": ("steps", "eta")}
+    by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {
+        "ancestral": (), "ddim": ("steps", "eta"), "edm": ("steps", "rho"),
+    }  # fmt: skip
 
-    sampler: Literal["ancestral", "ddim"] = "ddim"
+    sampler: Literal["ancestral", "ddim", "edm"] = "ddim"
     steps: int = 50
     eta: float = 0.0
+    rho: float = 7.0
 
 
 def _log_ndtr_diff(a: Tensor, b: Tensor) -> Tensor:
@@ -262,6 +272,41 @@ class DDPM(DiffusionBase):
         return Likelihood("bound_estimate", "elbo", what)
 
     # ------------------------------------------------------------------ sampling
+    def edm_levels(self, steps: int, rho: float = 7.0) -> list[int]:
+        """The trained steps EDM visits: Karras et al.'s ``rho`` grid between the schedule's
+        smallest and largest ``sigma_t = sqrt((1 - abar_t) / abar_t)``, each level snapped to the
+        nearest trained one in ``log sigma`` (their treatment of discrete-time models), repeats
+        dropped; decreasing."""
+        abar = self.schedule.alphas_cumprod
+        sig = ((1 - abar) / abar).sqrt()  # (T,), increasing
+        grid = edm_sigmas(float(sig[0]), float(sig[-1]), steps, rho)[:-1]
+        near = (grid.log()[:, None] - sig.log()[None, :]).abs().argmin(1).tolist()
+        return list(dict.fromkeys(near))
+
+    def _edm(self, z: Tensor, steps: int, rho: float) -> Tensor:
+        """Karras et al.'s Heun sampler on the levels of :meth:`edm_levels`, from ``z ~ N(0, I)``
+        at step ``T`` to ``sigma = 0``; model space."""
+        idx = self.edm_levels(steps, rho)
+        abar = self.schedule.alphas_cumprod[idx]
+        sigmas = torch.cat([((1 - abar) / abar).sqrt(), torch.zeros(1, dtype=abar.dtype)])
+        ms = abar.sqrt().tolist()
+
+        def slope(x: Tensor, i: int) -> Tensor:  # eps_theta(m_i x, t_i) = (x - D) / sigma_i
+            tt = torch.full((x.shape[0],), float(idx[i]), dtype=x.dtype, device=x.device)
+            return self.eps(ms[i] * x, tt)
+
+        x, _ = edm_heun(slope, z / ms[0], sigmas)
+        return x
+
+    def nfe(self, sampler: str = "ddim", steps: int = 50, rho: float = 7.0) -> int:
+        """Network evaluations of one draw at a sampling setting (EDM: ``2 L - 1`` for the ``L``
+        distinct levels of :meth:`edm_levels`, at most ``2 steps - 1``)."""
+        if sampler == "edm":
+            return 2 * len(self.edm_levels(steps, rho)) - 1
+        if sampler == "ancestral":
+            return self.timesteps
+        return len(self.schedule.ddim_timesteps(min(int(steps), self.timesteps)))
+
     @torch.no_grad()
     def sample(
         self,
@@ -270,11 +315,12 @@ class DDPM(DiffusionBase):
         sampler: str = "ddim",
         steps: int | None = None,
         eta: float | None = None,
+        rho: float | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` samples ``(n, *event_shape)`` by ancestral sampling (all ``T`` steps) or DDIM
         (:class:`DDPMSampleOptions`; an option the chosen sampler does not read is an error)."""
-        given = {"sampler": sampler, "steps": steps, "eta": eta}
+        given = {"sampler": sampler, "steps": steps, "eta": eta, "rho": rho}
         o = self.sample_config({k: v for k, v in given.items() if v is not None})
         sampler, steps, eta = o.sampler, o.steps, o.eta
         T, sch = self.timesteps, self.schedule
@@ -292,8 +338,12 @@ class DDPM(DiffusionBase):
                 prev = seq[j + 1] if j + 1 < len(seq) else -1
                 eps = self.eps(z, torch.full((n,), float(t), dtype=z.dtype, device=z.device))
                 z = sch.step(eps, t, z, prev_t=prev, eta=eta, clip=clip, generator=generator)
+        elif sampler == "edm":
+            z = self._edm(z, int(steps), o.rho)
+            if clip is not None:
+                z = z.clamp(-clip, clip)
         else:
-            raise ConfigError(f"sampler must be 'ancestral' or 'ddim', not {sampler!r}")
+            raise ConfigError(f"sampler must be 'ancestral', 'ddim' or 'edm', not {sampler!r}")
         return self.from_model_space(z)
 
     # ------------------------------------------------------------------ completion

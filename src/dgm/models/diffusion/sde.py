@@ -25,7 +25,11 @@ variance finite near ``t = 0``) and the loss is ``Z/2 |eps_theta - eps|^2`` per 
 ``dz = [f(z, t) - g(t)^2 s_theta] dt + g(t) dw_bar`` from ``t = 1`` to ``1e-3`` in ``steps`` steps;
 ``"ode"`` integrates the probability-flow ODE ``dz/dt = f(z, t) - 1/2 g(t)^2 s_theta(z, t)``
 (dopri5 by default, or ``rk4``/``euler`` with ``steps``). Both start from ``N(0, I)`` and end with
-the denoised mean ``E[z_0 | z_{1e-3}] = (z - s_t eps_theta) / m_t``.
+the denoised mean ``E[z_0 | z_{1e-3}] = (z - s_t eps_theta) / m_t``. ``"edm"`` integrates the same
+ODE by Karras et al.'s deterministic Heun sampler (arXiv:2206.00364) in the noise level
+``sigma = s_t / m_t`` on their ``rho = 7`` grid from ``sigma(1)`` to ``sigma(1e-3)``, then a last
+Euler step to ``sigma = 0`` (the denoised mean): ``2 steps - 1`` network evaluations
+(:meth:`ScoreSDE.nfe`).
 
 **Likelihood**: the probability-flow ODE is a continuous normalising flow, so
 
@@ -53,25 +57,24 @@ torch.Size([3, 2])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
-from dgm.core.likelihood import Likelihood
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.base import DiffusionBase, NetConfig
+from dgm.models.diffusion.probability_flow import ProbabilityFlow
 from dgm.models.diffusion.schedules import VPSDE
-from dgm.samplers.ode import METHODS, divergence_exact, divergence_hutchinson, odeint
+from dgm.samplers.ode import METHODS, edm_heun, edm_sigmas, odeint
 
 __all__ = ["ScoreSDE", "ScoreSDEConfig", "ScoreSDESampleOptions"]
 
 SAMPLE_EPS = 1e-3  # sampling stops here (Song et al.), then denoises
 TIME_SCALE = 999.0  # network time input 999 t, the range of DDPM's integer steps
-EXACT_TRACE_MAX_DIMS = 8
 
 
 @dataclass
@@ -116,25 +119,29 @@ class ScoreSDESampleOptions:
     """Options of :meth:`ScoreSDE.sample`.
 
     Attributes:
-        sampler: ``"sde"`` (the reverse SDE by Euler-Maruyama) or ``"ode"`` (the
-            probability-flow ODE).
-        steps: Euler-Maruyama steps, or the ODE's fixed steps (rk4, euler).
+        sampler: ``"sde"`` (the reverse SDE by Euler-Maruyama), ``"ode"`` (the
+            probability-flow ODE) or ``"edm"`` (Karras et al.'s deterministic Heun sampler of
+            the same ODE on their ``rho`` noise-level grid; ``2 steps - 1`` network evaluations).
+        steps: Euler-Maruyama steps, the ODE's fixed steps (rk4, euler) or EDM's noise levels.
         method: ODE solver: ``"dopri5"`` (adaptive), ``"rk4"`` or ``"euler"`` (with ``steps``).
+        rho: the exponent of EDM's noise-level grid (7 in Karras et al.).
     """
 
     #: the options each sampler reads
     by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {
         "sde": ("steps",),
         "ode": ("steps", "method"),
+        "edm": ("steps", "rho"),
     }
 
-    sampler: Literal["sde", "ode"] = "sde"
+    sampler: Literal["sde", "ode", "edm"] = "sde"
     steps: int = 500
     method: Literal["dopri5", "rk4", "euler"] = "dopri5"
+    rho: float = 7.0
 
 
 @register
-class ScoreSDE(DiffusionBase):
+class ScoreSDE(ProbabilityFlow, DiffusionBase):
     """VP SDE score model with probability-flow likelihood (see the module docstring)."""
 
     name = "score-sde"
@@ -142,6 +149,7 @@ class ScoreSDE(DiffusionBase):
     Config = ScoreSDEConfig
     SampleOptions = ScoreSDESampleOptions
     needs_grad_for_inference = True
+    exact_trace_max_dims = 8
     example = Example(
         spec=DataSpec((2,)),
         config={
@@ -155,23 +163,11 @@ class ScoreSDE(DiffusionBase):
         variants=({"trace": "hutchinson", "weighting": "likelihood"},),
     )
 
-    @property
-    def exact_likelihood(self) -> bool:  # type: ignore[override]
-        """With the exact trace; Hutchinson's estimate is unbiased, neither exact nor a bound."""
-        return self.exact_trace
-
-    @property
-    def likelihood_bound(self) -> str | None:  # type: ignore[override]
-        """``"log_prob_estimate"`` with Hutchinson's trace (honestly named), else ``None``."""
-        return None if self.exact_trace else "log_prob_estimate"
-
     def __init__(self, spec: DataSpec, config: ScoreSDEConfig | None = None) -> None:
         super().__init__(spec, config)
         c: ScoreSDEConfig = self.config
         self.sde = VPSDE(c.beta_min, c.beta_max)
-        self.exact_trace = c.trace == "exact" or (
-            c.trace == "auto" and self.num_dims <= EXACT_TRACE_MAX_DIMS
-        )
+        self.init_trace()
         # importance sampling of t for the likelihood weighting: density beta / s^2 on a grid
         grid = torch.linspace(c.t_eps, 1.0, 20_001, dtype=torch.float64)
         w = self.sde.beta(grid) / self.sde.marginal(grid)[1] ** 2
@@ -226,66 +222,16 @@ class ScoreSDE(DiffusionBase):
         eps = self.eps(flat.view(B, *self.event_shape), tt).reshape(B, -1)  # (B, D)
         return -0.5 * self.sde.beta(tt)[:, None] * (flat - eps / s[:, None])
 
-    def probability_flow(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Solve the probability-flow ODE from the data at ``t_eps`` to ``t = 1``.
+    def pf_field(self, flat: Tensor, t: Tensor) -> Tensor:
+        return self._pf_drift(flat, t)
 
-        Returns ``(z_1 (B, D), int div (B,), log_det (B,))``: the end point, the integrated
-        divergence (exact or Hutchinson) and the standardisation's log-determinant, so that
-        ``log p(x) = log N(z_1; 0, I) + int div + log_det``.
-        """
-        x = self.check_input(x)
-        z, log_det = self.to_model_space(x.to(self.dtype))
-        B = z.shape[0]
-        flat = z.reshape(B, -1)  # (B, D)
-        probe = None
-        if not self.exact_trace:
-            if self.config.hutchinson_noise == "gaussian":
-                probe = torch.randn_like(flat)
-            else:
-                probe = torch.randint(0, 2, flat.shape, device=flat.device).to(flat) * 2 - 1
+    @property
+    def pf_span(self) -> tuple[float, float]:
+        """From the data at ``t_eps`` to the prior at ``t = 1``."""
+        return self.config.t_eps, 1.0
 
-        def func(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-            with torch.enable_grad():
-                zf = state[0].detach().requires_grad_(True)
-                f = self._pf_drift(zf, t)
-                if probe is None:
-                    div = divergence_exact(f, zf)
-                else:
-                    div = divergence_hutchinson(f, zf, probe)
-            return f.detach(), div.detach()
-
-        c: ScoreSDEConfig = self.config
-        zero = torch.zeros(B, dtype=flat.dtype, device=flat.device)
-        z1, delta = odeint(func, (flat, zero), c.t_eps, 1.0, rtol=c.rtol, atol=c.atol)
-        return z1, delta, log_det
-
-    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """``log p(x)`` in nats ``(B,)`` by the probability-flow ODE (exact trace or Hutchinson:
-        see the module docstring)."""
-        z1, delta, log_det = self.probability_flow(x)
-        return self.sde.prior_log_prob(z1) + delta + log_det
-
-    def log_prob_estimate(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """The Hutchinson estimate of ``log p(x)`` (the same computation as :meth:`log_prob`)."""
-        return self.log_prob(x, y)
-
-    def likelihood_info(self, **bound_options: Any) -> Likelihood:
-        """Exact up to the dopri5 tolerance with the exact trace; with Hutchinson's trace an
-        unbiased estimate of ``log p``, neither exact nor a bound."""
-        if bound_options:
-            raise ConfigError(f"model {self.name!r} takes no likelihood options")
-        c: ScoreSDEConfig = self.config
-        solver = f"dopri5, rtol={c.rtol:g}, atol={c.atol:g}"
-        if self.exact_trace:
-            return Likelihood("exact_ode", "log_prob", "probability-flow ODE, exact trace", solver)
-        what = "probability-flow ODE, Hutchinson trace estimator"
-        return Likelihood("estimate", "log_prob_estimate", what, solver, unbiased=True)
-
-    def log_likelihood(
-        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
-    ) -> tuple[Tensor, Likelihood]:
-        info = self.likelihood_info(**bound_options)
-        return self.log_prob(x), info
+    def pf_prior_log_prob(self, z: Tensor) -> Tensor:
+        return self.sde.prior_log_prob(z)
 
     # ------------------------------------------------------------------ sampling
     def _denoise(self, z: Tensor, t: float) -> Tensor:
@@ -293,6 +239,41 @@ class ScoreSDE(DiffusionBase):
         m, s = self.sde.marginal(tt)
         shape = (-1, *([1] * (z.dim() - 1)))
         return (z - s.view(shape) * self.eps(z, tt)) / m.view(shape)
+
+    def _t_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The time whose ``s_t / m_t`` is ``sigma``: ``int_0^t beta = log(1 + sigma^2)``."""
+        b0, db = self.sde.beta_min, self.sde.beta_max - self.sde.beta_min
+        area = torch.log1p(sigma.square())
+        if db == 0:
+            return area / b0
+        return (torch.sqrt(b0 * b0 + 2 * db * area) - b0) / db
+
+    def _edm(self, z: Tensor, steps: int, rho: float) -> Tensor:
+        """Karras et al.'s Heun sampler (:func:`~dgm.samplers.ode.edm_heun`) from ``z ~ N(0, I)``
+        at ``t = 1`` down to the denoised ``sigma = 0``, via ``sigma(1e-3)``; model space."""
+        ends = torch.tensor([SAMPLE_EPS, 1.0], dtype=torch.float64)
+        m, s = self.sde.marginal(ends)
+        sig_min, sig_max = (s / m).tolist()
+        sigmas = edm_sigmas(sig_min, sig_max, steps, rho)
+        ts = self._t_of_sigma(sigmas)
+        ms = torch.exp(self.sde.log_mean_coeff(ts))
+
+        def slope(x: Tensor, i: int) -> Tensor:  # eps_theta(m_i x, t_i) = (x - D) / sigma_i
+            tt = torch.full((x.shape[0],), float(ts[i]), dtype=x.dtype, device=x.device)
+            return self.eps(float(ms[i]) * x, tt)
+
+        x, _ = edm_heun(slope, z / float(ms[0]), sigmas)
+        return x
+
+    def nfe(self, sampler: str = "sde", steps: int = 500, method: str = "dopri5") -> int | None:
+        """Network evaluations of one draw at a sampling setting (``None`` for dopri5, whose count
+        depends on the tolerance); the denoising step of ``"sde"``/``"ode"`` is counted."""
+        if sampler == "edm":
+            return 2 * int(steps) - 1
+        if sampler == "sde":
+            return int(steps) + 1
+        per = {"euler": 1, "heun": 2, "rk4": 4}.get(method)
+        return None if per is None else per * int(steps) + 1
 
     @torch.no_grad()
     def sample(
@@ -302,16 +283,17 @@ class ScoreSDE(DiffusionBase):
         sampler: str = "sde",
         steps: int | None = None,
         method: str | None = None,
+        rho: float | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` samples ``(n, *event_shape)`` by the reverse SDE or the probability-flow ODE
         (:class:`ScoreSDESampleOptions`; an option the chosen sampler does not read is an
         error)."""
-        if sampler not in ("sde", "ode"):
-            raise ConfigError(f"sampler must be 'sde' or 'ode', not {sampler!r}")
+        if sampler not in ("sde", "ode", "edm"):
+            raise ConfigError(f"sampler must be 'sde', 'ode' or 'edm', not {sampler!r}")
         if method is not None and method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-        given = {"sampler": sampler, "steps": steps, "method": method}
+        given = {"sampler": sampler, "steps": steps, "method": method, "rho": rho}
         o = self.sample_config({k: v for k, v in given.items() if v is not None})
         sampler, steps, method = o.sampler, o.steps, o.method
         if isinstance(steps, bool) or int(steps) != steps or steps < 1:
@@ -339,6 +321,8 @@ class ScoreSDE(DiffusionBase):
                 steps=None if method == "dopri5" else int(steps), rtol=c.rtol, atol=c.atol,
             )  # fmt: skip
             z = flat.view(n, *self.event_shape)
+        elif sampler == "edm":
+            return self.from_model_space(self._edm(z, int(steps), o.rho))
         else:
-            raise ConfigError(f"sampler must be 'sde' or 'ode', not {sampler!r}")
+            raise ConfigError(f"sampler must be 'sde', 'ode' or 'edm', not {sampler!r}")
         return self.from_model_space(self._denoise(z, SAMPLE_EPS))

@@ -1,0 +1,143 @@
+r"""The probability-flow likelihood shared by ``score-sde`` and ``flow-matching`` (and the models
+built on flow matching): a deterministic ODE between the data and a standard normal is a
+continuous normalising flow, so by the instantaneous change of variables (Chen et al. 2018,
+arXiv:1806.07366; Song et al. 2021, arXiv:2011.13456, section 4.3)
+
+.. math::
+
+    \log p(x) = \log N(z(t_{noise}); 0, I) + \int_{t_{data}}^{t_{noise}}
+        \nabla \cdot f(z(t), t)\, dt + \log |\det \partial z / \partial x|,
+
+solved with dopri5 (the model's ``rtol``, ``atol``) for the augmented state ``(z, int div)`` from
+the data end ``t_data`` to the noise end ``t_noise`` of the model's field ``f``. Score SDE runs
+from ``t_eps`` to 1, flow matching from 1 to 0: the formula is the same, only the ends differ.
+
+The divergence is exact (``D`` vector-Jacobian products) with ``trace="exact"`` or, with
+``"auto"``, for data of at most :attr:`ProbabilityFlow.exact_trace_max_dims` dimensions;
+otherwise it is Hutchinson's estimator with one probe per example fixed along the trajectory (as
+FFJORD, Grathwohl et al. 2019), which makes the figure an **unbiased estimate** of ``log p``
+(``log_prob_estimate``), neither exact nor a bound. Exact means exact up to the solver's
+tolerance, which the likelihood's name records.
+
+A model mixes :class:`ProbabilityFlow` in before its :class:`~dgm.models.diffusion.base.
+DiffusionBase` base, calls :meth:`ProbabilityFlow.init_trace` in ``__init__`` and defines
+:meth:`pf_field` and :attr:`pf_span`; its config carries ``trace``, ``hutchinson_noise``, ``rtol``
+and ``atol``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from dgm.core.errors import ConfigError
+from dgm.core.likelihood import Likelihood
+from dgm.samplers.ode import divergence_exact, divergence_hutchinson, odeint
+
+__all__ = ["ProbabilityFlow"]
+
+
+class ProbabilityFlow:
+    """Mixin: ``log_prob`` through the probability-flow ODE (see the module docstring)."""
+
+    #: ``trace="auto"`` uses the exact divergence up to this many dimensions
+    exact_trace_max_dims: ClassVar[int] = 8
+    #: set by :meth:`init_trace`
+    exact_trace: bool = True
+
+    # what the model defines -------------------------------------------------------------
+    def pf_field(self, flat: Tensor, t: Tensor) -> Tensor:
+        """The ODE's right-hand side on flat model-space states ``(B, D)`` at a 0-dim time."""
+        raise NotImplementedError
+
+    @property
+    def pf_span(self) -> tuple[float, float]:
+        """``(t_data, t_noise)``: where the ODE starts from the data and where it reaches noise."""
+        raise NotImplementedError
+
+    def pf_prior_log_prob(self, z: Tensor) -> Tensor:
+        """``log N(z; 0, I)`` of flat ``(B, D)`` end points, ``(B,)``."""
+        d = z.shape[1]
+        return -0.5 * z.square().sum(1) - 0.5 * d * math.log(2 * math.pi)
+
+    # the shared machinery --------------------------------------------------------------------
+    def init_trace(self) -> None:
+        """Decide once, from the config and the data's size, whether the trace is exact."""
+        trace = self.config.trace  # type: ignore[attr-defined]
+        self.exact_trace = trace == "exact" or (
+            trace == "auto" and self.num_dims <= self.exact_trace_max_dims  # type: ignore[attr-defined]
+        )
+
+    @property
+    def exact_likelihood(self) -> bool:  # type: ignore[override]
+        """With the exact trace (up to the ODE tolerance); Hutchinson's is an estimate."""
+        return self.exact_trace
+
+    @property
+    def likelihood_bound(self) -> str | None:  # type: ignore[override]
+        """``"log_prob_estimate"`` with Hutchinson's trace (honestly named), else ``None``."""
+        return None if self.exact_trace else "log_prob_estimate"
+
+    def probability_flow(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Solve the flow from the data to the noise end.
+
+        Returns ``(z_noise (B, D), int div (B,), log_det (B,))`` so that
+        ``log p(x) = log N(z_noise; 0, I) + int div + log_det``.
+        """
+        x = self.check_input(x)  # type: ignore[attr-defined]
+        z, log_det = self.to_model_space(x.to(self.dtype))  # type: ignore[attr-defined]
+        B = z.shape[0]
+        flat = z.reshape(B, -1)  # (B, D)
+        probe = None
+        if not self.exact_trace:
+            if self.config.hutchinson_noise == "gaussian":  # type: ignore[attr-defined]
+                probe = torch.randn_like(flat)
+            else:
+                probe = torch.randint(0, 2, flat.shape, device=flat.device).to(flat) * 2 - 1
+
+        def func(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            with torch.enable_grad():
+                zf = state[0].detach().requires_grad_(True)
+                f = self.pf_field(zf, t)
+                if probe is None:
+                    div = divergence_exact(f, zf)
+                else:
+                    div = divergence_hutchinson(f, zf, probe)
+            return f.detach(), div.detach()
+
+        c = self.config  # type: ignore[attr-defined]
+        t_data, t_noise = self.pf_span
+        zero = torch.zeros(B, dtype=flat.dtype, device=flat.device)
+        z_end, delta = odeint(func, (flat, zero), t_data, t_noise, rtol=c.rtol, atol=c.atol)
+        return z_end, delta, log_det
+
+    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """``log p(x)`` in nats ``(B,)`` by the probability-flow ODE (exact trace up to the
+        solver's tolerance, or Hutchinson's estimate: see the module docstring)."""
+        z_end, delta, log_det = self.probability_flow(x)
+        return self.pf_prior_log_prob(z_end) + delta + log_det
+
+    def log_prob_estimate(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The Hutchinson estimate of ``log p(x)`` (the same computation as :meth:`log_prob`)."""
+        return self.log_prob(x, y)
+
+    def likelihood_info(self, **bound_options: Any) -> Likelihood:
+        """Exact up to the dopri5 tolerance with the exact trace; with Hutchinson's trace an
+        unbiased estimate of ``log p``, neither exact nor a bound."""
+        if bound_options:
+            raise ConfigError(f"model {self.name!r} takes no likelihood options")  # type: ignore[attr-defined]
+        c = self.config  # type: ignore[attr-defined]
+        solver = f"dopri5, rtol={c.rtol:g}, atol={c.atol:g}"
+        if self.exact_trace:
+            return Likelihood("exact_ode", "log_prob", "probability-flow ODE, exact trace", solver)
+        what = "probability-flow ODE, Hutchinson trace estimator"
+        return Likelihood("estimate", "log_prob_estimate", what, solver, unbiased=True)
+
+    def log_likelihood(
+        self, x: Tensor, y: Tensor | None = None, **bound_options: Any
+    ) -> tuple[Tensor, Likelihood]:
+        info = self.likelihood_info(**bound_options)
+        return self.log_prob(x, y), info

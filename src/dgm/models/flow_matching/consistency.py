@@ -1,0 +1,192 @@
+r"""``consistency``: a consistency model (Song, Dhariwal, Chen & Sutskever, "Consistency Models",
+ICML 2023, arXiv:2303.01469), trained by consistency training or distilled from a flow-matching
+teacher, sampled in one or a few steps.
+
+A consistency function maps every point of a probability-flow trajectory to the trajectory's
+data end. dgm writes it in flow matching's time (noise at ``t = 0``, data at ``t = 1``, the
+straight path :math:`x_t = t x_1 + (1 - t) x_0`) with the boundary condition built in (Song et
+al., eq. 5, in this time):
+
+.. math::
+
+    f_\theta(x, t) = x + (1 - t)\, F_\theta(x, t), \qquad f_\theta(x, 1) = x,
+
+so :math:`F_\theta` plays the part of an average velocity and one step from noise is
+:math:`f_\theta(x_0, 0) = x_0 + F_\theta(x_0, 0)`.
+
+**Training** on the grid :math:`t_k = k / N`, ``k = 0..N`` (``levels = N``): for data
+:math:`x_1`, noise :math:`x_0` and a random ``k < N``, with the point :math:`x_{t_k}` of the
+straight path,
+
+.. math::
+
+    \ell = E\, \big| f_\theta(x_{t_k}, t_k) - \mathrm{sg}\, f_\theta(\hat x_{t_{k+1}},
+        t_{k+1}) \big|^2 / D,
+
+where :math:`\hat x_{t_{k+1}}` is one step of the probability-flow ODE from :math:`x_{t_k}`:
+
+* ``objective="ct"`` (consistency training, Song et al. section 5): the conditional velocity
+  :math:`x_1 - x_0` stands for the marginal one, i.e. :math:`\hat x_{t_{k+1}} = x_{t_{k+1}}`, the
+  same path at the next time (their theorem 2's estimator); no teacher is needed.
+* ``objective="cd"`` (consistency distillation, section 4): a Heun step of the teacher's field
+  (a ``flow-matching`` or ``reflow`` run, ``teacher``).
+
+The target network is the student itself under a stop-gradient (``sg``), the EMA decay
+:math:`\mu = 0` that Song & Dhariwal 2023 ("Improved Techniques for Training Consistency Models",
+arXiv:2310.14189, section 3.2) found better than an averaged target; the engine's weight average
+still smooths the saved weights. The squared Euclidean distance is the metric ``d`` (LPIPS
+would be a network outside dgm).
+
+**Sampling** (Song et al., algorithm 1, multistep): one step is :math:`f_\theta(x_0, 0)`; with
+``steps = S`` the sample is pushed back to time :math:`t = s / S` on the straight path with
+fresh noise, :math:`x_t = t\, x + (1 - t)\, \epsilon`, and mapped again, ``S`` network
+evaluations in all. The model has no likelihood: it is judged by its samples.
+
+>>> from dgm.core.spec import DataSpec
+>>> m = Consistency(DataSpec((2,)), ConsistencyConfig(width=16, depth=1))
+>>> m.loss(torch.zeros(8, 2))["loss"].shape
+torch.Size([])
+>>> m.sample(3, steps=2).shape
+torch.Size([3, 2])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from dgm.core.errors import ConfigError
+from dgm.core.model import Batch, Example, unpack
+from dgm.core.registry import register
+from dgm.core.spec import DataSpec
+from dgm.models.diffusion.base import DiffusionBase, NetConfig
+from dgm.models.flow_matching.reflow import TeacherMixin
+
+__all__ = ["Consistency", "ConsistencyConfig", "ConsistencySampleOptions"]
+
+TIME_SCALE = 20.0  # the network sees 20 t, as flow matching's (see flow_matching/model.py)
+
+
+@dataclass
+class ConsistencyConfig(NetConfig):
+    """Hyperparameters of :class:`Consistency` (network fields: :class:`NetConfig`).
+
+    Attributes:
+        objective: ``"ct"`` (consistency training, no teacher) or ``"cd"`` (consistency
+            distillation from ``teacher``).
+        teacher: for ``"cd"``, the run directory of a trained ``flow-matching`` or ``reflow`` run
+            on the same data; ``""``: an untrained in-process teacher (tests and the conformance
+            suite only; see :mod:`dgm.models.flow_matching.teacher`).
+        levels: ``N``, the number of intervals of the time grid ``t_k = k / N``.
+    """
+
+    objective: Literal["ct", "cd"] = "ct"
+    teacher: str = ""
+    levels: int = 20
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.levels < 1:
+            raise ConfigError(f"levels must be a positive integer, not {self.levels}")
+        if self.teacher and self.objective != "cd":
+            raise ConfigError("a teacher is for objective='cd'; set objective=cd or drop teacher")
+
+
+@dataclass
+class ConsistencySampleOptions:
+    """Options of :meth:`Consistency.sample`.
+
+    Attributes:
+        steps: network evaluations per sample (1: one step from noise; more: Song et al.'s
+            multistep sampler at times ``s / steps``).
+    """
+
+    steps: int = 1
+
+
+@register
+class Consistency(TeacherMixin, DiffusionBase):
+    """Consistency model, trained or distilled from flow matching (see the module docstring)."""
+
+    name = "consistency"
+    family = "flow_matching"
+    description = (
+        "Consistency model (Song et al. 2023): consistency training or distillation from a "
+        "flow-matching teacher; 1-2 step sampling"
+    )
+    Config = ConsistencyConfig
+    SampleOptions = ConsistencySampleOptions
+    example = Example(
+        spec=DataSpec((2,)),
+        config={"width": 16, "depth": 1, "time_dim": 8, "levels": 8},
+        variants=({"objective": "cd"},),
+    )
+    train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3, "ema": 0.999}
+
+    def on_train_start(self, train_data: Tensor) -> None:
+        """Consistency training standardises the data; distillation takes the teacher's space."""
+        if self.config.objective == "cd":
+            self.teacher_model()
+        else:
+            super().on_train_start(train_data)
+
+    def consistency(self, z: Tensor, t: Tensor) -> Tensor:
+        """``f_theta(z, t) = z + (1 - t) F_theta(z, t)`` at model-space ``z (B, *event)``."""
+        tt = t.to(z.dtype).view(-1, *([1] * (z.dim() - 1)))
+        return z + (1 - tt) * self.network(z, TIME_SCALE * t.to(z.dtype))
+
+    @torch.no_grad()
+    def _teacher_step(self, z: Tensor, t: Tensor, h: float) -> Tensor:
+        """One Heun step of the teacher's flow from ``z`` at ``t (B,)`` to ``t + h``."""
+        teacher = self.teacher_model()
+        v1 = teacher.velocity(z, t)
+        v2 = teacher.velocity(z + h * v1, t + h)
+        return z + 0.5 * h * (v1 + v2)
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        x, _ = unpack(batch)
+        z1, _ = self.to_model_space(self.check_input(x))
+        B, N = z1.shape[0], self.config.levels
+        z0 = torch.randn_like(z1)
+        k = torch.randint(0, N, (B,), device=z1.device)
+        t, t_next = k.to(z1.dtype) / N, (k + 1).to(z1.dtype) / N  # (B,)
+        shape = (-1, *([1] * (z1.dim() - 1)))
+        zt = t.view(shape) * z1 + (1 - t.view(shape)) * z0
+        if self.config.objective == "cd":
+            z_next = self._teacher_step(zt, t, 1.0 / N)
+        else:
+            z_next = t_next.view(shape) * z1 + (1 - t_next.view(shape)) * z0
+        with torch.no_grad():
+            target = self.consistency(z_next, t_next)
+        mse = (self.consistency(zt, t) - target).square().flatten(1).mean(1)  # (B,)
+        return {"loss": mse.mean()}
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        y: Tensor | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``n`` samples in ``steps`` network evaluations (see the module docstring)."""
+        o = self.sample_config({} if steps is None else {"steps": steps})
+        steps = o.steps
+        if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ConfigError(f"steps must be a positive integer, not {steps!r}")
+        z = self.prior_noise(n, generator)
+        x = self.consistency(z, torch.zeros(n, dtype=z.dtype, device=z.device))
+        for s in range(1, int(steps)):
+            t = s / int(steps)
+            noise = self.prior_noise(n, generator)
+            zt = t * x + (1 - t) * noise
+            x = self.consistency(zt, torch.full((n,), t, dtype=z.dtype, device=z.device))
+        return self.from_model_space(x)
+
+    @staticmethod
+    def nfe(steps: int = 1) -> int:
+        """Network evaluations of one sample: ``steps``."""
+        return int(steps)

@@ -1,0 +1,211 @@
+r"""``reflow``: rectified flow's reflow (Liu, Gong & Liu, "Flow Straight and Fast", ICLR 2023,
+arXiv:2209.03003, section 2.2): a second flow trained on the couplings of a first.
+
+A trained flow :math:`v^{(k)}` (the *teacher*: a ``flow-matching`` or ``reflow`` run) transports
+noise :math:`X_0 \sim N(0, I)` to samples :math:`X_1 = \mathrm{ODE}[v^{(k)}](X_0)`. Reflow fits a
+new field by flow matching on the straight line between the two ends of that *deterministic*
+coupling,
+
+.. math::
+
+    v^{(k+1)} = \arg\min_v E_{t \sim U[0,1]} \big| (X_1 - X_0) - v(t X_1 + (1 - t) X_0, t) \big|^2,
+
+whose flow has the same marginals as the teacher's (Liu et al., theorem 3.3) and straighter
+paths (their theorem 3.6), so that few Euler steps suffice: with perfectly straight paths one
+step, :math:`X_1 = X_0 + v(X_0, 0)`, is exact.
+
+**Pairs.** At the start of training (:meth:`Reflow.on_train_start`, or on the first ``loss``)
+the teacher draws ``pairs`` noise points from a generator seeded by ``pair_seed`` and solves its
+ODE (``teacher_method`` with ``teacher_steps``) on them ``pair_batch`` at a time, so memory stays
+bounded by the pairs themselves, ``2 x pairs x D`` numbers; every training step then draws a
+minibatch of pairs (the data batch only sets its size and is checked). The student works in the
+teacher's standardised model space (it copies the teacher's ``shift`` and ``scale``). The teacher
+is not part of the student's weights: a saved ``reflow`` run samples and scores without it.
+
+**Sampling** is the flow-matching samplers' (default: one Euler step), and the **likelihood** is
+flow matching's probability-flow ODE (:mod:`dgm.models.diffusion.probability_flow`).
+
+>>> from dgm.core.spec import DataSpec
+>>> m = Reflow(DataSpec((2,)), ReflowConfig(width=16, depth=1, pairs=64, teacher_steps=2))
+>>> m.loss(torch.zeros(8, 2))["loss"].shape
+torch.Size([])
+>>> m.sample(3).shape
+torch.Size([3, 2])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from dgm.core.errors import ConfigError
+from dgm.core.model import Batch, Example, unpack
+from dgm.core.registry import register
+from dgm.core.spec import DataSpec
+from dgm.models.diffusion.base import NetConfig
+from dgm.models.flow_matching.model import FlowMatching
+from dgm.models.flow_matching.teacher import example_teacher, load_teacher
+from dgm.samplers.ode import odeint
+
+__all__ = ["Reflow", "ReflowConfig", "ReflowSampleOptions", "TeacherMixin"]
+
+
+class TeacherMixin:
+    """Holding a teacher outside the student's weights (not a submodule: no parameters, no
+    state-dict entries, built lazily on first use)."""
+
+    _teacher: FlowMatching | None = None
+
+    def teacher_model(self) -> FlowMatching:
+        """The teacher (loaded on first use) in the student's dtype and device, with the student's
+        model space set to the teacher's."""
+        if self._teacher is None:
+            path = self.config.teacher  # type: ignore[attr-defined]
+            spec = self.spec  # type: ignore[attr-defined]
+            teacher = load_teacher(path, spec) if path else example_teacher(spec)
+            object.__setattr__(self, "_teacher", teacher)
+        teacher = self._teacher
+        assert teacher is not None
+        teacher.to(self.device, self.dtype)  # type: ignore[attr-defined]
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.shift.copy_(teacher.shift)  # type: ignore[attr-defined]
+        self.scale.copy_(teacher.scale)  # type: ignore[attr-defined]
+        return teacher
+
+    def use_teacher(self, teacher: FlowMatching) -> None:
+        """Use ``teacher`` (a flow-matching model on the same data) instead of the configured one."""
+        if not isinstance(teacher, FlowMatching):
+            raise ConfigError(
+                f"the teacher must be a flow-matching model, not {type(teacher).__name__}"
+            )
+        object.__setattr__(self, "_teacher", teacher.eval())
+
+
+@dataclass
+class ReflowConfig(NetConfig):
+    """Hyperparameters of :class:`Reflow` (network fields: :class:`NetConfig`).
+
+    Attributes:
+        teacher: run directory of a trained ``flow-matching`` or ``reflow`` run on the same data;
+            ``""``: an untrained in-process flow-matching teacher (tests and the conformance
+            suite only; see :mod:`dgm.models.flow_matching.teacher`).
+        pairs: (noise, teacher sample) pairs generated at the start of training.
+        pair_batch: pairs generated per teacher solve (bounds the memory of the solve).
+        pair_seed: seed of the pairs' noise.
+        teacher_method: the teacher's ODE solver: ``"euler"``, ``"heun"``, ``"rk4"`` or
+            ``"dopri5"`` (at ``rtol``/``atol``).
+        teacher_steps: the fixed-step teacher solver's steps.
+        trace: ``"auto"`` (exact up to 64 dimensions, else Hutchinson), ``"exact"`` or
+            ``"hutchinson"``.
+        hutchinson_noise: ``"rademacher"`` or ``"gaussian"`` probe vectors.
+        rtol, atol: tolerances of the dopri5 likelihood solve (and of dopri5 sampling).
+    """
+
+    teacher: str = ""
+    pairs: int = 20_000
+    pair_batch: int = 1000
+    pair_seed: int = 0
+    teacher_method: Literal["euler", "heun", "rk4", "dopri5"] = "rk4"
+    teacher_steps: int = 20
+    trace: Literal["auto", "exact", "hutchinson"] = "auto"
+    hutchinson_noise: Literal["rademacher", "gaussian"] = "rademacher"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("pairs", "pair_batch", "teacher_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be a positive integer, not {getattr(self, key)}")
+        if not (self.rtol > 0 and self.atol > 0):
+            raise ConfigError(f"rtol and atol must be positive, not {self.rtol}, {self.atol}")
+
+
+@dataclass
+class ReflowSampleOptions:
+    """Options of :meth:`Reflow.sample`.
+
+    Attributes:
+        method: the ODE solver: ``"euler"``, ``"heun"``, ``"rk4"`` (``steps`` equal steps; 1, 2
+            and 4 network evaluations per step) or adaptive ``"dopri5"``.
+        steps: the number of equal steps of a fixed-step solver (reflow's point: 1 or 2).
+    """
+
+    method: Literal["euler", "heun", "rk4", "dopri5"] = "euler"
+    steps: int = 1
+
+
+@register
+class Reflow(TeacherMixin, FlowMatching):
+    """Rectified flow's reflow from a flow-matching teacher (see the module docstring)."""
+
+    name = "reflow"
+    family = "flow_matching"
+    description = (
+        "Reflow (rectified flow, Liu et al. 2023): a straighter flow trained on a flow-matching "
+        "teacher's (noise, sample) pairs; 1-2 Euler steps"
+    )
+    Config = ReflowConfig
+    SampleOptions = ReflowSampleOptions
+    example = Example(
+        spec=DataSpec((2,)),
+        config={"width": 16, "depth": 1, "time_dim": 8, "pairs": 256, "teacher_steps": 4},
+        variants=({"teacher_method": "euler", "trace": "hutchinson"},),
+    )
+    train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3}
+
+    def __init__(self, spec: DataSpec, config: ReflowConfig | None = None) -> None:
+        super().__init__(spec, config)
+        self._pairs: tuple[Tensor, Tensor] | None = None
+
+    def on_train_start(self, train_data: Tensor) -> None:
+        """Generate the pairs (the data only serves the teacher; the model space is its)."""
+        self.make_pairs()
+
+    @torch.no_grad()
+    def make_pairs(self) -> tuple[Tensor, Tensor]:
+        """``(x0, x1)``, each ``(pairs, D)`` in model space: noise and the teacher's sample of it."""
+        teacher = self.teacher_model()
+        c: ReflowConfig = self.config
+        g = torch.Generator().manual_seed(c.pair_seed)
+        x0 = torch.randn(c.pairs, self.num_dims, generator=g, dtype=torch.float64)
+        x0 = x0.to(self.device, self.dtype)
+        x1 = torch.empty_like(x0)
+        for i in range(0, c.pairs, c.pair_batch):
+            chunk = x0[i : i + c.pair_batch]
+            x1[i : i + c.pair_batch] = odeint(
+                lambda t, f: teacher._field(f, t), chunk, 0.0, 1.0, method=c.teacher_method,
+                steps=None if c.teacher_method == "dopri5" else c.teacher_steps,
+                rtol=c.rtol, atol=c.atol,
+            )  # fmt: skip
+        self._pairs = (x0, x1)
+        return self._pairs
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        x, _ = unpack(batch)
+        B = self.check_input(x).shape[0]
+        x0, x1 = self._pairs if self._pairs is not None else self.make_pairs()
+        x0, x1 = x0.to(self.device, self.dtype), x1.to(self.device, self.dtype)
+        idx = torch.randint(0, x0.shape[0], (B,), device=x0.device)
+        z0 = x0[idx].view(B, *self.event_shape)  # (B, *event)
+        z1 = x1[idx].view(B, *self.event_shape)
+        t = torch.rand(B, dtype=z0.dtype, device=z0.device)
+        tt = t.view(-1, *([1] * (z0.dim() - 1)))
+        mse = (self.velocity(tt * z1 + (1 - tt) * z0, t) - (z1 - z0)).square().flatten(1).mean(1)
+        return {"loss": mse.mean()}
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        y: Tensor | None = None,
+        method: str = "euler",
+        steps: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``n`` samples by ``steps`` steps of ``method`` (default: one Euler step)."""
+        return super().sample(n, y, method=method, steps=steps, generator=generator)
