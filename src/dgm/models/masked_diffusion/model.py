@@ -209,7 +209,9 @@ class MaskedDiffusion(Model):
         k = self.num_classes
         self.net: nn.Module
         if network == "resnet":
-            self.net = ResNetDenoiser(self.event_shape, self.levels, c.width, c.depth, c.time_input, k)
+            self.net = ResNetDenoiser(
+                self.event_shape, self.levels, c.width, c.depth, c.time_input, k
+            )
         elif network == "unet":
             self.net = UNetDenoiser(self.event_shape, self.levels, c.width, c.mults, c.depth, k)
         else:
