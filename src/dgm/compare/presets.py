@@ -59,16 +59,16 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "toy2d": Preset(
         description="every family on two analytic 2-D densities (8gaussians: modes; "
-        "checkerboard: sharp edges), 15 s of training each",
+        "checkerboard: sharp edges), 14 s of training each",
         data=("8gaussians", "checkerboard"),
-        max_minutes=0.25,
+        max_minutes=0.24,  # 20 registered models x 2 densities x 0.24 min stays under 10 minutes
         train={"batch_size": 256, "eval_every": 250, "eval_size": 500},
         eval={"num_samples": 1000, "max_test": 1000, "grid_size": 100},
     ),
     "digits": Preset(
-        description="every family on scikit-learn's 8x8 digits, 23 s of training each",
+        description="every family on scikit-learn's 8x8 digits, 24 s of training each",
         data=("digits",),
-        max_minutes=0.38,  # 25 models x 0.38 min: under the 10-minute total (0.4 with 24)
+        max_minutes=0.4,
         train={"batch_size": 128, "eval_every": 250, "eval_size": 350},
         # score-sde's 64-dim probability-flow likelihood at the default tolerance 1e-4 takes ~15 s
         # per 100 digits (about 5 minutes for the run summary); 1e-3 takes a third of that and
@@ -79,7 +79,7 @@ PRESETS: dict[str, Preset] = {
             # tolerance than the default 1e-5 bounds the summary's time, as for score-sde
             "flow-matching": {"rtol": 1e-4, "atol": 1e-4},
             # the default 64x6 resnet runs ~2 steps/s on one busy core: a smaller one learns more
-            # in 23 s, and 4 t-draws per image keep the summary's bound estimate short
+            # in 24 s, and 4 t-draws per image keep the summary's bound estimate short
             "masked-diffusion": {"width": 32, "depth": 4, "bound_t_samples": 4},
         },
         # ncsn's annealed Langevin default (100 steps at each of 10 levels, 1000 U-Net passes)
