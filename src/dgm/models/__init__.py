@@ -10,6 +10,7 @@ from dgm.models import (  # noqa: F401  (registration side effects)
     flow_matching,
     flows,
     gan,
+    masked_diffusion,
     vae,
 )
 

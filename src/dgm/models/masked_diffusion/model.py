@@ -1,0 +1,380 @@
+r"""``masked-diffusion``: absorbing-state (masked) discrete diffusion with a continuous-time bound.
+
+Shi, Han, Wang, Doucet & Titsias, "Simplified and Generalized Masked Diffusion for Discrete Data"
+(MD4), arXiv:2406.04329; Sahoo et al., "Simple and Effective Masked Diffusion Language Models"
+(MDLM), arXiv:2406.07524; Austin et al., "Structured Denoising Diffusion Models in Discrete
+State-Spaces" (D3PM), arXiv:2107.03006; Hoogeboom et al., "Autoregressive Diffusion Models"
+(ARDM), arXiv:2110.02037.
+
+For discrete data ``x in {0..L-1}^D`` the forward process masks every pixel independently with
+probability ``1 - alpha(t)`` (:class:`~dgm.models.masked_diffusion.schedule.MaskSchedule`); the
+network (:mod:`~dgm.models.masked_diffusion.network`) sees ``z_t`` and predicts a categorical
+``p_theta(x_i | z_t)`` for every masked pixel, and the reverse process copies unmasked pixels
+("carry-over unmasking"). **The bound** (MD4 eq. 5, MDLM eq. 10):
+
+.. math::
+
+    -\log p_\theta(x) \le \int_0^1 \frac{-\alpha'(t)}{1 - \alpha(t)}\,
+        \mathbb{E}_{q(z_t|x)} \Big[\sum_{i: z_{t,i} = m} -\log p_\theta(x_i \mid z_t)\Big] dt
+    = D\, \mathbb{E}_{j \sim U\{1..D\}}\, \mathbb{E}_{|M| = j}
+        \Big[\frac{1}{j} \sum_{i \in M} -\log p_\theta(x_i \mid x_{\setminus M})\Big],
+
+in nats per image. The second form integrates ``t`` out given the masked set ``M`` (the ARDM
+objective, Hoogeboom et al. eq. 5): both are the same number, the negative ELBO, and equal
+``E_sigma[-log p_sigma(x)]``, the average over orders ``sigma`` of the chain rule with the
+network's conditionals, so by Jensen it bounds ``-log E_sigma p_sigma(x)`` from above. Two
+unbiased Monte Carlo estimators (``estimator``): ``"time"`` draws ``t`` (``t_sampling``:
+``"stratified"`` over the batch, one uniform shifted by ``k / K`` -- MD4's antithetic-style low
+variance draw -- or ``"uniform"``) and masks at ``alpha(t)``; ``"count"`` draws the number ``j``
+of masked pixels (stratified the same way) and a uniform set of that size: the Rao-Blackwellised
+form, whose terms are bounded by ``D`` times the largest cross-entropy (the time form's weight
+``1/t`` has unbounded variance near ``t = 0``). :meth:`MaskedDiffusion.elbo` is a stochastic
+estimate of the lower bound on ``log p`` from ``k`` draws per image; its Monte Carlo
+standard error is :meth:`MaskedDiffusion.elbo_stats` (``k``: the number of draws, ``dgm score
+--set k=K``).
+
+**Sampling** (:class:`MaskedDiffusionSampleOptions`) goes from all-masked to clean in ``steps``
+network passes on the time grid ``t_k = 1 - k/T``: after step ``k`` ``round(D (1 - alpha(t_k)))``
+pixels stay masked, the others being drawn from the network's categoricals given the current
+``z``. ``order="random"`` chooses the pixels to unmask uniformly (the ancestral reverse process
+with its pixel counts fixed at their expectations); ``"confidence"`` unmasks the pixels whose drawn
+value is most probable first (MaskGIT-style). With the linear schedule and ``steps = D`` one pixel
+is unmasked per step, in a uniformly random order: the order-agnostic autoregressive sampler,
+which draws exactly from the model's mixture over orders. :meth:`MaskedDiffusion.complete` runs the
+same chain from a partly observed image, keeping the observed pixels.
+
+>>> from dgm.core.spec import DataSpec
+>>> m = MaskedDiffusion(DataSpec((1, 4, 4), "discrete", levels=2), MaskedDiffusionConfig(width=8, depth=1))
+>>> m.sample(2, steps=4).shape
+torch.Size([2, 1, 4, 4])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgm.core.errors import ConfigError, DataError
+from dgm.core.likelihood import Likelihood
+from dgm.core.model import Batch, Example, Model, check_labels, unpack
+from dgm.core.registry import register
+from dgm.core.spec import DataSpec
+from dgm.models.masked_diffusion.network import (
+    ResNetDenoiser,
+    TransformerDenoiser,
+    UNetDenoiser,
+)
+from dgm.models.masked_diffusion.schedule import MaskSchedule
+
+__all__ = ["MaskedDiffusion", "MaskedDiffusionConfig", "MaskedDiffusionSampleOptions"]
+
+ESTIMATORS = ("time", "count")
+
+
+@dataclass
+class MaskedDiffusionConfig:
+    """Hyperparameters of :class:`MaskedDiffusion`.
+
+    Attributes:
+        network: ``"resnet"`` (full-resolution residual CNN), ``"unet"`` (the tiny U-Net),
+            ``"transformer"`` (bidirectional, any event shape) or ``"auto"``: the resnet for
+            images up to 16x16, the U-Net for larger images, the transformer otherwise.
+        width: channels of the CNNs, model width of the transformer.
+        depth: residual blocks (resnet), blocks per level (unet) or layers (transformer).
+        mults: channel multipliers per U-Net level.
+        heads: attention heads of the transformer.
+        schedule: ``alpha(t)``: ``"linear"`` (``1 - t``) or ``"cosine"``.
+        time_input: the network sees ``t``; off, a learned constant stands in for it.
+        estimator: Monte Carlo form of the bound for the loss and :meth:`elbo`: ``"time"``
+            (draw ``t``, mask with ``alpha(t)``, weight ``-alpha'/(1-alpha)``) or ``"count"``
+            (draw the number of masked pixels, weight ``D / j``; the same bound, lower variance).
+        t_sampling: ``"stratified"`` (one uniform shifted over the ``K`` draws of a batch) or
+            ``"uniform"`` (independent draws).
+        bound_t_samples: draws per image of :meth:`elbo` when the caller gives none.
+        conditional: condition on class labels (needs ``num_classes`` in the data spec).
+    """
+
+    network: Literal["auto", "resnet", "unet", "transformer"] = "auto"
+    width: int = 64
+    depth: int = 6
+    mults: tuple[int, ...] = (1, 2)
+    heads: int = 4
+    schedule: Literal["linear", "cosine"] = "linear"
+    time_input: bool = True
+    estimator: Literal["time", "count"] = "time"
+    t_sampling: Literal["stratified", "uniform"] = "stratified"
+    bound_t_samples: int = 16
+    conditional: bool = False
+
+    def __post_init__(self) -> None:
+        if self.network not in ("auto", "resnet", "unet", "transformer"):
+            raise ConfigError(
+                f"network must be auto, resnet, unet or transformer, not {self.network!r}"
+            )
+        if self.width < 1 or self.depth < 1:
+            raise ConfigError(f"width and depth must be positive, not {self.width}, {self.depth}")
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"estimator must be 'time' or 'count', not {self.estimator!r}")
+        if self.t_sampling not in ("stratified", "uniform"):
+            raise ConfigError(
+                f"t_sampling must be 'stratified' or 'uniform', not {self.t_sampling!r}"
+            )
+        if self.bound_t_samples < 1:
+            raise ConfigError(f"bound_t_samples must be >= 1, not {self.bound_t_samples}")
+        MaskSchedule(self.schedule)  # checks the name
+
+
+@dataclass
+class MaskedDiffusionSampleOptions:
+    """Options of ``sample(n, **options)`` and ``complete`` for :class:`MaskedDiffusion`.
+
+    Attributes:
+        steps: network passes ``T`` from all-masked to clean, 1..D; 0: ``D`` (with the linear
+            schedule one pixel per step, the exact order-agnostic autoregressive sampler).
+        order: which masked pixels a step unmasks: ``"random"`` (ancestral) or ``"confidence"``
+            (the most probable drawn values first).
+    """
+
+    steps: int = 0
+    order: Literal["random", "confidence"] = "random"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or self.steps < 0:
+            raise ConfigError(f"steps must be an integer >= 0 (0: one per pixel), not {self.steps}")
+        if self.order not in ("random", "confidence"):
+            raise ConfigError(f"order must be 'random' or 'confidence', not {self.order!r}")
+
+
+def _stratified(n: int, stratified: bool, device: torch.device) -> Tensor:
+    """``n`` numbers in (0, 1): ``(u + k) / n`` for one uniform ``u`` (or ``n`` independent)."""
+    u = torch.rand(1 if stratified else n, dtype=torch.float64, device=device)
+    if stratified:
+        u = (u + torch.arange(n, dtype=torch.float64, device=device)) / n
+    return u.clamp(min=1e-12)
+
+
+@register
+class MaskedDiffusion(Model):
+    """Masked (absorbing-state) diffusion over discrete data (see the module docstring)."""
+
+    name = "masked-diffusion"
+    family = "masked_diffusion"
+    description = (
+        "masked (absorbing-state) discrete diffusion: any-order completion, few-step sampling, "
+        "continuous-time bound (MD4/MDLM)"
+    )
+    Config = MaskedDiffusionConfig
+    SampleOptions = MaskedDiffusionSampleOptions
+    likelihood_bound = "elbo"
+    bound_options = ("k",)
+    data_kinds = frozenset({"discrete"})
+    train_defaults = {"lr": 1e-3, "batch_size": 128, "grad_clip": 1.0}
+    example = Example(
+        spec=DataSpec((1, 3, 3), kind="discrete", levels=3, num_classes=3),
+        config={"width": 8, "depth": 1, "bound_t_samples": 2},
+        variants=(
+            {"network": "transformer", "width": 16, "depth": 1, "heads": 2},
+            {"network": "unet", "width": 8, "mults": (1,)},
+            {"conditional": True, "schedule": "cosine", "estimator": "count"},
+        ),
+    )
+
+    def __init__(self, spec: DataSpec, config: MaskedDiffusionConfig | None = None) -> None:
+        super().__init__(spec, config)
+        c: MaskedDiffusionConfig = self.config
+        self.levels = int(spec.levels)  # type: ignore[arg-type]
+        if c.conditional and not spec.num_classes:
+            raise ConfigError(
+                "masked-diffusion with conditional=True needs labelled data "
+                "(num_classes in the data spec)"
+            )
+        self.num_classes = int(spec.num_classes) if c.conditional else 0
+        self.schedule = MaskSchedule(c.schedule)
+        network = c.network
+        image = len(self.event_shape) == 3
+        if network == "auto":
+            small = image and max(self.event_shape[1:]) <= 16
+            network = "resnet" if small else "unet" if image else "transformer"
+        if network in ("resnet", "unet") and not image:
+            raise ConfigError(
+                f"network={network} takes images (C, H, W), not event shape {self.event_shape}; "
+                "use network=transformer"
+            )
+        self.network = network
+        k = self.num_classes
+        self.net: nn.Module
+        if network == "resnet":
+            self.net = ResNetDenoiser(
+                self.event_shape, self.levels, c.width, c.depth, c.time_input, k
+            )
+        elif network == "unet":
+            self.net = UNetDenoiser(self.event_shape, self.levels, c.width, c.mults, c.depth, k)
+        else:
+            self.net = TransformerDenoiser(
+                self.num_dims, self.levels, c.width, c.depth, c.heads, c.time_input, k
+            )
+
+    # ------------------------------------------------------------------ the network
+    @property
+    def mask_token(self) -> int:
+        """The token of a masked pixel, ``L``."""
+        return self.levels
+
+    def logits(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """Logits ``(B, D, L)`` of every pixel given tokens ``z`` (B, D) and times ``t`` (B,)."""
+        return self.net(z, t.to(self.dtype), y)
+
+    def _flat(self, x: Tensor) -> Tensor:
+        return self.check_input(x).reshape(x.shape[0], -1).long()  # (B, D)
+
+    # ------------------------------------------------------------------ the bound
+    def nelbo_draws(self, x: Tensor, y: Tensor | None, draws: Tensor, estimator: str) -> Tensor:
+        """One Monte Carlo term of the negative ELBO per row: flat data ``x`` (B, D) long, checked
+        labels ``y``, and ``draws`` (B,) in (0, 1): the times ``t`` (``"time"``) or the masked
+        counts' quantiles (``"count"``, ``j = ceil(D u)``). Nats per image, ``(B,)``."""
+        B, D = x.shape
+        if estimator == "time":
+            t = draws
+            masked = self.schedule.mask(x, t)  # (B, D)
+            weight = self.schedule.weight(t)  # (B,)
+        else:
+            j = torch.ceil(draws * D).clamp(1, D)  # (B,) masked pixels
+            rank = torch.rand(B, D, device=x.device).argsort(1).argsort(1)  # a random order
+            masked = rank < j[:, None]  # (B, D): a uniform set of j pixels
+            t = self.schedule.time_of(j / D)
+            weight = D / j
+        z = torch.where(masked, torch.full_like(x, self.mask_token), x)  # (B, D)
+        logits = self.logits(z, t, y)  # (B, D, L)
+        ce = F.cross_entropy(logits.transpose(1, 2), x, reduction="none")  # (B, D)
+        return weight.to(ce.dtype) * (ce * masked).sum(1)  # (B,)
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        """Mean negative ELBO of the batch, one draw per image (stratified over the batch)."""
+        x, y = unpack(batch)
+        x = self._flat(x)
+        y = check_labels(self, y, x.shape[0])
+        c = self.config
+        draws = _stratified(x.shape[0], c.t_sampling == "stratified", x.device)
+        draws = draws[torch.randperm(x.shape[0], device=x.device)]
+        nelbo = self.nelbo_draws(x, y, draws, c.estimator)
+        return {"loss": nelbo.mean(), "nelbo": nelbo.mean().detach()}
+
+    def elbo_stats(
+        self, x: Tensor, y: Tensor | None = None, k: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The ELBO estimate ``(B,)`` (a lower bound on ``log p(x)`` in nats, estimated from
+        ``k`` stratified ``t`` draws per image) and its Monte Carlo standard error ``(B,)``
+        (the draws' standard deviation over ``sqrt(K)``: conservative for stratified draws)."""
+        x = self._flat(x)
+        y = check_labels(self, y, x.shape[0])
+        K = int(k or self.config.bound_t_samples)
+        if K < 1:
+            raise DataError(f"k must be a positive number of t draws, not {K}")
+        B = x.shape[0]
+        strat = self.config.t_sampling == "stratified"
+        draws = torch.stack([_stratified(K, strat, x.device) for _ in range(B)], 1)  # (K, B)
+        terms = torch.stack(
+            [-self.nelbo_draws(x, y, draws[k], self.config.estimator) for k in range(K)]
+        )  # (K, B)
+        if K == 1:
+            return terms[0], torch.full_like(terms[0], math.inf)
+        return terms.mean(0), terms.std(0) / math.sqrt(K)
+
+    def elbo(self, x: Tensor, y: Tensor | None = None, k: int | None = None) -> Tensor:
+        """A stochastic estimate of the ELBO, the lower bound on ``log p(x)``, from ``k`` draws
+        of ``t`` per image (default ``bound_t_samples``), nats ``(B,)``."""
+        return self.elbo_stats(x, y, k)[0]
+
+    def likelihood_info(self, **bound_options: Any) -> Likelihood:
+        """The ELBO from ``k`` Monte Carlo ``t`` draws per image: a stochastic (unbiased)
+        estimate of a lower bound, so its standard error (:meth:`elbo_stats`) matters."""
+        self._check_bound_options(bound_options)
+        c = self.config
+        k = int(bound_options.get("k") or c.bound_t_samples)
+        what = "masked count" if c.estimator == "count" else "time"
+        detail = f"{k} {c.t_sampling} {what} draws per image, {c.schedule} schedule"
+        return Likelihood("bound_estimate", f"elbo(k={k})", detail)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def unmask(
+        self,
+        z: Tensor,
+        masked: Tensor,
+        y: Tensor | None = None,
+        steps: int = 0,
+        order: str = "random",
+    ) -> Tensor:
+        """Fill the ``masked`` (B, D) pixels of tokens ``z`` (B, D) in ``steps`` network passes
+        (module docstring); the other pixels are returned unchanged. ``(B, D)`` long."""
+        z, masked = z.clone(), masked.clone()
+        B, D = z.shape
+        T = int(steps) or D
+        if not 1 <= T <= D:
+            raise ConfigError(f"steps must lie in 1..{D} (the number of pixels), not {T}")
+        counts = self.schedule.masked_counts(masked.sum(1), T)  # (T + 1, B)
+        for k in range(T):
+            todo = counts[k] - counts[k + 1]  # (B,) pixels to unmask at this step
+            if not bool((todo > 0).any()):
+                continue
+            t = self.schedule.time_of(masked.sum(1).double() / D)  # (B,)
+            probs = torch.softmax(self.logits(z, t, y).double(), -1)  # (B, D, L)
+            u = torch.rand(B, D, 1, dtype=torch.float64, device=z.device)
+            draw = (probs.cumsum(-1) < u).sum(-1).clamp(max=self.levels - 1)  # (B, D)
+            if order == "confidence":
+                score = probs.gather(-1, draw[..., None]).squeeze(-1)  # (B, D)
+            else:
+                score = torch.rand(B, D, dtype=torch.float64, device=z.device)
+            score = score.masked_fill(~masked, -math.inf)
+            rank = score.argsort(1, descending=True).argsort(1)  # (B, D)
+            pick = (rank < todo[:, None]) & masked
+            z = torch.where(pick, draw, z)
+            masked = masked & ~pick
+        return z
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, y: Tensor | None = None, steps: int | None = None, order: str | None = None
+    ) -> Tensor:
+        """``n`` samples ``(n, *event_shape)`` from all-masked in ``steps`` passes."""
+        given = {"steps": steps, "order": order}
+        o = self.sample_config({k: v for k, v in given.items() if v is not None})
+        y = check_labels(self, y, n)
+        z = torch.full((n, self.num_dims), self.mask_token, dtype=torch.long, device=self.device)
+        out = self.unmask(z, torch.ones_like(z, dtype=torch.bool), y, o.steps, o.order)
+        return out.to(self.dtype).view(n, *self.event_shape)
+
+    @torch.no_grad()
+    def complete(
+        self,
+        x: Tensor,
+        observed: Tensor,
+        y: Tensor | None = None,
+        steps: int | None = None,
+        order: str | None = None,
+    ) -> Tensor:
+        """Completions ``(B, *event_shape)`` of ``x`` where ``observed`` (bool, same shape, or one
+        event's shape broadcast) is true: those pixels are returned unchanged, the others drawn by
+        the model's conditionals (``steps=0``: one pixel per step, the any-order chain rule).
+        Values of ``x`` at unobserved pixels are ignored (they must still be valid levels)."""
+        given = {"steps": steps, "order": order}
+        o = self.sample_config({k: v for k, v in given.items() if v is not None})
+        flat = self._flat(x)  # (B, D)
+        obs = torch.as_tensor(observed, device=flat.device).bool()
+        try:
+            obs = obs.expand(x.shape).reshape(flat.shape)
+        except RuntimeError:
+            raise DataError(
+                f"observed has shape {tuple(obs.shape)}; it must match the data {tuple(x.shape)} "
+                f"or one example {self.event_shape}"
+            ) from None
+        y = check_labels(self, y, flat.shape[0])
+        z = torch.where(obs, flat, torch.full_like(flat, self.mask_token))
+        steps_ = min(o.steps or self.num_dims, self.num_dims)
+        out = self.unmask(z, ~obs, y, steps_, o.order)
+        return out.to(x.dtype if x.is_floating_point() else self.dtype).view(x.shape)
