@@ -295,3 +295,13 @@ def test_leaderboard_fits_a_1200px_window(runs, tmp_path):
         img = plt.imread(shot)[:, :, :3]
         assert img.shape[:2] == (900, 1200) and img.std() > 0.05
         assert img[:, -8:].min() > 0.95, f"{page.name}: something reaches the window's edge"
+
+
+def test_writing_the_report_shows_progress_per_run(runs, tmp_path, capsys):
+    """Loading each run's model and drawing its figures took 153 s with no output at the end of a
+    toy2d comparison (benchmarks/silent_stretches.py); the report is a progress phase."""
+    write_report(runs, tmp_path / "r.html", progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"dgm: writing the report: 0/{len(runs)} runs"
+    write_report(runs, tmp_path / "q.html")  # off by default (the Python face)
+    assert capsys.readouterr().err == ""

@@ -26,6 +26,7 @@ from dgm.compare.leaderboard import aggregate, rank_rows, result_kind
 from dgm.compare.page import data_uri, render
 from dgm.core.errors import DgmError
 from dgm.core.io import atomic_write_text
+from dgm.core.progress import Progress
 from dgm.data import load as load_dataset
 from dgm.models import get as get_model
 from dgm.plots.conditional import guidance_figure
@@ -290,12 +291,19 @@ def write_report(
     leaderboard: dict[str, Any] | None = None,
     base: str | Path | None = None,
     title: str = "dgm report",
+    progress: bool = False,
 ) -> Path:
     """Write the self-contained HTML report of ``run_dirs`` to ``out`` (atomically). Without a
-    ``leaderboard`` (from ``dgm compare``), one is built from the runs' own results."""
+    ``leaderboard`` (from ``dgm compare``), one is built from the runs' own results.
+    ``progress`` reports the runs drawn on stderr (each loads its model and draws its figures:
+    minutes for a comparison of every family)."""
     dirs = [Path(p) for p in run_dirs]
     board = leaderboard if leaderboard is not None else _run_leaderboard(dirs)
-    views = [_run_view(p, i) for i, p in enumerate(dirs)]
+    views = []
+    with Progress("writing the report", len(dirs), unit="runs", enabled=progress) as bar:
+        for i, p in enumerate(dirs):
+            views.append(_run_view(p, i))
+            bar.update(1)
     if base is not None:
         for v in views:
             try:

@@ -316,7 +316,9 @@ def compare(
     doc["failed"] = failed
     write_leaderboard(out, doc)
     if report:
-        write_report(job.run_dirs, out / "report.html", leaderboard=doc, base=out)
+        write_report(
+            job.run_dirs, out / "report.html", leaderboard=doc, base=out, progress=progress
+        )
     return doc
 
 
