@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch lies on this machine's disk; install it first so nothing pulls a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test fuzz lint clean
+.PHONY: install demo test walk fuzz lint clean
 
 $(BIN)/dgm: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# every registered model through eval, score, compare and report: the likelihood labels' directions
+walk: install
+	DGM_WALK=1 $(BIN)/python -m pytest -q tests/test_likelihood_labels.py
 
 # randomized property and fuzz tests, 20x the cases of the default run (tests/conftest.py)
 fuzz: install
