@@ -63,7 +63,7 @@ from dgm.core.likelihood import Likelihood
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.models.diffusion.base import DiffusionBase, NetConfig
+from dgm.models.diffusion.base import DiffusionBase, NetConfig, check_guidance
 from dgm.models.diffusion.schedules import VPSDE
 from dgm.samplers.ode import METHODS, divergence_exact, divergence_hutchinson, odeint
 
@@ -120,17 +120,24 @@ class ScoreSDESampleOptions:
             probability-flow ODE).
         steps: Euler-Maruyama steps, or the ODE's fixed steps (rk4, euler).
         method: ODE solver: ``"dopri5"`` (adaptive), ``"rk4"`` or ``"euler"`` (with ``steps``).
+        guidance: classifier-free guidance weight ``w`` (conditional models trained with label
+            dropout): ``(1 + w) eps(y) - w eps(null)``; 0: the conditional sampler, -1: the
+            unconditional one. A guided ODE is no probability flow: no likelihood goes with it.
     """
 
     #: the options each sampler reads
     by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {
-        "sde": ("steps",),
-        "ode": ("steps", "method"),
+        "sde": ("steps", "guidance"),
+        "ode": ("steps", "method", "guidance"),
     }
 
     sampler: Literal["sde", "ode"] = "sde"
     steps: int = 500
     method: Literal["dopri5", "rk4", "euler"] = "dopri5"
+    guidance: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_guidance(self.guidance)
 
 
 @register
@@ -143,7 +150,7 @@ class ScoreSDE(DiffusionBase):
     SampleOptions = ScoreSDESampleOptions
     needs_grad_for_inference = True
     example = Example(
-        spec=DataSpec((2,)),
+        spec=DataSpec((2,), num_classes=2),
         config={
             "width": 16,
             "depth": 1,
@@ -152,7 +159,7 @@ class ScoreSDE(DiffusionBase):
             "atol": 1e-4,
             "weighting": "simple",
         },
-        variants=({"trace": "hutchinson", "weighting": "likelihood"},),
+        variants=({"trace": "hutchinson", "weighting": "likelihood"}, {"conditional": True}),
     )
 
     @property
@@ -184,14 +191,15 @@ class ScoreSDE(DiffusionBase):
         self._is_grid, self._is_cdf = grid, cdf
 
     # ------------------------------------------------------------------ the score
-    def eps(self, z: Tensor, t: Tensor) -> Tensor:
-        """Predicted noise at model-space ``z (B, *event)`` and times ``t (B,)`` in [0, 1]."""
-        return self.network(z, TIME_SCALE * t.to(z.dtype))
+    def eps(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """Predicted noise at model-space ``z (B, *event)``, times ``t (B,)`` in [0, 1] and
+        network labels ``y (B,)`` (conditional models)."""
+        return self.network(z, TIME_SCALE * t.to(z.dtype), y)
 
-    def score(self, z: Tensor, t: Tensor) -> Tensor:
+    def score(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """``s_theta(z, t) = -eps_theta(z, t) / s_t``."""
         _, s = self.sde.marginal(t.to(z.dtype))
-        return -self.eps(z, t) / s.view(-1, *([1] * (z.dim() - 1)))
+        return -self.eps(z, t, y) / s.view(-1, *([1] * (z.dim() - 1)))
 
     def _sample_t(self, n: int, like: Tensor) -> Tensor:
         c: ScoreSDEConfig = self.config
@@ -205,29 +213,35 @@ class ScoreSDE(DiffusionBase):
         return (g0 + (target - c0) / (c1 - c0).clamp_min(1e-300) * (g1 - g0)).to(like)
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        x, _ = unpack(batch)
+        x, y = unpack(batch)
         z, _ = self.to_model_space(self.check_input(x))
+        y = self.train_labels(y, z.shape[0])  # label dropout (conditional models)
         t = self._sample_t(z.shape[0], z).to(z.device)  # (B,)
         m, s = self.sde.marginal(t)
         shape = (-1, *([1] * (z.dim() - 1)))
         noise = torch.randn_like(z)
         zt = m.view(shape) * z + s.view(shape) * noise
-        mse = ((self.eps(zt, t) - noise) ** 2).flatten(1).mean(1)  # (B,)
+        mse = ((self.eps(zt, t, y) - noise) ** 2).flatten(1).mean(1)  # (B,)
         if self.config.weighting == "likelihood":
             mse = 0.5 * float(self._is_cdf[-1]) * mse
         return {"loss": mse.mean()}
 
     # ------------------------------------------------------------------ probability flow
-    def _pf_drift(self, flat: Tensor, t: Tensor) -> Tensor:
-        """``dz/dt = -1/2 beta(t) (z - eps_theta / s_t)`` on flat ``(B, D)`` states."""
+    def _pf_drift(
+        self, flat: Tensor, t: Tensor, y: Tensor | None = None, guidance: float = 0.0
+    ) -> Tensor:
+        """``dz/dt = -1/2 beta(t) (z - eps_theta / s_t)`` on flat ``(B, D)`` states (with
+        network labels ``y`` and guidance ``w``: the guided drift, no probability flow)."""
         B = flat.shape[0]
         tt = t.to(flat).expand(B)  # (B,)
         _, s = self.sde.marginal(tt)
-        eps = self.eps(flat.view(B, *self.event_shape), tt).reshape(B, -1)  # (B, D)
+        zz = flat.view(B, *self.event_shape)
+        eps = self.guide(lambda yy: self.eps(zz, tt, yy), y, guidance).reshape(B, -1)  # (B, D)
         return -0.5 * self.sde.beta(tt)[:, None] * (flat - eps / s[:, None])
 
-    def probability_flow(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Solve the probability-flow ODE from the data at ``t_eps`` to ``t = 1``.
+    def probability_flow(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Solve the probability-flow ODE from the data at ``t_eps`` to ``t = 1`` (of the
+        conditional model given labels ``y``, else of the unconditional one).
 
         Returns ``(z_1 (B, D), int div (B,), log_det (B,))``: the end point, the integrated
         divergence (exact or Hutchinson) and the standardisation's log-determinant, so that
@@ -237,6 +251,7 @@ class ScoreSDE(DiffusionBase):
         z, log_det = self.to_model_space(x.to(self.dtype))
         B = z.shape[0]
         flat = z.reshape(B, -1)  # (B, D)
+        y = self.net_labels(y, B)
         probe = None
         if not self.exact_trace:
             if self.config.hutchinson_noise == "gaussian":
@@ -247,7 +262,7 @@ class ScoreSDE(DiffusionBase):
         def func(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
             with torch.enable_grad():
                 zf = state[0].detach().requires_grad_(True)
-                f = self._pf_drift(zf, t)
+                f = self._pf_drift(zf, t, y)
                 if probe is None:
                     div = divergence_exact(f, zf)
                 else:
@@ -261,8 +276,9 @@ class ScoreSDE(DiffusionBase):
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """``log p(x)`` in nats ``(B,)`` by the probability-flow ODE (exact trace or Hutchinson:
-        see the module docstring)."""
-        z1, delta, log_det = self.probability_flow(x)
+        see the module docstring); ``log p(x | y)`` given labels ``y``, and without them the
+        unconditional branch's ``log p(x)`` for a conditional model."""
+        z1, delta, log_det = self.probability_flow(x, y)
         return self.sde.prior_log_prob(z1) + delta + log_det
 
     def log_prob_estimate(self, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -285,14 +301,15 @@ class ScoreSDE(DiffusionBase):
         self, x: Tensor, y: Tensor | None = None, **bound_options: Any
     ) -> tuple[Tensor, Likelihood]:
         info = self.likelihood_info(**bound_options)
-        return self.log_prob(x), info
+        return self.log_prob(x, y if self.conditional else None), info
 
     # ------------------------------------------------------------------ sampling
-    def _denoise(self, z: Tensor, t: float) -> Tensor:
+    def _denoise(self, z: Tensor, t: float, y: Tensor | None = None, w: float = 0.0) -> Tensor:
         tt = torch.full((z.shape[0],), t, dtype=z.dtype, device=z.device)
         m, s = self.sde.marginal(tt)
         shape = (-1, *([1] * (z.dim() - 1)))
-        return (z - s.view(shape) * self.eps(z, tt)) / m.view(shape)
+        eps = self.guide(lambda yy: self.eps(z, tt, yy), y, w)
+        return (z - s.view(shape) * eps) / m.view(shape)
 
     @torch.no_grad()
     def sample(
@@ -302,18 +319,21 @@ class ScoreSDE(DiffusionBase):
         sampler: str = "sde",
         steps: int | None = None,
         method: str | None = None,
+        guidance: float | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` samples ``(n, *event_shape)`` by the reverse SDE or the probability-flow ODE
         (:class:`ScoreSDESampleOptions`; an option the chosen sampler does not read is an
-        error)."""
+        error). A conditional model takes labels ``y`` (without them: its unconditional branch)
+        and a classifier-free ``guidance`` weight."""
         if sampler not in ("sde", "ode"):
             raise ConfigError(f"sampler must be 'sde' or 'ode', not {sampler!r}")
         if method is not None and method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-        given = {"sampler": sampler, "steps": steps, "method": method}
+        given = {"sampler": sampler, "steps": steps, "method": method, "guidance": guidance}
         o = self.sample_config({k: v for k, v in given.items() if v is not None})
-        sampler, steps, method = o.sampler, o.steps, o.method
+        sampler, steps, method, w = o.sampler, o.steps, o.method, o.guidance
+        y = self.sample_labels(y, n, w)
         if isinstance(steps, bool) or int(steps) != steps or steps < 1:
             raise ConfigError(f"steps must be a positive integer, not {steps!r}")
         z = self.prior_noise(n, generator)  # (n, *event)
@@ -323,7 +343,8 @@ class ScoreSDE(DiffusionBase):
                 t = 1.0 - k * dt
                 tt = torch.full((n,), t, dtype=z.dtype, device=z.device)
                 beta = float(self.sde.beta(torch.tensor(t, dtype=torch.float64)))
-                drift = -0.5 * beta * z - beta * self.score(z, tt)  # f - g^2 s
+                score = self.guide(lambda yy: self.score(z, tt, yy), y, w)  # noqa: B023
+                drift = -0.5 * beta * z - beta * score  # f - g^2 s
                 noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
                 z = z - drift * dt + (beta * dt) ** 0.5 * noise
         elif sampler == "ode":
@@ -332,7 +353,7 @@ class ScoreSDE(DiffusionBase):
             c: ScoreSDEConfig = self.config
 
             def func(t: Tensor, flat: Tensor) -> Tensor:
-                return self._pf_drift(flat, t)
+                return self._pf_drift(flat, t, y, w)
 
             flat = odeint(
                 func, z.reshape(n, -1), 1.0, SAMPLE_EPS, method=method,
@@ -341,4 +362,4 @@ class ScoreSDE(DiffusionBase):
             z = flat.view(n, *self.event_shape)
         else:
             raise ConfigError(f"sampler must be 'sde' or 'ode', not {sampler!r}")
-        return self.from_model_space(self._denoise(z, SAMPLE_EPS))
+        return self.from_model_space(self._denoise(z, SAMPLE_EPS, y, w))

@@ -58,7 +58,7 @@ from dgm.core.likelihood import Likelihood
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.models.diffusion.base import DiffusionBase, NetConfig
+from dgm.models.diffusion.base import DiffusionBase, NetConfig, check_guidance
 from dgm.models.flow_matching.paths import interpolate, ot_pairs, sinkhorn_pairs
 from dgm.samplers.ode import METHODS, divergence_exact, divergence_hutchinson, odeint
 
@@ -120,10 +120,17 @@ class FlowMatchingSampleOptions:
         method: the ODE solver: ``"euler"``, ``"heun"``, ``"rk4"`` (``steps`` equal steps; 1, 2
             and 4 network evaluations per step) or adaptive ``"dopri5"`` (the model's tolerances).
         steps: the number of equal steps of a fixed-step solver.
+        guidance: classifier-free guidance weight ``w`` on the velocity (conditional models,
+            :mod:`~dgm.models.diffusion.base`); 0: the conditional flow, -1: the unconditional
+            one. A guided flow has no likelihood.
     """
 
     method: Literal["euler", "heun", "rk4", "dopri5"] = "rk4"
     steps: int = 20
+    guidance: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_guidance(self.guidance)
 
 
 @register
@@ -140,11 +147,12 @@ class FlowMatching(DiffusionBase):
     SampleOptions = FlowMatchingSampleOptions
     needs_grad_for_inference = True
     example = Example(
-        spec=DataSpec((2,)),
+        spec=DataSpec((2,), num_classes=2),
         config={"width": 16, "depth": 1, "time_dim": 8, "rtol": 1e-5, "atol": 1e-5},
         variants=(
             {"coupling": "independent", "path": "vp", "trace": "hutchinson"},
             {"ot_solver": "sinkhorn", "sigma_min": 0.01},
+            {"conditional": True},
         ),
     )
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3}
@@ -167,36 +175,47 @@ class FlowMatching(DiffusionBase):
         )
 
     # ------------------------------------------------------------------ the field
-    def velocity(self, z: Tensor, t: Tensor) -> Tensor:
-        """``v_theta(z, t)`` at model-space ``z (B, *event)`` and times ``t (B,)`` in [0, 1]."""
-        return self.network(z, TIME_SCALE * t.to(z.dtype))
+    def velocity(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """``v_theta(z, t)`` at model-space ``z (B, *event)`` and times ``t (B,)`` in [0, 1]
+        (network labels ``y (B,)`` of a conditional model)."""
+        return self.network(z, TIME_SCALE * t.to(z.dtype), y)
 
-    def couple(self, x0: Tensor, x1: Tensor) -> Tensor:
-        """The noise ``x0`` reordered (or redrawn from the plan) to pair with the data ``x1``."""
+    def couple(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> Tensor:
+        """The noise ``x0`` reordered (or redrawn from the plan) to pair with the data ``x1``;
+        with labels ``y``, within each class (so each class's noise stays ``N(0, I)``)."""
         c: FlowMatchingConfig = self.config
         if c.coupling == "independent":
             return x0
+        if y is not None:
+            out = x0.clone()
+            for k in y.unique():
+                rows = (y == k).nonzero().squeeze(1)
+                out[rows] = self.couple(x0[rows], x1[rows])
+            return out
         if c.ot_solver == "exact":
             return x0[ot_pairs(x0, x1)]
         return x0[sinkhorn_pairs(x0, x1, c.sinkhorn_reg)]
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        x, _ = unpack(batch)
+        x, y = unpack(batch)
         x1, _ = self.to_model_space(self.check_input(x))
+        y = y if self.conditional else None
         with torch.no_grad():
-            x0 = self.couple(torch.randn_like(x1), x1)
+            x0 = self.couple(torch.randn_like(x1), x1, y)
+        y = self.train_labels(y, x1.shape[0])  # label dropout (conditional models)
         t = torch.rand(x1.shape[0], dtype=x1.dtype, device=x1.device)
         xt, target = interpolate(self.config.path, x0, x1, t, self.config.sigma_min)
-        mse = (self.velocity(xt, t) - target).square().flatten(1).mean(1)  # (B,)
+        mse = (self.velocity(xt, t, y) - target).square().flatten(1).mean(1)  # (B,)
         return {"loss": mse.mean()}
 
     # ------------------------------------------------------------------ likelihood
-    def _field(self, flat: Tensor, t: Tensor) -> Tensor:
+    def _field(self, flat: Tensor, t: Tensor, y: Tensor | None = None, w: float = 0.0) -> Tensor:
         B = flat.shape[0]
-        tt = t.to(flat).expand(B)
-        return self.velocity(flat.view(B, *self.event_shape), tt).reshape(B, -1)
+        tt, zz = t.to(flat).expand(B), flat.view(B, *self.event_shape)
+        v = self.velocity if self.conditional else lambda z_, t_, _: self.velocity(z_, t_)
+        return self.guide(lambda yy: v(zz, tt, yy), y, w).reshape(B, -1)
 
-    def probability_flow(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def probability_flow(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Solve the flow backward from the data at ``t = 1`` to ``t = 0``.
 
         Returns ``(z_0 (B, D), minus the integrated divergence (B,), log_det (B,))`` so that
@@ -206,6 +225,7 @@ class FlowMatching(DiffusionBase):
         z, log_det = self.to_model_space(x.to(self.dtype))
         B = z.shape[0]
         flat = z.reshape(B, -1)
+        y = self.net_labels(y, B)  # None: the unconditional branch of a conditional model
         probe = None
         if not self.exact_trace:
             if self.config.hutchinson_noise == "gaussian":
@@ -216,7 +236,7 @@ class FlowMatching(DiffusionBase):
         def func(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
             with torch.enable_grad():
                 zf = state[0].detach().requires_grad_(True)
-                f = self._field(zf, t)
+                f = self._field(zf, t, y)
                 div = (
                     divergence_exact(f, zf)
                     if probe is None
@@ -236,7 +256,7 @@ class FlowMatching(DiffusionBase):
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """``log p(x)`` in nats ``(B,)`` through the flow (exact trace up to the solver's
         tolerance, or Hutchinson's estimate: see the module docstring)."""
-        z0, delta, log_det = self.probability_flow(x)
+        z0, delta, log_det = self.probability_flow(x, y)
         return self._prior_log_prob(z0) + delta + log_det
 
     def log_prob_estimate(self, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -259,7 +279,7 @@ class FlowMatching(DiffusionBase):
         self, x: Tensor, y: Tensor | None = None, **bound_options: Any
     ) -> tuple[Tensor, Likelihood]:
         info = self.likelihood_info(**bound_options)
-        return self.log_prob(x), info
+        return self.log_prob(x, y if self.conditional else None), info
 
     # ------------------------------------------------------------------ sampling
     @staticmethod
@@ -275,9 +295,12 @@ class FlowMatching(DiffusionBase):
         y: Tensor | None = None,
         method: str = "rk4",
         steps: int = 20,
+        guidance: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples ``(n, *event_shape)`` by integrating the learned flow from noise."""
+        """``n`` samples ``(n, *event_shape)`` by integrating the learned flow from noise (given
+        labels ``y`` and a ``guidance`` weight for a conditional model)."""
+        y = self.sample_labels(y, n, guidance)
         if method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
         if method != "dopri5" and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
@@ -285,7 +308,7 @@ class FlowMatching(DiffusionBase):
         c: FlowMatchingConfig = self.config
         z = self.prior_noise(n, generator).reshape(n, -1)
         flat = odeint(
-            lambda t, f: self._field(f, t), z, 0.0, 1.0, method=method,
+            lambda t, f: self._field(f, t, y, guidance), z, 0.0, 1.0, method=method,
             steps=None if method == "dopri5" else int(steps), rtol=c.rtol, atol=c.atol,
         )  # fmt: skip
         return self.from_model_space(flat.view(n, *self.event_shape))
