@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import perturb
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.spec import DataSpec
 from dgm.models import build
@@ -199,3 +200,45 @@ def test_conditional_gan_draws_each_class_and_its_discriminator_still_judges():
     assert set(metrics) == {"d_accuracy", "d_auc"} and 0 <= metrics["d_auc"] <= 1
     with pytest.raises(DataError, match="0..1"):
         model.sample(2, torch.tensor([0, 3]))
+
+
+# ---------------------------------------------------------------------------------------- EBM
+def test_joint_energy_model_energies_and_class_densities_mix_to_the_marginal():
+    """JEM: E(x, y) = -f(x)_y and E(x) = -logsumexp_y f(x)_y; in 2-D, with p(y) = Z_y / Z (the
+    class weights the joint implies), sum_y p(y) p(x | y) = p(x) on the same quadrature grid."""
+    torch.manual_seed(0)
+    model = build("ebm", SPEC2, conditional=True, hidden=(8,), quadrature_points=32).double()
+    perturb(model, 0.3, seed=1)
+    model.on_train_start(two_classes(256)[0])
+    x, _ = two_classes(6, seed=3)
+    f = model.class_logits(x)  # (6, 2)
+    tether = model.config.tether * model.noise.log_prob(x)
+    torch.testing.assert_close(model.energy(x), -torch.logsumexp(f, 1) - tether)
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    torch.testing.assert_close(model.energy(x, y), -f[torch.arange(6), y] - tether)
+    with model.inference():
+        log_z = model.log_z_quadrature()[0]
+        log_zy = torch.stack([model.log_z_quadrature(k)[0] for k in (0, 1)])
+        torch.testing.assert_close(torch.logsumexp(log_zy, 0), log_z, rtol=0, atol=1e-10)
+        log_prior = log_zy - log_z  # (2,)
+        per_class = torch.stack([model.log_prob(x, torch.full((6,), k)) for k in (0, 1)], 1)
+        mixed = torch.logsumexp(per_class + log_prior, 1)
+        torch.testing.assert_close(mixed, model.log_prob(x), rtol=0, atol=1e-10)
+    assert torch.equal(model.classify(x), f.argmax(1))
+
+
+def test_conditional_ebm_classifies_and_samples_each_class():
+    torch.manual_seed(0)
+    model = build("ebm", SPEC2, conditional=True, hidden=(32, 32), quadrature_points=64)
+    fit(model.double(), steps=300)
+    x, yx = two_classes(400, seed=5)
+    assert model.validation_metrics(x, yx)["accuracy"] > 0.98
+    y = torch.arange(200) % 2
+    torch.manual_seed(1)
+    with model.inference():
+        s = model.sample(200, y, sampler="langevin", steps=1000, step_size=0.1)
+        own, other = model.log_prob(x, yx), model.log_prob(x, 1 - yx)
+    assert side_accuracy(s, y) > 0.9  # chance: 0.5
+    assert float((own > other).double().mean()) > 0.98
+    plain = build("ebm", SPEC2, hidden=(8,))
+    assert plain.validation_metrics(x, None) == {}
