@@ -16,7 +16,7 @@ import torch
 from conftest import perturb
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.spec import DataSpec
-from dgm.models import build
+from dgm.models import build, get
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -242,3 +242,165 @@ def test_conditional_ebm_classifies_and_samples_each_class():
     assert float((own > other).double().mean()) > 0.98
     plain = build("ebm", SPEC2, hidden=(8,))
     assert plain.validation_metrics(x, None) == {}
+
+
+# ------------------------------------------------------------------ autoregressive models, MADE
+AUTOREGRESSIVE = ["made", "pixelcnn", "gated-pixelcnn", "rnn", "transformer"]
+
+
+def tiny_autoregressive(name: str, **extra):
+    cls = get(name)
+    spec = cls.example.spec
+    spec = DataSpec(spec.event_shape, spec.kind, levels=spec.levels, num_classes=2)
+    torch.manual_seed(0)
+    model = build(name, spec, **{**cls.example.config, "conditional": True, **extra}).double()
+    return perturb(model, 0.3, seed=2).eval()
+
+
+@pytest.mark.parametrize("sampler", ["fast", "naive"])
+@pytest.mark.parametrize("name", AUTOREGRESSIVE)
+def test_guidance_on_logits_zero_is_conditional_and_minus_one_unconditional(name, sampler):
+    model = tiny_autoregressive(name, label_dropout=0.1)
+    y = torch.tensor([0, 1, 1, 0, 1, 0])
+
+    def draw(**kw):
+        torch.manual_seed(4)
+        return model.sample(6, sampler=sampler, **kw)
+
+    conditional = draw(y=y)
+    assert torch.equal(draw(y=y, guidance=0.0), conditional)
+    unconditional = draw()  # the null class
+    assert torch.equal(draw(y=y, guidance=-1.0), unconditional)
+    assert not torch.equal(unconditional, conditional)
+    guided = draw(y=y, guidance=3.0)
+    assert guided.shape == conditional.shape and not torch.equal(guided, conditional)
+
+
+@pytest.mark.parametrize("name", AUTOREGRESSIVE)
+def test_autoregressive_guidance_refuses_what_it_cannot_do(name):
+    model = tiny_autoregressive(name)  # label_dropout = 0: no null class
+    with pytest.raises(ConfigError, match="label_dropout=0"):
+        model.sample(2, y=torch.tensor([0, 1]), guidance=1.0)
+    with pytest.raises(DataError, match="conditional"):
+        model.sample(2)
+    with pytest.raises(ConfigError, match=">= -1"):
+        tiny_autoregressive(name, label_dropout=0.1).sample(2, torch.tensor([0, 1]), guidance=-3)
+    with pytest.raises(DataError, match="labels"):
+        tiny_autoregressive(name, label_dropout=0.1).sample(2, guidance=1.0)
+
+
+def guided_pmf(model, y: int, w: float, states: torch.Tensor) -> torch.Tensor:
+    """The probabilities of ``states`` under the guided chain: product over dimensions (in
+    raster order) of softmax(l_null + (1 + w)(l_y - l_null))."""
+    n = states.shape[0]
+    flat = states.reshape(n, -1).long()
+    lc = model.logits(states, torch.full((n,), y))  # (n, D, L)
+    lu = model.logits(states, torch.full((n,), model.num_classes))
+    logp = torch.log_softmax(lu + (1 + w) * (lc - lu), -1)
+    return logp.gather(-1, flat[..., None]).squeeze(-1).sum(-1).exp()
+
+
+def test_guided_autoregressive_samples_follow_the_guided_chain():
+    """Frequencies of 6000 guided samples of a 3-dimensional binary RNN against the guided
+    chain's probabilities of its 8 states."""
+    spec = DataSpec((3,), "discrete", levels=2, num_classes=2)
+    torch.manual_seed(0)
+    model = build("rnn", spec, embed=4, width=8, conditional=True, label_dropout=0.1).double()
+    perturb(model, 1.0, seed=5).eval()
+    states = torch.tensor([[(k >> 2) & 1, (k >> 1) & 1, k & 1] for k in range(8)]).double()
+    with torch.no_grad():
+        pmf = guided_pmf(model, 1, 2.0, states)
+    torch.testing.assert_close(pmf.sum(), torch.tensor(1.0, dtype=torch.float64))
+    torch.manual_seed(3)
+    s = model.sample(6000, torch.ones(6000, dtype=torch.long), guidance=2.0)
+    idx = (s[:, 0] * 4 + s[:, 1] * 2 + s[:, 2]).long()
+    freq = torch.bincount(idx, minlength=8).double() / 6000
+    # binomial standard error at most 0.0065: 5 of them
+    assert (freq - pmf).abs().max() < 0.032
+
+
+def test_label_dropout_gives_made_a_normalised_unconditional_branch_and_mixes_exactly():
+    """A conditional MADE on 1x2x2 ternary data (81 states), enumerated: each p(x | y) and the
+    null-class p(x) sum to 1, and the marginal sum_y p(y) p(x | y) is what (y ~ p(y),
+    x ~ sample(y)) draws."""
+    spec = DataSpec((1, 2, 2), "discrete", levels=3, num_classes=2)
+    torch.manual_seed(0)
+    model = build("made", spec, hidden=(16,), conditional=True, label_dropout=0.2).double()
+    perturb(model, 0.5, seed=3).eval()
+    grid = torch.cartesian_prod(*[torch.arange(3.0, dtype=torch.float64)] * 4)  # (81, 4)
+    x = grid.reshape(81, 1, 2, 2)
+    with torch.no_grad():
+        per_class = torch.stack([model.log_prob(x, torch.full((81,), k)) for k in (0, 1)], 1)
+        null = model.log_prob(x)
+    torch.testing.assert_close(per_class.exp().sum(0), torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(null.exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert not torch.allclose(null, per_class[:, 0])
+    prior = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    marginal = torch.logsumexp(per_class + prior.log(), 1)  # log p(x), (81,)
+    torch.testing.assert_close(marginal.exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+    torch.manual_seed(1)
+    y = torch.multinomial(prior, 20000, replacement=True)
+    s = model.sample(20000, y).reshape(20000, 4).long()
+    idx = ((s * torch.tensor([27, 9, 3, 1])).sum(1)).long()
+    freq = torch.bincount(idx, minlength=81).double() / 20000
+    assert (freq - marginal.exp()).abs().max() < 0.02  # 5 binomial standard errors at p = 0.5
+
+
+def test_label_dropout_drops_that_fraction_of_made_labels_in_training_only():
+    spec = DataSpec((4,), "discrete", levels=2, num_classes=2)
+    model = build("made", spec, hidden=(8,), conditional=True, label_dropout=0.3).double()
+    y = torch.ones(20000, dtype=torch.long)
+    torch.manual_seed(0)
+    ctx = model.train()._train_context(y, 20000)
+    assert abs(float((ctx.sum(1) == 0).double().mean()) - 0.3) < 0.015
+    assert torch.equal(
+        model.eval()._train_context(y, 20000), torch.nn.functional.one_hot(y, 2).double()
+    )
+
+
+def test_conditional_made_draws_each_class():
+    """Class 0: all pixels 0, class 1: all pixels 1 (with 5% flips); 200 steps."""
+    spec = DataSpec((6,), "discrete", levels=2, num_classes=2)
+    torch.manual_seed(0)
+    model = build("made", spec, hidden=(32,), conditional=True, label_dropout=0.1).double()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(200):
+        y = torch.randint(0, 2, (128,))
+        flip = (torch.rand(128, 6) < 0.05).double()
+        x = (y[:, None].double() + flip) % 2
+        loss = model.loss((x, y))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    y = torch.arange(200) % 2
+    torch.manual_seed(1)
+    s = model.sample(200, y)
+    majority = (s.mean(1) > 0.5).long()
+    assert float((majority == y).double().mean()) > 0.95
+
+
+# ---------------------------------------------------------------------------------- flows, CNF
+@pytest.mark.parametrize("name", ["maf", "iaf", "cnf"])
+def test_conditional_2d_flow_densities_integrate_to_one_and_mix_to_a_density(name):
+    """Each exact log p(x | y) of a perturbed conditional 2-D flow integrates to 1 on a grid, so
+    the marginal sum_y p(y) p(x | y) does too, and the label changes the density."""
+    torch.manual_seed(0)
+    cls = get(name)
+    extra = {"eval_method": "rk4", "eval_ode_steps": 20} if name == "cnf" else {}
+    model = build(name, SPEC2, **{**cls.example.config, **extra}, conditional=True).double()
+    perturb(model, 0.1, seed=4).eval()
+    g = torch.linspace(-10, 10, 201, dtype=torch.float64)
+    pts = torch.cartesian_prod(g, g)  # (201^2, 2)
+    area = float(g[1] - g[0]) ** 2
+    with model.inference():
+        per_class = torch.stack(
+            [model.log_prob(pts, torch.full((pts.shape[0],), k)) for k in (0, 1)], 1
+        )
+    mass = per_class.exp().sum(0) * area
+    torch.testing.assert_close(mass, torch.ones(2, dtype=torch.float64), rtol=0, atol=0.01)
+    prior = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    marginal = torch.logsumexp(per_class + prior.log(), 1)
+    assert abs(float(marginal.exp().sum() * area) - 1) < 0.01
+    assert (per_class[:, 0] - per_class[:, 1]).abs().max() > 1e-3
