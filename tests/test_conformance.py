@@ -7,6 +7,8 @@ the checks read the capability flags of the instance.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -16,6 +18,7 @@ from conftest import perturb
 from dgm.core.config import build_config, config_to_dict
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.io import load_tensors, save_tensors
+from dgm.core.protocols import ConditionalModel
 from dgm.models import build, entries
 
 # every registered model, plus ``name[key=value,...]`` for each of its ``example.variants``
@@ -25,13 +28,26 @@ for _cls in entries():
     CASES[_cls.name] = (_cls, {})
     for _v in _cls.example.variants:
         CASES[f"{_cls.name}[{','.join(f'{k}={v}' for k, v in _v.items())}]"] = (_cls, dict(_v))
+# issue 27: every model whose Config has a ``conditional`` option is also checked conditional (on
+# its example spec, given two classes when it has none), unless a declared variant already is
+SPECS = {}
+for _cls in entries():
+    _declared = [_cls.example.config, *_cls.example.variants]
+    if "conditional" in {f.name for f in dataclasses.fields(_cls.Config)} and not any(
+        v.get("conditional") for v in _declared
+    ):
+        _name = f"{_cls.name}[conditional=True]"
+        CASES[_name] = (_cls, {"conditional": True})
+        if not _cls.example.spec.num_classes:
+            SPECS[_name] = dataclasses.replace(_cls.example.spec, num_classes=2)
 MODELS = list(CASES)
 
 
 def make(name: str, dtype=torch.float64):
     cls, extra = CASES[name]
     torch.manual_seed(0)
-    return build(cls.name, cls.example.spec, **{**cls.example.config, **extra}).to(dtype)
+    spec = SPECS.get(name, cls.example.spec)
+    return build(cls.name, spec, **{**cls.example.config, **extra}).to(dtype)
 
 
 def data_for(model, n: int = 16, seed: int = 1) -> torch.Tensor:
@@ -287,3 +303,27 @@ def test_float32_works_too(name):
     x = data_for(model, 4)
     ll = score(model, x, labels_for(model, 4))
     assert ll.dtype == torch.float32 and torch.isfinite(ll).all()
+
+
+CONDITIONAL = [n for n in MODELS if make(n).conditional]
+
+
+def test_every_family_enrols_a_conditional_variant():
+    """Issue 27: conditioning is a property of every family."""
+    families = {CASES[n][0].family for n in MODELS}
+    assert {CASES[n][0].family for n in CONDITIONAL} == families
+
+
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_a_conditional_model_samples_the_labels_asked_and_refuses_others(name):
+    """Labels of the right shape give samples of the right shape (the other checks above already
+    train and score the conditional variants with labels); a label outside the classes is one
+    DataError."""
+    model = make(name)
+    k = model.spec.num_classes
+    assert isinstance(model, ConditionalModel) and model.num_classes == k
+    y = torch.arange(4) % k
+    with model.inference():
+        assert model.sample(4, y).shape == (4, *model.event_shape)
+        with pytest.raises(DataError, match="labels"):
+            model.sample(2, torch.tensor([0, k]))

@@ -80,7 +80,7 @@ def test_no_label_draws_the_training_class_frequencies(runs, tmp_path, capsys):
         ("cond", ["--label", "10"], "label 10 is not a class of this run; its classes are 0..9"),
         ("cond", ["--label", "-1"], "label -1 is not a class"),
         ("plain", ["--label", "3"], "--label needs a conditional model"),
-        ("cond", ["--guidance", "2"], "unknown key 'guidance'"),
+        ("cond", ["--guidance", "2"], "guidance needs an unconditional branch"),
         ("cond", ["-n", "4", "--labels", "Y"], "has 3 labels for 4 rows"),
     ],
 )
@@ -200,7 +200,7 @@ def test_eval_reports_conditional_accuracy(runs, tmp_path, capsys):
     assert 0 <= res["cond_accuracy"] <= 1 and res["cond_samples_per_class"] == 4
     assert len(res["cond_fid_per_class"]) == 10 and "conditional accuracy" in err
     code, _, err = run(capsys, "eval", runs / "cond", "--guidance", "0,1", "--no-progress")
-    assert "unknown key 'guidance'" in one_sentence_error(code, err)
+    assert "guidance needs an unconditional branch" in one_sentence_error(code, err)
     code, _, err = run(capsys, "eval", runs / "plain", "--metrics", "conditional")
     assert "unconditional" in one_sentence_error(code, err)
 

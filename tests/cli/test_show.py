@@ -45,8 +45,8 @@ def test_show_and_list_model_print_the_same(capsys):
     shown = capsys.readouterr().out
     assert main(["list", "score-sde"]) == 0
     assert capsys.readouterr().out == shown
-    assert "--sampler sde takes: steps\n" in shown
-    assert "--sampler ode takes: steps, method\n" in shown
+    assert "--sampler sde takes: steps, guidance\n" in shown
+    assert "--sampler ode takes: steps, method, guidance\n" in shown
 
 
 def test_an_unknown_model_is_one_sentence(capsys):

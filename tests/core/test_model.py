@@ -54,9 +54,9 @@ def test_conditional_models_are_those_with_a_conditional_option():
     "name,given,message",
     [
         ("score-sde", {"sampler": "sde", "method": "rk4"},
-         "sampler 'sde' of model 'score-sde' does not take 'method'; it takes steps"),
+         "sampler 'sde' of model 'score-sde' does not take 'method'; it takes steps, guidance"),
         ("ddpm", {"sampler": "ancestral", "eta": 0.5},
-         "sampler 'ancestral' of model 'ddpm' does not take 'eta'; it takes no options"),
+         "sampler 'ancestral' of model 'ddpm' does not take 'eta'; it takes guidance"),
         ("ebm", {"sampler": "langevin", "n_leapfrog": 3},
          "sampler 'langevin' of model 'ebm' does not take 'n_leapfrog'; it takes steps, step_size"),
         ("ddpm", {"sampler": "ddim", "steps_each": 3}, "unknown key 'steps_each'"),

@@ -142,9 +142,9 @@ def test_lazy_r1_runs_on_every_kth_discriminator_update_with_weight_k(d_steps, r
     scales: list[float] = []
     d_loss = model._d_loss
 
-    def spy(real, fake, r1_scale=1.0):
+    def spy(real, fake, r1_scale=1.0, y=None):
         scales.append(r1_scale)
-        return d_loss(real, fake, r1_scale)
+        return d_loss(real, fake, r1_scale, y)
 
     model._d_loss = spy  # type: ignore[method-assign]
     model.on_train_start(torch.randn(16, 2))

@@ -10,6 +10,11 @@ time steps by Ho et al. (2020):
 
 :class:`TimeMLP` maps ``(x (B, D), t (B,))`` to ``(B, D)`` with residual blocks
 ``h <- h + W_2 silu(W_1 silu(h) + A_b e(t))``, the vector analogue of the U-Net's residual blocks.
+
+**Class labels** (``num_classes = K > 0``; :class:`LabelEmbedding`): a learned vector ``c_y`` is
+added to the time embedding, ``e(t) + c_y``, with an extra *null* class ``y = K`` standing for "no
+label" (the unconditional branch of classifier-free guidance, Ho & Salimans 2022,
+arXiv:2207.12598); ``y = None`` means the null class for every row.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from torch import Tensor, nn
 
 from dgm.nn.mlp import mlp
 
-__all__ = ["TimeEmbedding", "TimeMLP", "sinusoidal_embedding"]
+__all__ = ["LabelEmbedding", "TimeEmbedding", "TimeMLP", "sinusoidal_embedding"]
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -50,6 +55,22 @@ class TimeEmbedding(nn.Module):
         return self.mlp(sinusoidal_embedding(t.to(dtype), self.dim))  # (B, out_dim)
 
 
+class LabelEmbedding(nn.Module):
+    """Class labels ``y (B,)`` in ``0..K`` (``K``: the null class) to vectors ``(B, dim)``."""
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, y: Tensor | None, n: int) -> Tensor:
+        if y is None:  # the null class for every row
+            y = torch.full(
+                (n,), self.num_classes, dtype=torch.long, device=self.table.weight.device
+            )
+        return self.table(y.long())  # (n, dim)
+
+
 class _Block(nn.Module):
     def __init__(self, hidden: int, time_dim: int) -> None:
         super().__init__()
@@ -70,17 +91,29 @@ class TimeMLP(nn.Module):
         hidden: width of the residual stream.
         blocks: number of residual blocks, each fed the time embedding.
         time_dim: size of the sinusoidal embedding (and of the embedding MLP).
+        num_classes: ``K``; with ``K > 0`` a label embedding (``K + 1`` rows, the last the null
+            class) is added to the time embedding and ``forward`` takes labels ``y``.
     """
 
-    def __init__(self, features: int, hidden: int = 256, blocks: int = 3, time_dim: int = 64):
+    def __init__(
+        self,
+        features: int,
+        hidden: int = 256,
+        blocks: int = 3,
+        time_dim: int = 64,
+        num_classes: int = 0,
+    ):
         super().__init__()
         self.embed = TimeEmbedding(time_dim, time_dim)
+        self.label = LabelEmbedding(num_classes, time_dim) if num_classes > 0 else None
         self.inp = nn.Linear(features, hidden)
         self.blocks = nn.ModuleList(_Block(hidden, time_dim) for _ in range(blocks))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, features))
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         temb = self.embed(t.expand(x.shape[0]) if t.dim() == 0 else t)  # (B, T)
+        if self.label is not None:
+            temb = temb + self.label(y, x.shape[0])  # (B, T); y None: the null class
         h = self.inp(x)  # (B, H)
         for block in self.blocks:
             h = block(h, temb)

@@ -15,6 +15,9 @@ with ``e(t)`` the embedded time (:class:`dgm.nn.embeddings.TimeEmbedding`) and G
 Upsampling is nearest-neighbour to the size of the matching skip (odd sizes such as 7 work), then
 a 3x3 convolution. ``channels=32, mults=(1, 2)`` gives 0.63M parameters (diffusers'
 ``UNet2DModel`` with the same widths and one layer per block: 0.65M).
+
+With ``num_classes = K > 0`` a class embedding (:class:`dgm.nn.embeddings.LabelEmbedding`, with
+a null class ``K``) is added to the time embedding, and ``forward`` takes labels ``y``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgm.nn.embeddings import TimeEmbedding
+from dgm.nn.embeddings import LabelEmbedding, TimeEmbedding
 
 __all__ = ["ResBlock", "UNet"]
 
@@ -61,6 +64,7 @@ class UNet(nn.Module):
         mults: channel multipliers, one per resolution level (``len(mults) - 1`` downsamplings).
         blocks: residual blocks per level on the way down (one more on the way up).
         time_dim: width of the time embedding.
+        num_classes: ``K``; with ``K > 0`` a label embedding joins the time embedding.
     """
 
     def __init__(
@@ -70,9 +74,11 @@ class UNet(nn.Module):
         mults: tuple[int, ...] = (1, 2),
         blocks: int = 1,
         time_dim: int = 128,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.embed = TimeEmbedding(channels, time_dim)
+        self.label = LabelEmbedding(num_classes, time_dim) if num_classes > 0 else None
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.down = nn.ModuleList()
         skips = [channels]
@@ -96,8 +102,10 @@ class UNet(nn.Module):
         self.norm_out = _norm(ch)
         self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         temb = self.embed(t.expand(x.shape[0]) if t.dim() == 0 else t)  # (B, time_dim)
+        if self.label is not None:
+            temb = temb + self.label(y, x.shape[0])  # y None: the null class
         h = self.conv_in(x)  # (B, c, H, W)
         hs = [h]
         for layer in self.down:

@@ -23,6 +23,21 @@ probable values (``k = 0``: all). ``T < 1`` sharpens each conditional and ``T ->
 is greedy decoding, the argmax at every step given the earlier choices. These are samples of a
 different distribution than the model's ``p(x)`` (which ``log_prob`` keeps scoring); ``T = 1,
 k = 0``, the defaults, sample ``p(x)`` itself.
+
+**Label dropout and guidance** (conditional models with ``label_dropout = p > 0``): training
+replaces each label by a *null* class ``K`` with probability ``p`` (its own embedding row, or
+start token; MADE's all-zero one-hot), so the same network gives ``log p(x | y)`` and an
+unconditional ``log p(x)``: ``log_prob(x)`` and ``sample(n)`` without labels use the null class.
+``sample(n, y, guidance=w)`` draws every dimension from the mixed logits
+
+.. math::
+
+    \ell = \ell_\varnothing + (1 + w)(\ell_y - \ell_\varnothing),
+
+classifier-free guidance on logits (Ho & Salimans 2022, arXiv:2207.12598, applied per
+conditional; both chains fed the same values): ``w = 0`` is exactly the conditional sampler,
+``w = -1`` exactly the unconditional one. A guided sampler draws from no distribution the model
+scores: there is no likelihood of guided samples.
 """
 
 from __future__ import annotations
@@ -37,11 +52,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core.errors import ConfigError, DataError
-from dgm.core.model import Model, check_labels
+from dgm.core.model import Batch, Model, check_labels, unpack
 from dgm.core.spec import DataSpec
 
 __all__ = [
     "AutoregressiveModel",
+    "check_guided",
+    "check_label_dropout",
+    "drop_labels",
+    "guided_logits",
     "Decoder",
     "NaiveDecoder",
     "SampleOptions",
@@ -62,11 +81,15 @@ class SampleOptions:
         temperature: ``T`` of every conditional ``softmax(logits / T)``; 1: the model's own
             ``p(x)``; below 1 sharper, 0 the argmax (greedy decoding).
         top_k: sample among the ``k`` most probable values of each conditional only; 0: all.
+        guidance: classifier-free guidance weight ``w`` on the logits (conditional models
+            trained with ``label_dropout``): ``l_null + (1 + w)(l_y - l_null)``; 0: the
+            conditional sampler, -1: the unconditional one. Guided samples have no likelihood.
     """
 
     sampler: Literal["fast", "naive"] = "fast"
     temperature: float = 1.0
     top_k: int = 0
+    guidance: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sampler not in ("fast", "naive"):
@@ -78,6 +101,50 @@ class SampleOptions:
             )
         if isinstance(self.top_k, bool) or self.top_k < 0:
             raise ConfigError(f"top_k must be an integer >= 0 (0: every value), not {self.top_k}")
+        if isinstance(self.guidance, bool) or not (
+            math.isfinite(self.guidance) and self.guidance >= -1
+        ):
+            raise ConfigError(
+                f"guidance must be a finite number >= -1 (0: the conditional sampler, -1: the "
+                f"unconditional one), not {self.guidance!r}"
+            )
+
+
+def check_label_dropout(model: Model, p: float) -> float:
+    """``p`` if it is a probability in ``[0, 1)``, else a one-sentence ConfigError."""
+    if not 0 <= p < 1:
+        raise ConfigError(f"label_dropout of {model.name!r} must lie in [0, 1), not {p}")
+    return float(p)
+
+
+def drop_labels(y: Tensor, p: float, null: int) -> Tensor:
+    """Labels ``y (n,)`` with each replaced by the ``null`` class with probability ``p``."""
+    if p <= 0:
+        return y
+    drop = torch.rand(y.shape[0], device=y.device) < p
+    return torch.where(drop, torch.full_like(y, null), y)
+
+
+def guided_logits(cond: Tensor, uncond: Tensor, guidance: float) -> Tensor:
+    """Classifier-free guidance on logits: ``uncond + (1 + w)(cond - uncond)``."""
+    return uncond + (1 + guidance) * (cond - uncond)
+
+
+def check_guided(model: Model, y: Tensor | None, n: int, guidance: float) -> None:
+    """Guidance ``w != 0`` needs a conditional model with a null class and labels ``y``."""
+    if guidance == 0:
+        return
+    if not model.conditional:
+        raise ConfigError(
+            f"guidance needs a conditional model; {model.name!r} was built without conditional=True"
+        )
+    if not model.config.label_dropout:
+        raise ConfigError(
+            f"guidance needs an unconditional branch, but {model.name!r} was trained with "
+            "label_dropout=0"
+        )
+    if y is None:
+        raise DataError(f"guidance needs class labels y of shape ({n},)")
 
 
 def tempered(probs: Tensor, temperature: float = 1.0, top_k: int = 0) -> Tensor:
@@ -160,6 +227,9 @@ class AutoregressiveModel(Model):
                 f"{self.name} with conditional=True needs labelled data (num_classes in the spec)"
             )
         self.num_classes = int(spec.num_classes) if self.conditional else 0
+        self.label_dropout = check_label_dropout(self, self.config.label_dropout)
+        #: rows of the class embedding: the classes, and the null class with label dropout
+        self.label_rows = self.num_classes + int(self.conditional and self.label_dropout > 0)
 
     # ------------------------------------------------------------------ for subclasses
     def logits(self, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -172,7 +242,10 @@ class AutoregressiveModel(Model):
 
     # ------------------------------------------------------------------ helpers
     def labels(self, y: Tensor | None, n: int) -> Tensor | None:
-        """Checked long labels ``(n,)``, or ``None`` for an unconditional model."""
+        """Checked long labels ``(n,)``, or ``None`` for an unconditional model; for a
+        conditional model with label dropout called without labels, the null class ``K``."""
+        if self.conditional and y is None and self.label_dropout > 0:
+            return torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
         return check_labels(self, y, n)
 
     def decoder(self, n: int, y: Tensor | None, sampler: str = "fast") -> Decoder:
@@ -184,10 +257,24 @@ class AutoregressiveModel(Model):
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Exact ``log p(x | y)`` in nats, ``(B,)``: a sum of categorical log-probabilities."""
         x = self.check_input(x)
-        logits = self.logits(x, self.labels(y, x.shape[0]))  # (B, D, L)
+        return self._chain_log_prob(x, self.labels(y, x.shape[0]))
+
+    def _chain_log_prob(self, x: Tensor, labels: Tensor | None) -> Tensor:
+        logits = self.logits(x, labels)  # (B, D, L)
         target = x.reshape(x.shape[0], -1).long()  # (B, D)
         logp = -F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, D)
         return logp.sum(-1)
+
+    def loss(self, batch: Batch) -> dict[str, Tensor]:
+        """Mean NLL; for a conditional model in training, of labels dropped to the null class
+        with probability ``label_dropout``."""
+        x, y = unpack(batch)
+        x = self.check_input(x)
+        labels = check_labels(self, y, x.shape[0]) if self.conditional else None
+        if labels is not None and self.training:
+            labels = drop_labels(labels, self.label_dropout, self.num_classes)
+        nll = -self._chain_log_prob(x, labels)
+        return {"loss": nll.mean(), "nll": nll.mean().detach()}
 
     def autoregress(
         self,
@@ -195,21 +282,32 @@ class AutoregressiveModel(Model):
         pick: Callable[[int, Tensor], Tensor],
         y: Tensor | None = None,
         sampler: str = "fast",
+        guidance: float = 0.0,
     ) -> Tensor:
         """Run the chain rule one dimension at a time, ``(n, D)`` values.
 
         For each dimension ``d`` in raster order, ``pick(d, probs)`` gets the float64
         probabilities ``(n, L)`` of its conditional given the values chosen so far and returns
-        the values ``(n,)`` to condition on next.
+        the values ``(n,)`` to condition on next. With ``guidance = w != 0`` the probabilities
+        are those of the guided logits (module docstring).
         """
+        check_guided(self, y, n, guidance)
         with self.inference():
             dec = self.decoder(n, self.labels(y, n), sampler)
+            null = None
+            if guidance != 0:  # the unconditional branch, fed the same values
+                null = self.decoder(n, self.labels(None, n), sampler)
             out = torch.zeros(n, self.num_dims, dtype=torch.long, device=self.device)  # (n, D)
             for d in range(self.num_dims):
-                probs = torch.softmax(dec.logits().to(torch.float64), dim=-1)  # (n, L)
+                logits = dec.logits().to(torch.float64)  # (n, L)
+                if null is not None:
+                    logits = guided_logits(logits, null.logits().to(torch.float64), guidance)
+                probs = torch.softmax(logits, dim=-1)  # (n, L)
                 values = pick(d, probs).long()  # (n,)
                 out[:, d] = values
                 dec.feed(values)
+                if null is not None:
+                    null.feed(values)
         return out
 
     def sample(
@@ -219,21 +317,23 @@ class AutoregressiveModel(Model):
         sampler: str = "fast",
         temperature: float = 1.0,
         top_k: int = 0,
+        guidance: float = 0.0,
     ) -> Tensor:
-        """Ancestral samples ``(n, *event_shape)`` by inverse-CDF sampling.
+        """Ancestral samples ``(n, *event_shape)`` by inverse-CDF sampling (with ``guidance``:
+        of the guided logits, see the module docstring).
 
         All uniforms ``u (n, D)`` are drawn up front from the torch RNG, and dimension ``d`` takes
         the value ``#{k : F_d(k) < u_d}`` (``F_d`` the CDF of the conditional, reshaped by
         :func:`tempered` when ``temperature != 1`` or ``top_k > 0``): the fast and naive
         samplers, which compute the same conditionals, draw the same samples from the same seed.
         """
-        SampleOptions(sampler, temperature, top_k)  # type: ignore[arg-type]  # checks them
+        SampleOptions(sampler, temperature, top_k, guidance)  # type: ignore[arg-type]  # checks
         u = torch.rand(n, self.num_dims, dtype=torch.float64, device=self.device)  # (n, D)
 
         def pick(d: int, probs: Tensor) -> Tensor:
             return inverse_cdf(tempered(probs, temperature, top_k), u[:, d])  # (n,)
 
-        x = self.autoregress(n, pick, y, sampler)
+        x = self.autoregress(n, pick, y, sampler, guidance)
         return x.to(self.dtype).view(n, *self.event_shape)
 
     # ------------------------------------------------------------------ completion

@@ -59,6 +59,10 @@ class GatedPixelCNNConfig:
         kernel: kernel size of the other layers (odd).
         head: channels of the hidden 1x1 layer of the output head.
         conditional: condition on class labels (needs ``num_classes`` in the data spec).
+        label_dropout: probability that a training label is replaced by a null class
+            (conditional models), so the model is also unconditional: ``log_prob(x)`` and
+            ``sample(n)`` without labels use that branch, and ``sample(n, y, guidance=w)`` mixes
+            the two branches' logits; 0: no null class.
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
@@ -70,6 +74,7 @@ class GatedPixelCNNConfig:
     kernel: int = 3
     head: int = 64
     conditional: bool = False
+    label_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("width", "depth", "head"):
@@ -120,6 +125,7 @@ class GatedPixelCNN(AutoregressiveModel):
     example = Example(
         spec=DataSpec((1, 4, 4), kind="discrete", levels=3, num_classes=3),
         config={"width": 4, "depth": 2, "first_kernel": 3, "head": 8},
+        variants=({"conditional": True, "label_dropout": 0.2},),
     )
 
     def __init__(self, spec: DataSpec, config: GatedPixelCNNConfig | None = None) -> None:
@@ -139,7 +145,7 @@ class GatedPixelCNN(AutoregressiveModel):
         self.head1 = nn.Conv2d(c.width, c.head, 1)
         self.head2 = nn.Conv2d(c.head, self.levels, 1)
         self.cond = (
-            nn.Embedding(self.num_classes, 2 * c.width * c.depth) if self.conditional else None
+            nn.Embedding(self.label_rows, 2 * c.width * c.depth) if self.conditional else None
         )
 
     @property

@@ -21,7 +21,9 @@ and adds the new dimension's column ``W_1[:, d] x_d`` to them (one column instea
 ``D x H_1`` product, the largest layer for wide inputs), and evaluates the output layer at the
 next dimension's rows only. Both draw the same samples from the same seed (uniforms drawn up
 front, inverse-CDF), and take ``temperature`` and ``top_k`` (see
-:mod:`dgm.models.autoregressive.base`).
+:mod:`dgm.models.autoregressive.base`). With ``label_dropout > 0`` the null class is the all-zero
+label vector, and ``guidance`` mixes the two branches' logits (Bernoulli log-odds for binary
+data) as in :mod:`dgm.models.autoregressive.base`.
 
 >>> from dgm.core.spec import DataSpec
 >>> model = MADE(DataSpec((4,), "discrete", levels=2), MADE.Config(hidden=(8,)))
@@ -43,7 +45,15 @@ from dgm.core.errors import ConfigError, DataError
 from dgm.core.model import Example, Model, check_labels, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.models.autoregressive.base import SampleOptions, inverse_cdf, tempered
+from dgm.models.autoregressive.base import (
+    SampleOptions,
+    check_guided,
+    check_label_dropout,
+    drop_labels,
+    guided_logits,
+    inverse_cdf,
+    tempered,
+)
 from dgm.nn.masked import MADENet, made_order
 
 __all__ = ["MADE", "MADEConfig"]
@@ -73,6 +83,10 @@ class MADEConfig:
         order_agnostic: the mask sets ``k > 0`` draw their own orderings; with ``False`` they
             share ``ordering`` and differ in hidden connectivity only (connectivity-agnostic).
         conditional: condition on class labels (needs ``num_classes`` in the data spec).
+        label_dropout: probability that a training label is replaced by a null class
+            (conditional models), so the model is also unconditional: ``log_prob(x)`` and
+            ``sample(n)`` without labels use that branch, and ``sample(n, y, guidance=w)`` mixes
+            the two branches' logits; 0: no null class.
         dropout: dropout probability on the hidden units during training (off in ``eval()``,
             so ``log_prob`` stays exact); a regulariser for small training sets.
     """
@@ -87,6 +101,7 @@ class MADEConfig:
     masks: int = 1
     order_agnostic: bool = True
     conditional: bool = False
+    label_dropout: float = 0.0
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
@@ -117,7 +132,11 @@ class MADE(Model):
     example = Example(
         spec=DataSpec((1, 3, 3), kind="discrete", levels=3, num_classes=3),
         config={"hidden": (16, 16)},
-        variants=({"dropout": 0.2}, {"conditional": True}),
+        variants=(
+            {"dropout": 0.2},
+            {"conditional": True},
+            {"conditional": True, "label_dropout": 0.2},
+        ),
     )
 
     def __init__(self, spec: DataSpec, config: MADEConfig | None = None) -> None:
@@ -129,6 +148,7 @@ class MADE(Model):
                 "made with conditional=True needs labelled data (num_classes in the data spec)"
             )
         self.num_classes = int(spec.num_classes) if c.conditional else 0
+        self.label_dropout = check_label_dropout(self, c.label_dropout)
         encoding = c.input_encoding
         if encoding == "auto":
             encoding = "scalar" if self.levels == 2 else "onehot"
@@ -155,18 +175,37 @@ class MADE(Model):
             return F.one_hot(x.long(), self.levels).to(self.dtype)  # (B, D, L)
         return x.to(self.dtype) / (self.levels - 1)  # (B, D)
 
-    def _context(self, y: Tensor | None, n: int) -> Tensor | None:
+    def _context(self, y: Tensor | None, n: int, null: bool = False) -> Tensor | None:
+        """One-hot labels ``(n, K)``; the null class (all zeros) for a conditional model with
+        label dropout called without labels (or with ``null``)."""
+        if self.conditional and self.label_dropout > 0 and (y is None or null):
+            return torch.zeros(n, self.num_classes, dtype=self.dtype, device=self.device)
         y = check_labels(self, y, n)
         return None if y is None else F.one_hot(y, self.num_classes).to(self.dtype)  # (n, K)
 
-    def logits(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Conditional logits of flat data ``(B, D)``: ``(B, D)`` (binary) or ``(B, D, L)``."""
-        out = self.net(self.encode(x), self._context(y, x.shape[0]))  # (B, D, P)
+    def _train_context(self, y: Tensor | None, n: int) -> Tensor | None:
+        """The context of a training batch: labels dropped to the null class (zeros) with
+        probability ``label_dropout`` in training mode."""
+        if not self.conditional:
+            return None
+        y = check_labels(self, y, n)
+        assert y is not None
+        if self.training:
+            y = drop_labels(y, self.label_dropout, self.num_classes)
+        return F.one_hot(y, self.num_classes + 1)[:, : self.num_classes].to(self.dtype)
+
+    def logits(self, x: Tensor, y: Tensor | None = None, *, ctx: Tensor | None = None) -> Tensor:
+        """Conditional logits of flat data ``(B, D)``: ``(B, D)`` (binary) or ``(B, D, L)``
+        (``ctx``: a context already made, instead of labels ``y``)."""
+        ctx = self._context(y, x.shape[0]) if ctx is None else ctx
+        out = self.net(self.encode(x), ctx)  # (B, D, P)
         return out.squeeze(-1) if self.levels == 2 else out
 
-    def chain_log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def chain_log_prob(
+        self, x: Tensor, y: Tensor | None = None, *, ctx: Tensor | None = None
+    ) -> Tensor:
         """``log p_k(x | y)`` of the current mask set ``k`` (flat checked ``x``), ``(B,)``."""
-        logits = self.logits(x, y)
+        logits = self.logits(x, y, ctx=ctx)
         if self.levels == 2:
             return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
         logp = torch.log_softmax(logits, dim=-1)  # (B, D, L)
@@ -180,24 +219,29 @@ class MADE(Model):
         so training it trains every member of the mixture that ``log_prob`` evaluates.
         """
         x, y = unpack(batch)
+        x = self.check_input(x).reshape(x.shape[0], -1).to(self.dtype)  # (B, D)
+        ctx = self._train_context(y, x.shape[0])
         if self.training and self.net.num_masks > 1:
             self.net.use_mask(int(torch.randint(self.net.num_masks, ())))
-            x = self.check_input(x).reshape(x.shape[0], -1).to(self.dtype)
-            nll = -self.chain_log_prob(x, y if self.conditional else None)
+            nll = -self.chain_log_prob(x, ctx=ctx)
         else:
-            nll = -self.log_prob(x, y if self.conditional else None)
+            nll = -self._mixture_log_prob(x, ctx)
         return {"loss": nll.mean(), "nll": nll.mean().detach()}
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """Exact ``log p(x | y)`` in nats, ``(B,)``: a sum of Bernoulli or categorical terms;
-        with ``K`` mask sets, ``log (1/K) sum_k p_k(x | y)`` (exact: a mixture of densities)."""
+        with ``K`` mask sets, ``log (1/K) sum_k p_k(x | y)`` (exact: a mixture of densities).
+        Without labels, a conditional model with label dropout scores its null-class branch."""
         x = self.check_input(x).reshape(x.shape[0], -1).to(self.dtype)  # (B, D)
+        return self._mixture_log_prob(x, self._context(y, x.shape[0]))
+
+    def _mixture_log_prob(self, x: Tensor, ctx: Tensor | None) -> Tensor:
         if self.net.num_masks == 1:
-            return self.chain_log_prob(x, y)
+            return self.chain_log_prob(x, ctx=ctx)
         per_mask = []
         for k in range(self.net.num_masks):
             self.net.use_mask(k)
-            per_mask.append(self.chain_log_prob(x, y))
+            per_mask.append(self.chain_log_prob(x, ctx=ctx))
         return torch.logsumexp(torch.stack(per_mask), 0) - math.log(self.net.num_masks)
 
     @torch.no_grad()
@@ -208,13 +252,17 @@ class MADE(Model):
         sampler: str = "fast",
         temperature: float = 1.0,
         top_k: int = 0,
+        guidance: float = 0.0,
     ) -> Tensor:
         """Ancestral sampling, ``(n, *event_shape)``, one dimension per step in the order of the
         ranks (module docstring); with several mask sets each sample first draws its mixture
         component. ``temperature`` and ``top_k`` reshape every conditional
-        (:func:`~dgm.models.autoregressive.base.tempered`)."""
-        SampleOptions(sampler, temperature, top_k)  # type: ignore[arg-type]  # checks them
+        (:func:`~dgm.models.autoregressive.base.tempered`); ``guidance`` mixes the conditional
+        and null-class logits."""
+        SampleOptions(sampler, temperature, top_k, guidance)  # type: ignore[arg-type]  # checks
+        check_guided(self, y, n, guidance)
         ctx = self._context(y, n)
+        ctx_null = self._context(None, n, null=True) if guidance != 0 else None
         comp = torch.zeros(n, dtype=torch.long, device=self.device)
         if self.net.num_masks > 1:
             comp = torch.randint(self.net.num_masks, (n,), device=self.device)
@@ -225,11 +273,16 @@ class MADE(Model):
             self.net.use_mask(k)
             step = self._fast_steps if sampler == "fast" else self._naive_steps
             c = None if ctx is None else ctx[rows]
+            null = None if ctx_null is None else step(len(rows), ctx_null[rows])
             for d, x_rows, out in step(len(rows), c):
+                if null is not None:  # the null-class chain, fed the same values
+                    _, x_null, out_null = next(null)
+                    out = guided_logits(out.to(torch.float64), out_null.to(torch.float64), guidance)
                 probs = self._probs(out)  # (n_k, L)
-                x_rows[:, d] = inverse_cdf(tempered(probs, temperature, top_k), u[rows, d]).to(
-                    x_rows.dtype
-                )
+                v = inverse_cdf(tempered(probs, temperature, top_k), u[rows, d]).to(x_rows.dtype)
+                x_rows[:, d] = v
+                if null is not None:
+                    x_null[:, d] = v
             x[rows] = x_rows
         return x.view(n, *self.event_shape)
 

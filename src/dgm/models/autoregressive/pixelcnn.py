@@ -60,6 +60,10 @@ class PixelCNNConfig:
         kernel: kernel size of the type-B masked convolutions (odd).
         head: channels of the hidden 1x1 layer of the output head.
         conditional: condition on class labels (needs ``num_classes`` in the data spec).
+        label_dropout: probability that a training label is replaced by a null class
+            (conditional models), so the model is also unconditional: ``log_prob(x)`` and
+            ``sample(n)`` without labels use that branch, and ``sample(n, y, guidance=w)`` mixes
+            the two branches' logits; 0: no null class.
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
@@ -71,6 +75,7 @@ class PixelCNNConfig:
     kernel: int = 3
     head: int = 64
     conditional: bool = False
+    label_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("width", "head"):
@@ -105,6 +110,7 @@ class PixelCNN(AutoregressiveModel):
     example = Example(
         spec=DataSpec((1, 4, 4), kind="discrete", levels=3, num_classes=3),
         config={"width": 8, "depth": 2, "first_kernel": 3, "head": 8},
+        variants=({"conditional": True, "label_dropout": 0.2},),
     )
 
     def __init__(self, spec: DataSpec, config: PixelCNNConfig | None = None) -> None:
@@ -117,7 +123,7 @@ class PixelCNN(AutoregressiveModel):
         self.head2 = nn.Conv2d(c.head, self.levels, 1)
         # one per-channel class bias per layer (first + blocks)
         self.cond = (
-            nn.Embedding(self.num_classes, c.width * (c.depth + 1)) if self.conditional else None
+            nn.Embedding(self.label_rows, c.width * (c.depth + 1)) if self.conditional else None
         )
 
     # ------------------------------------------------------------------ pieces

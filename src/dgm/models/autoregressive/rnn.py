@@ -45,6 +45,10 @@ class RNNConfig:
         width: LSTM state size.
         depth: stacked LSTM layers.
         conditional: condition on class labels (a class embedding joins every input).
+        label_dropout: probability that a training label is replaced by a null class
+            (conditional models), so the model is also unconditional: ``log_prob(x)`` and
+            ``sample(n)`` without labels use that branch, and ``sample(n, y, guidance=w)`` mixes
+            the two branches' logits; 0: no null class.
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
@@ -54,6 +58,7 @@ class RNNConfig:
     width: int = 256
     depth: int = 1
     conditional: bool = False
+    label_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("embed", "width", "depth"):
@@ -71,6 +76,7 @@ class RNN(AutoregressiveModel):
     example = Example(
         spec=DataSpec((7,), kind="discrete", levels=3, num_classes=3),
         config={"embed": 4, "width": 8},
+        variants=({"conditional": True, "label_dropout": 0.2},),
     )
 
     def __init__(self, spec: DataSpec, config: RNNConfig | None = None) -> None:
@@ -78,7 +84,7 @@ class RNN(AutoregressiveModel):
         c: RNNConfig = self.config
         self.values = nn.Embedding(self.levels, c.embed)
         self.start = nn.Parameter(0.1 * torch.randn(c.embed))
-        self.classes = nn.Embedding(self.num_classes, c.embed) if self.conditional else None
+        self.classes = nn.Embedding(self.label_rows, c.embed) if self.conditional else None
         in_width = c.embed * (2 if self.conditional else 1)
         self.lstm = nn.LSTM(in_width, c.width, num_layers=c.depth, batch_first=True)
         self.out = nn.Linear(c.width, self.levels)

@@ -51,6 +51,10 @@ class TransformerConfig:
         mlp_ratio: hidden width of each MLP as a multiple of ``width``.
         dropout: dropout on attention outputs and MLPs during training (0 disables it).
         conditional: condition on class labels (a start token per class).
+        label_dropout: probability that a training label is replaced by a null class
+            (conditional models), so the model is also unconditional: ``log_prob(x)`` and
+            ``sample(n)`` without labels use that branch, and ``sample(n, y, guidance=w)`` mixes
+            the two branches' logits; 0: no null class.
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
@@ -62,6 +66,7 @@ class TransformerConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     conditional: bool = False
+    label_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for key in ("width", "depth", "heads", "mlp_ratio"):
@@ -129,14 +134,14 @@ class Transformer(AutoregressiveModel):
     example = Example(
         spec=DataSpec((1, 3, 3), kind="discrete", levels=3, num_classes=3),
         config={"width": 8, "depth": 2, "heads": 2, "mlp_ratio": 2},
-        variants=({"dropout": 0.2},),
+        variants=({"dropout": 0.2}, {"conditional": True, "label_dropout": 0.2}),
     )
 
     def __init__(self, spec: DataSpec, config: TransformerConfig | None = None) -> None:
         super().__init__(spec, config)
         c: TransformerConfig = self.config
         # token ids: data values 0..L-1, then the start token(s): one per class, or a single one
-        self.tokens = nn.Embedding(self.levels + max(self.num_classes, 1), c.width)
+        self.tokens = nn.Embedding(self.levels + max(self.label_rows, 1), c.width)
         self.position = nn.Parameter(0.02 * torch.randn(self.num_dims, c.width))
         self.blocks = nn.ModuleList(
             Block(c.width, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth)

@@ -1,4 +1,4 @@
-"""What the diffusion models share: the network for the data's shape and the map to model space.
+r"""What the diffusion models share: the network for the data's shape and the map to model space.
 
 Every diffusion model works in a *model space* ``z`` where the data has a scale of about one, the
 scale its noise schedule assumes:
@@ -14,23 +14,58 @@ scale its noise schedule assumes:
 The network is a :class:`~dgm.nn.embeddings.TimeMLP` for vector data and a
 :class:`~dgm.nn.unet.UNet` for images ``(C, H, W)``; both take ``(z, t)`` with ``t`` of shape
 ``(B,)``.
+
+**Class labels** (``conditional=True``, data with ``num_classes = K``): a label embedding is
+added to the time embedding (:class:`~dgm.nn.embeddings.LabelEmbedding`), with a *null* class
+``K`` for "no label". Training replaces each label by the null class with probability
+``label_dropout`` (default 0.1), so one network is both the conditional model ``p(x | y)`` and
+the unconditional ``p(x)`` (Ho & Salimans, "Classifier-Free Diffusion Guidance", 2022,
+arXiv:2207.12598). Called without labels, a conditional model is that unconditional branch:
+``sample(n)`` draws from it and the likelihood ``log p(x)`` is its own (not the mixture of the
+conditionals).
+
+**Classifier-free guidance** (``sample(n, y, guidance=w)``): every prediction of the network
+(the noise, the score, the velocity; all linear in the score) is replaced by
+
+.. math::
+
+    \hat\epsilon = (1 + w)\, \epsilon_\theta(z, t, y) - w\, \epsilon_\theta(z, t, \varnothing),
+
+Ho & Salimans' convention: ``w = 0`` is exactly the conditional sampler (the unconditional branch
+is then not evaluated), ``w = -1`` exactly the unconditional one, ``w > 0`` sharpens the classes.
+A guided sampler (``w != 0``) draws from no density the model can score: **there is no
+likelihood of guided samples**, and ``log_prob``/the bound always score the unguided model.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from dgm.core.errors import ConfigError
-from dgm.core.model import Model
+from dgm.core.errors import ConfigError, DataError
+from dgm.core.model import Model, check_labels
 from dgm.core.spec import DataSpec
 from dgm.nn.embeddings import TimeMLP
 from dgm.nn.unet import UNet
 
-__all__ = ["DiffusionBase", "NetConfig"]
+__all__ = ["DiffusionBase", "NetConfig", "check_guidance"]
+
+
+def check_guidance(guidance: float) -> float:
+    """``guidance`` if it is a finite number ``>= -1``, else a one-sentence ConfigError."""
+    if isinstance(guidance, bool) or not (
+        isinstance(guidance, (int, float)) and math.isfinite(guidance) and guidance >= -1
+    ):
+        raise ConfigError(
+            f"guidance must be a finite number >= -1 (0: the conditional sampler, -1: the "
+            f"unconditional one), not {guidance!r}"
+        )
+    return float(guidance)
 
 
 @dataclass
@@ -45,6 +80,12 @@ class NetConfig:
         unet_width: channels of the U-Net's first level (images).
         unet_mults: U-Net channel multipliers per level; empty: ``(1, 2)`` up to 16 pixels a side,
             ``(1, 2, 2)`` above (28x28 MNIST goes 28 -> 14 -> 7).
+        conditional: condition on class labels (needs ``num_classes`` in the data spec): a
+            label embedding added to the time embedding.
+        label_dropout: probability that a training label is replaced by the null class
+            (conditional models only), so the network is also the unconditional model that
+            classifier-free guidance and label-free sampling and scoring use; 0: no
+            unconditional branch (then no guidance).
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
@@ -62,8 +103,12 @@ class NetConfig:
     time_dim: int = 64
     unet_width: int = 32
     unet_mults: tuple[int, ...] = ()
+    conditional: bool = False
+    label_dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        if not 0 <= self.label_dropout < 1:
+            raise ConfigError(f"label_dropout must lie in [0, 1), not {self.label_dropout}")
         for key in ("width", "depth", "unet_depth", "time_dim", "unet_width"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, not {getattr(self, key)}")
@@ -88,13 +133,22 @@ class DiffusionBase(Model):
         c: NetConfig = self.config
         self.discrete = spec.kind == "discrete"
         self.levels = int(spec.levels) if self.discrete else 0
+        self.num_classes = 0
+        if self.conditional:
+            if not spec.num_classes:
+                raise ConfigError(
+                    f"{self.name} with conditional=True needs labelled data "
+                    "(num_classes in the data spec)"
+                )
+            self.num_classes = int(spec.num_classes)
+        k = self.num_classes
         if spec.is_image:
             mults = c.unet_mults or ((1, 2) if max(spec.event_shape[1:]) <= 16 else (1, 2, 2))
             self.net: nn.Module = UNet(
-                spec.event_shape[0], c.unet_width, mults, c.unet_depth, 2 * c.time_dim
+                spec.event_shape[0], c.unet_width, mults, c.unet_depth, 2 * c.time_dim, k
             )
         else:
-            self.net = TimeMLP(self.num_dims, c.width, c.depth, c.time_dim)
+            self.net = TimeMLP(self.num_dims, c.width, c.depth, c.time_dim, k)
         self.register_buffer("shift", torch.zeros(spec.event_shape))
         self.register_buffer("scale", torch.ones(spec.event_shape))
 
@@ -129,11 +183,70 @@ class DiffusionBase(Model):
             return ((z + 1) * (self.levels - 1) / 2).round().clamp(0, self.levels - 1) + 0.0
         return z * self.scale + self.shift
 
-    def network(self, z: Tensor, t: Tensor) -> Tensor:
-        """The network on model-space ``z (B, *event)`` at times ``t (B,)``: ``(B, *event)``."""
+    def network(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """The network on model-space ``z (B, *event)`` at times ``t (B,)`` with network labels
+        ``y (B,)`` (:meth:`net_labels`; ``None`` for an unconditional model): ``(B, *event)``."""
+        args = (y,) if self.conditional else ()
         if self.spec.is_image:
-            return self.net(z, t)
-        return self.net(z.reshape(z.shape[0], -1), t).view(z.shape)
+            return self.net(z, t, *args)
+        return self.net(z.reshape(z.shape[0], -1), t, *args).view(z.shape)
+
+    # ------------------------------------------------------------------ labels
+    def net_labels(self, y: Tensor | None, n: int) -> Tensor | None:
+        """Labels for the network: ``y`` checked, or for a conditional model called without
+        labels the null class ``K`` (the unconditional branch); ``None`` for an unconditional
+        model (which refuses labels)."""
+        if self.conditional and y is None:
+            if not self.config.label_dropout:
+                raise DataError(
+                    f"model {self.name!r} was trained with label_dropout=0, so it has no "
+                    f"unconditional branch; pass class labels y of shape ({n},)"
+                )
+            return torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
+        return check_labels(self, y, n)
+
+    def train_labels(self, y: Tensor | None, n: int) -> Tensor | None:
+        """Training labels: ``y`` checked, each replaced by the null class with probability
+        ``label_dropout``; ``None`` for an unconditional model (labels in the batch unused)."""
+        if not self.conditional:
+            return None
+        y = check_labels(self, y, n)
+        assert y is not None
+        p = self.config.label_dropout
+        if p > 0:
+            drop = torch.rand(n, device=y.device) < p
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        return y
+
+    def guide(
+        self, predict: Callable[[Tensor | None], Tensor], y: Tensor | None, guidance: float
+    ) -> Tensor:
+        """Classifier-free guidance of a prediction (module docstring):
+        ``(1 + w) predict(y) - w predict(null)``; ``w = 0`` evaluates ``predict(y)`` alone."""
+        if guidance == 0:
+            return predict(y)
+        assert y is not None
+        null = torch.full_like(y, self.num_classes)
+        return (1 + guidance) * predict(y) - guidance * predict(null)
+
+    def sample_labels(self, y: Tensor | None, n: int, guidance: float) -> Tensor | None:
+        """Network labels for sampling with guidance ``w`` checked: guidance needs a conditional
+        model trained with label dropout and labels ``y``."""
+        guidance = check_guidance(guidance)
+        if guidance != 0:
+            if not self.conditional:
+                raise ConfigError(
+                    f"guidance needs a conditional model; {self.name!r} was built without "
+                    "conditional=True"
+                )
+            if not self.config.label_dropout:
+                raise ConfigError(
+                    f"guidance needs an unconditional branch, but {self.name!r} was trained "
+                    "with label_dropout=0"
+                )
+            if y is None:
+                raise DataError(f"guidance needs class labels y of shape ({n},)")
+        return self.net_labels(y, n)
 
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(

@@ -67,10 +67,10 @@ from torch import Tensor
 
 from dgm.core.errors import ConfigError
 from dgm.core.likelihood import Likelihood
-from dgm.core.model import Batch, Example, check_labels, unpack
+from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.models.diffusion.base import DiffusionBase, NetConfig
+from dgm.models.diffusion.base import DiffusionBase, NetConfig, check_guidance
 from dgm.models.diffusion.complete import repaint
 from dgm.models.diffusion.schedules import DiscreteSchedule
 from dgm.samplers.ode import edm_heun, edm_sigmas
@@ -120,17 +120,26 @@ class DDPMSampleOptions:
         steps: DDIM steps, 1..T (ancestral always takes ``T``), or EDM's noise levels.
         eta: DDIM noise (>= 0; 0: deterministic, 1: the ancestral variance).
         rho: the exponent of EDM's noise-level grid (7 in Karras et al.).
+        guidance: classifier-free guidance weight ``w`` (conditional models trained with label
+            dropout): ``(1 + w) eps(y) - w eps(null)``; 0: the conditional sampler, -1: the
+            unconditional one. Guided samples have no likelihood.
     """
 
     #: the options each sampler reads
     by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {
-        "ancestral": (), "ddim": ("steps", "eta"), "edm": ("steps", "rho"),
-    }  # fmt: skip
+        "ancestral": ("guidance",),
+        "ddim": ("steps", "eta", "guidance"),
+        "edm": ("steps", "rho", "guidance"),
+    }
 
     sampler: Literal["ancestral", "ddim", "edm"] = "ddim"
     steps: int = 50
     eta: float = 0.0
     rho: float = 7.0
+    guidance: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_guidance(self.guidance)
 
 
 def _log_ndtr_diff(a: Tensor, b: Tensor) -> Tensor:
@@ -171,9 +180,12 @@ class DDPM(DiffusionBase):
     #: (C2ST 0.68), 10000 reached 0.64 and 20000 0.512 (143 CPU s, one thread)
     train_defaults: ClassVar[dict[str, Any]] = DiffusionBase.train_defaults | {"steps": 20000}
     example = Example(
-        spec=DataSpec((1, 4, 4), kind="discrete", levels=4),
+        spec=DataSpec((1, 4, 4), kind="discrete", levels=4, num_classes=3),
         config={"timesteps": 12, "unet_width": 8, "time_dim": 8, "unet_mults": (1,)},
-        variants=({"schedule": "cosine", "variance": "large", "bound_terms": 3},),
+        variants=(
+            {"schedule": "cosine", "variance": "large", "bound_terms": 3},
+            {"conditional": True},
+        ),
     )
 
     def __init__(self, spec: DataSpec, config: DDPMConfig | None = None) -> None:
@@ -185,22 +197,24 @@ class DDPM(DiffusionBase):
     def timesteps(self) -> int:
         return self.schedule.timesteps
 
-    def eps(self, z: Tensor, t: Tensor) -> Tensor:
-        """Predicted noise at model-space ``z (B, *event)`` and integer steps ``t (B,)``."""
-        return self.network(z, t.to(z.dtype))
+    def eps(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """Predicted noise at model-space ``z (B, *event)``, integer steps ``t (B,)`` and network
+        labels ``y (B,)`` (conditional models; the null class is the unconditional branch)."""
+        return self.network(z, t.to(z.dtype), y)
 
-    def score(self, z: Tensor, t: Tensor) -> Tensor:
+    def score(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """``grad_z log q_t(z) ~ -eps_theta / sqrt(1 - abar_t)``."""
-        return -self.eps(z, t) / self.schedule.std(t, z)
+        return -self.eps(z, t, y) / self.schedule.std(t, z)
 
     # ------------------------------------------------------------------ training
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        x, _ = unpack(batch)
+        x, y = unpack(batch)
         z, _ = self.to_model_space(self.check_input(x))
+        y = self.train_labels(y, z.shape[0])  # label dropout (conditional models)
         t = torch.randint(0, self.timesteps, (z.shape[0],), device=z.device)  # (B,)
         noise = torch.randn_like(z)
         zt = self.schedule.add_noise(z, noise, t)
-        mse = ((self.eps(zt, t) - noise) ** 2).flatten(1).mean(1)  # (B,)
+        mse = ((self.eps(zt, t, y) - noise) ** 2).flatten(1).mean(1)  # (B,)
         return {"loss": mse.mean()}
 
     # ------------------------------------------------------------------ the bound
@@ -223,10 +237,12 @@ class DDPM(DiffusionBase):
         return var.to(like)[t].view(-1, *([1] * (like.dim() - 1)))
 
     def elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """Lower bound on ``log p(x)`` in nats, ``(B,)`` (see the module docstring)."""
+        """Lower bound on ``log p(x)`` in nats, ``(B,)`` (see the module docstring); on
+        ``log p(x | y)`` given labels, on the unconditional branch's ``log p(x)`` without."""
         x = self.check_input(x)
         z, log_det = self.to_model_space(x.to(self.dtype))
         B, sch = z.shape[0], self.schedule
+        y = self.net_labels(y, B)
         T = self.timesteps
         # L_T: KL(q(x_T | x_0) || N(0, I))
         mean_T, var_T = sch.marginal(z, torch.full((B,), T - 1))
@@ -240,7 +256,8 @@ class DDPM(DiffusionBase):
             tt = ts.reshape(-1).to(z.device)  # (K*B,), row-major: term j of example b
             z0 = z.repeat(K, *([1] * (z.dim() - 1)))  # (K*B, *event)
             zt = sch.add_noise(z0, torch.randn_like(z0), tt)
-            x0_hat = sch.predict_x0(zt, self.eps(zt, tt), tt)
+            yk = None if y is None else y.repeat(K)
+            x0_hat = sch.predict_x0(zt, self.eps(zt, tt, yk), tt)
             mu_true, var_true = sch.posterior(z0, zt, tt)
             mu_model, _ = sch.posterior(x0_hat, zt, tt)
             var_model = self._model_var(tt, z0)
@@ -249,7 +266,7 @@ class DDPM(DiffusionBase):
         # L_0: decoder at t = 1 with variance beta_1
         t0 = torch.zeros(B, dtype=torch.long, device=z.device)
         z1 = sch.add_noise(z, torch.randn_like(z), t0)
-        mean0 = sch.predict_x0(z1, self.eps(z1, t0), t0)
+        mean0 = sch.predict_x0(z1, self.eps(z1, t0, y), t0)
         std0 = math.sqrt(float(sch.betas[0]))
         if self.discrete:
             ll0 = discretized_gaussian_log_prob(z, mean0, torch.full_like(z, std0), self.levels)
@@ -283,9 +300,11 @@ class DDPM(DiffusionBase):
         near = (grid.log()[:, None] - sig.log()[None, :]).abs().argmin(1).tolist()
         return list(dict.fromkeys(near))
 
-    def _edm(self, z: Tensor, steps: int, rho: float) -> Tensor:
+    def _edm(
+        self, z: Tensor, steps: int, rho: float, y: Tensor | None = None, guidance: float = 0.0
+    ) -> Tensor:
         """Karras et al.'s Heun sampler on the levels of :meth:`edm_levels`, from ``z ~ N(0, I)``
-        at step ``T`` to ``sigma = 0``; model space."""
+        at step ``T`` to ``sigma = 0``; model space (network labels ``y``, guidance ``w``)."""
         idx = self.edm_levels(steps, rho)
         abar = self.schedule.alphas_cumprod[idx]
         sigmas = torch.cat([((1 - abar) / abar).sqrt(), torch.zeros(1, dtype=abar.dtype)])
@@ -293,7 +312,7 @@ class DDPM(DiffusionBase):
 
         def slope(x: Tensor, i: int) -> Tensor:  # eps_theta(m_i x, t_i) = (x - D) / sigma_i
             tt = torch.full((x.shape[0],), float(idx[i]), dtype=x.dtype, device=x.device)
-            return self.eps(ms[i] * x, tt)
+            return self.guide(lambda yy: self.eps(ms[i] * x, tt, yy), y, guidance)
 
         x, _ = edm_heun(slope, z / ms[0], sigmas)
         return x
@@ -316,19 +335,25 @@ class DDPM(DiffusionBase):
         steps: int | None = None,
         eta: float | None = None,
         rho: float | None = None,
+        guidance: float | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples ``(n, *event_shape)`` by ancestral sampling (all ``T`` steps) or DDIM
-        (:class:`DDPMSampleOptions`; an option the chosen sampler does not read is an error)."""
-        given = {"sampler": sampler, "steps": steps, "eta": eta, "rho": rho}
+        """``n`` samples ``(n, *event_shape)`` by ancestral sampling (all ``T`` steps), DDIM or
+        EDM's Heun sampler (:class:`DDPMSampleOptions`; an option the chosen sampler does not
+        read is an error). A conditional model takes labels ``y`` (without them: its
+        unconditional branch) and a classifier-free ``guidance`` weight (module docstring of
+        :mod:`~dgm.models.diffusion.base`)."""
+        given = {"sampler": sampler, "steps": steps, "eta": eta, "rho": rho, "guidance": guidance}
         o = self.sample_config({k: v for k, v in given.items() if v is not None})
         sampler, steps, eta = o.sampler, o.steps, o.eta
+        y = self.sample_labels(y, n, o.guidance)
         T, sch = self.timesteps, self.schedule
         clip = 1.0 if (self.discrete and self.config.clip_denoised) else None
         z = self.prior_noise(n, generator)  # (n, *event)
         if sampler == "ancestral":
             for t in reversed(range(T)):
-                eps = self.eps(z, torch.full((n,), float(t), dtype=z.dtype, device=z.device))
+                tt = torch.full((n,), float(t), dtype=z.dtype, device=z.device)
+                eps = self.guide(lambda yy: self.eps(z, tt, yy), y, o.guidance)  # noqa: B023
                 z = sch.ancestral_step(
                     eps, t, z, variance=self.config.variance, clip=clip, generator=generator
                 )
@@ -336,10 +361,11 @@ class DDPM(DiffusionBase):
             seq = sch.ddim_timesteps(min(int(steps), T))
             for j, t in enumerate(seq):
                 prev = seq[j + 1] if j + 1 < len(seq) else -1
-                eps = self.eps(z, torch.full((n,), float(t), dtype=z.dtype, device=z.device))
+                tt = torch.full((n,), float(t), dtype=z.dtype, device=z.device)
+                eps = self.guide(lambda yy: self.eps(z, tt, yy), y, o.guidance)  # noqa: B023
                 z = sch.step(eps, t, z, prev_t=prev, eta=eta, clip=clip, generator=generator)
         elif sampler == "edm":
-            z = self._edm(z, int(steps), o.rho)
+            z = self._edm(z, int(steps), o.rho, y, o.guidance)
             if clip is not None:
                 z = z.clamp(-clip, clip)
         else:
@@ -364,12 +390,13 @@ class DDPM(DiffusionBase):
             raise ConfigError(f"ddpm completes with the ancestral sampler only, not {sampler!r}")
         x = self.check_input(x).to(self.dtype)
         mask = torch.as_tensor(mask, device=x.device).bool().expand_as(x)
-        check_labels(self, y, x.shape[0])  # labels only for a conditional model
+        labels = self.net_labels(y, x.shape[0])  # checked; the null class without labels
         z0, _ = self.to_model_space(x)  # (B, *event)
         clip = 1.0 if (self.discrete and self.config.clip_denoised) else None
 
         def eps(z: Tensor, t: int) -> Tensor:
-            return self.eps(z, torch.full((z.shape[0],), float(t), dtype=z.dtype, device=z.device))
+            tt = torch.full((z.shape[0],), float(t), dtype=z.dtype, device=z.device)
+            return self.eps(z, tt, labels)
 
         z = repaint(eps, self.schedule, z0, mask, resample=resample,
                     variance=self.config.variance, clip=clip, generator=generator)  # fmt: skip

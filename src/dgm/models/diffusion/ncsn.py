@@ -43,7 +43,7 @@ from dgm.core.errors import ConfigError
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.models.diffusion.base import DiffusionBase, NetConfig
+from dgm.models.diffusion.base import DiffusionBase, NetConfig, check_guidance
 from dgm.models.diffusion.schedules import geometric_sigmas
 from dgm.samplers.annealed import annealed_langevin
 
@@ -87,11 +87,18 @@ class NCSNSampleOptions:
         step_lr: ``epsilon`` of the step sizes ``epsilon sigma_i^2 / sigma_L^2``; 0 picks
             ``0.2 sigma_L^2``.
         denoise: end with one Tweedie denoising step.
+        guidance: classifier-free guidance weight ``w`` on the score (conditional models
+            trained with label dropout): ``(1 + w) s(y) - w s(null)``; 0: the conditional
+            sampler, -1: the unconditional one.
     """
 
     steps_each: int = 100
     step_lr: float = 0.0
     denoise: bool = True
+    guidance: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_guidance(self.guidance)
 
 
 @register
@@ -106,8 +113,9 @@ class NCSN(DiffusionBase):
     SampleOptions = NCSNSampleOptions
     data_kinds = frozenset({"continuous", "discrete"})
     example = Example(
-        spec=DataSpec((2,)),
+        spec=DataSpec((2,), num_classes=2),
         config={"width": 16, "depth": 1, "time_dim": 8, "num_sigmas": 4, "sigma_max": 2.0},
+        variants=({"conditional": True},),
     )
 
     def __init__(self, spec: DataSpec, config: NCSNConfig | None = None) -> None:
@@ -128,18 +136,20 @@ class NCSN(DiffusionBase):
         sigma_max = max(dmax, 2 * c.sigma_min)
         self.sigmas.copy_(geometric_sigmas(sigma_max, c.sigma_min, c.num_sigmas))
 
-    def score(self, z: Tensor, i: Tensor) -> Tensor:
-        """``s_theta(z, i) = f_theta(z, i) / sigma_i`` for level indices ``i (B,)``."""
+    def score(self, z: Tensor, i: Tensor, y: Tensor | None = None) -> Tensor:
+        """``s_theta(z, i) = f_theta(z, i) / sigma_i`` for level indices ``i (B,)`` (and network
+        labels ``y (B,)`` of a conditional model)."""
         sigma = self.sigmas.to(z.dtype)[i.long()].view(-1, *([1] * (z.dim() - 1)))
-        return self.network(z, i.to(z.dtype)) / sigma
+        return self.network(z, i.to(z.dtype), y) / sigma
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        x, _ = unpack(batch)
+        x, y = unpack(batch)
         z, _ = self.to_model_space(self.check_input(x))
+        y = self.train_labels(y, z.shape[0])  # label dropout (conditional models)
         i = torch.randint(0, self.sigmas.numel(), (z.shape[0],), device=z.device)  # (B,)
         sigma = self.sigmas.to(z.dtype)[i].view(-1, *([1] * (z.dim() - 1)))
         noise = torch.randn_like(z)
-        f = self.network(z + sigma * noise, i.to(z.dtype))  # sigma * score
+        f = self.network(z + sigma * noise, i.to(z.dtype), y)  # sigma * score
         dsm = 0.5 * ((f + noise) ** 2).flatten(1).mean(1)  # (B,)
         return {"loss": dsm.mean()}
 
@@ -151,15 +161,23 @@ class NCSN(DiffusionBase):
         steps_each: int = 100,
         step_lr: float = 0.0,
         denoise: bool = True,
+        guidance: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples ``(n, *event_shape)`` by annealed Langevin dynamics."""
+        """``n`` samples ``(n, *event_shape)`` by annealed Langevin dynamics; a conditional
+        model takes labels ``y`` (without them: its unconditional branch) and a classifier-free
+        ``guidance`` weight on the score."""
+        o = self.sample_config(
+            {"steps_each": steps_each, "step_lr": step_lr, "denoise": denoise, "guidance": guidance}
+        )
+        y = self.sample_labels(y, n, o.guidance)
         sigmas = self.sigmas.double()
         lr = step_lr if step_lr > 0 else 0.2 * float(sigmas[-1]) ** 2
 
         def score(z: Tensor, i: int) -> Tensor:
+            ii = torch.full((z.shape[0],), i, device=z.device)
             with torch.no_grad():
-                return self.score(z, torch.full((z.shape[0],), i, device=z.device))
+                return self.guide(lambda yy: self.score(z, ii, yy), y, o.guidance)
 
         z0 = float(sigmas[0]) * self.prior_noise(n, generator)  # (n, *event)
         z = annealed_langevin(

@@ -49,8 +49,9 @@ class ProbabilityFlow:
     exact_trace: bool = True
 
     # what the model defines -------------------------------------------------------------
-    def pf_field(self, flat: Tensor, t: Tensor) -> Tensor:
-        """The ODE's right-hand side on flat model-space states ``(B, D)`` at a 0-dim time."""
+    def pf_field(self, flat: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """The ODE's right-hand side on flat model-space states ``(B, D)`` at a 0-dim time, for
+        network labels ``y`` (a conditional model; the null class is the unconditional one)."""
         raise NotImplementedError
 
     @property
@@ -81,8 +82,9 @@ class ProbabilityFlow:
         """``"log_prob_estimate"`` with Hutchinson's trace (honestly named), else ``None``."""
         return None if self.exact_trace else "log_prob_estimate"
 
-    def probability_flow(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Solve the flow from the data to the noise end.
+    def probability_flow(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Solve the flow from the data to the noise end (of the conditional model given labels
+        ``y``; without them, of a conditional model's unconditional branch).
 
         Returns ``(z_noise (B, D), int div (B,), log_det (B,))`` so that
         ``log p(x) = log N(z_noise; 0, I) + int div + log_det``.
@@ -91,6 +93,7 @@ class ProbabilityFlow:
         z, log_det = self.to_model_space(x.to(self.dtype))  # type: ignore[attr-defined]
         B = z.shape[0]
         flat = z.reshape(B, -1)  # (B, D)
+        labels = self.net_labels(y, B)  # type: ignore[attr-defined]
         probe = None
         if not self.exact_trace:
             if self.config.hutchinson_noise == "gaussian":  # type: ignore[attr-defined]
@@ -101,7 +104,7 @@ class ProbabilityFlow:
         def func(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
             with torch.enable_grad():
                 zf = state[0].detach().requires_grad_(True)
-                f = self.pf_field(zf, t)
+                f = self.pf_field(zf, t, labels)
                 if probe is None:
                     div = divergence_exact(f, zf)
                 else:
@@ -116,8 +119,9 @@ class ProbabilityFlow:
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """``log p(x)`` in nats ``(B,)`` by the probability-flow ODE (exact trace up to the
-        solver's tolerance, or Hutchinson's estimate: see the module docstring)."""
-        z_end, delta, log_det = self.probability_flow(x)
+        solver's tolerance, or Hutchinson's estimate: see the module docstring); ``log p(x | y)``
+        given labels ``y``, and without them a conditional model's unconditional ``log p(x)``."""
+        z_end, delta, log_det = self.probability_flow(x, y)
         return self.pf_prior_log_prob(z_end) + delta + log_det
 
     def log_prob_estimate(self, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -140,4 +144,4 @@ class ProbabilityFlow:
         self, x: Tensor, y: Tensor | None = None, **bound_options: Any
     ) -> tuple[Tensor, Likelihood]:
         info = self.likelihood_info(**bound_options)
-        return self.log_prob(x, y), info
+        return self.log_prob(x, y if self.conditional else None), info  # type: ignore[attr-defined]

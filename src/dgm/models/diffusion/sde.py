@@ -66,7 +66,7 @@ from dgm.core.errors import ConfigError
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.models.diffusion.base import DiffusionBase, NetConfig
+from dgm.models.diffusion.base import DiffusionBase, NetConfig, check_guidance
 from dgm.models.diffusion.probability_flow import ProbabilityFlow
 from dgm.models.diffusion.schedules import VPSDE
 from dgm.samplers.ode import METHODS, edm_heun, edm_sigmas, odeint
@@ -125,19 +125,26 @@ class ScoreSDESampleOptions:
         steps: Euler-Maruyama steps, the ODE's fixed steps (rk4, euler) or EDM's noise levels.
         method: ODE solver: ``"dopri5"`` (adaptive), ``"rk4"`` or ``"euler"`` (with ``steps``).
         rho: the exponent of EDM's noise-level grid (7 in Karras et al.).
+        guidance: classifier-free guidance weight ``w`` (conditional models trained with label
+            dropout): ``(1 + w) eps(y) - w eps(null)``; 0: the conditional sampler, -1: the
+            unconditional one. A guided ODE is no probability flow: no likelihood goes with it.
     """
 
     #: the options each sampler reads
     by_sampler: ClassVar[dict[str, tuple[str, ...]]] = {
-        "sde": ("steps",),
-        "ode": ("steps", "method"),
-        "edm": ("steps", "rho"),
+        "sde": ("steps", "guidance"),
+        "ode": ("steps", "method", "guidance"),
+        "edm": ("steps", "rho", "guidance"),
     }
 
     sampler: Literal["sde", "ode", "edm"] = "sde"
     steps: int = 500
     method: Literal["dopri5", "rk4", "euler"] = "dopri5"
     rho: float = 7.0
+    guidance: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_guidance(self.guidance)
 
 
 @register
@@ -151,7 +158,7 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
     needs_grad_for_inference = True
     exact_trace_max_dims = 8
     example = Example(
-        spec=DataSpec((2,)),
+        spec=DataSpec((2,), num_classes=2),
         config={
             "width": 16,
             "depth": 1,
@@ -160,7 +167,7 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
             "atol": 1e-4,
             "weighting": "simple",
         },
-        variants=({"trace": "hutchinson", "weighting": "likelihood"},),
+        variants=({"trace": "hutchinson", "weighting": "likelihood"}, {"conditional": True}),
     )
 
     def __init__(self, spec: DataSpec, config: ScoreSDEConfig | None = None) -> None:
@@ -180,14 +187,15 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
         self._is_grid, self._is_cdf = grid, cdf
 
     # ------------------------------------------------------------------ the score
-    def eps(self, z: Tensor, t: Tensor) -> Tensor:
-        """Predicted noise at model-space ``z (B, *event)`` and times ``t (B,)`` in [0, 1]."""
-        return self.network(z, TIME_SCALE * t.to(z.dtype))
+    def eps(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """Predicted noise at model-space ``z (B, *event)``, times ``t (B,)`` in [0, 1] and
+        network labels ``y (B,)`` (conditional models)."""
+        return self.network(z, TIME_SCALE * t.to(z.dtype), y)
 
-    def score(self, z: Tensor, t: Tensor) -> Tensor:
+    def score(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """``s_theta(z, t) = -eps_theta(z, t) / s_t``."""
         _, s = self.sde.marginal(t.to(z.dtype))
-        return -self.eps(z, t) / s.view(-1, *([1] * (z.dim() - 1)))
+        return -self.eps(z, t, y) / s.view(-1, *([1] * (z.dim() - 1)))
 
     def _sample_t(self, n: int, like: Tensor) -> Tensor:
         c: ScoreSDEConfig = self.config
@@ -201,29 +209,34 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
         return (g0 + (target - c0) / (c1 - c0).clamp_min(1e-300) * (g1 - g0)).to(like)
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        x, _ = unpack(batch)
+        x, y = unpack(batch)
         z, _ = self.to_model_space(self.check_input(x))
+        y = self.train_labels(y, z.shape[0])  # label dropout (conditional models)
         t = self._sample_t(z.shape[0], z).to(z.device)  # (B,)
         m, s = self.sde.marginal(t)
         shape = (-1, *([1] * (z.dim() - 1)))
         noise = torch.randn_like(z)
         zt = m.view(shape) * z + s.view(shape) * noise
-        mse = ((self.eps(zt, t) - noise) ** 2).flatten(1).mean(1)  # (B,)
+        mse = ((self.eps(zt, t, y) - noise) ** 2).flatten(1).mean(1)  # (B,)
         if self.config.weighting == "likelihood":
             mse = 0.5 * float(self._is_cdf[-1]) * mse
         return {"loss": mse.mean()}
 
     # ------------------------------------------------------------------ probability flow
-    def _pf_drift(self, flat: Tensor, t: Tensor) -> Tensor:
-        """``dz/dt = -1/2 beta(t) (z - eps_theta / s_t)`` on flat ``(B, D)`` states."""
+    def _pf_drift(
+        self, flat: Tensor, t: Tensor, y: Tensor | None = None, guidance: float = 0.0
+    ) -> Tensor:
+        """``dz/dt = -1/2 beta(t) (z - eps_theta / s_t)`` on flat ``(B, D)`` states (with
+        network labels ``y`` and guidance ``w``: the guided drift, no probability flow)."""
         B = flat.shape[0]
         tt = t.to(flat).expand(B)  # (B,)
         _, s = self.sde.marginal(tt)
-        eps = self.eps(flat.view(B, *self.event_shape), tt).reshape(B, -1)  # (B, D)
+        zz = flat.view(B, *self.event_shape)
+        eps = self.guide(lambda yy: self.eps(zz, tt, yy), y, guidance).reshape(B, -1)  # (B, D)
         return -0.5 * self.sde.beta(tt)[:, None] * (flat - eps / s[:, None])
 
-    def pf_field(self, flat: Tensor, t: Tensor) -> Tensor:
-        return self._pf_drift(flat, t)
+    def pf_field(self, flat: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        return self._pf_drift(flat, t, y)
 
     @property
     def pf_span(self) -> tuple[float, float]:
@@ -234,11 +247,12 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
         return self.sde.prior_log_prob(z)
 
     # ------------------------------------------------------------------ sampling
-    def _denoise(self, z: Tensor, t: float) -> Tensor:
+    def _denoise(self, z: Tensor, t: float, y: Tensor | None = None, w: float = 0.0) -> Tensor:
         tt = torch.full((z.shape[0],), t, dtype=z.dtype, device=z.device)
         m, s = self.sde.marginal(tt)
         shape = (-1, *([1] * (z.dim() - 1)))
-        return (z - s.view(shape) * self.eps(z, tt)) / m.view(shape)
+        eps = self.guide(lambda yy: self.eps(z, tt, yy), y, w)
+        return (z - s.view(shape) * eps) / m.view(shape)
 
     def _t_of_sigma(self, sigma: Tensor) -> Tensor:
         """The time whose ``s_t / m_t`` is ``sigma``: ``int_0^t beta = log(1 + sigma^2)``."""
@@ -248,7 +262,9 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
             return area / b0
         return (torch.sqrt(b0 * b0 + 2 * db * area) - b0) / db
 
-    def _edm(self, z: Tensor, steps: int, rho: float) -> Tensor:
+    def _edm(
+        self, z: Tensor, steps: int, rho: float, y: Tensor | None = None, guidance: float = 0.0
+    ) -> Tensor:
         """Karras et al.'s Heun sampler (:func:`~dgm.samplers.ode.edm_heun`) from ``z ~ N(0, I)``
         at ``t = 1`` down to the denoised ``sigma = 0``, via ``sigma(1e-3)``; model space."""
         ends = torch.tensor([SAMPLE_EPS, 1.0], dtype=torch.float64)
@@ -260,7 +276,7 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
 
         def slope(x: Tensor, i: int) -> Tensor:  # eps_theta(m_i x, t_i) = (x - D) / sigma_i
             tt = torch.full((x.shape[0],), float(ts[i]), dtype=x.dtype, device=x.device)
-            return self.eps(float(ms[i]) * x, tt)
+            return self.guide(lambda yy: self.eps(float(ms[i]) * x, tt, yy), y, guidance)
 
         x, _ = edm_heun(slope, z / float(ms[0]), sigmas)
         return x
@@ -284,18 +300,23 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
         steps: int | None = None,
         method: str | None = None,
         rho: float | None = None,
+        guidance: float | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` samples ``(n, *event_shape)`` by the reverse SDE or the probability-flow ODE
         (:class:`ScoreSDESampleOptions`; an option the chosen sampler does not read is an
-        error)."""
+        error). A conditional model takes labels ``y`` (without them: its unconditional branch)
+        and a classifier-free ``guidance`` weight."""
         if sampler not in ("sde", "ode", "edm"):
             raise ConfigError(f"sampler must be 'sde', 'ode' or 'edm', not {sampler!r}")
         if method is not None and method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
-        given = {"sampler": sampler, "steps": steps, "method": method, "rho": rho}
+        given = {
+            "sampler": sampler, "steps": steps, "method": method, "rho": rho, "guidance": guidance,
+        }  # fmt: skip
         o = self.sample_config({k: v for k, v in given.items() if v is not None})
-        sampler, steps, method = o.sampler, o.steps, o.method
+        sampler, steps, method, w = o.sampler, o.steps, o.method, o.guidance
+        y = self.sample_labels(y, n, w)
         if isinstance(steps, bool) or int(steps) != steps or steps < 1:
             raise ConfigError(f"steps must be a positive integer, not {steps!r}")
         z = self.prior_noise(n, generator)  # (n, *event)
@@ -305,7 +326,8 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
                 t = 1.0 - k * dt
                 tt = torch.full((n,), t, dtype=z.dtype, device=z.device)
                 beta = float(self.sde.beta(torch.tensor(t, dtype=torch.float64)))
-                drift = -0.5 * beta * z - beta * self.score(z, tt)  # f - g^2 s
+                score = self.guide(lambda yy: self.score(z, tt, yy), y, w)  # noqa: B023
+                drift = -0.5 * beta * z - beta * score  # f - g^2 s
                 noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
                 z = z - drift * dt + (beta * dt) ** 0.5 * noise
         elif sampler == "ode":
@@ -314,7 +336,7 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
             c: ScoreSDEConfig = self.config
 
             def func(t: Tensor, flat: Tensor) -> Tensor:
-                return self._pf_drift(flat, t)
+                return self._pf_drift(flat, t, y, w)
 
             flat = odeint(
                 func, z.reshape(n, -1), 1.0, SAMPLE_EPS, method=method,
@@ -322,7 +344,7 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
             )  # fmt: skip
             z = flat.view(n, *self.event_shape)
         elif sampler == "edm":
-            return self.from_model_space(self._edm(z, int(steps), o.rho))
+            return self.from_model_space(self._edm(z, int(steps), o.rho, y, w))
         else:
             raise ConfigError(f"sampler must be 'sde', 'ode' or 'edm', not {sampler!r}")
-        return self.from_model_space(self._denoise(z, SAMPLE_EPS))
+        return self.from_model_space(self._denoise(z, SAMPLE_EPS, y, w))

@@ -34,6 +34,23 @@ estimate (:mod:`dgm.eval.ais`), named as an estimate: it is neither exact nor a 
 (it over-estimates log p in expectation, since AIS under-estimates log Z in expectation).
 ``nce``/``fce`` also learn ``log_z``; it is logged, never used as the likelihood.
 
+**Class labels** (``conditional=True``): the joint-energy view of Grathwohl et al., "Your
+classifier is secretly an energy based model and you should treat it like one", ICLR 2020,
+arXiv:1912.03263 (JEM). The network gives ``K`` logits ``f(x)``, and
+
+.. math::
+
+    E(x, y) = -f(x)_y, \qquad E(x) = -\log \sum_y e^{f(x)_y}, \qquad
+    p(y \mid x) = \mathrm{softmax}(f(x))_y,
+
+so the model is also a classifier (:meth:`EBM.classify`; its accuracy on held-out data is logged
+as ``val_accuracy``). The training objective is the chosen objective on the marginal energy
+``E(x)`` plus ``classify_weight`` times the cross-entropy of ``p(y | x)``: together the joint
+``log p(x, y) = log p(x) + log p(y | x)``. ``sample(n, y)`` runs the MCMC on ``E(x, y)``
+(without labels on ``E(x)``: samples of ``p(x)``); in 2-D ``log_prob(x, y)`` is
+``log p(x | y) = -E(x, y) - log Z_y`` with ``Z_y`` by the same grid quadrature, and
+``log_prob(x)`` the marginal.
+
 **Sampling** runs MCMC (:class:`EBMSampleOptions`) from the fitted Gaussian noise, the replay
 buffer (``pcd``) or the flow (``fce``); it is approximate.
 """
@@ -45,11 +62,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError, DgmError
 from dgm.core.likelihood import Likelihood
-from dgm.core.model import Batch, Example, Model, Stepper, unpack
+from dgm.core.model import Batch, Example, Model, Stepper, check_labels, unpack
 from dgm.core.registry import build, register
 from dgm.core.spec import DataSpec
 from dgm.models.ebm.contrastive import cd_loss, nce_loss
@@ -161,6 +179,10 @@ class EBMConfig:
             exponential tilting of ``q``). ``tau = 1`` makes ``p`` normalisable on all of R^D for
             any network of sub-quadratic growth and starts AIS at ``p``'s own base; 0: the plain
             network (the default of fce and of non-MLP energies).
+        conditional: condition on class labels (needs ``num_classes`` in the data spec): the
+            joint-energy model of Grathwohl et al. 2020 (module docstring), also a classifier.
+        classify_weight: weight of the cross-entropy of ``p(y | x)`` added to the objective
+            (conditional models only).
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
@@ -196,6 +218,8 @@ class EBMConfig:
     quadrature_points: int = 256
     quadrature_pad: float = 1.0
     tether: float | None = None
+    conditional: bool = False
+    classify_weight: float = 1.0
 
     def __post_init__(self) -> None:
         # None: the objective's own setting (OBJECTIVE_DEFAULTS), else the plain one (PLAIN)
@@ -224,6 +248,10 @@ class EBMConfig:
             raise ConfigError(f"reinit_prob must lie in [0, 1], not {self.reinit_prob}")
         if self.quadrature_pad < 0:
             raise ConfigError(f"quadrature_pad must be non-negative, not {self.quadrature_pad}")
+        if self.classify_weight < 0:
+            raise ConfigError(f"classify_weight must be >= 0, not {self.classify_weight}")
+        if self.conditional and self.energy == "quadratic":
+            raise ConfigError("a conditional EBM needs energy='mlp' or 'conv', not 'quadratic'")
 
 
 @dataclass
@@ -270,7 +298,7 @@ class EBM(Model):
     train_defaults: ClassVar[dict[str, Any]] = {"schedule": "cosine"}
     needs_grad_for_inference = True
     example = Example(
-        spec=DataSpec((2,)),
+        spec=DataSpec((2,), num_classes=2),
         config={
             "hidden": (16, 16),
             "mcmc_steps": 5,
@@ -291,6 +319,8 @@ class EBM(Model):
                 {"objective": "nce", "noise": "mixture"},
                 {"objective": "nce", "fourier_features": 4, "tether": 1.0},
                 {"objective": "sm", "fourier_features": 4},  # the Hessian through sin/cos features
+                {"conditional": True},
+                {"conditional": True, "objective": "cd"},
             ]
         ),
     )
@@ -299,12 +329,20 @@ class EBM(Model):
         super().__init__(spec, config)
         c = self.config
         ev = self.event_shape
+        self.num_classes = 0
+        if self.conditional:
+            if not spec.num_classes:
+                raise ConfigError(
+                    "ebm with conditional=True needs labelled data (num_classes in the data spec)"
+                )
+            self.num_classes = int(spec.num_classes)
+        out = max(self.num_classes, 1)  # K class logits, or one energy
         if c.energy == "mlp":
             self.energy_net: nn.Module = MLPEnergy(
-                ev, c.hidden, c.activation, c.fourier_features, c.fourier_scale
+                ev, c.hidden, c.activation, c.fourier_features, c.fourier_scale, out
             )
         elif c.energy == "conv":
-            self.energy_net = ConvEnergy(ev, c.channels, c.activation)
+            self.energy_net = ConvEnergy(ev, c.channels, c.activation, out)
         else:
             self.energy_net = QuadraticEnergy(ev)
         if c.noise == "mixture" and c.objective == "nce":
@@ -322,7 +360,7 @@ class EBM(Model):
                 raise ConfigError(f"fce needs a flow with an exact log_prob; {c.flow!r} has none")
         self.two_d = self.num_dims == 2 and len(ev) == 1
         self.register_buffer("quad_box", torch.tensor([-5.0, 5.0, -5.0, 5.0]))
-        self._quad_cache: tuple[Any, Tensor, Tensor] | None = None
+        self._quad_cache: dict[int | None, tuple[Any, Tensor, Tensor]] = {}
         self._pending: tuple[Tensor, Tensor] | None = None
         self._adapted_h: float | None = None
         self._step: int | None = None  # the step being trained (noise annealing)
@@ -338,39 +376,73 @@ class EBM(Model):
         return {"model": "loss", "flow": "flow_loss"} if self.flow is not None else None
 
     # ------------------------------------------------------------------ the density
-    def energy(self, x: Tensor) -> Tensor:
-        """``E(x) = E_net(x) - tether * log q(x)``, shape ``(B,)``."""
-        e = self.energy_net(x)  # (B,)
+    def class_logits(self, x: Tensor) -> Tensor:
+        """The logits ``f(x) (B, K)`` of a conditional EBM: ``E(x, y) = -f(x)_y`` before the
+        tether."""
+        if not self.conditional:
+            raise DgmError("model 'ebm' was built without conditional=True: it has no classes")
+        return -self.energy_net(x)  # (B, K)
+
+    def energy(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """``E(x) = E_net(x) - tether * log q(x)``, shape ``(B,)``; for a conditional EBM
+        ``E_net(x) = -logsumexp_y f(x)_y``, or ``-f(x)_y`` given labels ``y (B,)`` (checked
+        long labels)."""
+        if self.conditional:
+            f = self.class_logits(x)  # (B, K)
+            if y is None:
+                e = -torch.logsumexp(f, dim=-1)  # (B,)
+            else:
+                e = -f.gather(1, y.long().reshape(-1, 1)).squeeze(1)  # (B,)
+        else:
+            e = self.energy_net(x)  # (B,)
         if self.config.tether > 0:
             e = e - self.config.tether * self.noise.log_prob(x)
         return e
 
-    def unnormalized_log_prob(self, x: Tensor) -> Tensor:
-        """``-E(x)``: log p(x) + log Z, shape ``(B,)`` (what samplers and AIS use)."""
-        return -self.energy(x)
+    def unnormalized_log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """``-E(x)``: log p(x) + log Z, shape ``(B,)`` (what samplers and AIS use); given labels
+        ``-E(x, y)``: log p(x | y) + log Z_y."""
+        return -self.energy(x, y)
 
-    def log_z_quadrature(self) -> tuple[Tensor, Tensor]:
+    def classify(self, x: Tensor) -> Tensor:
+        """The most probable class ``argmax_y p(y | x)`` of each input, long ``(B,)``."""
+        x = self.check_input(x)
+        return self.class_logits(x).argmax(-1)
+
+    def log_z_quadrature(self, label: int | None = None) -> tuple[Tensor, Tensor]:
         """``(log Z, quadrature error indicator)`` on the grid (2-D only), cached until the
-        parameters change."""
+        parameters change; with a ``label``, ``log Z_y`` of the class energy ``E(x, y)``."""
         if not self.two_d:
             raise DgmError(f"grid quadrature of log Z needs 2-D data, not {self.event_shape}")
         params = [*self.energy_net.parameters(), *self.noise.buffers(), self.quad_box]
         key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
-        if self._quad_cache is None or self._quad_cache[0] != key:
+        cached = self._quad_cache.get(label)
+        if cached is None or cached[0] != key:
             box = self.quad_box.to(self.dtype)
-            fine, err = grid_log_z(self.energy, box, self.config.quadrature_points)
-            self._quad_cache = (key, fine, err)
-        return self._quad_cache[1], self._quad_cache[2]
+
+            def energy(v: Tensor) -> Tensor:
+                if label is None:
+                    return self.energy(v)
+                return self.energy(v, torch.full((v.shape[0],), label, device=v.device))
+
+            fine, err = grid_log_z(energy, box, self.config.quadrature_points)
+            cached = self._quad_cache[label] = (key, fine, err)
+        return cached[1], cached[2]
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """``-E(x) - log Z`` with the grid log Z (2-D); exact up to quadrature error."""
+        """``-E(x) - log Z`` with the grid log Z (2-D); exact up to quadrature error. Given
+        labels, ``log p(x | y) = -E(x, y) - log Z_y``."""
         if not self.two_d:
             raise DgmError(
                 f"model 'ebm' has no exact log_prob for data of shape {self.event_shape} (log Z "
                 "is by quadrature in 2-D only); `dgm eval` reports an AIS estimate instead"
             )
         x = self.check_input(x)
-        return -self.energy(x) - self.log_z_quadrature()[0]
+        y = check_labels(self, y, x.shape[0]) if y is not None else None
+        if y is None:
+            return -self.energy(x) - self.log_z_quadrature()[0]
+        log_zy = torch.stack([self.log_z_quadrature(k)[0] for k in range(self.num_classes)])
+        return -self.energy(x, y) - log_zy.to(x.device)[y]
 
     def likelihood_info(self, **bound_options: Any) -> Likelihood:
         if bound_options:
@@ -388,10 +460,21 @@ class EBM(Model):
         return self.noise.sample(n)
 
     def _mcmc(
-        self, x0: Tensor, sampler: str, steps: int, h: float, leap: int, adapt: bool
+        self,
+        x0: Tensor,
+        sampler: str,
+        steps: int,
+        h: float,
+        leap: int,
+        adapt: bool,
+        y: Tensor | None = None,
     ) -> tuple[Tensor, float | None]:
-        """``(final states, acceptance rate)``; the rate is None for ULA."""
-        lp = self.unnormalized_log_prob
+        """``(final states, acceptance rate)`` of a chain on ``E(x)`` (or ``E(x, y)`` given
+        labels); the rate is None for ULA."""
+
+        def lp(v: Tensor) -> Tensor:
+            return self.unnormalized_log_prob(v, y)
+
         if sampler == "langevin":
             return ula(x0, lambda x: grad_and_log_prob(lp, x)[1], h, steps), None
         if sampler == "mala":
@@ -465,8 +548,19 @@ class EBM(Model):
         return out
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        x, _ = unpack(batch)
+        """The objective on the marginal energy ``E(x)``; for a conditional EBM plus
+        ``classify_weight`` times the cross-entropy of ``p(y | x)`` (term ``ce``)."""
+        x, y = unpack(batch)
         x = self.check_input(x)
+        out = self._marginal_loss(x)
+        if self.conditional:
+            y = check_labels(self, y, x.shape[0])
+            ce = F.cross_entropy(self.class_logits(x), y)
+            out["loss"] = out["loss"] + self.config.classify_weight * ce
+            out["ce"] = ce.detach()
+        return out
+
+    def _marginal_loss(self, x: Tensor) -> dict[str, Tensor]:
         c = self.config
         if c.objective in ("cd", "pcd"):
             x_neg = self._negatives(x)
@@ -519,18 +613,25 @@ class EBM(Model):
                 self.buffer.push(*self._pending)
                 self._pending = None
             return out
-        x = self.check_input(unpack(batch)[0])
+        x, y = unpack(batch)
+        x = self.check_input(x)
         out = self._contrastive(x, detach_flow=True)
+        if self.conditional:
+            ce = F.cross_entropy(self.class_logits(x), check_labels(self, y, x.shape[0]))
+            out["loss"] = out["loss"] + self.config.classify_weight * ce
+            out["ce"] = ce.detach()
         stepper(out["loss"], "model")  # the EBM (and log Z) maximise V
-        flow_loss = self.loss(x)["flow_loss"]  # the flow minimises V
+        flow_loss = self._marginal_loss(x)["flow_loss"]  # the flow minimises V
         stepper(flow_loss, "flow")
         out["flow_loss"] = flow_loss.detach()
         return out
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, y: Tensor | None = None, **options: Any) -> Tensor:
-        """``n`` approximate samples by MCMC on the energy, shape ``(n, *event_shape)``."""
+        """``n`` approximate samples by MCMC on the energy, shape ``(n, *event_shape)``; given
+        labels ``y`` on the class energy ``E(x, y)`` (samples of ``p(x | y)``)."""
         o = self.sample_config(options)
+        y = check_labels(self, y, n) if y is not None else None
         c = self.config
         steps = o.steps if o.steps is not None else 10 * c.mcmc_steps
         h = o.step_size if o.step_size is not None else self.negative_step_size
@@ -538,4 +639,14 @@ class EBM(Model):
         if where == "auto":
             where = {"pcd": "buffer", "fce": "flow"}.get(c.objective, "noise")
         x0 = self._init(n, where)
-        return self._mcmc(x0, o.sampler, steps, h, o.n_leapfrog, o.adapt)[0].to(self.dtype)
+        return self._mcmc(x0, o.sampler, steps, h, o.n_leapfrog, o.adapt, y)[0].to(self.dtype)
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validation_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
+        """A conditional EBM's classification ``accuracy`` on held-out labelled data
+        (:class:`~dgm.core.protocols.HasValidationMetrics`); nothing for an unconditional one."""
+        if not self.conditional or y is None:
+            return {}
+        y = check_labels(self, y, x.shape[0])
+        return {"accuracy": float((self.classify(x) == y).double().mean())}

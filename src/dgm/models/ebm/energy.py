@@ -13,7 +13,9 @@ would see no curvature.
 
 No network has an output bias: an additive constant in ``E`` only rescales ``Z``, no objective
 identifies it (its gradient is zero for cd and the score-matching losses), and ``nce``/``fce``
-learn ``log Z`` separately.
+learn ``log Z`` separately. With ``outputs = K > 1`` (a class-conditional EBM) the networks give
+``K`` values per input, the class energies ``E(x, y)``, *with* a bias: a per-class constant is not
+absorbed into ``Z`` (it sets the class weights).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class MLPEnergy(nn.Module):
         act: str,
         fourier_features: int = 0,
         fourier_scale: float = 1.0,
+        outputs: int = 1,
     ) -> None:
         super().__init__()
         d = math.prod(event_shape)
@@ -63,22 +66,26 @@ class MLPEnergy(nn.Module):
             self.register_buffer("W", fourier_scale * torch.randn(d, fourier_features, generator=g))
             d = d + 2 * fourier_features
         activation(act, SMOOTH_ACTIVATIONS)  # the check: a smooth activation
-        # no output bias: a constant energy is absorbed into Z
-        self.net = mlp(d, hidden, 1, act, last_bias=False)
+        # no output bias for one energy: a constant energy is absorbed into Z
+        self.net = mlp(d, hidden, outputs, act, last_bias=outputs > 1)
+        self.outputs = outputs
 
     def forward(self, x: Tensor) -> Tensor:
         h = x.reshape(x.shape[0], -1)  # (B, D)
         if self.fourier:
             p = h @ self.W.to(h.dtype)  # (B, F)
             h = torch.cat([h, torch.sin(p), torch.cos(p)], dim=-1)  # (B, D + 2F)
-        return self.net(h).squeeze(-1)  # (B,)
+        out = self.net(h)  # (B, outputs)
+        return out.squeeze(-1) if self.outputs == 1 else out  # (B,) or (B, K)
 
 
 class ConvEnergy(nn.Module):
     """A convolutional energy on images ``(C, H, W)``: a 3x3 convolution, then one stride-2 4x4
     convolution per entry of ``channels``, global average pooling and a linear read-out."""
 
-    def __init__(self, event_shape: tuple[int, ...], channels: tuple[int, ...], act: str) -> None:
+    def __init__(
+        self, event_shape: tuple[int, ...], channels: tuple[int, ...], act: str, outputs: int = 1
+    ) -> None:
         super().__init__()
         if len(event_shape) != 3:
             raise ConfigError(
@@ -98,11 +105,14 @@ class ConvEnergy(nn.Module):
             ]
             prev = ch
         self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(prev, 1, bias=False)  # a constant energy is absorbed into Z
+        # no bias for one energy: a constant energy is absorbed into Z
+        self.head = nn.Linear(prev, outputs, bias=outputs > 1)
+        self.outputs = outputs
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.features(x)  # (B, C', H', W')
-        return self.head(h.mean(dim=(2, 3))).squeeze(-1)  # (B,)
+        out = self.head(h.mean(dim=(2, 3)))  # (B, outputs)
+        return out.squeeze(-1) if self.outputs == 1 else out  # (B,) or (B, K)
 
 
 class QuadraticEnergy(nn.Module):

@@ -133,35 +133,39 @@ class Consistency(TeacherMixin, DiffusionBase):
         else:
             super().on_train_start(train_data)
 
-    def consistency(self, z: Tensor, t: Tensor) -> Tensor:
-        """``f_theta(z, t) = z + (1 - t) F_theta(z, t)`` at model-space ``z (B, *event)``."""
+    def consistency(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """``f_theta(z, t) = z + (1 - t) F_theta(z, t)`` at model-space ``z (B, *event)``, given
+        network labels ``y`` (a conditional model; the null class is the unconditional one)."""
         tt = t.to(z.dtype).view(-1, *([1] * (z.dim() - 1)))
-        return z + (1 - tt) * self.network(z, TIME_SCALE * t.to(z.dtype))
+        return z + (1 - tt) * self.network(z, TIME_SCALE * t.to(z.dtype), y)
 
     @torch.no_grad()
-    def _teacher_step(self, z: Tensor, t: Tensor, h: float) -> Tensor:
-        """One Heun step of the teacher's flow from ``z`` at ``t (B,)`` to ``t + h``."""
+    def _teacher_step(self, z: Tensor, t: Tensor, h: float, y: Tensor | None = None) -> Tensor:
+        """One Heun step of the teacher's flow from ``z`` at ``t (B,)`` to ``t + h`` (given the
+        teacher's network labels ``y`` when it is conditional)."""
         teacher = self.teacher_model()
-        v1 = teacher.velocity(z, t)
-        v2 = teacher.velocity(z + h * v1, t + h)
+        args = (y,) if teacher.conditional else ()
+        v1 = teacher.velocity(z, t, *args)
+        v2 = teacher.velocity(z + h * v1, t + h, *args)
         return z + 0.5 * h * (v1 + v2)
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        x, _ = unpack(batch)
+        x, y = unpack(batch)
         z1, _ = self.to_model_space(self.check_input(x))
         B, N = z1.shape[0], self.config.levels
+        y = self.train_labels(y if self.conditional else None, B)  # with label dropout
         z0 = torch.randn_like(z1)
         k = torch.randint(0, N, (B,), device=z1.device)
         t, t_next = k.to(z1.dtype) / N, (k + 1).to(z1.dtype) / N  # (B,)
         shape = (-1, *([1] * (z1.dim() - 1)))
         zt = t.view(shape) * z1 + (1 - t.view(shape)) * z0
         if self.config.objective == "cd":
-            z_next = self._teacher_step(zt, t, 1.0 / N)
+            z_next = self._teacher_step(zt, t, 1.0 / N, y)
         else:
             z_next = t_next.view(shape) * z1 + (1 - t_next.view(shape)) * z0
         with torch.no_grad():
-            target = self.consistency(z_next, t_next)
-        mse = (self.consistency(zt, t) - target).square().flatten(1).mean(1)  # (B,)
+            target = self.consistency(z_next, t_next, y)
+        mse = (self.consistency(zt, t, y) - target).square().flatten(1).mean(1)  # (B,)
         return {"loss": mse.mean()}
 
     @torch.no_grad()
@@ -177,13 +181,14 @@ class Consistency(TeacherMixin, DiffusionBase):
         steps = o.steps
         if isinstance(steps, bool) or int(steps) != steps or steps < 1:
             raise ConfigError(f"steps must be a positive integer, not {steps!r}")
+        y = self.net_labels(y, n)  # checked; a conditional model without labels: the null class
         z = self.prior_noise(n, generator)
-        x = self.consistency(z, torch.zeros(n, dtype=z.dtype, device=z.device))
+        x = self.consistency(z, torch.zeros(n, dtype=z.dtype, device=z.device), y)
         for s in range(1, int(steps)):
             t = s / int(steps)
             noise = self.prior_noise(n, generator)
             zt = t * x + (1 - t) * noise
-            x = self.consistency(zt, torch.full((n,), t, dtype=z.dtype, device=z.device))
+            x = self.consistency(zt, torch.full((n,), t, dtype=z.dtype, device=z.device), y)
         return self.from_model_space(x)
 
     @staticmethod

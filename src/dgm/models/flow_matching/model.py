@@ -57,7 +57,7 @@ from dgm.core.errors import ConfigError
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.models.diffusion.base import DiffusionBase, NetConfig
+from dgm.models.diffusion.base import DiffusionBase, NetConfig, check_guidance
 from dgm.models.diffusion.probability_flow import ProbabilityFlow
 from dgm.models.flow_matching.paths import interpolate, ot_pairs, sinkhorn_pairs
 from dgm.samplers.ode import METHODS, odeint
@@ -119,10 +119,17 @@ class FlowMatchingSampleOptions:
         method: the ODE solver: ``"euler"``, ``"heun"``, ``"rk4"`` (``steps`` equal steps; 1, 2
             and 4 network evaluations per step) or adaptive ``"dopri5"`` (the model's tolerances).
         steps: the number of equal steps of a fixed-step solver.
+        guidance: classifier-free guidance weight ``w`` on the velocity (conditional models,
+            :mod:`~dgm.models.diffusion.base`); 0: the conditional flow, -1: the unconditional
+            one. A guided flow has no likelihood.
     """
 
     method: Literal["euler", "heun", "rk4", "dopri5"] = "rk4"
     steps: int = 20
+    guidance: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_guidance(self.guidance)
 
 
 @register
@@ -140,11 +147,12 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
     needs_grad_for_inference = True
     exact_trace_max_dims = 64
     example = Example(
-        spec=DataSpec((2,)),
+        spec=DataSpec((2,), num_classes=2),
         config={"width": 16, "depth": 1, "time_dim": 8, "rtol": 1e-5, "atol": 1e-5},
         variants=(
             {"coupling": "independent", "path": "vp", "trace": "hutchinson"},
             {"ot_solver": "sinkhorn", "sigma_min": 0.01},
+            {"conditional": True},
         ),
     )
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3}
@@ -154,37 +162,48 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
         self.init_trace()
 
     # ------------------------------------------------------------------ the field
-    def velocity(self, z: Tensor, t: Tensor) -> Tensor:
-        """``v_theta(z, t)`` at model-space ``z (B, *event)`` and times ``t (B,)`` in [0, 1]."""
-        return self.network(z, TIME_SCALE * t.to(z.dtype))
+    def velocity(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """``v_theta(z, t)`` at model-space ``z (B, *event)`` and times ``t (B,)`` in [0, 1]
+        (network labels ``y (B,)`` of a conditional model)."""
+        return self.network(z, TIME_SCALE * t.to(z.dtype), y)
 
-    def couple(self, x0: Tensor, x1: Tensor) -> Tensor:
-        """The noise ``x0`` reordered (or redrawn from the plan) to pair with the data ``x1``."""
+    def couple(self, x0: Tensor, x1: Tensor, y: Tensor | None = None) -> Tensor:
+        """The noise ``x0`` reordered (or redrawn from the plan) to pair with the data ``x1``;
+        with labels ``y``, within each class (so each class's noise stays ``N(0, I)``)."""
         c: FlowMatchingConfig = self.config
         if c.coupling == "independent":
             return x0
+        if y is not None:
+            out = x0.clone()
+            for k in y.unique():
+                rows = (y == k).nonzero().squeeze(1)
+                out[rows] = self.couple(x0[rows], x1[rows])
+            return out
         if c.ot_solver == "exact":
             return x0[ot_pairs(x0, x1)]
         return x0[sinkhorn_pairs(x0, x1, c.sinkhorn_reg)]
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        x, _ = unpack(batch)
+        x, y = unpack(batch)
         x1, _ = self.to_model_space(self.check_input(x))
+        y = y if self.conditional else None
         with torch.no_grad():
-            x0 = self.couple(torch.randn_like(x1), x1)
+            x0 = self.couple(torch.randn_like(x1), x1, y)
+        y = self.train_labels(y, x1.shape[0])  # label dropout (conditional models)
         t = torch.rand(x1.shape[0], dtype=x1.dtype, device=x1.device)
         xt, target = interpolate(self.config.path, x0, x1, t, self.config.sigma_min)
-        mse = (self.velocity(xt, t) - target).square().flatten(1).mean(1)  # (B,)
+        mse = (self.velocity(xt, t, y) - target).square().flatten(1).mean(1)  # (B,)
         return {"loss": mse.mean()}
 
     # ------------------------------------------------------------------ likelihood
-    def _field(self, flat: Tensor, t: Tensor) -> Tensor:
+    def _field(self, flat: Tensor, t: Tensor, y: Tensor | None = None, w: float = 0.0) -> Tensor:
         B = flat.shape[0]
-        tt = t.to(flat).expand(B)
-        return self.velocity(flat.view(B, *self.event_shape), tt).reshape(B, -1)
+        tt, zz = t.to(flat).expand(B), flat.view(B, *self.event_shape)
+        v = self.velocity if self.conditional else lambda z_, t_, _: self.velocity(z_, t_)
+        return self.guide(lambda yy: v(zz, tt, yy), y, w).reshape(B, -1)
 
-    def pf_field(self, flat: Tensor, t: Tensor) -> Tensor:
-        return self._field(flat, t)
+    def pf_field(self, flat: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        return self._field(flat, t, y)
 
     @property
     def pf_span(self) -> tuple[float, float]:
@@ -205,9 +224,12 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
         y: Tensor | None = None,
         method: str = "rk4",
         steps: int = 20,
+        guidance: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples ``(n, *event_shape)`` by integrating the learned flow from noise."""
+        """``n`` samples ``(n, *event_shape)`` by integrating the learned flow from noise (given
+        labels ``y`` and a ``guidance`` weight for a conditional model)."""
+        y = self.sample_labels(y, n, guidance)
         if method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
         if method != "dopri5" and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
@@ -215,7 +237,7 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
         c: FlowMatchingConfig = self.config
         z = self.prior_noise(n, generator).reshape(n, -1)
         flat = odeint(
-            lambda t, f: self._field(f, t), z, 0.0, 1.0, method=method,
+            lambda t, f: self._field(f, t, y, guidance), z, 0.0, 1.0, method=method,
             steps=None if method == "dopri5" else int(steps), rtol=c.rtol, atol=c.atol,
         )  # fmt: skip
         return self.from_model_space(flat.view(n, *self.event_shape))

@@ -33,6 +33,11 @@ autograd through the solver steps (no adjoint). Optional RNODE regularisers (Fin
 :math:`\int |f|^2 dt` and ``jacobian`` weights :math:`\int |\epsilon^\top \partial f/\partial z|^2
 dt` (a Frobenius-norm estimate), both averaged over the batch.
 
+**Class labels** (``conditional=True``): the one-hot label ``c`` joins the state at the field's
+first layer, ``f_theta(z, t; c)``; ``c`` is constant along the solve, so the trace is still that of
+``partial f / partial z`` and ``log_prob(x, y)`` is ``log p(x | y)`` by the same integral. Without
+labels a conditional CNF samples them uniformly (as the other flows do).
+
 >>> from dgm.core.spec import DataSpec
 >>> model = CNF(DataSpec((2,)), CNF.Config(hidden=(8,), eval_method="rk4", eval_ode_steps=4))
 >>> model.log_prob(torch.zeros(3, 2)).shape
@@ -45,15 +50,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgm.core.distributions import StandardNormal
-from dgm.core.errors import ConfigError, DataError
+from dgm.core.errors import ConfigError
 from dgm.core.likelihood import Likelihood
-from dgm.core.model import Batch, Example, Model, unpack
+from dgm.core.model import Batch, Example, Model, check_labels, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.models.flows.base import check_temperature
+from dgm.models.flows.base import ConditionalOptions, check_temperature
 from dgm.nn.mlp import activation as make_activation
 from dgm.samplers.ode import METHODS, divergence_exact, divergence_hutchinson, odeint
 
@@ -63,8 +69,9 @@ EXACT_TRACE_MAX_DIMS = 8
 
 
 @dataclass
-class CNFConfig:
-    """Hyperparameters of :class:`CNF`.
+class CNFConfig(ConditionalOptions):
+    """Hyperparameters of :class:`CNF` (and ``conditional``: a one-hot label read by the
+    field's first layer).
 
     Attributes:
         hidden: hidden widths of the vector field MLP; ``()`` gives a linear field
@@ -160,16 +167,19 @@ class TimeLinear(nn.Module):
 
 
 class ODENet(nn.Module):
-    """The vector field ``f(t, z)``: an MLP of :class:`TimeLinear` layers, ``(B, D) -> (B, D)``."""
+    """The vector field ``f(t, z)``: an MLP of :class:`TimeLinear` layers, ``(B, D) -> (B, D)``;
+    with ``context = K > 0`` the first layer also reads a context ``c (B, K)``, ``f(t, z; c)``."""
 
-    def __init__(self, d: int, hidden: tuple[int, ...], activation: str, mode: str) -> None:
+    def __init__(
+        self, d: int, hidden: tuple[int, ...], activation: str, mode: str, context: int = 0
+    ) -> None:
         super().__init__()
-        dims = [d, *hidden, d]
+        dims = [d + context, *hidden, d]
         self.layers = nn.ModuleList(TimeLinear(a, b, mode) for a, b in zip(dims, dims[1:]))
         self.act = make_activation(activation)
 
-    def forward(self, t: Tensor, z: Tensor) -> Tensor:
-        h = z
+    def forward(self, t: Tensor, z: Tensor, context: Tensor | None = None) -> Tensor:
+        h = z if context is None else torch.cat([z, context], dim=-1)  # (B, D [+ K])
         for i, layer in enumerate(self.layers):
             h = layer(t, h)
             if i < len(self.layers) - 1:
@@ -202,19 +212,29 @@ class CNF(Model):
     data_kinds = frozenset({"continuous"})
     needs_grad_for_inference = True
     example = Example(
-        spec=DataSpec((2,)),
+        spec=DataSpec((2,), num_classes=2),
         config={
             "hidden": (8,),
             "ode_steps": 2,
             "eval_method": "rk4",
             "eval_ode_steps": 3,
         },
+        variants=({"conditional": True},),
     )
 
     def __init__(self, spec: DataSpec, config: CNFConfig | None = None) -> None:
         super().__init__(spec, config)
         c: CNFConfig = self.config
-        self.net = ODENet(self.num_dims, tuple(c.hidden), c.activation, c.time_embedding)
+        self.num_classes = 0
+        if self.conditional:
+            if not spec.num_classes:
+                raise ConfigError(
+                    "cnf with conditional=True needs labelled data (num_classes in the data spec)"
+                )
+            self.num_classes = int(spec.num_classes)
+        self.net = ODENet(
+            self.num_dims, tuple(c.hidden), c.activation, c.time_embedding, self.num_classes
+        )
         self.base = StandardNormal((self.num_dims,))
 
     # ------------------------------------------------------------------ integration
@@ -237,17 +257,23 @@ class CNF(Model):
         method: str,
         steps: int | None,
         regularise: bool = False,
+        context: Tensor | None = None,
     ) -> tuple[Tensor, ...]:
-        """Integrate ``(z, int tr, [int |f|^2, int |eps^T J|^2])`` from ``t0`` to ``t1``.
+        """Integrate ``(z, int tr, [int |f|^2, int |eps^T J|^2])`` from ``t0`` to ``t1`` (the
+        field given the one-hot ``context`` of a conditional CNF).
 
         ``trace=None`` integrates ``z`` alone (sampling)."""
         c: CNFConfig = self.config
+
+        def field(t: Tensor, z: Tensor) -> Tensor:
+            return self.net(t, z, context)
+
         graph = torch.is_grad_enabled()  # differentiable result wanted (training)
         opts = {"method": method, "steps": steps, "rtol": c.rtol, "atol": c.atol}
         if method == "dopri5" and steps is None:
             opts.pop("steps")
         if trace is None:
-            return (odeint(self.net, z, t0, t1, **opts),)  # type: ignore[arg-type]
+            return (odeint(field, z, t0, t1, **opts),)  # type: ignore[arg-type]
         eps = self._noise(z) if (trace == "hutchinson" or regularise) else None
         zeros = z.new_zeros(z.shape[0])  # (B,)
         state = (z, zeros, zeros, zeros) if regularise else (z, zeros)
@@ -255,7 +281,7 @@ class CNF(Model):
         def func(t: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
             with torch.enable_grad():
                 zt = s[0] if s[0].requires_grad else s[0].detach().requires_grad_(True)
-                f = self.net(t, zt)  # (B, D)
+                f = field(t, zt)  # (B, D)
                 if regularise:
                     (vjp,) = torch.autograd.grad(f, zt, eps, create_graph=graph, retain_graph=True)
                     div = (
@@ -275,19 +301,20 @@ class CNF(Model):
     def _flat(self, x: Tensor, what: str = "input") -> Tensor:
         return self.check_input(x, what).reshape(x.shape[0], self.num_dims)  # (B, D)
 
-    def _no_labels(self, y: Tensor | None) -> None:
-        if y is not None:
-            raise DataError(f"model {self.name!r} is unconditional; call it without labels y")
+    def _context(self, y: Tensor | None, n: int) -> Tensor | None:
+        """The one-hot context ``(n, K)`` of checked labels, ``None`` for an unconditional CNF
+        (which refuses labels)."""
+        y = check_labels(self, y, n)
+        return None if y is None else F.one_hot(y, self.num_classes).to(self.dtype)
 
     # ------------------------------------------------------------------ the contract
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         x, y = unpack(batch)
-        self._no_labels(y)
         c: CNFConfig = self.config
         reg = c.kinetic > 0 or c.jacobian > 0
-        out = self._solve(
-            self._flat(x), 0.0, c.time, self._train_trace(), c.method, c.ode_steps, reg
-        )
+        flat = self._flat(x)
+        ctx = self._context(y, flat.shape[0])
+        out = self._solve(flat, 0.0, c.time, self._train_trace(), c.method, c.ode_steps, reg, ctx)
         nll = -(self.base.log_prob(out[0]) + out[1])  # (B,)
         terms = {"nll": nll.mean().detach()}
         loss = nll.mean()
@@ -297,10 +324,14 @@ class CNF(Model):
         return {"loss": loss, **terms}
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """log p(x) in nats, ``(B,)``: exact trace, accurate up to the eval solver's error."""
-        self._no_labels(y)
+        """log p(x) in nats, ``(B,)``: exact trace, accurate up to the eval solver's error
+        (``log p(x | y)`` given labels, for a conditional CNF)."""
         c: CNFConfig = self.config
-        z, div = self._solve(self._flat(x), 0.0, c.time, "exact", c.eval_method, c.eval_ode_steps)
+        flat = self._flat(x)
+        ctx = self._context(y, flat.shape[0])
+        z, div = self._solve(
+            flat, 0.0, c.time, "exact", c.eval_method, c.eval_ode_steps, context=ctx
+        )
         return self.base.log_prob(z) + div  # (B,)
 
     def likelihood_info(self, **bound_options: Any) -> Likelihood:
@@ -314,12 +345,14 @@ class CNF(Model):
             solver = f"{c.eval_method} with {c.eval_ode_steps} fixed steps"
         return Likelihood("exact_ode", "log_prob", "exact trace", solver)
 
-    def log_prob_estimate(self, x: Tensor) -> Tensor:
+    def log_prob_estimate(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """An unbiased Hutchinson estimate of log p(x), ``(B,)`` (one noise draw per row; cost
         independent of ``D``). Neither exact nor a bound: use :meth:`log_prob` for reporting."""
         c: CNFConfig = self.config
+        flat = self._flat(x)
+        ctx = self._context(y, flat.shape[0])
         z, div = self._solve(
-            self._flat(x), 0.0, c.time, "hutchinson", c.eval_method, c.eval_ode_steps
+            flat, 0.0, c.time, "hutchinson", c.eval_method, c.eval_ode_steps, context=ctx
         )
         return self.base.log_prob(z) + div  # (B,)
 
@@ -332,9 +365,12 @@ class CNF(Model):
         temperature: float = 1.0,
     ) -> Tensor:
         """``n`` samples: ``z ~ N(0, I)`` integrated from ``T`` back to 0, ``(n, *event_shape)``;
-        ``temperature`` scales ``z`` (reduced-temperature sampling: not a sample of ``p(x)``)."""
+        ``temperature`` scales ``z`` (reduced-temperature sampling: not a sample of ``p(x)``).
+        A conditional CNF samples class ``y`` (labels drawn uniformly when not given)."""
         temperature = check_temperature(temperature)
-        self._no_labels(y)
+        if self.conditional and y is None:
+            y = torch.randint(0, self.num_classes, (n,), device=self.device)
+        ctx = self._context(y, n)
         c: CNFConfig = self.config
         method = method or c.eval_method
         if method not in METHODS:
@@ -342,21 +378,25 @@ class CNF(Model):
         if steps is None and method == c.eval_method:
             steps = c.eval_ode_steps
         z = temperature * self.base.sample(n, device=self.device, dtype=self.dtype)  # (n, D)
-        (x,) = self._solve(z, c.time, 0.0, None, method, steps)
+        (x,) = self._solve(z, c.time, 0.0, None, method, steps, context=ctx)
         return x.reshape(n, *self.event_shape)
 
     # ------------------------------------------------------------------ the bijection
-    def forward_transform(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_transform(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Data to noise: ``(z (B, *event_shape), log|det dz/dx| (B,))`` (exact trace)."""
         c: CNFConfig = self.config
-        z, div = self._solve(self._flat(x), 0.0, c.time, "exact", c.eval_method, c.eval_ode_steps)
+        ctx = self._context(y, x.shape[0])
+        z, div = self._solve(
+            self._flat(x), 0.0, c.time, "exact", c.eval_method, c.eval_ode_steps, context=ctx
+        )
         return z.reshape(x.shape), div
 
-    def inverse_transform(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse_transform(self, z: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Noise to data: ``(x (B, *event_shape), log|det dx/dz| (B,))`` (exact trace)."""
         c: CNFConfig = self.config
+        ctx = self._context(y, z.shape[0])
         x, div = self._solve(
-            self._flat(z, "z"), c.time, 0.0, "exact", c.eval_method, c.eval_ode_steps
+            self._flat(z, "z"), c.time, 0.0, "exact", c.eval_method, c.eval_ode_steps, context=ctx
         )
         return x.reshape(z.shape), div
 

@@ -12,7 +12,9 @@ of MAF maps data to noise as
 
     z_i = x_i \exp(s_i(x_{<i})) + t_i(x_{<i}), \qquad \log|\det J| = \textstyle\sum_i s_i(x_{<i}),
 
-(triangular Jacobian). The two differ only in direction:
+(triangular Jacobian). With ``conditional=True`` every MADE conditioner also reads the one-hot
+label (a context that all outputs may see), in MAF and IAF alike, so ``log_prob(x, y)`` is
+``log p(x | y)``. The two differ only in direction:
 
 * **MAF** evaluates the density in one network pass per layer (``z`` from ``x`` in parallel) and
   samples in ``D`` sequential passes per layer: fast density, slow sampling.
@@ -90,8 +92,9 @@ class MAF(FlowModel):
         "steps": 3000, "batch_size": 512, "schedule": "cosine",
     }  # fmt: skip
     example = Example(
-        spec=DataSpec((2,)),
+        spec=DataSpec((2,), num_classes=2),
         config={"depth": 2, "hidden": (16,)},
+        variants=({"conditional": True},),
     )
     #: the MADE layers map noise to data (IAF) instead of data to noise (MAF)
     inverse_layers = False

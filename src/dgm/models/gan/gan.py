@@ -28,6 +28,16 @@ after step ``t``; the mode-coverage figures depend on it): the saved weights, he
 and ``dgm eval``, are the averaged ones, and so are the weights validation sees. ``--ema 0``
 turns it off.
 
+**Class labels** (``conditional=True``, data with ``num_classes``): the generator reads its
+noise concatenated with a learned label embedding, ``G(z, e_y)``, and the discriminator is a
+projection discriminator (Miyato & Koyama 2018, arXiv:1802.05637;
+:mod:`~dgm.models.gan.networks`), ``D(x, y) = psi(phi(x)) + <V_y, phi(x)>``. Fakes are drawn with
+the labels of the real batch, so both players see the same label frequencies; the gradient
+penalties are taken at fixed labels. ``sample(n, y)`` draws class ``y``; without labels a
+conditional GAN draws them uniformly. ``val_d_accuracy``/``val_d_auc`` are still logged: the
+projection discriminator as a two-sample test of held-out labelled data against samples drawn
+with the same labels.
+
 **Vectors** are standardised inside the model (mean and std per feature from the first training
 batch, kept in buffers): ``D`` sees ``(x - mean) / std`` and ``G``'s linear output is mapped back
 by ``mean + std * G(z)``. **Images** (after dequantization, in ``[0, 1]``) come out of a sigmoid.
@@ -55,7 +65,7 @@ import torch
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError, DataError
-from dgm.core.model import Batch, Example, Model, Stepper, unpack
+from dgm.core.model import Batch, Example, Model, Stepper, check_labels, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.gan.losses import (
@@ -113,6 +123,9 @@ class GANConfig:
         r1_weight: ``gamma`` of the R1 penalty on the data (any loss; 0: off).
         r1_every: apply R1 on every ``k``-th discriminator update, weighted ``k`` (lazy).
         beta1, beta2: Adam's ``betas`` of both players.
+        conditional: condition on class labels (needs ``num_classes`` in the data spec): a
+            label embedding joins the generator's noise, and the discriminator is a projection
+            discriminator.
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
@@ -131,6 +144,7 @@ class GANConfig:
     r1_every: int = 4
     beta1: float = 0.5
     beta2: float = 0.999
+    conditional: bool = False
 
     def __post_init__(self) -> None:
         for key in ("latent_dim", "width", "d_steps", "pack", "r1_every"):
@@ -167,7 +181,7 @@ class GAN(Model):
         "steps": 12000, "lr": 1e-3, "batch_size": 256, "ema": 0.999,
     }  # fmt: skip
     example = Example(
-        spec=DataSpec((2,)),
+        spec=DataSpec((2,), num_classes=2),
         config={
             "latent_dim": 4,
             "hidden": (16, 16),
@@ -175,6 +189,7 @@ class GAN(Model):
             "pack": 2,
             "spectral_norm": True,
         },
+        variants=({"conditional": True},),
     )
 
     def __init__(self, spec: DataSpec, config: GANConfig | None = None) -> None:
@@ -190,16 +205,27 @@ class GAN(Model):
         self.arch = arch
         #: dimension of the noise z
         self.latent_dim = cfg.latent_dim or min(spec.num_dims, 32)
+        self.num_classes = 0
+        if self.conditional:
+            if not spec.num_classes:
+                raise ConfigError(
+                    "gan with conditional=True needs labelled data (num_classes in the data spec)"
+                )
+            self.num_classes = int(spec.num_classes)
+        k = self.num_classes
+        #: the label embedding the generator reads beside the noise (conditional only)
+        self.label_embed = nn.Embedding(k, self.latent_dim) if k else None
+        g_in = self.latent_dim * (2 if k else 1)
         if arch == "conv":
-            self.generator: nn.Module = ConvGenerator(self.latent_dim, shape, cfg.width)
+            self.generator: nn.Module = ConvGenerator(g_in, shape, cfg.width)
             self.discriminator: nn.Module = ConvDiscriminator(
-                shape, cfg.width, pack=cfg.pack, spectral_norm=cfg.spectral_norm
+                shape, cfg.width, pack=cfg.pack, spectral_norm=cfg.spectral_norm, num_classes=k
             )
         else:
             d = spec.num_dims
-            self.generator = MLPGenerator(self.latent_dim, d, tuple(cfg.hidden))
+            self.generator = MLPGenerator(g_in, d, tuple(cfg.hidden))
             self.discriminator = MLPDiscriminator(
-                d, tuple(cfg.hidden), pack=cfg.pack, spectral_norm=cfg.spectral_norm
+                d, tuple(cfg.hidden), pack=cfg.pack, spectral_norm=cfg.spectral_norm, num_classes=k
             )
         # standardisation of vector data (identity for images), set by on_train_start
         self.register_buffer("data_mean", torch.zeros(spec.num_dims))
@@ -222,15 +248,21 @@ class GAN(Model):
     def _noise(self, n: int) -> Tensor:
         return torch.randn(n, self.latent_dim, device=self.device, dtype=self.dtype)
 
-    def _generate(self, z: Tensor) -> Tensor:
-        """Samples in net space ``(B, *event)`` from noise ``z (B, latent_dim)``."""
+    def _generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Samples in net space ``(B, *event)`` from noise ``z (B, latent_dim)`` (and labels
+        ``y (B,)`` of a conditional GAN)."""
+        if self.label_embed is not None:
+            assert y is not None
+            z = torch.cat([z, self.label_embed(y)], dim=1)  # (B, 2 * latent_dim)
         out = self.generator(z)
         if self.arch == "conv":
             return torch.sigmoid(out)  # (B, C, H, W) in (0, 1)
         return out.reshape(-1, *self.event_shape)
 
-    def _real(self, batch: Batch) -> Tensor:
-        x, _ = unpack(batch)
+    def _real(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """Real examples in net space ``(n, *event)`` (a multiple of ``pack``) and their checked
+        labels ``(n,)`` (``None`` for an unconditional GAN, whose labels go unused)."""
+        x, y = unpack(batch)
         x = self.check_input(x)
         m = self.config.pack
         n = (x.shape[0] // m) * m
@@ -238,22 +270,24 @@ class GAN(Model):
             raise DataError(
                 f"a batch of {x.shape[0]} examples is smaller than pack={m}; use a larger batch"
             )
-        return self._to_net(x[:n])  # (n, *event)
+        y = check_labels(self, y, x.shape[0]) if self.conditional else None
+        return self._to_net(x[:n]), None if y is None else y[:n]
 
     # ------------------------------------------------------------------ objectives
     def _d_loss(
-        self, real: Tensor, fake: Tensor, r1_scale: float = 1.0
+        self, real: Tensor, fake: Tensor, r1_scale: float = 1.0, y: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The discriminator's loss; the R1 term is weighted ``r1_scale`` times (0: skipped)."""
+        """The discriminator's loss (real and fake both with labels ``y`` when conditional);
+        the R1 term is weighted ``r1_scale`` times (0: skipped)."""
         cfg = self.config
         use_r1 = cfg.r1_weight > 0 and r1_scale > 0
         if use_r1:  # one forward pass on real data serves the loss and R1
             real = real.detach().requires_grad_(True)
-        r, f = self.discriminator(real), self.discriminator(fake)  # (B/m,), (B/m,)
+        r, f = self.discriminator(real, y), self.discriminator(fake, y)  # (B/m,), (B/m,)
         loss = discriminator_loss(r, f, cfg.loss)
         terms = {"d_real": r.mean().detach(), "d_fake": f.mean().detach()}
         if cfg.loss == "wgan-gp" and cfg.gp_weight > 0:
-            gp = gradient_penalty(self.discriminator, real, fake, pack=cfg.pack)
+            gp = gradient_penalty(lambda v: self.discriminator(v, y), real, fake, pack=cfg.pack)
             loss = loss + cfg.gp_weight * gp
             terms["gp"] = gp.detach()
         if use_r1:
@@ -266,10 +300,10 @@ class GAN(Model):
         """Both players' losses on ``batch`` with fresh noise: ``d_loss`` (fakes detached) and
         ``g_loss``, kept differentiable so each can be stepped; ``loss`` is their sum (only a
         summary: training steps each player on its own term, see :meth:`training_step`)."""
-        real = self._real(batch)
-        fake = self._generate(self._noise(real.shape[0]))
-        d_loss, _ = self._d_loss(real, fake.detach())
-        g_loss = generator_loss(self.discriminator(fake), self.config.loss)
+        real, y = self._real(batch)
+        fake = self._generate(self._noise(real.shape[0]), y)
+        d_loss, _ = self._d_loss(real, fake.detach(), y=y)
+        g_loss = generator_loss(self.discriminator(fake, y), self.config.loss)
         return {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -281,25 +315,33 @@ class GAN(Model):
                 "params": [p for p in net.parameters() if p.requires_grad],
                 "betas": betas,
             }
-            for name, net in (("discriminator", self.discriminator), ("generator", self.generator))
+            for name, net in (("discriminator", self.discriminator), ("generator", self._g_nets))
         ]
+
+    @property
+    def _g_nets(self) -> nn.Module:
+        """The generator's parameters: its network and the label embedding it reads."""
+        if self.label_embed is None:
+            return self.generator
+        return nn.ModuleList([self.generator, self.label_embed])
 
     def training_step(self, batch: Batch, step: int, stepper: Stepper) -> dict[str, Tensor]:
         """``d_steps`` discriminator updates, then one generator update."""
         cfg = self.config
-        real = self._real(batch)  # (B, *event)
+        real, y = self._real(batch)  # (B, *event), (B,) or None
         b = real.shape[0]
         logged: dict[str, Tensor] = {}  # the last update's terms; r1 from the last that had it
         for i in range(cfg.d_steps):
             with torch.no_grad():
-                fake = self._generate(self._noise(b))
+                fake = self._generate(self._noise(b), y)
             lazy = (step * cfg.d_steps + i) % cfg.r1_every == 0  # R1 on every r1_every-th update
-            d_loss, terms = self._d_loss(real, fake, float(cfg.r1_every) if lazy else 0.0)
+            d_loss, terms = self._d_loss(real, fake, float(cfg.r1_every) if lazy else 0.0, y)
             logged.update(terms)
             stepper(d_loss, "discriminator")
         self.discriminator.requires_grad_(False)  # the generator step needs no D weight grads
         try:
-            g_loss = generator_loss(self.discriminator(self._generate(self._noise(b))), cfg.loss)
+            fake = self._generate(self._noise(b), y)
+            g_loss = generator_loss(self.discriminator(fake, y), cfg.loss)
         finally:
             self.discriminator.requires_grad_(True)
         stepper(g_loss, "generator")
@@ -316,10 +358,14 @@ class GAN(Model):
 
     # ------------------------------------------------------------------ sampling, validation
     def sample(self, n: int, y: Tensor | None = None, **options: Any) -> Tensor:
-        """``n`` samples ``(n, *event)`` of the generator."""
+        """``n`` samples ``(n, *event)`` of the generator; of class ``y`` for a conditional GAN
+        (without labels, drawn uniformly)."""
         if options:
             raise DataError(f"gan takes no sampling option {sorted(options)[0]!r}; it takes none")
-        return self._from_net(self._generate(self._noise(n)))
+        if self.conditional and y is None:
+            y = torch.randint(0, self.num_classes, (n,), device=self.device)
+        y = check_labels(self, y, n)
+        return self._from_net(self._generate(self._noise(n), y))
 
     @torch.no_grad()
     def validation_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
@@ -333,9 +379,9 @@ class GAN(Model):
         a real input scores above a generated one (Mann-Whitney), threshold-free. Both are 0.5
         when the discriminator cannot tell the two sets apart.
         """
-        real = self._real(x)
-        r = self.discriminator(real)  # (n/m,)
-        f = self.discriminator(self._generate(self._noise(real.shape[0])))  # (n/m,)
+        real, y = self._real(x if y is None or not self.conditional else (x, y))
+        r = self.discriminator(real, y)  # (n/m,)
+        f = self.discriminator(self._generate(self._noise(real.shape[0]), y), y)  # (n/m,)
         t = 0.5 * (r.mean() + f.mean()) if self.config.loss == "wgan-gp" else 0.0
         acc = 0.5 * ((r > t).double().mean() + (f <= t).double().mean())
         diff = r[:, None] - f[None, :]  # (n/m, n/m)

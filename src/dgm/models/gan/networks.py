@@ -14,6 +14,13 @@ concatenated along features (MLP) or channels (conv), so it sees the joint distr
 ``pack`` independent samples; a generator that drops modes makes packs visibly less diverse, which
 penalises mode collapse. ``(B, *event) -> (B / pack,)``; ``B`` must be a multiple of ``pack``.
 
+**Projection discriminator** (``num_classes = K > 0``; Miyato & Koyama, "cGANs with Projection
+Discriminator", ICLR 2018, arXiv:1802.05637): with ``phi(x)`` the features before the last linear
+layer ``psi``, the logit of a labelled input is ``psi(phi(x)) + <V_y, phi(x)>`` with a learned
+class embedding ``V``. A packed input of ``m`` samples with labels ``y_1..y_m`` uses
+``sum_i V^{(i)}_{y_i}``, one embedding table per position in the pack (for ``m = 1`` exactly
+Miyato & Koyama's). The conv discriminator projects the flattened feature map.
+
 **Spectral normalisation** (Miyato et al., ICLR 2018) divides each discriminator weight by an
 estimate of its largest singular value (one power iteration per training forward), bounding the
 discriminator's Lipschitz constant.
@@ -34,6 +41,7 @@ __all__ = [
     "MLPDiscriminator",
     "ConvGenerator",
     "ConvDiscriminator",
+    "Projection",
     "pack_samples",
 ]
 
@@ -64,19 +72,53 @@ class MLPGenerator(nn.Module):
         return self.net(z)  # (B, out_dim)
 
 
+class Projection(nn.Module):
+    """The class term ``<sum_i V^{(i)}_{y_i}, phi>`` of a projection discriminator (module
+    docstring): labels ``y (B,)`` and features ``phi (B / pack, F)`` to ``(B / pack,)``."""
+
+    def __init__(self, num_classes: int, features: int, pack: int) -> None:
+        super().__init__()
+        self.num_classes, self.pack = num_classes, pack
+        self.embed = nn.Embedding(pack * num_classes, features)
+
+    def forward(self, y: Tensor, phi: Tensor) -> Tensor:
+        k, m = self.num_classes, self.pack
+        offset = torch.arange(m, device=y.device) * k  # (m,): one table per pack position
+        v = self.embed(y.long().reshape(-1, m) + offset).sum(1)  # (B/m, F)
+        return (v * phi).sum(-1)  # (B/m,)
+
+
+def _project(proj: Projection | None, y: Tensor | None, phi: Tensor) -> Tensor | int:
+    if proj is None:
+        return 0
+    if y is None:
+        raise DataError("a conditional discriminator needs the labels y of its inputs")
+    return proj(y, phi)
+
+
 class MLPDiscriminator(nn.Module):
-    """``x (B, in_dim) -> logits (B / pack,)`` on packs of ``pack`` samples."""
+    """``x (B, in_dim) -> logits (B / pack,)`` on packs of ``pack`` samples; with
+    ``num_classes > 0`` a projection discriminator taking labels ``y (B,)``."""
 
     def __init__(
-        self, in_dim: int, hidden: tuple[int, ...], *, pack: int = 1, spectral_norm: bool = False
+        self,
+        in_dim: int,
+        hidden: tuple[int, ...],
+        *,
+        pack: int = 1,
+        spectral_norm: bool = False,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.pack = pack
         self.net = mlp(in_dim * pack, hidden, 1, "leaky_relu", spectral_norm=spectral_norm)
+        width = hidden[-1] if hidden else in_dim * pack
+        self.project = Projection(num_classes, width, pack) if num_classes > 0 else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         xp = pack_samples(x.flatten(1), self.pack)  # (B/m, m * in_dim)
-        return self.net(xp).squeeze(-1)  # (B/m,)
+        phi = self.net[:-1](xp)  # (B/m, F): the features before the last layer
+        return self.net[-1](phi).squeeze(-1) + _project(self.project, y, phi)  # (B/m,)
 
 
 class ConvGenerator(nn.Module):
@@ -113,6 +155,7 @@ class ConvDiscriminator(nn.Module):
         *,
         pack: int = 1,
         spectral_norm: bool = False,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.pack = pack
@@ -126,7 +169,9 @@ class ConvDiscriminator(nn.Module):
         with torch.no_grad():
             n_feat = self.features(torch.zeros(1, c_in * pack, h, w)).numel()
         self.head = _sn(nn.Linear(n_feat, 1), spectral_norm)
+        self.project = Projection(num_classes, n_feat, pack) if num_classes > 0 else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         xp = pack_samples(x, self.pack)  # (B/m, m*C, H, W)
-        return self.head(self.features(xp).flatten(1)).squeeze(-1)  # (B/m,)
+        phi = self.features(xp).flatten(1)  # (B/m, F)
+        return self.head(phi).squeeze(-1) + _project(self.project, y, phi)  # (B/m,)
