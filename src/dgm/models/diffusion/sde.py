@@ -57,7 +57,7 @@ torch.Size([3, 2])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -157,6 +157,11 @@ class ScoreSDE(ProbabilityFlow, DiffusionBase):
     SampleOptions = ScoreSDESampleOptions
     needs_grad_for_inference = True
     exact_trace_max_dims = 8
+    #: 20000 steps, not the family's 5000: on 8gaussians 5000 steps left KL 0.447 and C2ST
+    #: 0.685; 20000 reached C2ST 0.515 and a test NLL of 2.894 +- 0.038 nats (probability flow,
+    #: exact trace) against 2.861 for the true density on the same 1000 test points: a KL gap
+    #: of 0.033 (208 CPU s with the summary, one thread)
+    train_defaults: ClassVar[dict[str, Any]] = DiffusionBase.train_defaults | {"steps": 20000}
     example = Example(
         spec=DataSpec((2,), num_classes=2),
         config={
