@@ -21,23 +21,49 @@ tolerance, which the likelihood's name records.
 
 A model mixes :class:`ProbabilityFlow` in before its :class:`~dgm.models.diffusion.base.
 DiffusionBase` base, calls :meth:`ProbabilityFlow.init_trace` in ``__init__`` and defines
-:meth:`pf_field` and :attr:`pf_span`; its config carries ``trace``, ``hutchinson_noise``, ``rtol``
-and ``atol``.
+:meth:`pf_field` and :attr:`pf_span`; its config is (a subclass of) :class:`ODELikelihoodConfig`,
+which carries ``trace``, ``hutchinson_noise``, ``rtol`` and ``atol``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from dgm.core.errors import ConfigError
 from dgm.core.likelihood import Likelihood
+from dgm.models.diffusion.base import NetConfig
 from dgm.samplers.ode import divergence_exact, divergence_hutchinson, odeint
 
-__all__ = ["ProbabilityFlow"]
+__all__ = ["ODELikelihoodConfig", "ProbabilityFlow"]
+
+
+@dataclass
+class ODELikelihoodConfig(NetConfig):
+    """The probability-flow likelihood's options, shared by every model that mixes in
+    :class:`ProbabilityFlow` (network fields: :class:`~dgm.models.diffusion.base.NetConfig`).
+
+    Attributes:
+        trace: ``"auto"`` (the exact divergence up to the model's ``exact_trace_max_dims``
+            dimensions: 8 for score-sde, 64 for the flow-matching models; Hutchinson above),
+            ``"exact"`` or ``"hutchinson"``.
+        hutchinson_noise: ``"rademacher"`` or ``"gaussian"`` probe vectors.
+        rtol, atol: tolerances of the dopri5 solve of the likelihood (and of dopri5 sampling).
+    """
+
+    trace: Literal["auto", "exact", "hutchinson"] = "auto"
+    hutchinson_noise: Literal["rademacher", "gaussian"] = "rademacher"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (self.rtol > 0 and self.atol > 0):
+            raise ConfigError(f"rtol and atol must be positive, not {self.rtol}, {self.atol}")
 
 
 class ProbabilityFlow:

@@ -57,8 +57,8 @@ from dgm.core.errors import ConfigError
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.models.diffusion.base import DiffusionBase, NetConfig, check_guidance
-from dgm.models.diffusion.probability_flow import ProbabilityFlow
+from dgm.models.diffusion.base import DiffusionBase, check_guidance
+from dgm.models.diffusion.probability_flow import ODELikelihoodConfig, ProbabilityFlow
 from dgm.models.flow_matching.paths import interpolate, ot_pairs, sinkhorn_pairs
 from dgm.samplers.ode import METHODS, odeint
 
@@ -73,8 +73,9 @@ _EVALS_PER_STEP = {"euler": 1, "heun": 2, "rk4": 4}
 
 
 @dataclass
-class FlowMatchingConfig(NetConfig):
-    """Hyperparameters of :class:`FlowMatching` (network fields: :class:`NetConfig`).
+class FlowMatchingConfig(ODELikelihoodConfig):
+    """Hyperparameters of :class:`FlowMatching` (network fields: :class:`NetConfig`; likelihood
+    fields: :class:`ODELikelihoodConfig`).
 
     Attributes:
         coupling: ``"ot"`` (minibatch optimal transport, OT-CFM) or ``"independent"`` (I-CFM).
@@ -83,10 +84,6 @@ class FlowMatchingConfig(NetConfig):
         path: ``"linear"`` (straight, optimal-transport path) or ``"vp"`` (trigonometric,
             variance preserving).
         sigma_min: width of the linear path's end at the data (0: rectified flow's straight line).
-        trace: ``"auto"`` (exact up to 64 dimensions, else Hutchinson), ``"exact"`` or
-            ``"hutchinson"``.
-        hutchinson_noise: ``"rademacher"`` or ``"gaussian"`` probe vectors.
-        rtol, atol: tolerances of the dopri5 solve of the likelihood (and of dopri5 sampling).
     """
 
     coupling: Literal["ot", "independent"] = "ot"
@@ -94,10 +91,6 @@ class FlowMatchingConfig(NetConfig):
     sinkhorn_reg: float = 0.05
     path: Literal["linear", "vp"] = "linear"
     sigma_min: float = 0.0
-    trace: Literal["auto", "exact", "hutchinson"] = "auto"
-    hutchinson_noise: Literal["rademacher", "gaussian"] = "rademacher"
-    rtol: float = 1e-5
-    atol: float = 1e-5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,8 +100,6 @@ class FlowMatchingConfig(NetConfig):
             raise ConfigError("sigma_min applies to the linear path only; set it to 0 for 'vp'")
         if not self.sinkhorn_reg > 0:
             raise ConfigError(f"sinkhorn_reg must be positive, not {self.sinkhorn_reg}")
-        if not (self.rtol > 0 and self.atol > 0):
-            raise ConfigError(f"rtol and atol must be positive, not {self.rtol}, {self.atol}")
 
 
 @dataclass

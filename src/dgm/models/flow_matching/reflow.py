@@ -45,7 +45,7 @@ from dgm.core.errors import ConfigError
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
-from dgm.models.diffusion.base import NetConfig
+from dgm.models.diffusion.probability_flow import ODELikelihoodConfig
 from dgm.models.flow_matching.model import FlowMatching
 from dgm.models.flow_matching.teacher import example_teacher, load_teacher
 from dgm.samplers.ode import odeint
@@ -86,8 +86,9 @@ class TeacherMixin:
 
 
 @dataclass
-class ReflowConfig(NetConfig):
-    """Hyperparameters of :class:`Reflow` (network fields: :class:`NetConfig`).
+class ReflowConfig(ODELikelihoodConfig):
+    """Hyperparameters of :class:`Reflow` (network fields: :class:`NetConfig`; likelihood
+    fields: :class:`ODELikelihoodConfig`).
 
     Attributes:
         teacher: run directory of a trained ``flow-matching`` or ``reflow`` run on the same data;
@@ -99,10 +100,6 @@ class ReflowConfig(NetConfig):
         teacher_method: the teacher's ODE solver: ``"euler"``, ``"heun"``, ``"rk4"`` or
             ``"dopri5"`` (at ``rtol``/``atol``).
         teacher_steps: the fixed-step teacher solver's steps.
-        trace: ``"auto"`` (exact up to 64 dimensions, else Hutchinson), ``"exact"`` or
-            ``"hutchinson"``.
-        hutchinson_noise: ``"rademacher"`` or ``"gaussian"`` probe vectors.
-        rtol, atol: tolerances of the dopri5 likelihood solve (and of dopri5 sampling).
     """
 
     teacher: str = ""
@@ -111,18 +108,12 @@ class ReflowConfig(NetConfig):
     pair_seed: int = 0
     teacher_method: Literal["euler", "heun", "rk4", "dopri5"] = "rk4"
     teacher_steps: int = 20
-    trace: Literal["auto", "exact", "hutchinson"] = "auto"
-    hutchinson_noise: Literal["rademacher", "gaussian"] = "rademacher"
-    rtol: float = 1e-5
-    atol: float = 1e-5
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for key in ("pairs", "pair_batch", "teacher_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, not {getattr(self, key)}")
-        if not (self.rtol > 0 and self.atol > 0):
-            raise ConfigError(f"rtol and atol must be positive, not {self.rtol}, {self.atol}")
 
 
 @dataclass
