@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import settings
 
+from dgm.cli.main import main
 from dgm.models import get
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -79,3 +80,18 @@ def perturb(module: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> torc
         for p in module.parameters():
             p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
     return module
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    """``dgm ARGV`` in this process: ``(exit code, stdout, stderr)``."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_sentence_error(code: int, err: str) -> str:
+    """Assert the CLI's contract for bad input (exit 2, one ``dgm: error:`` line, no traceback)
+    and return the line."""
+    assert code == 2 and err.startswith("dgm: error: ") and "Traceback" not in err, (code, err)
+    assert len(err.strip().splitlines()) == 1, err
+    return err

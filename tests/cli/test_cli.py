@@ -13,15 +13,10 @@ import torch
 import yaml
 
 import dgm
+from conftest import run_cli as run
 from dgm.cli.main import main
 
 TINY_NSF = ["--set", "depth=2", "--set", "hidden=[16,16]"]
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

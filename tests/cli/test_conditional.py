@@ -14,24 +14,14 @@ import pytest
 import torch
 
 import dgm
+from conftest import one_sentence_error
+from conftest import run_cli as run
 from dgm.cli.main import main
 from dgm.core.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["--set", "hidden=[16]", "--steps", "3", "--no-progress", "--data", "digits"]
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_sentence_error(code, err):
-    assert code == 2 and err.startswith("dgm: error: ") and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
-    return err
 
 
 @pytest.fixture(scope="module")

@@ -10,21 +10,11 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from conftest import one_sentence_error
+from conftest import run_cli as run
 from dgm.cli.main import main
 
 TINY = ["--set", "depth=2", "--set", "hidden=[16,16]", "--batch-size", "64", "--seed", "3"]
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_sentence_error(code, err):
-    assert code == 2 and err.startswith("dgm: error: ") and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
-    return err
 
 
 @pytest.fixture(scope="module")
