@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dgm.api import load_run
+from dgm.cli.inputs import read_npy
 from dgm.core.errors import DataError, DgmError
 from dgm.core.io import atomic_path, atomic_write_bytes
 from dgm.models.autoregressive.coding import (
@@ -46,15 +47,7 @@ def _load_coder_run(path: str) -> Any:
 
 def cmd_compress(args: Any) -> int:
     run = _load_coder_run(args.run)
-    src = Path(args.input)
-    if src.suffix != ".npy":
-        raise DataError(f"INPUT must be a .npy file, not {src.suffix or 'a file without suffix'}")
-    if not src.is_file():
-        raise DataError(f"input file {src} does not exist")
-    try:
-        data = np.load(src, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"cannot read {src} as a numpy array ({e})") from None
+    data = read_npy(args.input, "INPUT")
     blob = compress(run.model, data)
     nll = nll_bits(run.model, data)
     atomic_write_bytes(Path(args.out), blob)

@@ -18,33 +18,17 @@ import yaml
 from torch import Tensor
 
 from dgm.api import TrainedModel, load_run
-from dgm.cli.inputs import ArrayInput
+from dgm.cli.inputs import ArrayInput, read_npy
 from dgm.cli.options import parse_pairs
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.io import atomic_path
 
-__all__ = ["cmd_complete", "labels_path", "read_array", "read_labels", "check_run_labels"]
-
-
-def read_array(path: str | Path, what: str) -> np.ndarray:
-    """A numeric ``.npy`` array, read without pickles; else one sentence naming ``what``."""
-    p = Path(path)
-    if p.suffix != ".npy":
-        raise DataError(f"{what} must be a .npy file, not {p.name!r}")
-    if not p.is_file():
-        raise DataError(f"{what} file {p} does not exist")
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"cannot read {p} as a numeric array ({e})") from None
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{p} holds {arr.dtype} values; {what} must be numbers")
-    return arr
+__all__ = ["cmd_complete", "labels_path", "read_labels", "check_run_labels"]
 
 
 def read_labels(path: str | Path, n: int | None = None) -> Tensor:
     """Integer class labels ``(N,)`` from a ``.npy`` file (``N = n`` when given)."""
-    arr = read_array(path, "--labels")
+    arr = read_npy(path, "--labels")
     if arr.ndim != 1 or arr.size == 0:
         raise DataError(
             f"--labels {path} must hold one label per row, shape (N,), not {tuple(arr.shape)}"
@@ -79,7 +63,7 @@ def labels_path(out: Path) -> Path:
 
 
 def _read_mask(path: str, shape: tuple[int, ...], event_shape: tuple[int, ...]) -> Tensor:
-    arr = read_array(path, "--mask")
+    arr = read_npy(path, "--mask")
     if not np.isin(arr, (0, 1)).all():
         raise DataError(f"--mask {path} must hold 0 (missing) and 1 (observed) only")
     if tuple(arr.shape) == tuple(event_shape):

@@ -17,7 +17,24 @@ import torch
 from dgm.core.errors import DataError
 from dgm.core.spec import DataSpec
 
-__all__ = ["ArrayInput"]
+__all__ = ["ArrayInput", "read_npy"]
+
+
+def read_npy(path: str | Path, what: str, mmap: bool = False) -> np.ndarray:
+    """A numeric ``.npy`` array, read without pickles (memory-mapped with ``mmap``); else one
+    sentence naming ``what`` (the flag or argument the file was given as)."""
+    p = Path(path)
+    if p.suffix != ".npy":
+        raise DataError(f"{what} must be a .npy file, not {p.name!r}")
+    if not p.is_file():
+        raise DataError(f"{what} file {p} does not exist")
+    try:
+        arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"cannot read {p} as a numeric array ({e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{p} holds {arr.dtype} values; {what} must be numbers")
+    return arr
 
 
 class ArrayInput:
@@ -28,19 +45,17 @@ class ArrayInput:
         self.path, self.spec = p, spec
         if not p.is_file():
             raise DataError(f"input file {p} does not exist")
-        try:
-            if p.suffix == ".npy":
-                arr = np.load(p, mmap_mode="r", allow_pickle=False)
-            elif p.suffix == ".csv":
+        if p.suffix == ".npy":
+            arr = read_npy(p, "input", mmap=True)
+        elif p.suffix == ".csv":
+            try:
                 arr = np.loadtxt(p, delimiter=",", ndmin=2)
-            else:
-                raise DataError(
-                    f"input must be a .npy or .csv file, not {p.suffix or 'a file without suffix'}"
-                )
-        except (ValueError, OSError, EOFError) as e:
-            raise DataError(f"cannot read {p} as a numeric array ({e})") from None
-        if arr.dtype.kind not in "biuf":
-            raise DataError(f"{p} holds {arr.dtype} values; scores need a numeric array")
+            except (ValueError, OSError) as e:
+                raise DataError(f"cannot read {p} as a numeric array ({e})") from None
+        else:
+            raise DataError(
+                f"input must be a .npy or .csv file, not {p.suffix or 'a file without suffix'}"
+            )
         if arr.ndim == 0 or arr.shape[0] == 0 or arr.size == 0:
             raise DataError(f"{p} is empty; give at least one example")
         if tuple(arr.shape[1:]) != spec.event_shape and (
