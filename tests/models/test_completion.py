@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -155,3 +156,36 @@ def test_repaint_on_a_gaussian_with_exact_noise_prediction_approaches_the_condit
     err_resampled = abs(float(resampled[:, 1].mean()) - r * 1.5)
     assert err_resampled < 0.1 and err_resampled < err_plain
     assert abs(float(resampled[:, 1].var()) - (1 - r * r)) < 0.1
+
+
+@pytest.mark.parametrize("name", COMPLETERS)
+@pytest.mark.parametrize(
+    "bad,words",
+    [("shape", "the mask has shape (3, 2)"), ("values", "0 (missing) and 1 (observed)")],
+)
+def test_a_bad_mask_is_one_sentence_for_every_completer(name, bad, words):
+    cls, config = CASES[name]
+    model = build(cls.name, cls.example.spec, **config).eval()
+    spec = model.spec
+    x = torch.zeros(3, *spec.event_shape)
+    y = torch.zeros(3, dtype=torch.long) if model.conditional else None
+    mask = torch.ones(3, 2) if bad == "shape" else torch.full((3, *spec.event_shape), 0.5)
+    with pytest.raises(DataError, match=re.escape(words)), model.inference():
+        model.complete(x, mask, y)
+
+
+@pytest.mark.parametrize("name", ["made", "masked-diffusion", "ddpm"])
+def test_one_examples_mask_is_used_for_every_row(name):
+    cls, config = CASES[name]
+    torch.manual_seed(0)
+    model = build(cls.name, cls.example.spec, **config).double().eval()
+    spec = model.spec
+    x = torch.randint(0, max(spec.levels or 2, 2), (4, *spec.event_shape)).double()
+    if spec.kind != "discrete":
+        x = torch.randn(4, *spec.event_shape, dtype=torch.float64)
+    one = torch.zeros(spec.event_shape, dtype=torch.bool).flatten()
+    one[: one.numel() // 2] = True
+    with model.inference():
+        out = model.complete(x, one.view(spec.event_shape))
+    flat_in, flat_out = x.reshape(4, -1), out.reshape(4, -1)
+    assert torch.equal(flat_out[:, one], flat_in[:, one])

@@ -32,7 +32,7 @@ from dgm.core.likelihood import Likelihood
 from dgm.core.protocols import ConditionalModel
 from dgm.core.spec import DataSpec
 
-__all__ = ["Model", "Example", "Batch", "Stepper", "check_labels", "unpack"]
+__all__ = ["Model", "Example", "Batch", "Stepper", "check_labels", "completion_mask", "unpack"]
 
 Batch = Tensor | tuple[Tensor, Tensor] | tuple[Tensor, None]
 # A stepper is given by the engine: stepper(loss, group) runs backward, checks for non-finite
@@ -408,3 +408,25 @@ def check_labels(model: Model, y: Tensor | None, n: int) -> Tensor | None:
     if ((y < 0) | (y >= num_classes)).any():
         raise DataError(f"labels y must lie in 0..{num_classes - 1}")
     return y.long()
+
+
+def completion_mask(model: Model, x: Tensor, mask: Any) -> Tensor:
+    """The observed entries of :meth:`~dgm.core.protocols.Completer.complete` checked: a bool
+    ``(B, D)`` of flat rows for ``x`` ``(B, *event_shape)``, from a mask of ``x``'s shape, of one
+    example's shape (the same mask for every row) or ``(B, D)``, holding booleans or 0/1 (1 =
+    observed); anything else is one :class:`DataError`."""
+    n, d = x.shape[0], model.num_dims
+    m = torch.as_tensor(mask, device=x.device)
+    if m.dtype != torch.bool:
+        if not ((m == 0) | (m == 1)).all():
+            raise DataError("the mask must hold 0 (missing) and 1 (observed) or booleans only")
+        m = m != 0
+    if tuple(m.shape) == tuple(model.event_shape):
+        m = m.expand(n, *model.event_shape)
+    if tuple(m.shape) not in {tuple(x.shape), (n, d)}:
+        shape = ", ".join(map(str, model.event_shape))
+        raise DataError(
+            f"the mask has shape {tuple(m.shape)}; give the data's shape {tuple(x.shape)}, one "
+            f"example's ({shape}) or ({n}, {d})"
+        )
+    return m.reshape(n, d)

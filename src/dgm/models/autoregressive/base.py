@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm.core.errors import ConfigError, DataError
-from dgm.core.model import Batch, Model, check_labels, unpack
+from dgm.core.model import Batch, Model, check_labels, completion_mask, unpack
 from dgm.core.spec import DataSpec
 
 __all__ = [
@@ -361,9 +361,7 @@ class AutoregressiveModel(Model):
         x = self.check_input(x)
         n = x.shape[0]
         flat = x.reshape(n, -1)  # (n, D)
-        m = torch.as_tensor(mask, device=flat.device).reshape(n, -1).bool()  # (n, D)
-        if m.shape != flat.shape:
-            raise DataError(f"mask has {m.shape[1]} entries per row, x has {flat.shape[1]}")
+        m = completion_mask(self, x, mask)  # (n, D)
         late = m[:, 1:] & ~m[:, :-1]  # (n, D-1): observed right after a missing entry
         if late.any():
             row = int(late.any(1).nonzero()[0])

@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgm.core.errors import ConfigError, DataError
-from dgm.core.model import Example, Model, check_labels, unpack
+from dgm.core.errors import ConfigError
+from dgm.core.model import Example, Model, check_labels, completion_mask, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.autoregressive.base import (
@@ -378,9 +378,7 @@ class MADE(Model):
         x = self.check_input(x)
         n = x.shape[0]
         flat = x.reshape(n, -1).to(self.dtype)  # (n, D)
-        m = torch.as_tensor(mask, device=flat.device).reshape(n, -1).bool()  # (n, D)
-        if m.shape != flat.shape:
-            raise DataError(f"mask has {m.shape[1]} entries per row, x has {flat.shape[1]}")
+        m = completion_mask(self, x, mask)  # (n, D)
         ctx = self._context(y, n)  # (n, C) or None
         orders = self.net.order_bank if self.net.num_masks > 1 else self.net.order[None]  # (K, D)
         count = m.sum(1, keepdim=True)  # (n, 1) observed entries per row

@@ -67,7 +67,7 @@ from torch import Tensor
 
 from dgm.core.errors import ConfigError
 from dgm.core.likelihood import Likelihood
-from dgm.core.model import Batch, Example, unpack
+from dgm.core.model import Batch, Example, completion_mask, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.base import DiffusionBase, NetConfig, check_guidance
@@ -389,7 +389,7 @@ class DDPM(DiffusionBase):
         if sampler != "ancestral":
             raise ConfigError(f"ddpm completes with the ancestral sampler only, not {sampler!r}")
         x = self.check_input(x).to(self.dtype)
-        mask = torch.as_tensor(mask, device=x.device).bool().expand_as(x)
+        mask = completion_mask(self, x, mask).view(x.shape)
         labels = self.net_labels(y, x.shape[0])  # checked; the null class without labels
         z0, _ = self.to_model_space(x)  # (B, *event)
         clip = 1.0 if (self.discrete and self.config.clip_denoised) else None

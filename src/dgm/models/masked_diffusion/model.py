@@ -61,7 +61,7 @@ from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.likelihood import Likelihood
-from dgm.core.model import Batch, Example, Model, check_labels, unpack
+from dgm.core.model import Batch, Example, Model, check_labels, completion_mask, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.masked_diffusion.network import (
@@ -365,14 +365,7 @@ class MaskedDiffusion(Model):
         given = {"steps": steps, "order": order}
         o = self.sample_config({k: v for k, v in given.items() if v is not None})
         flat = self._flat(x)  # (B, D)
-        obs = torch.as_tensor(observed, device=flat.device).bool()
-        try:
-            obs = obs.expand(x.shape).reshape(flat.shape)
-        except RuntimeError:
-            raise DataError(
-                f"observed has shape {tuple(obs.shape)}; it must match the data {tuple(x.shape)} "
-                f"or one example {self.event_shape}"
-            ) from None
+        obs = completion_mask(self, x, observed)  # (B, D)
         y = check_labels(self, y, flat.shape[0])
         z = torch.where(obs, flat, torch.full_like(flat, self.mask_token))
         steps_ = min(o.steps or self.num_dims, self.num_dims)
