@@ -53,3 +53,16 @@ def test_an_unknown_model_is_one_sentence(capsys):
     assert main(["show", "nfs"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'nfs' (did you mean 'nsf'?)" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["made", "ddpm", "masked-diffusion", "pixelcnn"])
+def test_show_lists_what_dgm_complete_takes(name):
+    text = show_text(name, width=100)
+    block = text.split("completion options (dgm complete")[1]
+    assert "(undocumented)" not in block
+    own = {"made": "particles", "ddpm": "resample"}.get(name)
+    if own:
+        assert f"  {own}  int  default" in block
+    else:
+        assert "no options of its own" in block
+    assert "completion options" not in show_text("nsf")

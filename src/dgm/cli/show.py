@@ -1,19 +1,22 @@
 """``dgm show MODEL`` (also ``dgm list MODEL``): every option of a model, with default and meaning.
 
-Three tables, all read from the code (nothing here is hand-kept): the model's ``Config`` (the
-``--set`` keys of ``dgm train``), the training options the model sets for itself
-(``train_defaults``), and its ``SampleOptions`` (the ``--sampler`` and ``--set`` of
-``dgm sample``) grouped by the sampler that reads them. Meanings come from the ``Attributes:``
-sections of the dataclasses' docstrings (:func:`dgm.core.config.field_docs`).
+Tables read from the code (nothing here is hand-kept): the model's ``Config`` (the ``--set`` keys
+of ``dgm train``), the training options the model sets for itself (``train_defaults``), its
+``SampleOptions`` (the ``--sampler`` and ``--set`` of ``dgm sample``) grouped by the sampler that
+reads them, and, for a model that completes partly observed data, the options of its
+``complete`` (the ``--set`` of ``dgm complete``). Meanings come from the ``Attributes:`` sections
+of the dataclasses' docstrings (:func:`dgm.core.config.field_docs`) and the ``Options:`` section of
+``complete``'s docstring.
 """
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import textwrap
 from typing import Any
 
-from dgm.core.config import FieldInfo, describe_fields, sampler_table
+from dgm.core.config import FieldInfo, describe_fields, sampler_table, section_docs
 from dgm.models import get
 
 __all__ = ["cmd_show", "show_text"]
@@ -75,7 +78,39 @@ def show_text(name: str, width: int | None = None) -> str:
         for sampler, takes in sampler_table(opts).items():
             lines.append(f"  --sampler {sampler} takes: {', '.join(takes) or 'no options'}")
     lines += _table([f for n, f in fields.items() if n != "sampler"], width)
+    lines += _completion(cls, fields, width)
     return "\n".join(lines) + "\n"
+
+
+#: arguments of ``complete`` that are its data, not options
+_COMPLETE_ARGS = {"self", "x", "mask", "observed", "y", "generator"}
+
+
+def _completion(cls: Any, sampling: dict[str, FieldInfo], width: int) -> list[str]:
+    """The options of ``cls.complete`` (``dgm complete RUN X --mask M --set KEY=VALUE``): its
+    own with their meaning, the sampling options it reads by name."""
+    complete = getattr(cls, "complete", None)
+    if complete is None:
+        return []
+    params = inspect.signature(complete).parameters
+    docs = section_docs(complete.__doc__, "Options:")
+    own, shared = [], []
+    for name, p in params.items():
+        if name in _COMPLETE_ARGS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if name in sampling:
+            shared.append(name)
+        else:
+            default = None if p.default is p.empty else p.default
+            kind = getattr(p.annotation, "__name__", str(p.annotation))
+            own.append(FieldInfo(name, kind, default, docs.get(name, "")))
+    lines = ["", "completion options (dgm complete RUN X.npy --mask M.npy [--set KEY=VALUE]):"]
+    reads = f"the sampling options {', '.join(shared)} (above)" if shared else ""
+    if not own:
+        return [*lines, f"  {reads or 'no options'}; no options of its own"]
+    if reads:
+        lines.append(f"  {reads}, and its own:")
+    return lines + _table(own, width)
 
 
 def cmd_show(args: Any) -> int:

@@ -21,6 +21,7 @@ __all__ = [
     "renamed_keys",
     "translate_renamed",
     "yaml_problem",
+    "section_docs",
 ]
 
 
@@ -200,13 +201,13 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 _ENTRY = re.compile(r"^(\w+(?:\s*,\s*\w+)*)\s*:\s*(.*)$")
 
 
-def _attributes(doc: str | None) -> dict[str, str]:
-    """``{name: text}`` from the ``Attributes:`` section of a Google-style docstring; an entry
-    ``a, b: text`` documents both ``a`` and ``b``."""
+def _attributes(doc: str | None, section: str = "Attributes:") -> dict[str, str]:
+    """``{name: text}`` from the ``Attributes:`` section (or another ``section``) of a
+    Google-style docstring; an entry ``a, b: text`` documents both ``a`` and ``b``."""
     lines = inspect.cleandoc(doc or "").splitlines()
     out: dict[str, str] = {}
     try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+        start = next(i for i, line in enumerate(lines) if line.strip() == section)
     except StopIteration:
         return out
     indent, names = None, []
@@ -238,6 +239,12 @@ def field_docs(cls: type) -> dict[str, str]:
         if dataclasses.is_dataclass(klass):
             docs.update(_attributes(klass.__dict__.get("__doc__")))
     return {k: " ".join(v.split()) for k, v in docs.items()}
+
+
+def section_docs(doc: str | None, section: str) -> dict[str, str]:
+    """``{name: meaning}`` of the entries of a docstring's ``section`` (e.g. ``"Options:"``),
+    whitespace collapsed."""
+    return {k: " ".join(v.split()) for k, v in _attributes(doc, section).items()}
 
 
 @dataclasses.dataclass(frozen=True)

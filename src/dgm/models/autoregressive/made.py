@@ -371,6 +371,10 @@ class MADE(Model):
         ``O(1 / particles)``). ``temperature`` and ``top_k`` reshape every conditional, the
         observed ones' weights included (1 and 0: the model's own). ``sampler`` is accepted for
         the options' sake; completion always runs full passes.
+
+        Options:
+            particles: completions proposed per mask set for sampling-importance-resampling
+                (one is used when the observed entries are a prefix of every ordering: exact).
         """
         SampleOptions(sampler, temperature, top_k)  # type: ignore[arg-type]  # checks them
         if isinstance(particles, bool) or not isinstance(particles, int) or particles < 1:

@@ -385,7 +385,12 @@ class DDPM(DiffusionBase):
     ) -> Tensor:
         """Complete ``x`` where ``mask`` is False by RePaint's replacement method on the
         ancestral chain, ``resample`` passes per step (:mod:`dgm.models.diffusion.complete`; an
-        approximation of ``p(x_missing | x_observed)``); observed entries are returned as given."""
+        approximation of ``p(x_missing | x_observed)``); observed entries are returned as given.
+
+        Options:
+            resample: RePaint's passes per step (``u``; more passes harmonise the completion with
+                the observed entries, at ``resample`` times the network evaluations).
+        """
         if sampler != "ancestral":
             raise ConfigError(f"ddpm completes with the ancestral sampler only, not {sampler!r}")
         x = self.check_input(x).to(self.dtype)
