@@ -305,3 +305,12 @@ def test_writing_the_report_shows_progress_per_run(runs, tmp_path, capsys):
     assert err[0] == f"dgm: writing the report: 0/{len(runs)} runs"
     write_report(runs, tmp_path / "q.html")  # off by default (the Python face)
     assert capsys.readouterr().err == ""
+
+
+def test_dgm_report_shows_progress_unless_told_not_to(runs, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert main(["report", *map(str, runs[:2]), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "dgm: writing the report: 0/2 runs" in err
+    assert main(["report", *map(str, runs[:2]), "--out", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().err.splitlines() == [f"dgm report: 2 run(s) written to {out}"]

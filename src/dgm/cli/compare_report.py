@@ -84,6 +84,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     runs, board = gather(args.runs)
     if not runs and board is None:
         raise ConfigError("no runs to report")
-    write_report(runs, out, leaderboard=board, title=args.title)
+    write_report(runs, out, leaderboard=board, title=args.title, progress=not args.no_progress)
     print(f"dgm report: {len(runs)} run(s) written to {out}", file=sys.stderr)
     return 0

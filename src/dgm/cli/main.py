@@ -227,6 +227,9 @@ def _add_compare_report(sub: argparse._SubParsersAction) -> None:
     r.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or compare DIRs")
     r.add_argument("--out", required=True, help="report.html to write")
     r.add_argument("--title", default="dgm report")
+    r.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or progress lines on stderr"
+    )
 
 
 # each command's module is imported when that command runs: `dgm --help` and `dgm --version`
