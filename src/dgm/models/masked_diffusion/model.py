@@ -90,9 +90,13 @@ class MaskedDiffusionConfig:
         heads: attention heads of the transformer.
         schedule: ``alpha(t)``: ``"linear"`` (``1 - t``) or ``"cosine"``.
         time_input: the network sees ``t``; off, a learned constant stands in for it.
-        estimator: Monte Carlo form of the bound for the loss and :meth:`elbo`: ``"time"``
-            (draw ``t``, mask with ``alpha(t)``, weight ``-alpha'/(1-alpha)``) or ``"count"``
-            (draw the number of masked pixels, weight ``D / j``; the same bound, lower variance).
+        estimator: Monte Carlo form of the bound in the training loss: ``"time"`` (draw ``t``,
+            mask with ``alpha(t)``, weight ``-alpha'/(1-alpha)``) or ``"count"`` (draw the number
+            of masked pixels, weight ``D / j``; the same bound, lower variance).
+        bound_estimator: the form used for the reported bound (:meth:`elbo`, ``dgm eval``,
+            ``dgm score``): ``"count"`` by default, whose terms are bounded, so its standard error
+            can be trusted (on binarized MNIST a 4-draw time-form figure read 106.8 +- 0.7 nats
+            where the count form read 95.1 +- 0.5 for the same weights); or ``"time"``.
         t_sampling: ``"stratified"`` (one uniform shifted over the ``K`` draws of a batch) or
             ``"uniform"`` (independent draws).
         bound_t_samples: draws per image of :meth:`elbo` when the caller gives none.
@@ -107,6 +111,7 @@ class MaskedDiffusionConfig:
     schedule: Literal["linear", "cosine"] = "linear"
     time_input: bool = True
     estimator: Literal["time", "count"] = "time"
+    bound_estimator: Literal["time", "count"] = "count"
     t_sampling: Literal["stratified", "uniform"] = "stratified"
     bound_t_samples: int = 16
     conditional: bool = False
@@ -118,8 +123,9 @@ class MaskedDiffusionConfig:
             )
         if self.width < 1 or self.depth < 1:
             raise ConfigError(f"width and depth must be positive, not {self.width}, {self.depth}")
-        if self.estimator not in ESTIMATORS:
-            raise ConfigError(f"estimator must be 'time' or 'count', not {self.estimator!r}")
+        for key in ("estimator", "bound_estimator"):
+            if getattr(self, key) not in ESTIMATORS:
+                raise ConfigError(f"{key} must be 'time' or 'count', not {getattr(self, key)!r}")
         if self.t_sampling not in ("stratified", "uniform"):
             raise ConfigError(
                 f"t_sampling must be 'stratified' or 'uniform', not {self.t_sampling!r}"
@@ -279,7 +285,7 @@ class MaskedDiffusion(Model):
         strat = self.config.t_sampling == "stratified"
         draws = torch.stack([_stratified(K, strat, x.device) for _ in range(B)], 1)  # (K, B)
         terms = torch.stack(
-            [-self.nelbo_draws(x, y, draws[k], self.config.estimator) for k in range(K)]
+            [-self.nelbo_draws(x, y, draws[k], self.config.bound_estimator) for k in range(K)]
         )  # (K, B)
         if K == 1:
             return terms[0], torch.full_like(terms[0], math.inf)
@@ -296,7 +302,7 @@ class MaskedDiffusion(Model):
         self._check_bound_options(bound_options)
         c = self.config
         k = int(bound_options.get("k") or c.bound_t_samples)
-        what = "masked count" if c.estimator == "count" else "time"
+        what = "masked count" if c.bound_estimator == "count" else "time"
         detail = f"{k} {c.t_sampling} {what} draws per image, {c.schedule} schedule"
         return Likelihood("bound_estimate", f"elbo(k={k})", detail)
 
