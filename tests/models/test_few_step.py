@@ -1,7 +1,9 @@
 """Few-step students of a flow-matching teacher (``reflow``, ``consistency``): trained on a teacher
 whose field is the exact one between two Gaussians, their one- and two-step samples must land
 near the teacher's multi-step samples *from the same noise*, far nearer than a sample of the
-teacher from other noise (the chance distance); the teacher is read from a run directory safely."""
+teacher from other noise (the chance distance); the teacher is read from a run directory safely.
+A diffusion teacher (``ddpm``, ``score-sde``) whose noise prediction is exact for the same
+Gaussian gives, read on the straight path, exactly that field; students distil it the same way."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from dgm.core.config import config_to_dict
 from dgm.core.errors import CheckpointError, ConfigError
 from dgm.core.io import save_tensors
 from dgm.core.spec import DataSpec
+from dgm.models.diffusion.ddpm import DDPM, DDPMConfig
+from dgm.models.diffusion.sde import ScoreSDE, ScoreSDEConfig
 from dgm.models.flow_matching import (
     Consistency,
     ConsistencyConfig,
@@ -21,7 +25,7 @@ from dgm.models.flow_matching import (
     Reflow,
     ReflowConfig,
 )
-from dgm.models.flow_matching.teacher import load_teacher
+from dgm.models.flow_matching.teacher import DiffusionTeacher, load_teacher
 
 D64 = torch.float64
 MEAN = torch.tensor([1.0, -0.5], dtype=D64)
@@ -138,9 +142,96 @@ def test_a_bad_teacher_is_one_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="trained on data of shape"):
         load_teacher(tmp_path / "fm", DataSpec((3,)))
     doc = yaml.safe_load((tmp_path / "fm" / "config.yaml").read_text())
-    doc["model"] = "ddpm"
+    doc["model"] = "nsf"
     (tmp_path / "fm" / "config.yaml").write_text(yaml.safe_dump(doc))
-    with pytest.raises(ConfigError, match="must be a flow-matching or reflow run"):
+    with pytest.raises(ConfigError, match="must be a flow-matching, reflow, ddpm or score-sde run"):
         load_teacher(tmp_path / "fm", spec)
     with pytest.raises(ConfigError, match="a teacher is for objective='cd'"):
         ConsistencyConfig(teacher="somewhere")
+
+
+# ------------------------------------------------------------------ diffusion teachers
+def exact_eps(model):
+    """``E[eps | x]`` at the teacher's level ``s`` for data ``N(MEAN, COV)`` in model space, with
+    ``a(s)`` computed here independently (ddpm: ``log abar`` interpolated between steps)."""
+    eye = torch.eye(2, dtype=D64)
+
+    def a_of(s):
+        if isinstance(model, DDPM):
+            log_abar = model.schedule.alphas_cumprod.log()
+            i = s.floor().long().clamp(0, len(log_abar) - 2)
+            w = s - i
+            return (0.5 * ((1 - w) * log_abar[i] + w * log_abar[i + 1])).exp()
+        return model.sde.marginal(s)[0]
+
+    def eps(x, s, *_):
+        a = a_of(s.double()).reshape(-1, 1, 1)
+        sig2 = 1 - a**2
+        cov_x = a**2 * COV + sig2 * eye  # (B, 2, 2)
+        r = (x - a.reshape(-1, 1) * MEAN).unsqueeze(-1)
+        return (sig2.sqrt() * torch.linalg.solve(cov_x, r)).squeeze(-1)
+
+    return eps
+
+
+def diffusion_teacher(kind):
+    spec = DataSpec((2,))
+    if kind == "ddpm":
+        model = DDPM(spec, DDPMConfig(width=8, depth=1, timesteps=200)).to(D64)
+    else:
+        model = ScoreSDE(spec, ScoreSDEConfig(width=8, depth=1)).to(D64)
+    model.eps = exact_eps(model)
+    return DiffusionTeacher(model.eval())
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "score-sde"])
+def test_a_diffusion_teacher_read_on_the_straight_path_is_the_exact_flow(kind):
+    teach = diffusion_teacher(kind)
+    t = torch.linspace(0.05, 0.95, 19, dtype=D64)  # inside both teachers' noise range
+    _, a, sigma = teach.level(t)
+    torch.testing.assert_close(a / (a + sigma), t)  # the level whose scaled point is z
+    z = torch.randn(19, 2, dtype=D64)
+    torch.testing.assert_close(teach.velocity(z, t), gaussian_field(MEAN, COV)(z, t))
+    # integrated from noise (rk4, 40 steps, the clamped end levels included) it lands on the data
+    noise = torch.randn(20000, 2, dtype=D64, generator=torch.Generator().manual_seed(0))
+    x = noise
+    for k in range(40):
+        h, t0 = 1 / 40, torch.tensor(k / 40, dtype=D64)
+        f = lambda z_, tt: teach._field(z_, tt)  # noqa: E731
+        k1 = f(x, t0)
+        k2 = f(x + h / 2 * k1, t0 + h / 2)
+        k3 = f(x + h / 2 * k2, t0 + h / 2)
+        x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + f(x + h * k3, t0 + h))
+    assert (x.mean(0) - MEAN).abs().max() < 0.05, x.mean(0)
+    assert (torch.cov(x.T) - COV).abs().max() < 0.1, torch.cov(x.T)
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "score-sde"])
+def test_consistency_distils_a_diffusion_teacher_in_one_step(kind):
+    torch.manual_seed(1)
+    teach = diffusion_teacher(kind)
+    cfg = ConsistencyConfig(width=32, depth=2, time_dim=16, objective="cd", levels=10)
+    m = Consistency(DataSpec((2,)), cfg).to(D64)
+    m.use_teacher(teach.model)  # the diffusion model itself: the student reads it
+    assert isinstance(m.teacher_model(), DiffusionTeacher)
+    fit(m, 600)
+    s = m.sample(2000, steps=1, generator=torch.Generator().manual_seed(7))
+    ref = FlowMatching(DataSpec((2,)), FlowMatchingConfig(width=8, depth=1)).to(D64)
+    ref.velocity = gaussian_field(MEAN, COV)
+    t = ref.sample(2000, method="rk4", steps=20, generator=torch.Generator().manual_seed(7))
+    same = float((s - t).norm(dim=1).mean())
+    chance = float((s - t.roll(1, 0)).norm(dim=1).mean())
+    assert same < 0.25 * chance, (same, chance)
+
+
+def test_a_diffusion_run_teaches_from_its_directory(tmp_path):
+    torch.manual_seed(4)
+    ddpm = DDPM(DataSpec((2,)), DDPMConfig(width=8, depth=1, time_dim=8, timesteps=50))
+    ddpm.shift.fill_(0.25)
+    write_run(tmp_path / "ddpm", ddpm, name="ddpm")
+    cfg = ReflowConfig(width=8, depth=1, pairs=64, teacher_steps=2, teacher=str(tmp_path / "ddpm"))
+    student = Reflow(DataSpec((2,)), cfg)
+    got = student.teacher_model()
+    assert isinstance(got, DiffusionTeacher) and float(student.shift[0]) == 0.25
+    x0, x1 = student.make_pairs()
+    assert x1.shape == (64, 2) and torch.isfinite(x1).all()

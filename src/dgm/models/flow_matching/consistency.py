@@ -29,7 +29,8 @@ where :math:`\hat x_{t_{k+1}}` is one step of the probability-flow ODE from :mat
   :math:`x_1 - x_0` stands for the marginal one, i.e. :math:`\hat x_{t_{k+1}} = x_{t_{k+1}}`, the
   same path at the next time (their theorem 2's estimator); no teacher is needed.
 * ``objective="cd"`` (consistency distillation, section 4): a Heun step of the teacher's field
-  (a ``flow-matching`` or ``reflow`` run, ``teacher``).
+  (a ``flow-matching``, ``reflow``, ``ddpm`` or ``score-sde`` run, ``teacher``; a diffusion
+  teacher's probability flow is read on the straight path, :mod:`~dgm.models.flow_matching.teacher`).
 
 The target network is the student itself under a stop-gradient (``sg``), the EMA decay
 :math:`\mu = 0` that Song & Dhariwal 2023 ("Improved Techniques for Training Consistency Models",
@@ -77,8 +78,9 @@ class ConsistencyConfig(NetConfig):
     Attributes:
         objective: ``"ct"`` (consistency training, no teacher) or ``"cd"`` (consistency
             distillation from ``teacher``).
-        teacher: for ``"cd"``, the run directory of a trained ``flow-matching`` or ``reflow`` run
-            on the same data; ``""``: an untrained in-process teacher (tests and the conformance
+        teacher: for ``"cd"``, the run directory of a trained ``flow-matching``, ``reflow``,
+            ``ddpm`` or ``score-sde`` run on the same data (a diffusion run is read on the
+            straight path); ``""``: an untrained in-process teacher (tests and the conformance
             suite only; see :mod:`dgm.models.flow_matching.teacher`).
         levels: ``N``, the number of intervals of the time grid ``t_k = k / N``.
     """

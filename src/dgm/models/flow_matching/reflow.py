@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
 from dgm.core.model import Batch, Example, unpack
@@ -47,7 +47,7 @@ from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.probability_flow import ODELikelihoodConfig
 from dgm.models.flow_matching.model import FlowMatching
-from dgm.models.flow_matching.teacher import example_teacher, load_teacher
+from dgm.models.flow_matching.teacher import Teacher, as_teacher, example_teacher, load_teacher
 from dgm.samplers.ode import odeint
 
 __all__ = ["Reflow", "ReflowConfig", "ReflowSampleOptions", "TeacherMixin"]
@@ -57,9 +57,9 @@ class TeacherMixin:
     """Holding a teacher outside the student's weights (not a submodule: no parameters, no
     state-dict entries, built lazily on first use)."""
 
-    _teacher: FlowMatching | None = None
+    _teacher: Teacher | None = None
 
-    def teacher_model(self) -> FlowMatching:
+    def teacher_model(self) -> Teacher:
         """The teacher (loaded on first use) in the student's dtype and device, with the student's
         model space set to the teacher's."""
         if self._teacher is None:
@@ -76,13 +76,10 @@ class TeacherMixin:
         self.scale.copy_(teacher.scale)  # type: ignore[attr-defined]
         return teacher
 
-    def use_teacher(self, teacher: FlowMatching) -> None:
-        """Use ``teacher`` (a flow-matching model on the same data) instead of the configured one."""
-        if not isinstance(teacher, FlowMatching):
-            raise ConfigError(
-                f"the teacher must be a flow-matching model, not {type(teacher).__name__}"
-            )
-        object.__setattr__(self, "_teacher", teacher.eval())
+    def use_teacher(self, teacher: nn.Module) -> None:
+        """Use ``teacher`` (a flow-matching, reflow, ddpm or score-sde model on the same data)
+        instead of the configured one."""
+        object.__setattr__(self, "_teacher", as_teacher(teacher))
 
 
 @dataclass
@@ -91,7 +88,8 @@ class ReflowConfig(ODELikelihoodConfig):
     fields: :class:`ODELikelihoodConfig`).
 
     Attributes:
-        teacher: run directory of a trained ``flow-matching`` or ``reflow`` run on the same data;
+        teacher: run directory of a trained ``flow-matching``, ``reflow``, ``ddpm`` or
+            ``score-sde`` run on the same data (a diffusion run is read on the straight path);
             ``""``: an untrained in-process flow-matching teacher (tests and the conformance
             suite only; see :mod:`dgm.models.flow_matching.teacher`).
         pairs: (noise, teacher sample) pairs generated at the start of training.
