@@ -3,9 +3,14 @@
 Each model is trained with ``conditional=true`` for a wall-clock budget, then judged by
 ``dgm eval``'s conditional metric: the digits feature classifier (the one FID uses) classifies
 ``--num-samples`` samples split evenly over the ten labels; accuracy with its binomial standard
-error, the per-class FID (mean over classes) and the pooled FID, all estimates.
+error, the per-class FID (mean over classes) and the pooled FID, all estimates. With
+``--guidance W1 W2 ...`` a model that samples with classifier-free guidance also gets the curve of
+accuracy and pooled FID over those weights (the same seed at each weight), kept in the JSON and
+printed as a second table.
 
     OMP_NUM_THREADS=1 python benchmarks/conditional.py --models made gated-pixelcnn vae --minutes 3
+    OMP_NUM_THREADS=1 python benchmarks/conditional.py --models flow-matching --minutes 15 \
+        --guidance 0 0.5 1 2 4 --tag _fm_guided
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 import torch
 
 import dgm.data
-from _common import report
+from _common import markdown_table, parse_sets, report
 from dgm.api import load_run, train
 from dgm.eval.run import evaluate
 
@@ -30,6 +35,15 @@ def main() -> None:
     ap.add_argument("--num-samples", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="")
+    ap.add_argument(
+        "--guidance",
+        nargs="*",
+        type=float,
+        default=[],
+        help="guidance weights of the accuracy-FID curve (guided models)",
+    )
+    ap.add_argument("--set", action="append", default=[], help="[MODEL.]KEY=VALUE model option")
+    ap.add_argument("--train-set", action="append", default=[], help="[MODEL.]KEY=VALUE")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dataset = dgm.data.load("digits")
@@ -37,12 +51,18 @@ def main() -> None:
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / name
-            train(name, "digits", out, model_config={"conditional": True},
-                  max_minutes=args.minutes, progress=False)  # fmt: skip
+            model_cfg = {"conditional": True, **parse_sets(args.set, name)}
+            train_cfg = parse_sets(args.train_set, name)
+            train(name, "digits", out, model_config=model_cfg, max_minutes=args.minutes,
+                  progress=False, **train_cfg)  # fmt: skip
             summary = json.loads((out / "summary.json").read_text())
             run = load_run(out)
+            guided = bool(args.guidance) and "guidance" in getattr(
+                run.model.SampleOptions, "__dataclass_fields__", {}
+            )
             res = evaluate(run.model, dataset, run.preprocessor, metrics=["conditional"],
-                           num_samples=args.num_samples, seed=0)  # fmt: skip
+                           num_samples=args.num_samples, seed=0,
+                           guidance=args.guidance if guided else None)  # fmt: skip
         rows.append(
             {
                 "model": name,
@@ -55,12 +75,25 @@ def main() -> None:
                 "classifier_val_accuracy": res.get("features_val_accuracy"),
                 "samples_per_class": res["cond_samples_per_class"],
                 "accuracy_per_class": [round(a, 3) for a in res["cond_accuracy_per_class"]],
+                "model_config": model_cfg,
+                "train_config": train_cfg,
+                "guidance_curve": res.get("guidance_curve"),
             }
         )
         print(rows[-1], flush=True)
     cols = ["model", "minutes", "steps", "accuracy", "accuracy_stderr", "fid_per_class_mean",
             "fid_pooled", "classifier_val_accuracy"]  # fmt: skip
-    report(f"conditional_digits{args.tag}", rows, cols)
+    curve = [
+        {"model": r["model"], **{k: round(v, 4) for k, v in p.items()}}
+        for r in rows
+        for p in r.get("guidance_curve") or []
+    ]
+    report(
+        f"conditional_digits{args.tag}", rows, cols, extra={"guidance": curve} if curve else None
+    )
+    if curve:
+        print()
+        print(markdown_table(curve, ["model", "guidance", "accuracy", "accuracy_stderr", "fid"]))
 
 
 if __name__ == "__main__":
