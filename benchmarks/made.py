@@ -1,7 +1,9 @@
 """MADE on the fixed binarized MNIST and on the 8x8 digits: test NLL in nats and seconds per epoch.
 
 Trains with the common engine (validation NLL every epoch, early stopping, best weights kept) within
-a wall-clock budget, then reports the exact test NLL of the best-validated weights.
+a wall-clock budget, then reports the exact test NLL of the best-validated weights. The preset's
+``epochs`` caps the schedule: the epochs that fit in the budget, at most that many, so a faster
+machine does not stretch the schedule and overfit (binarized MNIST: 28 epochs).
 
     .venv/bin/python benchmarks/made.py binarized-mnist [--minutes 20]
     .venv/bin/python benchmarks/made.py digits
@@ -30,6 +32,10 @@ PRESETS = {
     # epoch 19 of 53 (best validation 89.39, test 88.98); 2000 units, dropout 0.4: test 88.89;
     # 3000 units, dropout 0.5: test 88.40 in 28 epochs (results/made_binarized_mnist_h*).
     # Without the direct connection, 500 units reached a best validation of 99.6 against 91.8.
+    # The schedule is capped at 28 epochs (issue 28): rerun on a faster core, the budget fitted
+    # 49 epochs, the cosine schedule stretched over them and the run overfit (test 88.80, train
+    # 81.4, against 88.40-88.49 at 28 epochs); a faster machine now finishes the same 28 epochs
+    # sooner instead of training longer.
     "binarized-mnist": dict(
         model={"hidden": [3000], "direct": True, "dropout": 0.5},
         train=dict(
@@ -37,7 +43,7 @@ PRESETS = {
             lr=1e-3,
             weight_decay=0.0,
             optimizer="adam",
-            epochs=400,
+            epochs=28,
             patience=1000,
             eval_size=3000,
             schedule="cosine",
