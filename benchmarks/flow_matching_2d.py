@@ -6,7 +6,12 @@ the same standardised model space), batch, steps and optimizer are trained with
 * dgm I-CFM and dgm OT-CFM (``coupling=independent`` / ``ot``, exact assignment by scipy);
 * torchcfm's ``ExactOptimalTransportConditionalFlowMatcher`` (sigma=0: the same straight path
   and exact minibatch OT plan, solved by POT) driving that network;
-* dgm ``reflow`` distilled from the dgm I-CFM run (Liu et al.'s 2-rectified flow).
+* dgm ``reflow`` distilled from the dgm I-CFM run (Liu et al.'s 2-rectified flow);
+* dgm ``consistency`` distilled from the dgm OT-CFM run (``objective=cd``) and trained without a
+  teacher (``objective=ct``), sampled in 1 and 2 steps (no likelihood: no KL gap);
+* dgm ``nsf`` (its default model config; the same batch, Adam and learning rate as the others)
+  trained for the same summed step time as dgm OT-CFM: flow
+  matching's KL gap against dgm's best exact flow at equal training time.
 
 Figures (all on fresh samples of the analytic density, whose log-density is exact):
 
@@ -16,8 +21,8 @@ Figures (all on fresh samples of the analytic density, whose log-density is exac
 * ``c2st``: held-out accuracy of dgm's MLP classifier telling model samples (rk4, 20 steps) from
   data (0.5 = indistinguishable);
 * ``ms_step``: median milliseconds per training step (loss, backward, Adam step);
-* ``w2_1step``: the exact empirical 2-Wasserstein distance (assignment) between 1-step-Euler
-  samples and as many data points.
+* ``w2_1step`` / ``w2_2step``: the exact empirical 2-Wasserstein distance (assignment) between
+  1-step (2-step) samples (Euler for the flows, the consistency sampler) and as many data points.
 
 ``--solver`` also times dgm's dopri5 against torchdiffeq's on the trained OT-CFM field at the same
 tolerance, with the error of each against a tight (rtol 1e-9) dgm solve.
@@ -36,7 +41,15 @@ from _common import median, report
 from dgm.core.spec import DataSpec
 from dgm.data.analytic import get_density
 from dgm.eval.twosample import c2st
-from dgm.models.flow_matching import FlowMatching, FlowMatchingConfig, Reflow, ReflowConfig
+from dgm.models import build
+from dgm.models.flow_matching import (
+    Consistency,
+    ConsistencyConfig,
+    FlowMatching,
+    FlowMatchingConfig,
+    Reflow,
+    ReflowConfig,
+)
 from dgm.samplers.ode import odeint
 
 
@@ -46,11 +59,12 @@ def w2(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.sqrt(float(cost[r, c].mean()))
 
 
-def train(step_fn, params, steps: int, lr: float) -> float:
-    """Run ``steps`` steps of Adam on ``step_fn() -> loss``; returns the median ms per step."""
+def train(step_fn, params, steps: int, lr: float, seconds: float | None = None) -> float:
+    """Run ``steps`` steps of Adam on ``step_fn() -> loss`` (or as many as fit in ``seconds`` of
+    summed step time); returns the median ms per step."""
     opt = torch.optim.Adam(params, lr=lr)
-    times = []
-    for _ in range(steps):
+    times: list[float] = []
+    while len(times) < steps if seconds is None else sum(times) < 1000 * seconds:
         t0 = time.perf_counter()
         opt.zero_grad()
         step_fn().backward()
@@ -61,18 +75,25 @@ def train(step_fn, params, steps: int, lr: float) -> float:
 
 def figures(model, density, args, gen) -> dict:
     test = density.sample(args.test, generator=gen)
+    out = {}
     with model.inference():
-        lq = model.log_prob(test)
-        s = model.sample(args.test, method="rk4", steps=20)
-        one = model.sample(args.test, method="euler", steps=1)
-    gap = density.log_prob(test) - lq
+        if isinstance(model, Consistency):
+            s = model.sample(args.test, steps=2)
+            few = {k: model.sample(args.test, steps=k) for k in (1, 2)}
+        else:
+            gap = density.log_prob(test) - model.log_prob(test)
+            out["kl_gap"] = round(float(gap.mean()), 4)
+            out["kl_gap_se"] = round(float(gap.std() / math.sqrt(len(gap))), 4)
+            if isinstance(model, FlowMatching):
+                s = model.sample(args.test, method="rk4", steps=20)
+                few = {k: model.sample(args.test, method="euler", steps=k) for k in (1, 2)}
+            else:
+                s, few = model.sample(args.test), {}
     data = density.sample(args.test, generator=gen)
-    return {
-        "kl_gap": round(float(gap.mean()), 4),
-        "kl_gap_se": round(float(gap.std() / math.sqrt(len(gap))), 4),
-        "c2st": round(c2st(s, data, seed=0).statistic, 3),
-        "w2_1step": round(w2(one, density.sample(args.test, generator=gen)), 4),
-    }
+    out["c2st"] = round(c2st(s, data, seed=0).statistic, 3)
+    for k, x in few.items():
+        out[f"w2_{k}step"] = round(w2(x, density.sample(args.test, generator=gen)), 4)
+    return out
 
 
 def main() -> None:
@@ -133,6 +154,25 @@ def main() -> None:
             ms = train(lambda rf=rf: rf.loss(torch.zeros(args.batch, 2))["loss"],
                        rf.parameters(), args.steps, args.lr)  # fmt: skip
             trained["dgm reflow (of I-CFM)"] = (rf, ms)
+            for label, objective in (("dgm consistency cd (of OT-CFM)", "cd"),
+                                     ("dgm consistency ct", "ct")):  # fmt: skip
+                torch.manual_seed(seed)
+                cm = Consistency(spec, ConsistencyConfig(objective=objective, width=args.width,
+                                                         depth=args.depth))  # fmt: skip
+                if objective == "cd":
+                    cm.use_teacher(trained["dgm OT-CFM"][0])
+                cm.on_train_start(first)
+                ms = train(lambda cm=cm, b=batches: cm.loss(b())["loss"], cm.parameters(),
+                           args.steps, args.lr)  # fmt: skip
+                trained[label] = (cm, ms)
+            # dgm's best exact flow (nsf at its defaults) for the OT-CFM run's training time
+            torch.manual_seed(seed)
+            nsf = build("nsf", spec)
+            nsf.on_train_start(first)
+            budget = trained["dgm OT-CFM"][1] * args.steps / 1000
+            ms = train(lambda m=nsf, b=batches: m.loss(b())["loss"], nsf.parameters(), 0,
+                       args.lr, seconds=budget)  # fmt: skip
+            trained["dgm nsf (same time as OT-CFM)"] = (nsf, ms)
             for label, (m, ms) in trained.items():
                 t0 = time.perf_counter()
                 row = {"density": name, "seed": seed, "model": label, "ms_step": round(ms, 2)}
@@ -143,12 +183,13 @@ def main() -> None:
             if args.solver and solver is None:
                 solver = time_solvers(trained["dgm OT-CFM"][0], args.rtol)
                 print(solver, flush=True)
-    cols = ["density", "seed", "model", "kl_gap", "kl_gap_se", "c2st", "w2_1step", "ms_step"]
+    cols = ["density", "seed", "model", "kl_gap", "kl_gap_se", "c2st", "w2_1step", "w2_2step",
+            "ms_step"]  # fmt: skip
     extra = {
         "settings": vars(args),
         "kl_gap_note": "estimate: mean over --test fresh points of exact log p minus dgm's "
         f"probability-flow log q (exact trace, dopri5 rtol=atol={args.rtol:g})",
-        "not_measured": "torchcfm I-CFM; NSF at equal training time; MNIST figures",
+        "not_measured": "torchcfm I-CFM; MNIST figures",
     }
     if solver is not None:
         extra["solver"] = solver
