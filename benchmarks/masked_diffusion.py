@@ -7,8 +7,22 @@ integrated out, so the terms are bounded; ``--k`` draws per image) and reports t
 ELBO with two standard errors: over the test images (what a test set of this size allows) and the
 Monte Carlo part alone (from the draws). It also times ``sample`` at several step counts.
 
+``--fid-steps T ...``: sample quality against the number of steps, FID in dgm's feature space (the
+dataset's locally trained classifier, :mod:`dgm.eval.features`; not comparable with Inception FIDs)
+of ``--fid-n`` samples against the test set, mean and standard error over ``--fid-sets`` sample
+sets, with the seconds each set took (T = the number of pixels: the order-agnostic
+autoregressive sampler). ``--completion N``: N test images with the lower half hidden, completed
+by the model (``--completion-steps``; 0: one pixel per step); the share of completions whose class
+by the feature classifier matches the true image's (its label where the data has labels, else the
+classifier's class of the whole image), with its binomial standard error. ``--gated-minutes M``
+trains a Gated PixelCNN (its defaults) for M minutes on the same data and reports the same
+completion figure by its exact prefix completion, and its fast sampler's time and FID at the same
+sample counts.
+
     OMP_NUM_THREADS=1 python benchmarks/masked_diffusion.py digits --minutes 15
     OMP_NUM_THREADS=1 python benchmarks/masked_diffusion.py binarized-mnist --minutes 30 --k 8
+    OMP_NUM_THREADS=1 python benchmarks/masked_diffusion.py digits --minutes 15 \
+        --fid-steps 10 20 50 64 --completion 447 --gated-minutes 15
 """
 
 from __future__ import annotations
@@ -24,6 +38,9 @@ import torch
 import dgm.data
 from _common import read_log, report, with_overrides
 from dgm.api import load_run
+from dgm.eval.features import dataset_features
+from dgm.eval.fid import fid
+from dgm.eval.suite import model_samples
 
 PRESETS = {
     "digits": dict(
@@ -58,6 +75,48 @@ PRESETS = {
 }
 
 
+def fid_by_steps(model, pre, feats, fr, steps_list, n, sets, seed=0, option="steps") -> list:
+    """FID of ``n`` samples against test features ``fr`` at each step count, over ``sets`` sets."""
+    rows = []
+    for steps in steps_list:
+        fids, secs = [], []
+        for k in range(sets):
+            t = time.perf_counter()
+            opts = {option: steps} if option else {}
+            x = model_samples(model, pre, n, seed + 1000 * k, options=opts)
+            secs.append(time.perf_counter() - t)
+            fids.append(fid(fr, feats(x)))
+        f = torch.tensor(fids, dtype=torch.float64)
+        se = float(f.std() / math.sqrt(sets)) if sets > 1 else math.nan
+        rows.append({"steps": steps, "fid": round(float(f.mean()), 3), "fid_se": round(se, 3),
+                     "sets": sets, "n": n, "seconds_per_set": round(sum(secs) / sets, 2)})  # fmt: skip
+        print(rows[-1], flush=True)
+    return rows
+
+
+def completion_match(model, pre, feats, x, y, options) -> dict:
+    """Lower half hidden: the share of completions classified as the true image's class."""
+    h = x.shape[-2]
+    mask = torch.zeros(x.shape[1:], dtype=torch.bool)
+    mask[..., : h // 2, :] = True  # the top rows observed (a prefix of the raster order)
+    with torch.no_grad():
+        ref = y if y is not None else feats.logits(pre.inverse(x)).argmax(1)
+    t = time.perf_counter()
+    outs = []
+    with model.inference():
+        for i in range(0, x.shape[0], 100):
+            outs.append(model.complete(x[i : i + 100], mask, **options))
+    secs = time.perf_counter() - t
+    with torch.no_grad():
+        pred = feats.logits(pre.inverse(torch.cat(outs))).argmax(1)
+    rate = float((pred == ref).double().mean())
+    n = x.shape[0]
+    return {"images": n, "match": round(rate, 4),
+            "match_se": round(math.sqrt(rate * (1 - rate) / n), 4),
+            "reference": "test labels" if y is not None else "classifier on the whole image",
+            "seconds": round(secs, 1)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", choices=sorted(PRESETS))
@@ -70,6 +129,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     ap.add_argument("--name", default=None)
+    ap.add_argument("--fid-steps", nargs="*", type=int, default=[])
+    ap.add_argument("--fid-n", type=int, default=500)
+    ap.add_argument("--fid-sets", type=int, default=3)
+    ap.add_argument("--completion", type=int, default=0, help="test images to complete")
+    ap.add_argument("--completion-steps", type=int, default=0)
+    ap.add_argument("--gated-minutes", type=float, default=0.0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.data]
@@ -105,6 +170,44 @@ def main() -> None:
             t = time.perf_counter()
             model.sample(100, steps=steps)
             timing[f"sample100_s_steps{steps}"] = round(time.perf_counter() - t, 3)
+    extra = {}
+    if args.fid_steps or args.completion:
+        feats = dataset_features(data)
+        x_test, y_test = data.split("test")
+        fr = feats(x_test)
+        pre = run.preprocessor
+        if args.fid_steps:
+            extra["fid_by_steps"] = fid_by_steps(model, pre, feats, fr, args.fid_steps,
+                                                 args.fid_n, args.fid_sets)  # fmt: skip
+        idx = torch.linspace(0, x_test.shape[0] - 1, max(args.completion, 1)).long()
+        xc, yc = x_test[idx].to(model.dtype), (None if y_test is None else y_test[idx])
+        if args.completion:
+            extra["completion"] = completion_match(
+                model, pre, feats, xc, yc, {"steps": args.completion_steps}
+            )
+            print(extra["completion"], flush=True)
+        if args.gated_minutes:
+            g_out = out.parent / "gated-pixelcnn"
+            dgm.train("gated-pixelcnn", data, g_out, progress=False, seed=args.seed,
+                      overwrite=True, max_minutes=args.gated_minutes, checkpoint_every=0)  # fmt: skip
+            gated = load_run(g_out)
+            gated_row = {"minutes": args.gated_minutes}
+            if args.completion:
+                gated_row["completion"] = completion_match(gated.model, gated.preprocessor, feats,
+                                                           xc, yc, {})  # fmt: skip
+            if args.fid_steps:
+                gated_row["fid_fast_sampler"] = fid_by_steps(
+                    gated.model,
+                    gated.preprocessor,
+                    feats,
+                    fr,
+                    ["fast"],
+                    args.fid_n,
+                    args.fid_sets,
+                    option="sampler",
+                )
+            extra["gated_pixelcnn"] = gated_row
+            print(gated_row, flush=True)
     logs = read_log(out)
     val_curve = [(r["step"], r["val_nll"]) for r in logs if "val_nll" in r]
     steps_done = max((r["step"] for r in logs if "step" in r), default=0)
@@ -128,7 +231,11 @@ def main() -> None:
         args.name or f"masked_diffusion_{args.data}",
         [row],
         list(row),
-        {"val_curve": val_curve, "figure": "negative ELBO (upper bound on the NLL), nats/image"},
+        {
+            "val_curve": val_curve,
+            "figure": "negative ELBO (upper bound on the NLL), nats/image",
+            **extra,
+        },  # fmt: skip
     )
 
 
