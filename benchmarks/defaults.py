@@ -243,6 +243,7 @@ def main() -> None:
     ap.add_argument("--name", default="defaults")
     ap.add_argument("--set", nargs="*", default=[], help="MODEL.key=value (probes only)")
     ap.add_argument("--train-set", nargs="*", default=[], help="MODEL.key=value (probes only)")
+    ap.add_argument("--note", nargs="*", default=[], help="sentences kept as the JSON's notes")
     ap.add_argument(
         "--merge", nargs="*", type=Path, default=None, help="results JSON files to join"
     )
@@ -295,6 +296,7 @@ def save(args: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
         "entropy": {d: _ENTROPY[d] for d in data},
         "targets": targets,
         "misses": missed,
+        "notes": list(args.note),
         "left_out": {m: why for m, why in LEFT_OUT.items() if m not in {r["model"] for r in runs}},
         "runs": runs,
         "args": arguments,
