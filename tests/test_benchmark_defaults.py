@@ -75,3 +75,18 @@ def test_the_entropy_of_8gaussians_lies_just_below_that_of_separated_modes(defau
     # nats, reached when they do not overlap; these overlap a little (6 std apart)
     upper = math.log(8) + math.log(2 * math.pi * math.e / 8)
     assert upper - 0.02 < h < upper + 4 * sem
+
+
+def test_misses_name_each_target_a_run_misses(defaults):
+    """Issue 24's targets: C2ST <= 0.60; KL <= 0.10 for an exact density (nsf, a spline flow:
+    0.02); a bound within 0.30 nats of the true cross-entropy."""
+    assert defaults.misses(fake("nsf", "flows", "rings", 0.52, 0.05, "log_prob")) == [
+        "KL 0.050 > 0.02"
+    ]
+    assert defaults.misses(fake("glow", "flows", "rings", 0.52, 0.05, "log_prob: exact")) == []
+    assert defaults.misses(fake("vae", "vae", "rings", 0.612, 0.412, "iwae_bound(k=100)")) == [
+        "C2ST 0.612 > 0.60",
+        "bound gap 0.412 > 0.30",
+    ]
+    assert defaults.misses(fake("ddpm", "diffusion", "rings", 0.55, 0.29, "elbo (...)")) == []
+    assert defaults.misses(fake("gan", "gan", "rings", 0.61, None, None)) == ["C2ST 0.610 > 0.60"]
