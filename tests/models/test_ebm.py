@@ -355,7 +355,7 @@ DOCUMENTED = {  # issue 24: the settings with which each objective meets its KL 
 def test_each_objective_resolves_its_documented_defaults(objective):
     cfg = EBM.Config(objective=objective)
     assert {k: getattr(cfg, k) for k in DOCUMENTED[objective]} == DOCUMENTED[objective]
-    assert cfg.fourier_scale == 2.0 and EBM.train_defaults == {"schedule": "cosine"}
+    assert cfg.fourier_scale == 2.0 and EBM.train_defaults == {"schedule": "cosine", "steps": 3000}
     assert EBM.Config().objective == "nce"  # the default objective (pcd diverges on rings)
     # a value given is kept; other energies take the plain settings
     assert EBM.Config(objective=objective, tether=0.5, buffer_size=7).tether == 0.5
