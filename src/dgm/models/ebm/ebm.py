@@ -122,7 +122,9 @@ PCD_ALPHA = 0.03
 #:   The E^2 penalty gives the common level a restoring force, ``2 alpha (E(x+) + E(x-))``: with
 #:   alpha = 0.03 the energy at the data stays within 0.2 of 0 and |grad_x E| near 9 for the
 #:   whole run, and rings ends at KL 0.142 (alpha 0.1: 0.147; alpha 1 over-flattens it, 2.43);
-#:   a quarter of fresh chains from the data each update anchors the modes' weights (0.107).
+#:   a quarter of fresh chains from the data each update anchors the modes' weights (0.107;
+#:   half: 0.134). In ``ebm_2d.json``: 0.014 / 0.123 / 0.078 on 8gaussians / rings /
+#:   checkerboard, so rings still misses issue 24's 0.1.
 #: * sm, ssm, dsm: noise annealing (``anneal_sigma``): the data are blurred by N(0, s^2 I), s
 #:   falling from 0.5 to 0 over ``anneal_steps``, so the relative weights of separated modes
 #:   (which the Fisher divergence cannot see: the 4 rings) are learnt while the modes overlap
