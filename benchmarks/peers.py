@@ -41,8 +41,9 @@ Pairs (``--pairs``; peers in the ``bench`` extra, installed with ``pip install -
   re-implementation takes;
 * ``gan``: torchgan needs torchvision (which pins a torch build), so the peer is a plain-PyTorch
   loop of the same GAN: dgm's generator and discriminator networks (copies), the non-saturating
-  loss (Goodfellow et al. 2014), the same R1 penalty off (``r1_weight=0``), one D and one G update
-  per step, on 8gaussians.
+  loss (Goodfellow et al. 2014), one D and one G update per step, no packing, no R1 penalty
+  (dgm's ``gan`` set to ``d_steps=1 pack=1 r1_weight=0`` alike), MLP (128, 128, 128), batch 256
+  of 8gaussians.
 
 PixelCNN has no pair yet (no maintained package; a plain Gated PixelCNN baseline is not written):
 its step is in ``roofline.py``.
@@ -566,7 +567,9 @@ def gan_pairs(args) -> list[dict]:
     x_train = ds.train.float()
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randint(0, len(x_train), (total_steps(args), 256), generator=g)
-    cfg = {"r1_weight": 0.0, "loss": "non-saturating"}
+    # the plain GAN: one D and one G update per step, no packing, no R1 (dgm's defaults are
+    # d_steps=4, pack=2, r1_weight=0.1: set to the plain loop's here)
+    cfg = {"r1_weight": 0.0, "loss": "non-saturating", "d_steps": 1, "pack": 1}
 
     def make_dgm() -> Side:
         m = build("gan", DataSpec((2,)), **cfg)
