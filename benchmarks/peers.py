@@ -640,13 +640,16 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     per_pair = {k.split(".")[0]: int(v) for k, v in (s.split("=") for s in args.set)}
     load0 = loadavg()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    commit += " (with uncommitted changes)" if dirty else ""
     rows = []
     for name in args.pairs:
         a = Namespace(**vars(args))
         a.chunk = per_pair.get(name, args.chunk)
         rows += PAIRS[name](a)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()  # fmt: skip
     cols = ["family", "task", "dgm", "peer", "params_dgm", "params_peer", "steps", "ms_step_dgm",
             "ms_step_dgm_range", "ms_step_peer", "ms_step_peer_range", "speedup", "quality",
             "q_dgm", "q_peer", "ms_sample_dgm", "ms_sample_peer", "sample_speedup", "loadavg"]  # fmt: skip
