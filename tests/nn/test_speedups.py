@@ -91,3 +91,14 @@ def test_premasked_layer_masks_weights_loaded_from_the_plain_form():
 def test_several_mask_sets_keep_the_plain_form():
     net = MADENet(made_order(5, "natural"), [8], num_masks=3)
     assert all(not layer.premasked for layer in [*net.layers, net.out])
+
+
+def test_values_written_under_the_mask_by_hand_do_not_reach_the_function():
+    torch.manual_seed(0)
+    mask = _mask(6, 5, seed=4)
+    fast = MaskedLinear(5, 6, mask, premasked=True).double()
+    x = torch.randn(3, 5, dtype=torch.float64)
+    before = fast(x)
+    with torch.no_grad():
+        fast.weight.add_(torch.randn_like(fast.weight) * (1 - fast.mask))  # noise under the mask
+    torch.testing.assert_close(fast(x), before)

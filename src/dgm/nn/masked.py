@@ -141,11 +141,12 @@ class MaskedLinear(nn.Linear):
     optimizer does to them.
 
     With ``premasked=True`` (for a mask that never changes) the stored weight itself is kept
-    masked: zeroed at construction and when a state dict is loaded, its gradient masked in the
-    backward pass; the forward pass then skips the product ``W * M``. The function, its
-    gradients and the saved weights' function are those of the plain form (a test compares them).
-    Writing non-zero values into masked entries by hand breaks that form; the mask of a
-    premasked layer is not to be changed (``MADENet`` premasks only with a single mask set).
+    masked: zeroed at construction, when a state dict is loaded and in place at every forward
+    pass (values written under the mask by hand are dropped), its gradient masked in place in the
+    backward pass; no weight-sized tensor is allocated for ``W * M``. The function and its
+    gradients are those of the plain form (a test compares them). A premasked layer's mask is
+    not to be loosened: the weights it hid are zero (``MADENet`` premasks only with a single mask
+    set).
     """
 
     mask: Tensor
@@ -177,6 +178,10 @@ class MaskedLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.premasked:
+            # in place, so cheap (the out-of-place W * M allocates a new weight-sized tensor
+            # every call, which dominated MADE's step): values written under the mask since the
+            # last call (by hand, by noise) are zeroed, so the function is always that of W * M
+            self.weight.data.mul_(self.mask)
             return _PremaskedLinear.apply(x, self.weight, self.bias, self.mask)  # (B, out)
         return F.linear(x, self.weight * self.mask, self.bias)  # (B, out)
 
