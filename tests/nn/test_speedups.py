@@ -102,3 +102,21 @@ def test_values_written_under_the_mask_by_hand_do_not_reach_the_function():
     with torch.no_grad():
         fast.weight.add_(torch.randn_like(fast.weight) * (1 - fast.mask))  # noise under the mask
     torch.testing.assert_close(fast(x), before)
+
+
+def test_premasked_linear_under_bf16_autocast_matches_the_plain_form():
+    torch.manual_seed(0)
+    mask = _mask(8, 6, seed=5)
+    fast = MaskedLinear(6, 8, mask, premasked=True)
+    plain = copy.deepcopy(fast)
+    plain.premasked = False
+    x = torch.randn(5, 6)
+    grads = []
+    for layer in (fast, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x)
+        assert y.dtype == torch.bfloat16
+        grads.append(torch.autograd.grad(y.float().square().sum(), list(layer.parameters())))
+    for a, b in zip(*grads):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)

@@ -121,13 +121,17 @@ class _PremaskedLinear(torch.autograd.Function):
     def backward(ctx, g: Tensor):
         x, weight, mask = ctx.saved_tensors
         gx = gw = gb = None
+        # under autocast the forward product ran in a lower precision and ``g`` has its dtype:
+        # the products here run in it too (as autocast's own backward does); autograd casts
+        # each gradient back to its input's dtype
+        w = weight.to(g.dtype)
         if ctx.needs_input_grad[0]:
             # under create_graph (grad mode on here) the product keeps second derivatives with
             # respect to the weight masked too, as ``W * M`` does
-            gx = g @ (weight * mask if torch.is_grad_enabled() else weight)  # (..., in)
-        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+            gx = g @ (w * mask.to(g.dtype) if torch.is_grad_enabled() else w)  # (..., in)
+        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1]).to(g.dtype)
         if ctx.needs_input_grad[1]:
-            gw = (g2.transpose(0, 1) @ x2).mul_(mask)  # (out, in)
+            gw = (g2.transpose(0, 1) @ x2).to(weight.dtype).mul_(mask)  # (out, in)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = g2.sum(0)
         return gx, gw, gb, None
