@@ -19,7 +19,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -235,10 +235,13 @@ class RayExecutor:
         if self.started:
             try:
                 ray.init(address=address, include_dashboard=False, logging_level="warning")
-            except ConnectionError as e:
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                if address is None:
+                    raise DgmError(f"a local Ray did not start ({why})") from None
                 raise ConfigError(
-                    f"no Ray cluster at --address {address}: {e}".splitlines()[0]
-                    + "; start one with `ray start --head` or leave --address out"
+                    f"no Ray cluster at --address {address} ({why}); start one with "
+                    "`ray start --head`, or leave --address out for a local one"
                 ) from None
         self.jobs, self.cpus, self.gpus, self.say = jobs, cpus, gpus, say
         self.task = ray.remote(_ray_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries)
@@ -248,7 +251,8 @@ class RayExecutor:
         self.done: dict[tuple[str, bool], dict[str, Any]] = {}
         self.failed = 0
         self.t0 = time.perf_counter()
-        self.bar = Progress("runs", 0, unit="runs", enabled=progress)
+        # lines, not a bar: the number of runs grows as the driver plans them
+        self.bar = Progress("runs", 0, unit="runs", enabled=progress, bar=False)
 
     def submit(self, job: RunJob) -> None:
         if job.key in self.known:
@@ -262,7 +266,7 @@ class RayExecutor:
         while self.queue and (self.jobs is None or len(self.inflight) < self.jobs):
             job = self.queue.popleft()
             # the task runs quietly; the driver shows the progress of all of them
-            ref = self.task.remote(RunJob(**{**job.__dict__, "progress": False}), self.cpus)
+            ref = self.task.remote(replace(job, progress=False), self.cpus)
             self.inflight[ref] = job
 
     def _collect(self) -> None:
