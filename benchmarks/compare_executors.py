@@ -74,10 +74,10 @@ def diff(local: dict[str, Any], remote: dict[str, Any]) -> dict[str, Any]:
 
 def same_weights(a: Path, b: Path) -> tuple[int, int]:
     """(runs whose weights are bit-identical, runs) between two comparison directories."""
-    runs = sorted(p.relative_to(a) for p in a.rglob("runs/**/model.safetensors"))
+    runs = sorted(p.parent.relative_to(a) for p in a.rglob("runs/**/summary.json"))
     same = 0
     for rel in runs:
-        wa, wb = load_file(a / rel), load_file(b / rel)
+        wa, wb = (load_file(d / rel / "model.safetensors") for d in (a, b))
         same += wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     return same, len(runs)
 
