@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 
 from dgm.cli.main import main
 from dgm.compare import compare
+from dgm.compare.executors import RayExecutor, RunJob
+from dgm.core.errors import DgmError
 
 pytestmark = pytest.mark.ray
 
@@ -189,3 +191,26 @@ def test_a_run_that_fails_on_its_own_is_recorded_and_the_others_go_on(cluster, t
     assert rows["realnvp"]["reason"] == f"{junk} holds files but no dgm run; delete it to let " \
         "compare train there"  # fmt: skip
     assert doc["failed"] == ["realnvp on 8gaussians"]
+
+
+def test_the_driver_counts_runs_done_running_and_failed(cluster, tmp_path, tiny, capsys):
+    bad = []
+    for i in range(2):  # runs that fail at once: their directories hold files but no run
+        (tmp_path / f"r{i}").mkdir()
+        (tmp_path / f"r{i}" / "x.txt").write_text("x")
+        bad.append(RunJob(str(tmp_path / f"r{i}"), "nsf", "8gaussians", {}, tiny.train, 0, False))
+    ex = RayExecutor(jobs=1, progress=True)
+    try:
+        for job in bad:
+            ex.submit(job)
+        assert len(ex.inflight) == 1 and len(ex.queue) == 1  # --jobs 1: one at a time
+        with pytest.raises(DgmError, match="holds files but no dgm run"):
+            ex.result(bad[0])
+        assert ex.bar.status.startswith("done 0, running 1, failed 1, left ~")
+        with pytest.raises(DgmError, match="holds files but no dgm run"):
+            ex.result(bad[1])
+        assert ex.bar.status.startswith("done 0, running 0, failed 2, left ~0 s (estimate)")
+    finally:
+        ex.close()
+    err = capsys.readouterr().err
+    assert f"{bad[1].path} failed: {bad[1].path} holds files but no dgm run" in err

@@ -234,7 +234,7 @@ class RayExecutor:
         self.started = not ray.is_initialized()
         if self.started:
             try:
-                ray.init(address=address, include_dashboard=False, logging_level="warning")
+                ray.init(address=address, include_dashboard=False, logging_level="error")
             except (ConnectionError, ValueError, RuntimeError) as e:
                 why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 if address is None:
@@ -252,7 +252,7 @@ class RayExecutor:
         self.failed = 0
         self.t0 = time.perf_counter()
         # lines, not a bar: the number of runs grows as the driver plans them
-        self.bar = Progress("runs", 0, unit="runs", enabled=progress, bar=False)
+        self.bar = Progress("runs", None, unit="runs", enabled=progress, bar=False, after=1.0)
 
     def submit(self, job: RunJob) -> None:
         if job.key in self.known:
@@ -281,6 +281,7 @@ class RayExecutor:
             self.failed += not out["ok"]
             if not out["ok"]:
                 self.say(f"{job.path} failed: {out['reason']}")
+        self._pump()  # refill first: "running" counts the runs now in flight
         finished = len(self.done)
         left = len(self.known) - finished
         took = time.perf_counter() - self.t0
@@ -288,7 +289,6 @@ class RayExecutor:
             len(ready), done=finished - self.failed, running=len(self.inflight),
             failed=self.failed, left=f"~{took * left / finished:.0f} s (estimate)",
         )  # fmt: skip
-        self._pump()
 
     def result(self, job: RunJob) -> dict[str, Any]:
         self.submit(job)
