@@ -47,6 +47,8 @@ TINY = (
 NOT_RUN = {
     "dgm compare --preset toy2d": "trains every family on two densities for the preset's budget "
     "(minutes); tests/compare/test_presets.py checks the preset",
+    "dgm compare --preset toy2d --out /shared/cmp --executor ray --address auto": "needs a Ray "
+    "cluster of several machines; tests/compare/test_ray.py runs --executor ray on a local one",
     "torchrun --nproc_per_node=2 -m dgm train nsf --data 8gaussians --out runs/ddp --steps 2000": (
         "two processes: tests/train/test_distributed.py runs data-parallel training under "
         "torch.distributed"

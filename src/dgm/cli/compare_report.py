@@ -27,6 +27,11 @@ def command_line(args: argparse.Namespace) -> str:
             words += [f"--{flag.replace('_', '-')}", str(value)]
     if args.cv:
         words += ["--cv", str(args.cv)]
+    if args.executor != "local":
+        words += ["--executor", args.executor]
+        for flag in ("address", "jobs"):
+            if getattr(args, flag) is not None:
+                words += [f"--{flag}", str(getattr(args, flag))]
     return shlex.join(words)
 
 
@@ -70,6 +75,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         report=not args.no_report,
         command=command_line(args),
         progress=not args.no_progress,
+        executor=args.executor,
+        address=args.address,
+        jobs=args.jobs,
+        cpus_per_run=args.cpus_per_run,
     )
     print((Path(out) / "leaderboard.md").read_text())
     written = "leaderboard.json, leaderboard.md" + ("" if args.no_report else ", report.html")

@@ -219,6 +219,19 @@ def _add_compare_report(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--num-samples", type=int, help="samples for the sample-based metrics")
     c.add_argument("--no-report", action="store_true", help="skip report.html")
     c.add_argument(
+        "--executor", choices=("local", "ray"), default="local",
+        help="where the runs happen: one after the other here (default), or as Ray tasks",
+    )  # fmt: skip
+    c.add_argument(
+        "--address", metavar="ADDR",
+        help="Ray cluster to use (auto: the running one; default: start a local Ray)",
+    )  # fmt: skip
+    c.add_argument("--jobs", type=int, metavar="N", help="at most N runs at a time (Ray)")
+    c.add_argument(
+        "--cpus-per-run", type=float, default=1, metavar="C",
+        help="CPUs (and torch threads) of each Ray task (default 1)",
+    )  # fmt: skip
+    c.add_argument(
         "--no-progress", action="store_true", help="no progress bar or progress lines on stderr"
     )
     _add_common(c)

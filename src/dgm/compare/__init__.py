@@ -3,6 +3,8 @@
 * :mod:`~dgm.compare.presets`: ready-made comparisons (:data:`PRESETS`) and the registered
   models by family (:data:`FAMILIES`)
 * :mod:`~dgm.compare.runner`: :func:`compare`, every model x dataset x seed, resumable
+* :mod:`~dgm.compare.executors`: where the runs happen: in this process, or as tasks of a Ray
+  cluster (``executor="ray"``)
 * :mod:`~dgm.compare.grid`: model selection by validation score or K-fold cross-validation
 * :mod:`~dgm.compare.leaderboard`: mean ± std over seeds, ranking, Markdown
 * :mod:`~dgm.compare.report`: the self-contained HTML report of runs (:func:`write_report`),

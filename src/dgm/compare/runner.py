@@ -28,19 +28,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dgm import __version__, api
+from dgm import __version__
+from dgm.compare.executors import (
+    EXECUTORS,
+    LocalExecutor,
+    RayExecutor,
+    RunJob,
+    failure_reason,
+    require_ray,
+)
 from dgm.compare.grid import cv_folds, grid_points, slug, validation_score
 from dgm.compare.leaderboard import aggregate, document_markdown, rank_rows, result_kind
 from dgm.compare.report import write_report
-from dgm.core.config import build_config, config_to_dict
+from dgm.core.config import build_config
 from dgm.core.errors import ConfigError, DgmError
 from dgm.core.io import atomic_write_text
 from dgm.data import default_preprocessor
 from dgm.data import load as load_dataset
-from dgm.eval.run import evaluate
 from dgm.models import get
-from dgm.train.checkpoint import latest_checkpoint
-from dgm.train.config import TrainConfig
 
 __all__ = ["compare", "write_leaderboard"]
 
@@ -65,6 +70,7 @@ class _Comparison:
     say: Callable[[str], None]
     progress: bool = True
     run_dirs: list[Path] = field(default_factory=list)
+    executor: LocalExecutor | RayExecutor = field(init=False)
 
     # ------------------------------------------------------------------ one run
     def train_options_for(self, seed: int, extra: dict[str, Any]) -> dict[str, Any]:
@@ -78,49 +84,20 @@ class _Comparison:
             opts["checkpoint_every"] = 200
         return opts | self.train_options | extra
 
-    def _check_same(self, path: Path, name: str, model_cfg: dict, opts: dict) -> None:
-        saved = api.read_run_config(path)
-        wanted_train = config_to_dict(build_config(TrainConfig, opts, what="training"))
-        diffs = [f"model {saved['model']!r}, not {name!r}"] if saved["model"] != name else []
-        diffs += [
-            f"{k}={saved['model_config'].get(k)!r}, not {v!r}"
-            for k, v in model_cfg.items()
-            if saved["model_config"].get(k) != v
-        ]
-        diffs += [
-            f"{k}={saved['train'].get(k)!r}, not {v!r}"
-            for k, v in wanted_train.items()
-            if k in opts and k != "progress" and saved["train"].get(k) != v
-        ]
-        if diffs:
-            raise ConfigError(
-                f"{path} holds a run with other settings ({'; '.join(diffs[:3])}); give another "
-                "--out or delete that run to retrain it"
-            )
+    def job(
+        self, path: Path, name: str, data: str, model_cfg: dict, opts: dict, *,
+        seed: int = 0, evaluate: bool = False, fold: tuple[int, int] | None = None,
+    ) -> RunJob:  # fmt: skip
+        return RunJob(
+            path=str(path), model=name, data=data, model_config=model_cfg, train_options=opts,
+            seed=seed, evaluate=evaluate, fold=fold, data_dir=self.data_dir,
+            sample_options=self.sample_options.get(name, {}), eval_options=self.eval_options,
+            progress=self.progress,
+        )  # fmt: skip
 
-    def ensure_run(self, path: Path, name: str, data: Any, model_cfg: dict, opts: dict) -> str:
-        """Train, resume or reuse the run in ``path``; returns what was done."""
-        cls = get(name)
-        full_cfg = config_to_dict(build_config(cls.Config, model_cfg, what=f"model {name!r}"))
-        kwargs = {"model_config": model_cfg, "data_dir": self.data_dir}
-        if (path / "config.yaml").is_file():
-            self._check_same(path, name, full_cfg, opts)
-            if (path / "summary.json").is_file() and (path / "model.safetensors").is_file():
-                return "reused"
-            ckpt, _ = latest_checkpoint(path / "checkpoints")
-            if ckpt is not None and isinstance(data, str):
-                self.say(f"resuming {path} from {ckpt.name}")
-                api.train(name, data, path, resume=True, progress=self.progress)
-                return "resumed"
-            api.train(name, data, path, overwrite=True, **kwargs, **opts)
-            return "restarted"
-        if path.exists() and any(path.iterdir()):
-            raise DgmError(
-                f"{path} holds files but no dgm run; delete it to let compare train there"
-            )
-        self.say(f"training {name} -> {path}")
-        api.train(name, data, path, **kwargs, **opts)
-        return "trained"
+    def run(self, job: RunJob) -> dict[str, Any]:
+        """The run of ``job`` carried out (or reused) by the executor."""
+        return self.executor.result(job)
 
     def resolve_teacher(self, cfg: dict[str, Any], data: str, seed: int) -> dict[str, Any]:
         """``teacher="@MODEL"`` (a student's teacher, e.g. reflow's) names the default run of
@@ -136,73 +113,98 @@ class _Comparison:
             )
         return cfg | {"teacher": str(path.resolve())}
 
-    def evaluate_run(self, path: Path, dataset: Any, seed: int) -> dict[str, Any]:
-        """``eval.json`` of the run (computed once), with the training figures added."""
-        target = path / "eval.json"
-        if target.is_file():
-            return json.loads(target.read_text())
-        run = api.load_run(path)
-        res = evaluate(
-            run.model, dataset, run.preprocessor, seed=seed, data_dir=self.data_dir,
-            sample_options=self.sample_options.get(run.model.name), progress=self.progress,
-            **self.eval_options,
-        )  # fmt: skip
-        summary = json.loads((path / "summary.json").read_text())
-        res["parameters"] = sum(p.numel() for p in run.model.parameters())
-        res["steps"] = summary.get("steps")
-        res["train_seconds"] = summary.get("train_seconds_total", summary.get("train_seconds"))
-        res["val_nll"] = summary.get("val_nll")
-        res["seed"] = seed
-        atomic_write_text(target, json.dumps(res, indent=2) + "\n")
-        return res
-
     # ------------------------------------------------------------------ selection
-    def select(self, name: str, data: str, dataset: Any, settings: list) -> tuple[tuple, dict]:
-        base = self.out / "runs" / slug(data) / name
-        scores: dict[str, float] = {}
-        by = ""
-        folds = cv_folds(dataset, self.cv) if self.cv else []
+    def selection_jobs(self, name: str, data: str, settings: list) -> list[tuple[str, RunJob]]:
+        """``(tag, job)`` of every run that scores a grid point (seed 0, or each CV fold)."""
+        jobs = []
         for tag, m, t in settings:
             cfg = self.model_configs.get(name, {}) | m
+            opts = self.train_options_for(0, t)
             if self.cv:
-                values = []
-                for i, fold in enumerate(folds):
+                for i in range(self.cv):
                     path = self.out / "cv" / slug(data) / name / tag / f"fold-{i + 1}"
-                    self.ensure_run(path, name, fold, cfg, self.train_options_for(0, t))
-                    by, v = validation_score(path, fold.val)
-                    values.append(v)
-                scores[tag] = sum(values) / len(values)
+                    jobs.append((tag, self.job(path, name, data, cfg, opts, fold=(self.cv, i))))
             else:
-                path = base / tag / "seed-0"
-                self.ensure_run(path, name, data, cfg, self.train_options_for(0, t))
-                by, scores[tag] = validation_score(path, dataset.val)
+                path = self.out / "runs" / slug(data) / name / tag / "seed-0"
+                jobs.append((tag, self.job(path, name, data, cfg, opts)))
+        return jobs
+
+    def select(self, name: str, data: str, dataset: Any, settings: list) -> tuple[tuple, dict]:
+        folds = cv_folds(dataset, self.cv) if self.cv else []
+        values: dict[str, list[float]] = {tag: [] for tag, _, _ in settings}
+        by = ""
+        jobs = self.selection_jobs(name, data, settings)
+        for _, job in jobs:
+            self.executor.submit(job)
+        for tag, job in jobs:
+            self.run(job)
+            val = folds[job.fold[1]].val if job.fold is not None else dataset.val
+            by, v = validation_score(Path(job.path), val)
+            values[tag].append(v)
+        scores = {tag: sum(v) / len(v) for tag, v in values.items()}
         best = min(settings, key=lambda s: scores[s[0]])
         how = by + (f", {self.cv}-fold cross-validation" if self.cv else "")
         return best, {"by": how, "scores": scores}
 
     # ------------------------------------------------------------------ one row
-    def row(self, name: str, data: str, dataset: Any) -> dict[str, Any]:
+    def seed_jobs(self, name: str, data: str, selected: tuple) -> list[RunJob]:
+        """The runs of the row's chosen setting, one per seed, each evaluated on the test split."""
+        tag, m, t = selected
+        cfg = self.model_configs.get(name, {}) | m
+        jobs = []
+        for seed in range(self.seeds):
+            path = self.out / "runs" / slug(data) / name / tag / f"seed-{seed}"
+            cfg = self.resolve_teacher(cfg, data, seed)
+            opts = self.train_options_for(seed, t)
+            jobs.append(self.job(path, name, data, cfg, opts, seed=seed, evaluate=True))
+        return jobs
+
+    def not_applicable(self, name: str, dataset: Any, settings: list) -> str | None:
+        """Why the model cannot take this data at all (``None`` when it can)."""
         cls = get(name)
-        row: dict[str, Any] = {"model": name, "family": cls.family, "status": "ok"}
-        settings = grid_points(cls, self.grid)
-        try:  # can the model take this data at all?
+        try:
             spec = default_preprocessor(dataset.spec, cls.data_kinds).spec(dataset.spec)
             cfg = self.model_configs.get(name, {}) | settings[0][1]
             cls(spec, build_config(cls.Config, cfg, what=f"model {name!r}"))
         except DgmError as e:
-            return row | {"status": "not applicable", "reason": str(e)}
+            return str(e)
+        return None
+
+    def prefetch(self, name: str, data: str, dataset: Any) -> None:
+        """Submit the runs of a row that are known before any of its runs ends (its grid
+        points, or its seeds), so that a parallel executor runs rows side by side. A student
+        waits for its teacher's row; whatever cannot be planned here waits for :meth:`row`."""
+        settings = grid_points(get(name), self.grid)
+        try:
+            if self.not_applicable(name, dataset, settings) is not None:
+                return
+            cfg = self.model_configs.get(name, {}) | settings[0][1]
+            if len(settings) > 1:
+                jobs = [job for _, job in self.selection_jobs(name, data, settings)]
+            elif str(cfg.get("teacher", "")).startswith("@"):
+                return
+            else:
+                jobs = self.seed_jobs(name, data, settings[0])
+        except DgmError:
+            return  # row() meets the same error and records it
+        for job in jobs:
+            self.executor.submit(job)
+
+    def row(self, name: str, data: str, dataset: Any) -> dict[str, Any]:
+        cls = get(name)
+        row: dict[str, Any] = {"model": name, "family": cls.family, "status": "ok"}
+        settings = grid_points(cls, self.grid)
+        reason = self.not_applicable(name, dataset, settings)
+        if reason is not None:
+            return row | {"status": "not applicable", "reason": reason}
         selected, selection = settings[0], None
         if len(settings) > 1:
             selected, selection = self.select(name, data, dataset, settings)
-        tag, m, t = selected
-        cfg = self.model_configs.get(name, {}) | m
-        results, runs = [], []
-        for seed in range(self.seeds):
-            path = self.out / "runs" / slug(data) / name / tag / f"seed-{seed}"
-            cfg = self.resolve_teacher(cfg, data, seed)
-            self.ensure_run(path, name, data, cfg, self.train_options_for(seed, t))
-            results.append(self.evaluate_run(path, dataset, seed))
-            runs.append(path)
+        jobs = self.seed_jobs(name, data, selected)
+        for job in jobs:
+            self.executor.submit(job)
+        results = [self.run(job)["eval"] for job in jobs]
+        runs = [Path(job.path) for job in jobs]
         self.run_dirs += runs
         first = results[0]
         row |= {
@@ -217,6 +219,7 @@ class _Comparison:
         if first.get("modes_total"):
             row["modes_total"] = first["modes_total"]
         if selection is not None:
+            _, m, t = selected
             row |= {"selected": m | t, "selection": selection}
         return row
 
@@ -240,6 +243,10 @@ def compare(
     command: str = "",
     say: Callable[[str], None] = _say,
     progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
+    jobs: int | None = None,
+    cpus_per_run: float = 1,
 ) -> dict[str, Any]:
     """Train, evaluate and rank ``models`` on each dataset of ``data``; write the leaderboard
     (``leaderboard.json`` / ``.md``) and ``report.html`` into ``out``. Returns the leaderboard.
@@ -249,6 +256,13 @@ def compare(
     model that cannot take the data is listed as "not applicable", one that fails as "failed"
     with the reason, and the others go on. ``progress`` shows each run's phases (training,
     summary, figures, evaluation) on stderr: a bar on a terminal, a line every ~10 s otherwise.
+
+    ``executor`` says where the runs happen (:mod:`dgm.compare.executors`): ``"local"`` one
+    after the other in this process; ``"ray"`` as tasks of the Ray cluster at ``address``
+    (``"auto"``: the running one; ``None``: a local Ray started for the comparison), at most
+    ``jobs`` at a time, each with ``cpus_per_run`` CPUs (and a GPU when ``train_options`` put
+    the runs on ``cuda``). Either way the runs write into ``out`` and this process computes the
+    leaderboard from them: the same seeds and steps give the same leaderboard.
     """
     if (steps is None) == (max_minutes is None):
         raise ConfigError("give the budget of every run: either --steps N or --max-minutes M")
@@ -272,6 +286,17 @@ def compare(
                               "hyperparameter of any of the models compared")  # fmt: skip
     if cv and not grid:
         raise ConfigError("--cv chooses among --grid settings; give --grid KEY=V1,V2 as well")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor is one of {', '.join(EXECUTORS)}, not {executor!r}")
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, not {jobs}")
+    if executor == "local" and (address is not None or (jobs or 1) > 1):
+        raise ConfigError("--address and --jobs are for --executor ray (local runs one at a time)")
+    if not cpus_per_run > 0:
+        raise ConfigError(f"--cpus-per-run must be positive, not {cpus_per_run}")
+    if executor == "ray":
+        require_ray()  # before any work: without Ray, one sentence
+    datasets = {d: load_dataset(d, data_dir=data_dir) for d in dict.fromkeys(data)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     job = _Comparison(
@@ -280,21 +305,48 @@ def compare(
         sample_options=dict(sample_options or {}), eval_options=dict(eval_options or {}),
         data_dir=data_dir, say=say, progress=progress,
     )  # fmt: skip
-    doc: dict[str, Any] = {
+    if executor == "ray":
+        device = str((train_options or {}).get("device") or "")
+        job.executor = RayExecutor(
+            address, jobs=jobs, cpus=cpus_per_run, gpus=1 if device.startswith("cuda") else 0,
+            progress=progress, say=say,
+        )  # fmt: skip
+    else:
+        job.executor = LocalExecutor(datasets, say)
+    try:
+        return _compare(job, doc_header(job, command), models, data, datasets, report)
+    finally:
+        job.executor.close()
+
+
+def doc_header(job: _Comparison, command: str) -> dict[str, Any]:
+    """The leaderboard document before any row."""
+    return {
         "dgm_version": __version__,
         "command": command,
-        "budget": {"steps": steps} if steps is not None else {"minutes": max_minutes},
-        "seeds": seeds,
-        "grid": grid,
-        "cv": cv,
+        "budget": {"steps": job.steps} if job.steps is not None else {"minutes": job.max_minutes},
+        "seeds": job.seeds,
+        "grid": job.grid,
+        "cv": job.cv,
         "model_config": job.model_configs,
         "sample_options": job.sample_options,
         "tables": [],
         "complete": False,
     }
+
+
+def _compare(
+    job: _Comparison, doc: dict[str, Any], models: list[str], data: Sequence[str],
+    datasets: dict[str, Any], report: bool,
+) -> dict[str, Any]:  # fmt: skip
+    out, say = job.out, job.say
+    if job.executor.parallel:
+        for d in data:
+            for name in models:
+                job.prefetch(name, d, datasets[d])
     failed = []
     for d in data:
-        dataset = load_dataset(d, data_dir=data_dir)
+        dataset = datasets[d]
         table: dict[str, Any] = {"data": d, "rows": []}
         doc["tables"].append(table)
         for name in models:
@@ -302,8 +354,7 @@ def compare(
             try:
                 row = job.row(name, d, dataset)
             except Exception as e:  # one model's failure does not stop the others
-                reason = str(e) if isinstance(e, DgmError) else f"{type(e).__name__}: {e}"
-                reason = reason.splitlines()[0][:400] if reason else type(e).__name__
+                reason = failure_reason(e)
                 row = {"model": name, "family": get(name).family, "status": "failed"}
                 row["reason"] = reason
                 failed.append(f"{name} on {d}")
@@ -317,7 +368,7 @@ def compare(
     write_leaderboard(out, doc)
     if report:
         write_report(
-            job.run_dirs, out / "report.html", leaderboard=doc, base=out, progress=progress
+            job.run_dirs, out / "report.html", leaderboard=doc, base=out, progress=job.progress
         )
     return doc
 
