@@ -429,14 +429,14 @@ def train(
         for warning in trainer.resume():
             print(f"dgm: warning: skipped a checkpoint: {warning}", file=sys.stderr, flush=True)
     info = trainer.fit()
-    if rank != 0:
-        return out
-    built.load_state_dict(trainer.final_weights())
-    save_tensors(built.state_dict(), out / "model.safetensors")
-    deadline = _end_of_run_deadline(tcfg, clock, started, trainer.seconds_before)
-    summary = _finish(out, built, pre, dataset, tcfg, deadline)
-    summary |= info | {"model": model_name, "data": data_entry["name"]}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    if rank == 0:
+        built.load_state_dict(trainer.final_weights())
+        save_tensors(built.state_dict(), out / "model.safetensors")
+        deadline = _end_of_run_deadline(tcfg, clock, started, trainer.seconds_before)
+        summary = _finish(out, built, pre, dataset, tcfg, deadline)
+        summary |= info | {"model": model_name, "data": data_entry["name"]}
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    ddp.teardown()  # the other ranks wait for rank 0's summary before the group goes
     return out
 
 

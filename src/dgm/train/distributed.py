@@ -15,6 +15,7 @@ Several machines: the same command on each with torchrun's rendezvous flags
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -30,6 +31,7 @@ __all__ = [
     "mean_over_ranks",
     "rank",
     "setup",
+    "teardown",
     "world_size",
 ]
 
@@ -57,6 +59,22 @@ def setup(device: str = "cpu") -> tuple[int, int]:
         if str(device).startswith("cuda"):
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return rank(), world_size()
+
+
+def teardown() -> None:
+    """Leave the process group together: wait for every rank, then destroy it.
+
+    A rank that exits while another still holds the group (rank 0 scoring and plotting at the
+    end of a run) tears the shared connections down under it, and gloo aborts the other process
+    at exit (SIGABRT). Every rank calls this once its work is done.
+    """
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "gloo":
+            # rank 0's end of run (scoring, plots) may outlast the group's default 30 minutes
+            dist.monitored_barrier(timeout=timedelta(hours=24))
+        else:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
