@@ -66,6 +66,7 @@ class DiffusionTeacher(nn.Module):
     def __init__(self, model: DDPM | ScoreSDE) -> None:
         super().__init__()
         self.model = model
+        self._log_abar: Tensor | None = None  # ddpm's log alpha-bar table, read once per device
 
     # the student reads these as it reads a flow-matching teacher's
     @property
@@ -88,7 +89,7 @@ class DiffusionTeacher(nn.Module):
         log_abar = (r2 / (1 + r2)).log()  # the level where a / (a + sigma) = t
         m = self.model
         if isinstance(m, DDPM):
-            table = m.schedule.alphas_cumprod.log().to(t64.device)  # (T,) float64, decreasing
+            table = self._log_abar_table(t64.device)  # (T,) float64, decreasing
             # steps i with table[i] >= log_abar > table[i + 1]: interpolate linearly between them
             target = log_abar.clamp(float(table[-1]), float(table[0]))
             i = torch.searchsorted(-table, -target).clamp(1, table.numel() - 1)  # (B,)
@@ -107,6 +108,11 @@ class DiffusionTeacher(nn.Module):
         a = (0.5 * la).exp()
         sigma = (-torch.expm1(la)).sqrt()
         return s, a, sigma
+
+    def _log_abar_table(self, device: torch.device) -> Tensor:
+        if self._log_abar is None or self._log_abar.device != device:
+            self._log_abar = self.model.schedule.alphas_cumprod.double().log().to(device)
+        return self._log_abar
 
     def velocity(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """``dz/dt = x1_hat - eps_hat`` at model-space ``z (B, *event)`` and straight-path times
