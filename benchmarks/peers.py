@@ -81,6 +81,20 @@ def adam(params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-3, fused=True)
 
 
+def adam_step(params, loss_at: Callable[[int], Tensor]) -> Callable[[int], None]:
+    """One training step on minibatch ``i``, the same for dgm and every peer: Adam (lr 1e-3) on
+    ``params``, the gradient of ``loss_at(i)``."""
+    opt = adam(params)
+
+    def step(i: int) -> None:
+        loss = loss_at(i)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 @dataclass
 class Side:
     """One entry: ``step(i)`` is one full training step on minibatch ``i``."""
@@ -181,13 +195,7 @@ def flow_pairs(args) -> list[dict]:
     def side(name: str, sampler: Callable[[nn.Module, int], Tensor]) -> Callable[[], Side]:
         def make() -> Side:
             module, loss_fn, logp_fn = makers[name]()
-            opt = adam(module.parameters())
-
-            def step(i: int) -> None:
-                loss = loss_fn(train[batches[i]])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+            step = adam_step(module.parameters(), lambda i: loss_fn(train[batches[i]]))
 
             def quality() -> float:
                 with torch.no_grad():
@@ -240,13 +248,7 @@ def vae_pairs(args) -> list[dict]:
         m = build("vae", data.spec, latent_dim=L, hidden=[H, H], activation="elu", eval_k=1)
         with torch.no_grad():  # as the engine calls it
             m.on_train_start(x_train[idx[0]])
-        opt = adam(m.parameters())
-
-        def step(i: int) -> None:
-            loss = m.loss(x_train[idx[i]])["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        step = adam_step(m.parameters(), lambda i: m.loss(x_train[idx[i]])["loss"])
 
         def quality() -> float:
             m.eval()
@@ -262,13 +264,7 @@ def vae_pairs(args) -> list[dict]:
         enc, dec = vp.pythae_networks(H, L, torch.logit(p))
         cfg = VAEConfig(input_dim=(1, 28, 28), latent_dim=L, reconstruction_loss="bce")
         pm = VAE(cfg, encoder=enc, decoder=dec)
-        opt = adam(pm.parameters())
-
-        def step(i: int) -> None:
-            loss = pm({"data": x_train[idx[i]]}).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        step = adam_step(pm.parameters(), lambda i: pm({"data": x_train[idx[i]]}).loss)
 
         def quality() -> float:
             pm.eval()
@@ -297,13 +293,7 @@ def unet_pairs(args) -> list[dict]:
     def make_dgm() -> Side:
         m = build("ddpm", spec, unet_width=32, unet_mults=(1, 2), unet_depth=1, time_dim=64)
         m.on_train_start(x[0])
-        opt = adam(m.parameters())
-
-        def step(i: int) -> None:
-            loss = m.loss(x[i])["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        step = adam_step(m.parameters(), lambda i: m.loss(x[i])["loss"])
 
         def sample() -> None:
             with m.inference():
@@ -317,15 +307,13 @@ def unet_pairs(args) -> list[dict]:
                           up_block_types=("UpBlock2D",) * 2, norm_num_groups=8)  # fmt: skip
         sched = DDPMScheduler(num_train_timesteps=T, beta_schedule="linear")
         ddim = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear")
-        opt = adam(net.parameters())
 
-        def step(i: int) -> None:
+        def loss_at(i: int) -> Tensor:
             t = torch.randint(0, T, (B,))
             noise = torch.randn_like(x[i])
-            loss = (net(sched.add_noise(x[i], noise, t), t).sample - noise).square().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            return (net(sched.add_noise(x[i], noise, t), t).sample - noise).square().mean()
+
+        step = adam_step(net.parameters(), loss_at)
 
         def sample() -> None:
             ddim.set_timesteps(50)
@@ -412,13 +400,7 @@ def ebm_pair(data_name: str, objective: str, cfg: dict, args) -> dict:
             loss_fn = SlicedScoreMatching(energy, n_projections=1, projection_type="gaussian")
         else:
             loss_fn = DenoisingScoreMatching(energy, noise_scale=c.dsm_sigma)
-        opt = adam(energy.parameters())
-
-        def step(i: int) -> None:
-            loss = loss_fn(x_train[idx[i]])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        step = adam_step(energy.parameters(), lambda i: loss_fn(x_train[idx[i]]))
 
         def quality() -> float:
             m.on_train_start(x_train[idx[0]])  # the same quadrature box as dgm's run
@@ -463,13 +445,7 @@ def fm_pairs(args) -> list[dict]:
     def make_dgm() -> Side:
         m = FlowMatching(spec, FlowMatchingConfig(coupling="ot", **net))
         m.on_train_start(first)
-        opt = adam(m.parameters())
-
-        def step(i: int) -> None:
-            loss = m.loss(xs[i])["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        step = adam_step(m.parameters(), lambda i: m.loss(xs[i])["loss"])
 
         return Side("dgm flow-matching OT-CFM", m, step, lambda: quality(m))
 
@@ -477,15 +453,13 @@ def fm_pairs(args) -> list[dict]:
         m = FlowMatching(spec, FlowMatchingConfig(**net))
         m.on_train_start(first)
         fm = ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)
-        opt = adam(m.parameters())
 
-        def step(i: int) -> None:
+        def loss_at(i: int) -> Tensor:
             x1, _ = m.to_model_space(xs[i])
             t, xt, ut = fm.sample_location_and_conditional_flow(torch.randn_like(x1), x1)
-            loss = (m.velocity(xt, t) - ut).square().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            return (m.velocity(xt, t) - ut).square().mean()
+
+        step = adam_step(m.parameters(), loss_at)
 
         return Side(f"torchcfm {version('torchcfm')} OT-CFM", m, step, lambda: quality(m))
 
@@ -528,13 +502,7 @@ def made_pairs(args) -> list[dict]:
 
     def make_dgm() -> Side:
         m = build("made", BINARY_FLAT, hidden=[3000], direct=True)
-        opt = adam(m.parameters())
-
-        def step(i: int) -> None:
-            loss = m.loss(x_train[idx[i]])["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        step = adam_step(m.parameters(), lambda i: m.loss(x_train[idx[i]])["loss"])
 
         def quality() -> float:
             with m.inference():
@@ -544,13 +512,7 @@ def made_pairs(args) -> list[dict]:
 
     def make_peer() -> Side:
         m = PlainMADE(784, 3000, torch.Generator().manual_seed(args.seed))
-        opt = adam(m.parameters())
-
-        def step(i: int) -> None:
-            loss = m.nll(x_train[idx[i]]).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        step = adam_step(m.parameters(), lambda i: m.nll(x_train[idx[i]]).mean())
 
         def quality() -> float:
             with torch.no_grad():
