@@ -215,6 +215,13 @@ def cmd_sample(args: Any) -> int:
     drawn = y is None and tm.num_classes > 0
     s, y = tm.sample_with_labels(n, y, **options)
     s = s.to("cpu")
+    bad = int((~torch.isfinite(s.reshape(n, -1))).any(1).sum()) if s.is_floating_point() else 0
+    if bad:
+        raise DgmError(
+            f"the sampler diverged: {bad} of {n} samples hold NaN or infinite values, so nothing "
+            f"was written; a smaller step size or another sampler may help (`dgm show "
+            f"{tm.name}` lists the sampling options)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npy":
         with atomic_path(out, ".npy") as tmp:

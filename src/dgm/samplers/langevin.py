@@ -138,8 +138,13 @@ def ula(
     generator: torch.Generator | None = None,
     clip: float | None = None,
     grad_clip: float | None = None,
+    precondition: Tensor | None = None,
 ) -> Tensor:
-    r"""Unadjusted Langevin: ``x <- x + h * grad_log_prob(x) + sqrt(2h) * N(0, I)``.
+    r"""Unadjusted Langevin: ``x <- x + h * grad_log_prob(x) + sqrt(2h) * N(0, I)``, or with a
+    preconditioner ``C`` (``M = C C^T``): ``x <- x + h M grad_log_prob(x) + sqrt(2h) C N(0, I)``,
+    which keeps the same target in the small-step limit and runs a stiff direction of the target
+    (an eigenvector of its Hessian with a large eigenvalue) as fast as the others when ``M`` is
+    close to the target's covariance.
 
     Args:
         x0: initial states ``(B, *event)``; chains run independently.
@@ -151,6 +156,8 @@ def ula(
         clip: if given, the state is clamped to ``[-clip, clip]`` after every step (e.g. images
             kept in their data box); this changes the chain's target and is off by default.
         grad_clip: if given, the score is clamped elementwise to ``[-grad_clip, grad_clip]``.
+        precondition: ``C (D, D)`` over the flattened event (``D`` its size), e.g. a Cholesky
+            factor of the target's covariance scaled to a largest eigenvalue of 1.
 
     Returns:
         the final states ``(B, *event)``, detached.
@@ -159,12 +166,25 @@ def ula(
     h = _per_chain(step_size, x0)
     noise_scale = (2 * h) ** 0.5 if isinstance(h, Tensor) else math.sqrt(2 * h)
     x = x0.detach().clone()
+    B, D = x.shape[0], x[0].numel()
+    if precondition is not None:
+        if precondition.shape != (D, D):
+            raise DataError(
+                f"precondition must be ({D}, {D}) for events of size {D}, not "
+                f"{tuple(precondition.shape)}"
+            )
+        C = precondition.to(x)
+        M = C @ C.T  # (D, D)
     for _ in range(n_steps):
         with torch.enable_grad():
             g = grad_log_prob(x).detach()  # (B, *event)
         if grad_clip is not None:
             g = g.clamp(-grad_clip, grad_clip)
-        x = x + h * g + noise_scale * _randn(x, generator)
+        xi = _randn(x, generator)
+        if precondition is not None:
+            g = (g.reshape(B, D) @ M).view_as(x)  # M is symmetric
+            xi = (xi.reshape(B, D) @ C.T).view_as(x)
+        x = x + h * g + noise_scale * xi
         if clip is not None:
             x = x.clamp(-clip, clip)
     return x
