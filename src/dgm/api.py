@@ -61,7 +61,7 @@ _clock: Callable[[], float] = time.perf_counter
 #: the optimisation that the checkpoints continue, so changing them is an error
 RESUMABLE = frozenset(
     {"steps", "epochs", "max_minutes", "device", "precision", "progress", "tensorboard",
-     "log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps"}
+     "log_every", "checkpoint_every", "keep_checkpoints", "max_bad_steps", "compile"}
 )  # fmt: skip
 
 

@@ -112,6 +112,10 @@ class Trainer:
         self.device = torch.device(config.device)
         self.dtype = getattr(torch, config.dtype)
         self.model = model.to(self.device, self.dtype)
+        if config.compile:
+            # an instance attribute in front of the method: training_step's ``self.loss`` is
+            # the compiled one, the module's parameters and state_dict are untouched
+            self.model.loss = torch.compile(model.loss, dynamic=False)  # type: ignore[method-assign]
         self.train_x = train_x.to(self.device, self.dtype)  # (N, *event)
         self.train_y = None if train_y is None else train_y.to(self.device)
         self.val_x = None if val_x is None else val_x.to(self.device, self.dtype)
