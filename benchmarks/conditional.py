@@ -1,4 +1,4 @@
-"""Conditional accuracy of class-conditional models on the 8x8 digits (issue 27).
+"""Conditional accuracy of class-conditional models on the 8x8 digits or MNIST (issue 27).
 
 Each model is trained with ``conditional=true`` for a wall-clock budget, then judged by
 ``dgm eval``'s conditional metric: the digits feature classifier (the one FID uses) classifies
@@ -11,6 +11,10 @@ printed as a second table.
     OMP_NUM_THREADS=1 python benchmarks/conditional.py --models made gated-pixelcnn vae --minutes 3
     OMP_NUM_THREADS=1 python benchmarks/conditional.py --models flow-matching --minutes 15 \
         --guidance 0 0.5 1 2 4 --tag _fm_guided
+    OMP_NUM_THREADS=1 DGM_DATA=../../shared/data python benchmarks/conditional.py --data mnist \
+        --models flow-matching --minutes 30 --num-samples 500 --guidance 0 0.5
+
+The results file is ``conditional_<data><tag>.json``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dgm.eval.run import evaluate
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", choices=["digits", "mnist"], default="digits")
     ap.add_argument("--models", nargs="+", default=["made", "gated-pixelcnn", "vae"])
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--num-samples", type=int, default=2000)
@@ -46,14 +51,14 @@ def main() -> None:
     ap.add_argument("--train-set", action="append", default=[], help="[MODEL.]KEY=VALUE")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    dataset = dgm.data.load("digits")
+    dataset = dgm.data.load(args.data)
     rows = []
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / name
             model_cfg = {"conditional": True, **parse_sets(args.set, name)}
             train_cfg = parse_sets(args.train_set, name)
-            train(name, "digits", out, model_config=model_cfg, max_minutes=args.minutes,
+            train(name, args.data, out, model_config=model_cfg, max_minutes=args.minutes,
                   progress=False, **train_cfg)  # fmt: skip
             summary = json.loads((out / "summary.json").read_text())
             run = load_run(out)
@@ -89,7 +94,10 @@ def main() -> None:
         for p in r.get("guidance_curve") or []
     ]
     report(
-        f"conditional_digits{args.tag}", rows, cols, extra={"guidance": curve} if curve else None
+        f"conditional_{args.data}{args.tag}",
+        rows,
+        cols,
+        extra={"guidance": curve} if curve else None,
     )
     if curve:
         print()
