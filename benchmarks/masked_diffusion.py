@@ -59,7 +59,13 @@ PRESETS = {
     ),
     # the tiny U-Net (32 channels, one downsampling) on 28x28 binary images
     "binarized-mnist": dict(
-        model={"network": "unet", "width": 32, "depth": 1, "mults": [1, 2], "bound_t_samples": 4},
+        model={
+            "network": "unet",
+            "width": 16,
+            "depth": 1,
+            "mults": [1, 2, 2],
+            "bound_t_samples": 4,
+        },
         train=dict(
             batch_size=64,
             lr=1e-3,
