@@ -416,10 +416,10 @@ class EBM(Model):
             raise DgmError("model 'ebm' was built without conditional=True: it has no classes")
         return -self.energy_net(x)  # (B, K)
 
-    def energy(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def energy(self, x: Tensor, y: Tensor | None = None, log_base: Tensor | None = None) -> Tensor:
         """``E(x) = E_net(x) - tether * log q(x)``, shape ``(B,)``; for a conditional EBM
         ``E_net(x) = -logsumexp_y f(x)_y``, or ``-f(x)_y`` given labels ``y (B,)`` (checked
-        long labels)."""
+        long labels). ``log_base``: ``log q(x)`` when the caller has it already."""
         if self.conditional:
             f = self.class_logits(x)  # (B, K)
             if y is None:
@@ -429,8 +429,9 @@ class EBM(Model):
         else:
             e = self.energy_net(x)  # (B,)
         if self.config.tether > 0:  # fce's base density is its flow, the others' the Gaussian
-            base = self.flow if self.flow is not None else self.noise
-            e = e - self.config.tether * base.log_prob(x)
+            if log_base is None:
+                log_base = (self.flow if self.flow is not None else self.noise).log_prob(x)
+            e = e - self.config.tether * log_base
         return e
 
     def unnormalized_log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
@@ -587,8 +588,10 @@ class EBM(Model):
             log_q_data, log_q_noise = self.flow.log_prob(x), self.flow.log_prob(y)
             if detach_flow:
                 log_q_data, log_q_noise = log_q_data.detach(), log_q_noise.detach()
-        out = nce_loss(-self.energy(x) - self.log_z, log_q_data, -self.energy(y) - self.log_z,
-                       log_q_noise, nu)  # fmt: skip
+        # the noise is the tether's base (the flow or the fitted Gaussian): its log density,
+        # computed above, is not computed again inside the energy
+        e_data, e_noise = self.energy(x, log_base=log_q_data), self.energy(y, log_base=log_q_noise)
+        out = nce_loss(-e_data - self.log_z, log_q_data, -e_noise - self.log_z, log_q_noise, nu)
         out["log_z_learned"] = self.log_z.detach()
         return out
 
