@@ -3,7 +3,8 @@
 For each density and seed, the *same* network (dgm's ``flow-matching`` time-conditioned MLP, in
 the same standardised model space), batch, steps and optimizer are trained with
 
-* dgm I-CFM and dgm OT-CFM (``coupling=independent`` / ``ot``, exact assignment by scipy);
+* dgm I-CFM and dgm OT-CFM (``coupling=independent`` / ``ot``; the exact assignment by scipy's
+  solver warm-started by Sinkhorn potentials, ``dgm.core.assignment``);
 * torchcfm's ``ExactOptimalTransportConditionalFlowMatcher`` (sigma=0: the same straight path
   and exact minibatch OT plan, solved by POT) driving that network;
 * dgm ``reflow`` distilled from the dgm I-CFM run (Liu et al.'s 2-rectified flow);
@@ -24,6 +25,11 @@ Figures (all on fresh samples of the analytic density, whose log-density is exac
 * ``w2_1step`` / ``w2_2step``: the exact empirical 2-Wasserstein distance (assignment) between
   1-step (2-step) samples (Euler for the flows, the consistency sampler) and as many data points.
 
+``breakdown`` times the pieces of one step on 50 fresh batches of each density (seed 0): dgm's
+exact assignment warm-started (the default) and cold (scipy on the raw cost, the old path),
+torchcfm's exact plan-and-draw (POT's ``emd``), and the whole I-CFM step (the network, its
+backward and Adam, no coupling).
+
 ``--solver`` also times dgm's dopri5 against torchdiffeq's on the trained OT-CFM field at the same
 tolerance, with the error of each against a tight (rtol 1e-9) dgm solve.
 """
@@ -33,11 +39,12 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from functools import partial
 
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from _common import median, report
+from dgm.core.assignment import linear_assignment
 from dgm.core.spec import DataSpec
 from dgm.data.analytic import get_density
 from dgm.eval.twosample import c2st
@@ -50,13 +57,14 @@ from dgm.models.flow_matching import (
     Reflow,
     ReflowConfig,
 )
+from dgm.models.flow_matching.paths import ot_pairs
 from dgm.samplers.ode import odeint
 
 
 def w2(a: torch.Tensor, b: torch.Tensor) -> float:
     cost = torch.cdist(a.double(), b.double()).square().numpy()
-    r, c = linear_sum_assignment(cost)
-    return math.sqrt(float(cost[r, c].mean()))
+    cols = linear_assignment(cost)  # exact
+    return math.sqrt(float(cost[range(len(cols)), cols].mean()))
 
 
 def train(step_fn, params, steps: int, lr: float, seconds: float | None = None) -> float:
@@ -113,6 +121,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     from torchcfm.conditional_flow_matching import ExactOptimalTransportConditionalFlowMatcher
+
+    pieces = breakdown(args.densities, args)
+    print(pieces, flush=True)
 
     spec = DataSpec((2,))
     net = {"width": args.width, "depth": args.depth, "rtol": args.rtol, "atol": args.rtol}
@@ -191,9 +202,50 @@ def main() -> None:
         f"probability-flow log q (exact trace, dopri5 rtol=atol={args.rtol:g})",
         "not_measured": "torchcfm I-CFM; MNIST figures",
     }
+    extra["breakdown"] = pieces
     if solver is not None:
         extra["solver"] = solver
     report(f"flow_matching_2d{args.tag}", rows, cols, extra)
+
+
+def breakdown(densities: list[str], args, n: int = 50) -> dict:
+    """Median ms of the pieces of one training step at batch ``args.batch``, per density."""
+    from torchcfm.optimal_transport import OTPlanSampler
+
+    spec = DataSpec((2,))
+    plan = OTPlanSampler(method="exact")
+    out = {}
+    for name in densities:
+        density = get_density(name)
+        gen = torch.Generator().manual_seed(7)
+        torch.manual_seed(0)
+        m = FlowMatching(spec, FlowMatchingConfig(coupling="independent", width=args.width,
+                                                  depth=args.depth))  # fmt: skip
+        m.on_train_start(density.sample(4096, generator=gen))
+        pieces: dict[str, list[float]] = {}
+        opt = torch.optim.Adam(m.parameters(), lr=args.lr)
+        for _ in range(n):
+            x = density.sample(args.batch, generator=gen)
+            x1, _ = m.to_model_space(x)
+            x0 = torch.randn_like(x1)
+            for label, fn in (
+                ("dgm assignment (warm start, default)", partial(ot_pairs, x0, x1)),
+                ("dgm assignment (cold: scipy on the raw cost)",
+                 partial(ot_pairs, x0, x1, warm_start=False)),
+                ("torchcfm plan (POT emd + draw)", partial(plan.sample_plan, x0, x1)),
+            ):  # fmt: skip
+                t0 = time.perf_counter()
+                fn()
+                pieces.setdefault(label, []).append(1000 * (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            opt.zero_grad()
+            m.loss(x)["loss"].backward()
+            opt.step()
+            pieces.setdefault("I-CFM step (network, backward, Adam)", []).append(
+                1000 * (time.perf_counter() - t0)
+            )
+        out[name] = {k: round(median(v), 2) for k, v in pieces.items()}
+    return {"batch": args.batch, "batches": n, "ms_median": out}
 
 
 def time_solvers(model, rtol: float, n: int = 1000) -> dict:
