@@ -131,8 +131,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["flow-matching", "ddpm", *FEW_STEP])
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--few-minutes", type=float, default=15.0)
-    # reflow's pairs are drawn before its training clock starts (outside --few-minutes): on MNIST
-    # its default 20000 pairs of 20 rk4 steps are hours of the teacher's U-Net on one core
+    # reflow's pairs count in --few-minutes (at most half of it, then it trains on those drawn):
+    # its default 20000 pairs of 20 rk4 steps would be hours of the teacher's U-Net on one core
     ap.add_argument("--pairs", type=int, default=2000, help="reflow's (noise, sample) pairs")
     ap.add_argument("--teacher-steps", type=int, default=8, help="Euler steps of each pair")
     ap.add_argument("--test-n", type=int, default=200)

@@ -235,3 +235,45 @@ def test_a_diffusion_run_teaches_from_its_directory(tmp_path):
     assert isinstance(got, DiffusionTeacher) and float(student.shift[0]) == 0.25
     x0, x1 = student.make_pairs()
     assert x1.shape == (64, 2) and torch.isfinite(x1).all()
+
+
+def test_reflow_pairs_are_drawn_within_the_time_budget(tmp_path, capsys):
+    # the teacher's pairs are reflow's setup: they count in --max-minutes and stop at the engine's
+    # setup deadline (half the budget). A fake clock moves 1 s per reading and the teacher's field
+    # costs 10 s per call: 4 Euler steps per batch of 64 pairs is 40 s, a 1-minute budget (48 s of
+    # training) leaves 24 s of setup, so one batch (the least) is drawn of 640, not all 10.
+    from dgm.train.config import TrainConfig
+    from dgm.train.engine import Trainer
+
+    clock = {"now": 0.0}
+
+    def tick():
+        clock["now"] += 1.0
+        return clock["now"]
+
+    teach = teacher()
+    field = teach.velocity
+
+    def slow_field(z, t):
+        clock["now"] += 10.0
+        return field(z, t)
+
+    teach.velocity = slow_field
+    cfg = ReflowConfig(width=8, depth=1, pairs=640, pair_batch=64, teacher_method="euler",
+                       teacher_steps=4)  # fmt: skip
+    m = Reflow(DataSpec((2,)), cfg).to(D64)
+    m.use_teacher(teach)
+    tcfg = TrainConfig(batch_size=32, max_minutes=1.0, progress=False, dtype="float64")
+    summary = Trainer(m, torch.zeros(256, 2, dtype=D64), config=tcfg, out=tmp_path,
+                      clock=tick).fit()  # fmt: skip
+    assert m.pairs_drawn == 64 and m._pairs[0].shape == (64, 2)
+    assert "reflow drew 64 of its 640 teacher pairs" in capsys.readouterr().err
+    # the setup's 40 s count: the run stops at its budget, not 40 s later
+    assert summary["stopped_by_time"] and summary["train_seconds_total"] < 60 + 11
+
+    # without a budget every pair is drawn
+    m2 = Reflow(DataSpec((2,)), cfg).to(D64)
+    m2.use_teacher(teach)
+    tcfg2 = TrainConfig(batch_size=32, steps=2, progress=False, dtype="float64")
+    Trainer(m2, torch.zeros(256, 2, dtype=D64), config=tcfg2, out=tmp_path / "b", clock=tick).fit()
+    assert m2.pairs_drawn == 640

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from dgm.core.config import build_sample_options
 from dgm.core.errors import ConfigError, DataError, DgmError
 from dgm.core.likelihood import Likelihood
+from dgm.core.progress import Deadline
 from dgm.core.protocols import ConditionalModel
 from dgm.core.spec import DataSpec
 
@@ -202,6 +203,11 @@ class Model(nn.Module):
     #: training options (fields of ``TrainConfig``) this model prefers, e.g. a GAN's smaller
     #: ``lr``; ``dgm.train`` uses them for the options the caller does not set
     train_defaults: ClassVar[dict[str, Any]] = {}
+    #: set by the engine before training: the point after which the model's setup
+    #: (:meth:`on_train_start`, or the same work redone on a resume) starts no new work, so that
+    #: a time budget (``max_minutes``) bounds it: half the budget left (``dgm.train.engine.SETUP_SHARE``). No limit
+    #: without a budget.
+    setup_deadline: Deadline = Deadline()
 
     def __init__(self, spec: DataSpec, config: Any | None = None) -> None:
         super().__init__()
@@ -356,7 +362,9 @@ class Model(nn.Module):
 
     def on_train_start(self, train_data: Tensor) -> None:  # noqa: B027 - optional hook
         """Called once before training with the (preprocessed) training data, e.g. for
-        data-dependent initialisation. The default does nothing."""
+        data-dependent initialisation. The default does nothing. Its time counts in the run's
+        time budget; work that grows with a setting (reflow's teacher pairs) stops at
+        :attr:`setup_deadline`."""
 
     # ------------------------------------------------------------------ input checks
     def check_input(self, x: Tensor, what: str = "input") -> Tensor:

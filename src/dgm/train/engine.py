@@ -22,6 +22,7 @@ from torch import Tensor
 
 from dgm.core.errors import DgmError
 from dgm.core.model import Model
+from dgm.core.progress import Deadline
 from dgm.train import distributed as ddp
 from dgm.train.callbacks import (
     EMA,
@@ -42,6 +43,10 @@ from dgm.train.checkpoint import (
     write_checkpoint,
 )
 from dgm.train.config import TrainConfig
+
+#: the share of the time budget left that a model's setup (``Model.on_train_start``: reflow's
+#: teacher pairs) may take; training gets the rest
+SETUP_SHARE = 0.5
 
 __all__ = ["Trainer", "NonFiniteError"]
 
@@ -285,9 +290,16 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
         self.model.train()
+        # the model's setup counts in the budget, and gets a share of what is left
+        t0 = self._session_t0 = self.clock()
+        left = (
+            self.cfg.training_seconds() - self.elapsed_seconds() if self.cfg.max_minutes else None
+        )
+        self.model.setup_deadline = Deadline.after(
+            None if left is None else SETUP_SHARE * max(left, 0.0), self.clock
+        )
         if self.step == 0:
             self._initialise()
-        t0 = self._session_t0 = self.clock()
         start_step = self.step
         self.stop_reason = None
         try:

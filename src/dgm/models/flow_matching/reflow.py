@@ -35,6 +35,7 @@ torch.Size([3, 2])
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -150,6 +151,8 @@ class Reflow(TeacherMixin, FlowMatching):
     def __init__(self, spec: DataSpec, config: ReflowConfig | None = None) -> None:
         super().__init__(spec, config)
         self._pairs: tuple[Tensor, Tensor] | None = None
+        #: the number of teacher pairs made (fewer than ``pairs`` when a time budget cut them)
+        self.pairs_drawn = 0
 
     def on_train_start(self, train_data: Tensor) -> None:
         """Generate the pairs (the data only serves the teacher; the model space is its)."""
@@ -157,21 +160,36 @@ class Reflow(TeacherMixin, FlowMatching):
 
     @torch.no_grad()
     def make_pairs(self) -> tuple[Tensor, Tensor]:
-        """``(x0, x1)``, each ``(pairs, D)`` in model space: noise and the teacher's sample of it."""
+        """``(x0, x1)``, each ``(pairs, D)`` in model space: noise and the teacher's sample of it.
+
+        The pairs are drawn in batches of ``pair_batch`` until ``pairs`` or the engine's
+        :attr:`~dgm.core.model.Model.setup_deadline` (a share of a time budget), whichever comes
+        first; at least one batch. A cut is stderr's one line, and :attr:`pairs_drawn` says how
+        many pairs the run trains on.
+        """
         teacher = self.teacher_model()
         c: ReflowConfig = self.config
         g = torch.Generator().manual_seed(c.pair_seed)
         x0 = torch.randn(c.pairs, self.num_dims, generator=g, dtype=torch.float64)
         x0 = x0.to(self.device, self.dtype)
         x1 = torch.empty_like(x0)
-        for i in range(0, c.pairs, c.pair_batch):
-            chunk = x0[i : i + c.pair_batch]
-            x1[i : i + c.pair_batch] = odeint(
+        drawn = 0
+        while drawn < c.pairs and (drawn == 0 or not self.setup_deadline.passed()):
+            chunk = x0[drawn : drawn + c.pair_batch]
+            x1[drawn : drawn + len(chunk)] = odeint(
                 lambda t, f: teacher._field(f, t), chunk, 0.0, 1.0, method=c.teacher_method,
                 steps=None if c.teacher_method == "dopri5" else c.teacher_steps,
                 rtol=c.rtol, atol=c.atol,
             )  # fmt: skip
-        self._pairs = (x0, x1)
+            drawn += len(chunk)
+        if drawn < c.pairs:
+            print(
+                f"dgm: reflow drew {drawn} of its {c.pairs} teacher pairs in its share of the "
+                f"time budget and trains on those; give more --max-minutes or fewer pairs",
+                file=sys.stderr,
+            )
+        self.pairs_drawn = drawn
+        self._pairs = (x0[:drawn], x1[:drawn])
         return self._pairs
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
