@@ -5,7 +5,7 @@ reflow, consistency distillation and ddpm (DDIM) trained for the same time.
 Runs live in ``--runs`` and are reused, so the parts can run one at a time:
 
 * ``train``: ``flow-matching`` and ``ddpm`` for ``--minutes`` each (the engine's time budget, at the
-  models' defaults otherwise), then ``reflow`` and ``consistency`` (distillation, ``objective=cd``)
+  models' defaults otherwise; ``--set``/``--train-set`` change every model alike), then ``reflow`` and ``consistency`` (distillation, ``objective=cd``)
   with the flow-matching run as their teacher, ``--few-minutes`` each.
 * ``bpd``: the test bits/dim of every run with a likelihood on ``--test-n`` test images (a seeded
   random subset: MNIST's test set is ordered by writer population), with its standard error: for
@@ -33,7 +33,7 @@ import torch
 
 import dgm
 import dgm.data
-from _common import loadavg, mean_sem, report
+from _common import loadavg, mean_sem, report, with_overrides
 from dgm.api import load_run, train
 from dgm.eval.features import dataset_features
 from dgm.eval.fid import fid
@@ -52,8 +52,9 @@ def _train(args, runs: Path) -> None:
         if name not in args.models or (runs / name / "summary.json").is_file():
             continue
         t0 = time.perf_counter()
-        train(name, "mnist", runs / name, model_config=cfg, max_minutes=minutes, progress=False,
-              seed=args.seed, overwrite=True)  # fmt: skip
+        train(name, "mnist", runs / name, model_config=with_overrides(cfg, args.set, name),
+              max_minutes=minutes, progress=False, seed=args.seed, overwrite=True,
+              **with_overrides({}, args.train_set, name))  # fmt: skip
         print({"trained": name, "minutes": minutes, "wall_s": round(time.perf_counter() - t0),
                "load": loadavg()}, flush=True)  # fmt: skip
 
@@ -131,6 +132,9 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["flow-matching", "ddpm", *FEW_STEP])
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--few-minutes", type=float, default=15.0)
+    ap.add_argument("--set", action="append", default=[], help="model key=value (every model)")
+    ap.add_argument("--train-set", action="append", default=[],
+                    help="training key=value (every model)")  # fmt: skip
     # reflow's pairs count in --few-minutes (at most half of it, then it trains on those drawn):
     # its default 20000 pairs of 20 rk4 steps would be hours of the teacher's U-Net on one core
     ap.add_argument("--pairs", type=int, default=2000, help="reflow's (noise, sample) pairs")
