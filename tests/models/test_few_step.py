@@ -103,13 +103,15 @@ def test_consistency_training_needs_no_teacher_and_learns_the_data():
     data = torch.distributions.MultivariateNormal(MEAN, COV)
     m = Consistency(DataSpec((2,)), ConsistencyConfig(width=32, depth=2, time_dim=16)).to(D64)
     m.on_train_start(data.sample((2048,)))
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)  # the model's default lr
     for _ in range(600):
         opt.zero_grad()
         m.loss(data.sample((256,)))["loss"].backward()
         opt.step()
     s = m.sample(4000, generator=torch.Generator().manual_seed(3))
-    # after 600 steps: a coarse check of the moments (measured errors 0.18 in the mean)
+    # after 600 steps: a coarse check of the moments (measured errors 0.02 in the mean and 0.24
+    # in the covariance, which one-step samples shrink; 0.08 and 0.28 with the squared distance
+    # and uniform intervals of before)
     assert (s.mean(0) - MEAN).abs().max() < 0.3 and (torch.cov(s.T) - COV).abs().max() < 0.5
 
 

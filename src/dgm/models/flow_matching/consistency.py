@@ -20,8 +20,8 @@ straight path,
 
 .. math::
 
-    \ell = E\, \big| f_\theta(x_{t_k}, t_k) - \mathrm{sg}\, f_\theta(\hat x_{t_{k+1}},
-        t_{k+1}) \big|^2 / D,
+    \ell = E\, d\big(f_\theta(x_{t_k}, t_k),\ \mathrm{sg}\, f_\theta(\hat x_{t_{k+1}},
+        t_{k+1})\big),
 
 where :math:`\hat x_{t_{k+1}}` is one step of the probability-flow ODE from :math:`x_{t_k}`:
 
@@ -35,8 +35,14 @@ where :math:`\hat x_{t_{k+1}}` is one step of the probability-flow ODE from :mat
 The target network is the student itself under a stop-gradient (``sg``), the EMA decay
 :math:`\mu = 0` that Song & Dhariwal 2023 ("Improved Techniques for Training Consistency Models",
 arXiv:2310.14189, section 3.2) found better than an averaged target; the engine's weight average
-still smooths the saved weights. The squared Euclidean distance is the metric ``d`` (LPIPS
-would be a network outside dgm).
+still smooths the saved weights. From the same paper (section 3.3 and 3.5), the metric ``d`` is
+the pseudo-Huber distance :math:`\sqrt{|a - b|^2 + c^2} - c`, :math:`c = 0.00054 \sqrt{D}` (LPIPS
+would be a network outside dgm), and the interval ``k`` is drawn with the mass that a log-normal
+over the noise level :math:`\sigma = (1 - t) / t`, :math:`\log \sigma \sim N(-1.1, 2^2)`,
+gives it, which favours the times near the data. On 8gaussians (3000 steps, ``levels`` 20, one
+step) these took the C2ST from 0.726 (squared distance, uniform ``k``) to 0.599 (pseudo-Huber) and
+0.502 (both); their discretisation curriculum (``double_every``: ``N`` doubling from 10 to 1280)
+gave 0.566 on top of both, so it is an option, off by default.
 
 **Sampling** (Song et al., algorithm 1, multistep): one step is :math:`f_\theta(x_0, 0)`; with
 ``steps = S`` the sample is pushed back to time :math:`t = s / S` on the straight path with
@@ -54,7 +60,7 @@ torch.Size([3, 2])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -69,6 +75,8 @@ from dgm.models.flow_matching.reflow import TeacherMixin
 __all__ = ["Consistency", "ConsistencyConfig", "ConsistencySampleOptions"]
 
 TIME_SCALE = 20.0  # the network sees 20 t, as flow matching's (see flow_matching/model.py)
+#: the log-normal over the noise level of ``time_sampling="lognormal"`` (Song & Dhariwal 2023)
+P_MEAN, P_STD = -1.1, 2.0
 
 
 @dataclass
@@ -82,17 +90,39 @@ class ConsistencyConfig(NetConfig):
             ``ddpm`` or ``score-sde`` run on the same data (a diffusion run is read on the
             straight path); ``""``: an untrained in-process teacher (tests and the conformance
             suite only; see :mod:`dgm.models.flow_matching.teacher`).
-        levels: ``N``, the number of intervals of the time grid ``t_k = k / N``.
+        levels: ``N``, the number of intervals of the time grid ``t_k = k / N`` (with a
+            curriculum, the largest ``N``).
+        levels_start: with ``double_every`` > 0, the ``N`` of the first training steps.
+        double_every: the discretisation curriculum of Song & Dhariwal 2023 (their eq. 8): ``N``
+            doubles every ``double_every`` training steps from ``levels_start`` up to
+            ``levels``; 0: ``N = levels`` throughout.
+        metric: the distance between the two ends: ``"l2"`` (squared, per dimension) or
+            ``"pseudo-huber"`` (``sqrt(|a - b|^2 + c^2) - c``, Song & Dhariwal 2023).
+        huber_c: ``c`` of the pseudo-Huber metric; ``None``: ``0.00054 sqrt(D)`` (theirs).
+        time_sampling: which interval ``k`` a pair is drawn from: ``"uniform"`` or
+            ``"lognormal"`` (Song & Dhariwal 2023: the interval's share of a log-normal
+            ``log sigma ~ N(-1.1, 2^2)`` over the noise level ``sigma = (1 - t) / t`` of the
+            straight path, which favours the times near the data).
     """
 
     objective: Literal["ct", "cd"] = "ct"
     teacher: str = ""
     levels: int = 20
+    levels_start: int = 10
+    double_every: int = 0
+    metric: Literal["l2", "pseudo-huber"] = "pseudo-huber"
+    huber_c: float | None = None
+    time_sampling: Literal["uniform", "lognormal"] = "lognormal"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.levels < 1:
-            raise ConfigError(f"levels must be a positive integer, not {self.levels}")
+        for key in ("levels", "levels_start"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be a positive integer, not {getattr(self, key)}")
+        if self.double_every < 0:
+            raise ConfigError(f"double_every must be 0 or positive, not {self.double_every}")
+        if self.huber_c is not None and not self.huber_c > 0:
+            raise ConfigError(f"huber_c must be positive or null, not {self.huber_c}")
         if self.teacher and self.objective != "cd":
             raise ConfigError("a teacher is for objective='cd'; set objective=cd or drop teacher")
 
@@ -127,6 +157,7 @@ class Consistency(TeacherMixin, DiffusionBase):
         variants=({"objective": "cd"},),
     )
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3, "ema": 0.999}
+    _step: int | None = None  # the training step being taken (the curriculum)
 
     def on_train_start(self, train_data: Tensor) -> None:
         """Consistency training standardises the data; distillation takes the teacher's space."""
@@ -151,13 +182,50 @@ class Consistency(TeacherMixin, DiffusionBase):
         v2 = teacher.velocity(z + h * v1, t + h, *args)
         return z + 0.5 * h * (v1 + v2)
 
+    def levels_at(self, step: int | None) -> int:
+        """``N`` at training step ``step`` (the curriculum; ``None``: outside training, the
+        largest)."""
+        c: ConsistencyConfig = self.config
+        if not c.double_every or step is None:
+            return c.levels
+        return min(c.levels_start * 2 ** (step // c.double_every), c.levels)
+
+    def interval_probs(self, n: int) -> Tensor:
+        """``(n,)`` probabilities of the intervals ``[t_k, t_k+1]`` of the grid ``t_k = k / n``."""
+        if self.config.time_sampling == "uniform":
+            return torch.full((n,), 1.0 / n, dtype=torch.float64)
+        t = torch.arange(n + 1, dtype=torch.float64) / n
+        # sigma = (1 - t) / t falls from inf to 0; the interval's mass of N(-1.1, 2^2) on log sigma
+        log_sigma = torch.log1p(-t.clamp(max=1.0)) - torch.log(t)  # (n+1,), +inf .. -inf
+        cdf = torch.special.ndtr((log_sigma - P_MEAN) / P_STD)
+        probs = (cdf[:-1] - cdf[1:]).clamp_min(0.0)
+        return probs / probs.sum()
+
+    def distance(self, a: Tensor, b: Tensor) -> Tensor:
+        """``(B,)`` distances between two ``(B, *event)`` batches by ``metric``."""
+        sq = (a - b).square().flatten(1)
+        if self.config.metric == "l2":
+            return sq.mean(1)
+        c = self.config.huber_c or 0.00054 * self.num_dims**0.5
+        return (sq.sum(1) + c * c).sqrt() - c
+
+    def training_step(self, batch: Batch, step: int, stepper: Any) -> dict[str, Tensor]:
+        self._step = step  # the curriculum's N follows the training step
+        try:
+            return super().training_step(batch, step, stepper)
+        finally:
+            self._step = None
+
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         x, y = unpack(batch)
         z1, _ = self.to_model_space(self.check_input(x))
-        B, N = z1.shape[0], self.config.levels
+        B, N = z1.shape[0], self.levels_at(self._step)
         y = self.train_labels(y if self.conditional else None, B)  # with label dropout
         z0 = torch.randn_like(z1)
-        k = torch.randint(0, N, (B,), device=z1.device)
+        if self.config.time_sampling == "uniform":
+            k = torch.randint(0, N, (B,), device=z1.device)
+        else:
+            k = torch.multinomial(self.interval_probs(N), B, replacement=True).to(z1.device)
         t, t_next = k.to(z1.dtype) / N, (k + 1).to(z1.dtype) / N  # (B,)
         shape = (-1, *([1] * (z1.dim() - 1)))
         zt = t.view(shape) * z1 + (1 - t.view(shape)) * z0
@@ -167,8 +235,7 @@ class Consistency(TeacherMixin, DiffusionBase):
             z_next = t_next.view(shape) * z1 + (1 - t_next.view(shape)) * z0
         with torch.no_grad():
             target = self.consistency(z_next, t_next, y)
-        mse = (self.consistency(zt, t, y) - target).square().flatten(1).mean(1)  # (B,)
-        return {"loss": mse.mean()}
+        return {"loss": self.distance(self.consistency(zt, t, y), target).mean()}
 
     @torch.no_grad()
     def sample(
