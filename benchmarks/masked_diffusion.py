@@ -57,7 +57,8 @@ PRESETS = {
         ),  # fmt: skip
         sample_steps=(8, 16, 32, 64),
     ),
-    # the tiny U-Net (32 channels, one downsampling) on 28x28 binary images
+    # the tiny U-Net (16 channels, two downsamplings: a 7x7 level for global context) on 28x28
+    # binary images; 84.64 nats in 30 minutes on one thread (results/INDEX.md)
     "binarized-mnist": dict(
         model={
             "network": "unet",
