@@ -522,3 +522,25 @@ def test_the_default_latent_size_is_the_data_dimension_up_to_32(name, spec, late
     m = build(name, spec, hidden=(8,))
     assert m.latent_dim == latent and m.sample(3).shape == (3, *spec.event_shape)
     assert m.encode(m.sample(4).float())[0].shape == (4, latent)
+
+
+def test_kl_warmup_ramps_the_kl_weight_in_training_only():
+    from dgm.models.vae.vae import VAEConfig
+
+    m = VAE(DataSpec((2,)), VAEConfig(hidden=(8,), kl_warmup=4, beta=0.5)).double()
+    assert [m.kl_weight(s) for s in (0, 1, 3, 10)] == [0.125, 0.25, 0.5, 0.5]
+    assert m.kl_weight(None) == 0.5  # outside training: beta
+    assert VAE(DataSpec((2,)), VAEConfig(hidden=(8,))).kl_weight(0) == 1.0  # off by default
+    # at step 0 the training loss is recon + kl / 8: measured on a fixed batch and noise
+    x = torch.randn(16, 2, dtype=torch.float64)
+    losses = []
+    m.training_step(x, 0, lambda loss, group: losses.append(loss))
+    torch.manual_seed(0)
+    out = m.loss(x)
+    torch.manual_seed(0)
+    m._step = 0
+    ramped = m.loss(x)
+    m._step = None
+    assert torch.isclose(ramped["loss"], out["recon"] + 0.125 * out["kl"])
+    assert torch.isclose(out["loss"], out["recon"] + 0.5 * out["kl"]) and m._step is None
+    assert len(losses) == 1

