@@ -544,3 +544,17 @@ def test_kl_warmup_ramps_the_kl_weight_in_training_only():
     assert torch.isclose(ramped["loss"], out["recon"] + 0.125 * out["kl"])
     assert torch.isclose(out["loss"], out["recon"] + 0.5 * out["kl"]) and m._step is None
     assert len(losses) == 1
+
+
+def test_auto_activation_is_tanh_on_continuous_and_elu_on_discrete_data():
+    from dgm.models.vae.vae import VAEConfig
+
+    cont = VAE(DataSpec((2,)), VAEConfig(hidden=(8,)))
+    disc = VAE(DataSpec((1, 4, 4), "discrete", levels=2), VAEConfig(hidden=(8,)))
+    assert cont.activation == "tanh" and disc.activation == "elu"
+    acts = {type(m).__name__ for m in cont.modules()}
+    assert "Tanh" in acts and "ELU" not in acts
+    assert VAE(DataSpec((2,)), VAEConfig(hidden=(8,), activation="relu")).activation == "relu"
+    from dgm.models.vae.vae import IWAE, IWAEConfig
+
+    assert IWAE(DataSpec((2,)), IWAEConfig(hidden=(8,))).activation == "elu"

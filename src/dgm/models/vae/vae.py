@@ -72,7 +72,11 @@ class _CommonConfig:
         hidden: hidden widths of the MLP encoder (the decoder mirrors them), or conv channel
             counts.
         architecture: ``"mlp"`` or ``"conv"`` (images) encoder and decoder.
-        activation: activation of the encoder and decoder.
+        activation: activation of the encoder and decoder; ``"auto"`` (the vae's default): tanh on
+            continuous data, elu on discrete data. On the 2-D densities at the defaults tanh took
+            the vae's IWAE-bound gap on 8gaussians from 0.41 to 0.26 nats and its C2ST on
+            checkerboard from 0.656 to 0.548 (rings unchanged); the image figures were measured
+            with elu. The iwae keeps elu (with tanh it lost: C2ST 0.598 -> 0.723 on 8gaussians).
         decoder: ``p(x | z)``: ``"auto"`` is Bernoulli for 2 levels, categorical for more,
             Gaussian if continuous.
         gaussian_scale: fixed standard deviation of a Gaussian decoder; ``None``: learned per
@@ -88,7 +92,7 @@ class _CommonConfig:
     #: hidden widths of the MLP encoder (the decoder mirrors them), or conv channel counts
     hidden: tuple[int, ...] = (512, 256)
     architecture: Literal["mlp", "conv"] = "mlp"
-    activation: Literal["relu", "tanh", "elu"] = "elu"
+    activation: Literal["auto", "relu", "tanh", "elu"] = "auto"
     #: p(x | z): "auto" is Bernoulli for 2 levels, categorical for more, Gaussian if continuous
     decoder: Literal["auto", "bernoulli", "categorical", "gaussian", "logistic"] = "auto"
     #: fixed standard deviation of a Gaussian decoder; None: learned per dimension by the decoder
@@ -149,6 +153,9 @@ class IWAEConfig(_CommonConfig):
     """
 
     k: int = 5
+    #: elu: with tanh ("auto" on continuous data, the vae's default) the iwae on 8gaussians went
+    #: from C2ST 0.598 and bound gap 0.18 to 0.723 and 0.85
+    activation: Literal["auto", "relu", "tanh", "elu"] = "elu"
 
 
 def gaussian_kl(mu: Tensor, log_std: Tensor) -> Tensor:
@@ -189,6 +196,10 @@ class VAE(Model):
             raise ConfigError("conditional=true needs data with class labels (spec.num_classes)")
         self.num_classes = int(spec.num_classes) if cfg.conditional else 0
         self.latent_dim = cfg.latent_dim or min(math.prod(spec.event_shape), 32)
+        #: the activation in use (``"auto"`` resolved by the kind of data)
+        self.activation = cfg.activation
+        if cfg.activation == "auto":
+            self.activation = "tanh" if spec.kind == "continuous" else "elu"
         self.likelihood = make_likelihood(spec, cfg.decoder, cfg.gaussian_scale)
         self.encoder, self.decoder = build_networks(
             cfg.architecture,
@@ -197,7 +208,7 @@ class VAE(Model):
             self.latent_dim,
             self.likelihood.num_params,
             self.num_classes,
-            cfg.activation,
+            self.activation,
         )
 
     # ------------------------------------------------------------------ inputs
