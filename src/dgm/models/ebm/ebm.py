@@ -132,7 +132,16 @@ PCD_ALPHA = 0.03
 #:   ``dsm_sigma`` 0.05 (at 0.1 the blur of the rings of width 0.08 alone costs 0.17 nats) and
 #:   meets the targets. sm and ssm do not on rings yet: annealed over 1500 steps (1 projection)
 #:   they ended at KL 0.137 and 0.127, over 3000 (the default; ssm with 4 projections, as 1
-#:   left the 1-D test mixture at KL 0.27) ssm at 0.163.
+#:   left the 1-D test mixture at KL 0.27) ssm at 0.163. Those are seed 0's: sm on rings at
+#:   seeds 0 / 1 / 2 ends at KL 0.166 / 0.582 / 0.095, with 8.8% / 37% / 3.9% of the mass
+#:   beyond [-4, 4]^2, where no data are (score matching never sees there, and the network's
+#:   tilt of the tether moves mass out), and ring masses off by up to 30% (the blur's weights
+#:   drift once it is gone). A penalty on the tilt at points of the fitted Gaussian at twice its
+#:   scale kept the tails (rings 0.096 / 0.082 / 0.115) but fought the fit where the data are
+#:   (8gaussians 0.013 -> 0.133), so it is not here. pcd on rings puts ring masses
+#:   0.11 / 0.21 / 0.29 / 0.39 (true 0.25 each), close to proportional to the radius: its
+#:   chains, fresh from the data, do not cross between rings, so the rings' relative weights get
+#:   no gradient.
 #: * nce: the fitted Gaussian as noise. fce: a flow as noise (Gao et al. 2020). Untethered and
 #:   trained by the adversarial game alone it ended at KL 1.49 on 8gaussians and 0.69 on rings:
 #:   as the flow nears the data the classifier's signal vanishes, and the energy, a network
