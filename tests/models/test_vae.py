@@ -555,6 +555,9 @@ def test_auto_activation_is_tanh_on_continuous_and_elu_on_discrete_data():
     acts = {type(m).__name__ for m in cont.modules()}
     assert "Tanh" in acts and "ELU" not in acts
     assert VAE(DataSpec((2,)), VAEConfig(hidden=(8,), activation="relu")).activation == "relu"
+    # the training loss's ELBO samples: 4 on continuous data, 1 on discrete, k when given
+    assert (cont.train_k, disc.train_k) == (4, 1)
+    assert VAE(DataSpec((2,)), VAEConfig(hidden=(8,), k=2)).train_k == 2
     from dgm.models.vae.vae import IWAE, IWAEConfig
 
     assert IWAE(DataSpec((2,)), IWAEConfig(hidden=(8,))).activation == "elu"

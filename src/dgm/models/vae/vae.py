@@ -108,7 +108,7 @@ class _CommonConfig:
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden sizes must be positive, not {list(self.hidden)}")
         for key in ("k", "eval_k"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, not {getattr(self, key)}")
         if self.gaussian_scale is not None and not self.gaussian_scale > 0:
             raise ValueError(f"gaussian_scale must be positive or null, not {self.gaussian_scale}")
@@ -124,7 +124,9 @@ class VAEConfig(_CommonConfig):
     validation: each example is decoded ``eval_k`` times.
 
     Attributes:
-        k: samples of the Monte Carlo ELBO in training.
+        k: samples of the Monte Carlo ELBO in training; ``None``: 4 on continuous data (a
+            cheap decoder: on 8gaussians with tanh, C2ST 0.611 -> 0.553 and bound gap 0.26 ->
+            0.23 nats at 2.3x the step time), 1 on discrete data.
         beta: weight of the KL term in the training loss (1: the ELBO).
         kl_warmup: KL annealing (Bowman et al. 2016; Sonderby et al. 2016): the KL weight rises
             linearly from ``beta / kl_warmup`` to ``beta`` over the first ``kl_warmup`` training
@@ -132,7 +134,7 @@ class VAEConfig(_CommonConfig):
             steps took the C2ST from 0.612 to 0.718 and the bound gap from 0.41 to 0.64 nats.
     """
 
-    k: int = 1
+    k: int | None = None
     beta: float = 1.0
     kl_warmup: int = 0
 
@@ -200,6 +202,8 @@ class VAE(Model):
         self.activation = cfg.activation
         if cfg.activation == "auto":
             self.activation = "tanh" if spec.kind == "continuous" else "elu"
+        #: samples per example of the training loss (``k``; the vae's ``None`` resolved)
+        self.train_k = cfg.k if cfg.k is not None else (4 if spec.kind == "continuous" else 1)
         self.likelihood = make_likelihood(spec, cfg.decoder, cfg.gaussian_scale)
         self.encoder, self.decoder = build_networks(
             cfg.architecture,
@@ -371,13 +375,13 @@ class VAE(Model):
             self._step = None
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        """``loss = mean(recon + beta * kl)``, the negative (beta-weighted) ELBO with ``config.k``
+        """``loss = mean(recon + beta * kl)``, the negative (beta-weighted) ELBO with ``train_k``
         samples; also ``elbo`` (unweighted, per example), ``kl`` and ``recon`` = -E_q log p(x|z)."""
         x, y = unpack(batch)
         x = self.check_input(x)
         y1h = self._onehot(y if self.conditional else None, x.shape[0])
         mu, log_std = self._encode(x, y1h)
-        eps = torch.randn(self.config.k, *mu.shape, dtype=mu.dtype, device=mu.device)
+        eps = torch.randn(self.train_k, *mu.shape, dtype=mu.dtype, device=mu.device)
         log_px = self.likelihood.log_prob(
             x, self.decoder(self.reparameterize(mu, log_std, eps), y1h)
         )
