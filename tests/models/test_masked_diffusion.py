@@ -247,3 +247,20 @@ def test_completion_of_images_returns_observed_pixels_unchanged():
             model.complete(x, torch.ones(2, 2, dtype=torch.bool))
         with pytest.raises(ConfigError, match="steps must lie in 1..36"):
             model.sample(2, steps=37)
+
+
+def test_the_default_network_size_follows_the_network_chosen():
+    from dgm.models.masked_diffusion.model import NETWORK_DEFAULTS, MaskedDiffusionConfig
+
+    mnist = MaskedDiffusion(DataSpec((1, 28, 28), "discrete", levels=2), MaskedDiffusionConfig())
+    digits = MaskedDiffusion(DataSpec((1, 8, 8), "discrete", levels=17), MaskedDiffusionConfig())
+    assert mnist.network == "unet" and mnist.net_size == {"width": 16, "depth": 1,
+                                                           "mults": (1, 2, 2)}  # fmt: skip
+    assert digits.network == "resnet" and digits.net_size["width"] == 64
+    assert digits.net_size["depth"] == NETWORK_DEFAULTS["resnet"]["depth"] == 6
+    # the binarized-MNIST benchmark's U-Net: 16 channels at the first level
+    assert sum(p.numel() for p in mnist.parameters()) < 400_000
+    given = MaskedDiffusion(
+        DataSpec((1, 28, 28), "discrete", levels=2), MaskedDiffusionConfig(width=8, mults=(1, 2))
+    )
+    assert given.net_size == {"width": 8, "depth": 1, "mults": (1, 2)}

@@ -76,6 +76,17 @@ __all__ = ["MaskedDiffusion", "MaskedDiffusionConfig", "MaskedDiffusionSampleOpt
 ESTIMATORS = ("time", "count")
 
 
+#: each network's size when the config leaves it ``None``: the resnet and transformer as the
+#: digits benchmark trains them (82.45 nats in 16 min), the U-Net (28x28 images and larger) as the
+#: binarized-MNIST one (16 channels, two downsamplings: 84.89 nats in 30 min on one thread, and 2.8x
+#: the steps per second of a 32x(1,2) U-Net; ``benchmarks/results/INDEX.md``)
+NETWORK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "resnet": {"width": 64, "depth": 6},
+    "unet": {"width": 16, "depth": 1, "mults": (1, 2, 2)},
+    "transformer": {"width": 64, "depth": 6},
+}
+
+
 @dataclass
 class MaskedDiffusionConfig:
     """Hyperparameters of :class:`MaskedDiffusion`.
@@ -84,9 +95,11 @@ class MaskedDiffusionConfig:
         network: ``"resnet"`` (full-resolution residual CNN), ``"unet"`` (the tiny U-Net),
             ``"transformer"`` (bidirectional, any event shape) or ``"auto"``: the resnet for
             images up to 16x16, the U-Net for larger images, the transformer otherwise.
-        width: channels of the CNNs, model width of the transformer.
-        depth: residual blocks (resnet), blocks per level (unet) or layers (transformer).
-        mults: channel multipliers per U-Net level.
+        width: channels of the CNNs, model width of the transformer; ``None``: the network's
+            own (``NETWORK_DEFAULTS``).
+        depth: residual blocks (resnet), blocks per level (unet) or layers (transformer);
+            ``None``: the network's own.
+        mults: channel multipliers per U-Net level; ``None``: the U-Net's own.
         heads: attention heads of the transformer.
         schedule: ``alpha(t)``: ``"linear"`` (``1 - t``) or ``"cosine"``.
         time_input: the network sees ``t``; off, a learned constant stands in for it.
@@ -104,9 +117,9 @@ class MaskedDiffusionConfig:
     """
 
     network: Literal["auto", "resnet", "unet", "transformer"] = "auto"
-    width: int = 64
-    depth: int = 6
-    mults: tuple[int, ...] = (1, 2)
+    width: int | None = None
+    depth: int | None = None
+    mults: tuple[int, ...] | None = None
     heads: int = 4
     schedule: Literal["linear", "cosine"] = "linear"
     time_input: bool = True
@@ -121,7 +134,9 @@ class MaskedDiffusionConfig:
             raise ConfigError(
                 f"network must be auto, resnet, unet or transformer, not {self.network!r}"
             )
-        if self.width < 1 or self.depth < 1:
+        if (self.width is not None and self.width < 1) or (
+            self.depth is not None and self.depth < 1
+        ):
             raise ConfigError(f"width and depth must be positive, not {self.width}, {self.depth}")
         for key in ("estimator", "bound_estimator"):
             if getattr(self, key) not in ESTIMATORS:
@@ -212,17 +227,21 @@ class MaskedDiffusion(Model):
                 "use network=transformer"
             )
         self.network = network
+        own = NETWORK_DEFAULTS[network]
+        width = c.width if c.width is not None else own["width"]
+        depth = c.depth if c.depth is not None else own["depth"]
+        mults = tuple(c.mults) if c.mults is not None else own.get("mults", (1, 2))
+        #: the network's size in use (the config's ``None`` resolved)
+        self.net_size = {"width": width, "depth": depth, "mults": mults}
         k = self.num_classes
         self.net: nn.Module
         if network == "resnet":
-            self.net = ResNetDenoiser(
-                self.event_shape, self.levels, c.width, c.depth, c.time_input, k
-            )
+            self.net = ResNetDenoiser(self.event_shape, self.levels, width, depth, c.time_input, k)
         elif network == "unet":
-            self.net = UNetDenoiser(self.event_shape, self.levels, c.width, c.mults, c.depth, k)
+            self.net = UNetDenoiser(self.event_shape, self.levels, width, mults, depth, k)
         else:
             self.net = TransformerDenoiser(
-                self.num_dims, self.levels, c.width, c.depth, c.heads, c.time_input, k
+                self.num_dims, self.levels, width, depth, c.heads, c.time_input, k
             )
 
     # ------------------------------------------------------------------ the network
