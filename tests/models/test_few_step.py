@@ -26,6 +26,8 @@ from dgm.models.flow_matching import (
     ReflowConfig,
 )
 from dgm.models.flow_matching.teacher import DiffusionTeacher, load_teacher
+from dgm.train.config import TrainConfig
+from dgm.train.engine import Trainer
 
 D64 = torch.float64
 MEAN = torch.tensor([1.0, -0.5], dtype=D64)
@@ -244,9 +246,6 @@ def test_reflow_pairs_are_drawn_within_the_time_budget(tmp_path, capsys):
     # setup deadline (half the budget). A fake clock moves 1 s per reading and the teacher's field
     # costs 10 s per call: 4 Euler steps per batch of 64 pairs is 40 s, a 1-minute budget (48 s of
     # training) leaves 24 s of setup, so one batch (the least) is drawn of 640, not all 10.
-    from dgm.train.config import TrainConfig
-    from dgm.train.engine import Trainer
-
     clock = {"now": 0.0}
 
     def tick():

@@ -16,6 +16,7 @@ from dgm.core.spec import DataSpec
 from dgm.eval.likelihood import nll
 from dgm.models import build
 from dgm.models.masked_diffusion import MaskedDiffusion, MaskSchedule
+from dgm.models.masked_diffusion.model import NETWORK_DEFAULTS, MaskedDiffusionConfig
 
 D, L = 3, 2  # the enumerable model: 3 binary pixels
 
@@ -250,8 +251,6 @@ def test_completion_of_images_returns_observed_pixels_unchanged():
 
 
 def test_the_default_network_size_follows_the_network_chosen():
-    from dgm.models.masked_diffusion.model import NETWORK_DEFAULTS, MaskedDiffusionConfig
-
     mnist = MaskedDiffusion(DataSpec((1, 28, 28), "discrete", levels=2), MaskedDiffusionConfig())
     digits = MaskedDiffusion(DataSpec((1, 8, 8), "discrete", levels=17), MaskedDiffusionConfig())
     assert mnist.network == "unet" and mnist.net_size == {"width": 16, "depth": 1,

@@ -22,7 +22,7 @@ from dgm.models.vae.likelihoods import (
     Gaussian,
     make_likelihood,
 )
-from dgm.models.vae.vae import MEMORY_BUDGET, VAE, gaussian_kl
+from dgm.models.vae.vae import IWAE, MEMORY_BUDGET, VAE, IWAEConfig, VAEConfig, gaussian_kl
 
 DIGITS = DataSpec((1, 8, 8), "discrete", levels=17, num_classes=10)
 
@@ -525,8 +525,6 @@ def test_the_default_latent_size_is_the_data_dimension_up_to_32(name, spec, late
 
 
 def test_kl_warmup_ramps_the_kl_weight_in_training_only():
-    from dgm.models.vae.vae import VAEConfig
-
     m = VAE(DataSpec((2,)), VAEConfig(hidden=(8,), kl_warmup=4, beta=0.5)).double()
     assert [m.kl_weight(s) for s in (0, 1, 3, 10)] == [0.125, 0.25, 0.5, 0.5]
     assert m.kl_weight(None) == 0.5  # outside training: beta
@@ -547,8 +545,6 @@ def test_kl_warmup_ramps_the_kl_weight_in_training_only():
 
 
 def test_auto_activation_is_tanh_on_continuous_and_elu_on_discrete_data():
-    from dgm.models.vae.vae import VAEConfig
-
     cont = VAE(DataSpec((2,)), VAEConfig(hidden=(8,)))
     disc = VAE(DataSpec((1, 4, 4), "discrete", levels=2), VAEConfig(hidden=(8,)))
     assert cont.activation == "tanh" and disc.activation == "elu"
@@ -558,6 +554,4 @@ def test_auto_activation_is_tanh_on_continuous_and_elu_on_discrete_data():
     # the training loss's ELBO samples: 4 on continuous data, 1 on discrete, k when given
     assert (cont.train_k, disc.train_k) == (4, 1)
     assert VAE(DataSpec((2,)), VAEConfig(hidden=(8,), k=2)).train_k == 2
-    from dgm.models.vae.vae import IWAE, IWAEConfig
-
     assert IWAE(DataSpec((2,)), IWAEConfig(hidden=(8,))).activation == "elu"
