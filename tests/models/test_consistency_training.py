@@ -69,7 +69,7 @@ def test_training_uses_the_curriculum_of_its_step():
 
     m.consistency = spy
     m.training_step(torch.randn(16, 2, dtype=D64), 0, lambda loss, group: None)
-    assert all(torch.all(t == 0) or torch.all(t == 1) for t in seen) and m._step is None
+    assert all(torch.all(t == 0) or torch.all(t == 1) for t in seen) and m.step_in_training is None
 
 
 @pytest.mark.parametrize("bad", [{"levels_start": 0}, {"double_every": -1}, {"huber_c": 0.0}])

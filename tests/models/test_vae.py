@@ -536,11 +536,11 @@ def test_kl_warmup_ramps_the_kl_weight_in_training_only():
     torch.manual_seed(0)
     out = m.loss(x)
     torch.manual_seed(0)
-    m._step = 0
+    m.step_in_training = 0
     ramped = m.loss(x)
-    m._step = None
+    m.step_in_training = None
     assert torch.isclose(ramped["loss"], out["recon"] + 0.125 * out["kl"])
-    assert torch.isclose(out["loss"], out["recon"] + 0.5 * out["kl"]) and m._step is None
+    assert torch.isclose(out["loss"], out["recon"] + 0.5 * out["kl"]) and m.step_in_training is None
     assert len(losses) == 1
 
 

@@ -19,7 +19,7 @@ labels, an estimated likelihood, held-out statistics of its own) are the Protoco
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -208,6 +208,9 @@ class Model(nn.Module):
     #: a time budget (``max_minutes``) bounds it: half the budget left (``dgm.train.engine.SETUP_SHARE``). No limit
     #: without a budget.
     setup_deadline: Deadline = Deadline()
+    #: the engine step being trained while :meth:`training_step` computes the loss (``None``
+    #: otherwise): for losses that follow the step (noise annealing, a curriculum, KL warm-up)
+    step_in_training: int | None = None
 
     def __init__(self, spec: DataSpec, config: Any | None = None) -> None:
         super().__init__()
@@ -356,9 +359,19 @@ class Model(nn.Module):
         ``stepper(loss, "group")`` does backward, clipping and the optimizer step for that group.
         Returns the loss terms for logging.
         """
-        out = self.loss(batch)
+        with self.training_at(step):
+            out = self.loss(batch)
         stepper(out["loss"], "model")
         return out
+
+    @contextlib.contextmanager
+    def training_at(self, step: int) -> Iterator[None]:
+        """Within the block, :attr:`step_in_training` is ``step``."""
+        self.step_in_training = step
+        try:
+            yield
+        finally:
+            self.step_in_training = None
 
     def on_train_start(self, train_data: Tensor) -> None:  # noqa: B027 - optional hook
         """Called once before training with the (preprocessed) training data, e.g. for

@@ -405,7 +405,6 @@ class EBM(Model):
         self._quad_cache: dict[int | None, tuple[Any, Tensor, Tensor]] = {}
         self._pending: tuple[Tensor, Tensor] | None = None
         self._adapted_h: float | None = None
-        self._step: int | None = None  # the step being trained (noise annealing)
 
     @property
     def exact_likelihood(self) -> bool:  # type: ignore[override]
@@ -645,7 +644,7 @@ class EBM(Model):
         the fraction of ``anneal_steps`` done, 0 from then on; dsm uses the larger of it and
         ``dsm_sigma``."""
         c = self.config
-        step = self._step if step is None else step
+        step = self.step_in_training if step is None else step
         if c.anneal_sigma == 0 or step is None or step >= c.anneal_steps:
             return 0.0
         return c.anneal_sigma * (1 - step / c.anneal_steps) ** 2
@@ -660,11 +659,8 @@ class EBM(Model):
 
     def training_step(self, batch: Batch, step: int, stepper: Stepper) -> dict[str, Tensor]:
         if self.flow is None:
-            self._step = step  # the noise level of sm/ssm/dsm follows the training step
-            try:
+            with self.training_at(step):  # the noise level of sm/ssm/dsm follows the step
                 out = self.loss(batch)
-            finally:
-                self._step = None
             stepper(out["loss"], "model")
             if self._pending is not None and self.buffer is not None:
                 self.buffer.push(*self._pending)

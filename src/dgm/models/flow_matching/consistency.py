@@ -60,7 +60,7 @@ torch.Size([3, 2])
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -157,7 +157,6 @@ class Consistency(TeacherMixin, DiffusionBase):
         variants=({"objective": "cd"},),
     )
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3, "ema": 0.999}
-    _step: int | None = None  # the training step being taken (the curriculum)
 
     def on_train_start(self, train_data: Tensor) -> None:
         """Consistency training standardises the data; distillation takes the teacher's space."""
@@ -209,17 +208,10 @@ class Consistency(TeacherMixin, DiffusionBase):
         c = self.config.huber_c or 0.00054 * self.num_dims**0.5
         return (sq.sum(1) + c * c).sqrt() - c
 
-    def training_step(self, batch: Batch, step: int, stepper: Any) -> dict[str, Tensor]:
-        self._step = step  # the curriculum's N follows the training step
-        try:
-            return super().training_step(batch, step, stepper)
-        finally:
-            self._step = None
-
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         x, y = unpack(batch)
         z1, _ = self.to_model_space(self.check_input(x))
-        B, N = z1.shape[0], self.levels_at(self._step)
+        B, N = z1.shape[0], self.levels_at(self.step_in_training)
         y = self.train_labels(y if self.conditional else None, B)  # with label dropout
         z0 = torch.randn_like(z1)
         if self.config.time_sampling == "uniform":

@@ -356,8 +356,6 @@ class VAE(Model):
         return super().log_likelihood(x, y, **bound_options)
 
     # ------------------------------------------------------------------ training
-    _step: int | None = None  # the training step being taken (the KL warm-up)
-
     def kl_weight(self, step: int | None) -> float:
         """The KL term's weight at training ``step``: ``beta``, ramped up linearly from 0 over the
         first ``kl_warmup`` steps (Bowman et al. 2016; Sonderby et al. 2016); outside training
@@ -366,13 +364,6 @@ class VAE(Model):
         if not c.kl_warmup or step is None:
             return c.beta
         return c.beta * min(1.0, (step + 1) / c.kl_warmup)
-
-    def training_step(self, batch: Batch, step: int, stepper: Any) -> dict[str, Tensor]:
-        self._step = step
-        try:
-            return super().training_step(batch, step, stepper)
-        finally:
-            self._step = None
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
         """``loss = mean(recon + beta * kl)``, the negative (beta-weighted) ELBO with ``train_k``
@@ -387,7 +378,7 @@ class VAE(Model):
         )
         recon = -log_px.mean(0)  # (B,)
         kl = gaussian_kl(mu, log_std)  # (B,)
-        loss = (recon + self.kl_weight(self._step) * kl).mean()
+        loss = (recon + self.kl_weight(self.step_in_training) * kl).mean()
         return {
             "loss": loss,
             "elbo": -(recon + kl).mean().detach(),
