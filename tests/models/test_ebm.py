@@ -405,12 +405,31 @@ def test_pcd_step_size_follows_the_acceptance_rate(start, direction):
 
 def test_pcd_fresh_chains_start_at_the_data():
     model = build("ebm", DataSpec((2,)), objective="pcd", hidden=(8,), mcmc_steps=0,
-                  buffer_size=50).to(D64)  # fmt: skip
+                  mcmc_jumps=0, buffer_size=50).to(D64)  # fmt: skip
     x = gaussian_data(20)
     model.on_train_start(x)
     model.training_step(x, 0, lambda loss, group="model": None)
     rows = model.buffer.data  # (50, 2): every chain is one of the batch's points
     assert ((rows[:, None] - x[None]) ** 2).sum(-1).min(1).values.max() == 0
+
+
+def test_pcd_jumps_are_proposed_by_the_fitted_gaussian():
+    """With a flat tilt (the network's last layer zeroed) the tethered energy is the fitted
+    Gaussian itself, so every independence proposal is accepted: one jump moves each chain of
+    the update off the data point it started at, to a draw of the Gaussian."""
+    model = build("ebm", DataSpec((2,)), objective="pcd", hidden=(8,), mcmc_steps=0,
+                  buffer_size=50).to(D64)  # fmt: skip
+    assert model.config.mcmc_jumps == 1  # pcd's default
+    last = [m for m in model.energy_net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    torch.nn.init.zeros_(last.weight)
+    x = gaussian_data(20)
+    model.on_train_start(x)
+    model.training_step(x, 0, lambda loss, group="model": None)
+    rows = model.buffer.data  # (50, 2): the chains of this update (20 draws of the 50) moved
+    off_data = ((rows[:, None] - x[None]) ** 2).sum(-1).min(1).values > 0  # (50,)
+    assert int(off_data.sum()) >= 10  # without the jump: 0 (the test above)
+    with pytest.raises(ConfigError, match="mcmc_jumps"):
+        EBM.Config(objective="pcd", mcmc_jumps=-1)
 
 
 def test_score_matching_noise_anneals_to_none():

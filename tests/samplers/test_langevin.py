@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dgm.core.errors import ConfigError, DataError
-from dgm.samplers import ReplayBuffer, grad_and_log_prob, hmc, mala, ula
+from dgm.samplers import ReplayBuffer, grad_and_log_prob, hmc, independence_mh, mala, ula
 
 D64 = torch.float64
 MU = torch.tensor([1.0, -0.5], dtype=D64)
@@ -70,6 +70,47 @@ def test_hmc_leaves_the_gaussian_invariant():
     res = hmc(x0, log_prob, 0.5, 5, 10, generator=g)
     assert 0.3 < res.acceptance_rate < 0.99
     assert moments_match(res.x, MU, SIGMA)
+
+
+def bimodal_log_prob(x: torch.Tensor) -> torch.Tensor:
+    """0.3 N(-3, 0.5^2) + 0.7 N(3, 0.5^2) in 1-D, unnormalised: modes 12 standard deviations
+    apart, which local moves do not cross."""
+    a = math.log(0.3) - 0.5 * ((x[:, 0] + 3) / 0.5) ** 2  # (B,)
+    b = math.log(0.7) - 0.5 * ((x[:, 0] - 3) / 0.5) ** 2  # (B,)
+    return torch.logaddexp(a, b)
+
+
+def test_independence_mh_moves_chains_between_modes_in_the_right_proportion():
+    """Every chain starts in the left mode; with proposals from N(0, 3^2) the chains end with the
+    right-hand mode's weight 0.7 and each mode's mean and spread, while MALA from the same start
+    leaves them all on the left."""
+    n = 4000
+    x0 = torch.full((n, 1), -3.0, dtype=D64)
+    gq = torch.Generator().manual_seed(0)
+
+    def q_sample(k: int) -> torch.Tensor:
+        return 1.0 + 3.0 * torch.randn(k, 1, generator=gq, dtype=D64)
+
+    def q_log_prob(x: torch.Tensor) -> torch.Tensor:
+        return -0.5 * ((x[:, 0] - 1.0) / 3.0) ** 2
+
+    res = independence_mh(x0, bimodal_log_prob, q_sample, q_log_prob, 60,
+                          generator=torch.Generator().manual_seed(1))  # fmt: skip
+    right = res.x[:, 0] > 0
+    w = float(right.double().mean())
+    assert abs(w - 0.7) < 4 * math.sqrt(0.7 * 0.3 / n)
+    assert 0.05 < res.acceptance_rate < 0.5  # most proposals land between or beyond the modes
+    for side, centre in ((right, 3.0), (~right, -3.0)):
+        v = res.x[side, 0]
+        assert abs(float(v.mean()) - centre) < 5 * 0.5 / math.sqrt(v.numel())
+        assert float(v.std()) == pytest.approx(0.5, rel=0.1)
+    stuck = mala(x0, bimodal_log_prob, 0.1, 60, generator=torch.Generator().manual_seed(2))
+    assert float((stuck.x[:, 0] > 0).double().mean()) == 0.0
+
+
+def test_independence_mh_needs_non_negative_steps():
+    with pytest.raises(ConfigError, match="n_steps"):
+        independence_mh(torch.zeros(2, 1), bimodal_log_prob, torch.randn, bimodal_log_prob, -1)
 
 
 def test_the_invariance_check_detects_ula_bias():

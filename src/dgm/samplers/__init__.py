@@ -1,8 +1,17 @@
-"""Samplers shared by families: MCMC on a log-density (Langevin, MALA, HMC), annealed Langevin on
+"""Samplers shared by families: MCMC on a log-density (Langevin, MALA, HMC, independence
+Metropolis-Hastings), annealed Langevin on
 a score, ODE integrators. Models call them; they know nothing of models."""
 
 from dgm.samplers.annealed import annealed_langevin
-from dgm.samplers.langevin import ReplayBuffer, SamplerResult, grad_and_log_prob, hmc, mala, ula
+from dgm.samplers.langevin import (
+    ReplayBuffer,
+    SamplerResult,
+    grad_and_log_prob,
+    hmc,
+    independence_mh,
+    mala,
+    ula,
+)
 from dgm.samplers.ode import divergence_exact, divergence_hutchinson, odeint
 
 __all__ = [
@@ -13,6 +22,7 @@ __all__ = [
     "divergence_hutchinson",
     "grad_and_log_prob",
     "hmc",
+    "independence_mh",
     "mala",
     "odeint",
     "ula",

@@ -54,7 +54,15 @@ from torch import Tensor
 from dgm.core.errors import ConfigError, DataError
 from dgm.samplers.replay import ReplayBuffer  # re-exported: persistent chains for these samplers
 
-__all__ = ["ReplayBuffer", "SamplerResult", "grad_and_log_prob", "hmc", "mala", "ula"]
+__all__ = [
+    "ReplayBuffer",
+    "SamplerResult",
+    "grad_and_log_prob",
+    "hmc",
+    "independence_mh",
+    "mala",
+    "ula",
+]
 
 LogProb = Callable[[Tensor], Tensor]
 
@@ -375,3 +383,42 @@ def _metropolis(
             accepted += acc.to(x.dtype)
             counted += 1
     return _finish(x, accepted, counted, step, da)
+
+
+def independence_mh(
+    x0: Tensor,
+    log_prob: LogProb,
+    proposal_sample: Callable[[int], Tensor],
+    proposal_log_prob: LogProb,
+    n_steps: int,
+    *,
+    generator: torch.Generator | None = None,
+) -> SamplerResult:
+    r"""Independence Metropolis-Hastings: each step proposes ``y ~ q`` afresh, whatever the state,
+    and accepts with probability :math:`\min\{1, p(y) q(x) / (p(x) q(y))\}` (Tierney 1994), so
+    ``p`` is exactly invariant. Unlike MALA's and HMC's local moves, a proposal can land in any
+    mode ``q`` covers, so chains move between modes separated by regions of low density; it
+    mixes well where ``p / q`` is bounded, as for an energy that tilts ``q`` (a tethered EBM:
+    the ratio is the tilt alone).
+
+    Args:
+        x0: initial states ``(B, *event)``.
+        log_prob: ``(B, *event) -> (B,)``, an unnormalised log-density.
+        proposal_sample: ``n -> (n, *event)`` draws of ``q``.
+        proposal_log_prob: ``(B, *event) -> (B,)``, ``log q`` up to a constant.
+        n_steps: number of proposals per chain.
+        generator: source of the acceptance tests' randomness (``proposal_sample`` has its own).
+    """
+    _check(x0, 1.0, n_steps)
+    x = x0.detach().clone()
+    with torch.no_grad():
+        w = log_prob(x) - proposal_log_prob(x)  # (B,) log importance weight of the state
+        accepted = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for _ in range(n_steps):
+            y = proposal_sample(x.shape[0]).to(x.dtype)  # (B, *event)
+            w_y = log_prob(y) - proposal_log_prob(y)  # (B,)
+            acc = _accept(w_y - w, x, generator)
+            x = torch.where(_mask(acc, x), y, x)
+            w = torch.where(acc, w_y, w)
+            accepted += acc.to(x.dtype)
+    return _finish(x, accepted, n_steps, 1.0, None)

@@ -4,8 +4,9 @@ the objectives that avoid :math:`Z_\theta` (``--set objective=``):
 ========  ==================================================================================
 ``cd``    contrastive divergence (CD-k): ``mcmc_steps`` of MALA from the data batch (``cd_init``)
 ``pcd``   persistent CD: 256 chains kept in a replay buffer, fresh ones started at the data,
-          MALA with a step size adapted across updates, and the energy penalty ``alpha`` without
-          which it diverged (Tieleman 2008; Du & Mordatch 2019)
+          one independence move between modes then MALA with a step size adapted across
+          updates, and the energy penalty ``alpha`` without which it diverged (Tieleman 2008;
+          Du & Mordatch 2019)
 ``sm``    exact score matching with the Hessian trace (Hyvärinen 2005), low dimensions
 ``ssm``   sliced score matching (Song et al. 2019)
 ``dsm``   denoising score matching at ``dsm_sigma`` (Vincent 2011)
@@ -76,13 +77,21 @@ from dgm.models.ebm.energy import ConvEnergy, MLPEnergy, QuadraticEnergy
 from dgm.models.ebm.noise import GaussianNoise, MixtureNoise
 from dgm.models.ebm.quadrature import grid_log_z
 from dgm.models.ebm.scorematching import dsm_loss, sm_loss, ssm_loss
-from dgm.samplers.langevin import ReplayBuffer, grad_and_log_prob, hmc, mala, ula
+from dgm.samplers.langevin import (
+    ReplayBuffer,
+    grad_and_log_prob,
+    hmc,
+    independence_mh,
+    mala,
+    ula,
+)
 
 __all__ = ["EBM", "EBMConfig", "EBMSampleOptions"]
 
 OBJECTIVES = ("cd", "pcd", "sm", "ssm", "dsm", "nce", "fce")
 #: what the settings below are when neither the user nor the objective sets them
-PLAIN = {"cd_init": "noise", "mcmc": "langevin", "mcmc_adapt": False, "buffer_size": 10000,
+PLAIN = {"cd_init": "noise", "mcmc": "langevin", "mcmc_adapt": False, "mcmc_jumps": 0,
+         "buffer_size": 10000,
          "alpha": 0.0, "reinit_prob": 0.05, "tether": 0.0, "fourier_features": 0,
          "fourier_scale": 1.0, "dsm_sigma": 0.1, "anneal_sigma": 0.0,
          "anneal_steps": 1500, "flow_mle": 0.0}  # fmt: skip
@@ -123,8 +132,14 @@ PCD_ALPHA = 0.03
 #:   alpha = 0.03 the energy at the data stays within 0.2 of 0 and |grad_x E| near 9 for the
 #:   whole run, and rings ends at KL 0.142 (alpha 0.1: 0.147; alpha 1 over-flattens it, 2.43);
 #:   a quarter of fresh chains from the data each update anchors the modes' weights (0.107;
-#:   half: 0.134). In ``ebm_2d.json``: 0.014 / 0.123 / 0.078 on 8gaussians / rings /
-#:   checkerboard, so rings still misses issue 24's 0.1.
+#:   half: 0.134). That left rings at 0.123: its ring masses were 0.11 / 0.21 / 0.29 / 0.39
+#:   (true 0.25 each), close to proportional to the radius, because chains fresh from the data
+#:   never cross the empty bands between rings, so the rings' relative weights got no gradient.
+#:   Hence ``mcmc_jumps`` 1: before its MALA steps each chain makes one independence
+#:   Metropolis-Hastings move proposed by the fitted Gaussian (for the tethered energy the
+#:   acceptance ratio is the ratio of the tilts ``exp(E_net(x) - E_net(y))``), which can land
+#:   in any ring: ring masses 0.21-0.28, KL 0.123 -> 0.029 (seeds 0, 1: 0.029, 0.026; 4 jumps
+#:   0.027), 8gaussians 0.010, checkerboard 0.054, at about the cost of one more MALA step.
 #: * sm, ssm, dsm: noise annealing (``anneal_sigma``): the data are blurred by N(0, s^2 I), s
 #:   falling from 0.5 to 0 over ``anneal_steps``, so the relative weights of separated modes
 #:   (which the Fisher divergence cannot see: the 4 rings) are learnt while the modes overlap
@@ -138,10 +153,7 @@ PCD_ALPHA = 0.03
 #:   tilt of the tether moves mass out), and ring masses off by up to 30% (the blur's weights
 #:   drift once it is gone). A penalty on the tilt at points of the fitted Gaussian at twice its
 #:   scale kept the tails (rings 0.096 / 0.082 / 0.115) but fought the fit where the data are
-#:   (8gaussians 0.013 -> 0.133), so it is not here. pcd on rings puts ring masses
-#:   0.11 / 0.21 / 0.29 / 0.39 (true 0.25 each), close to proportional to the radius: its
-#:   chains, fresh from the data, do not cross between rings, so the rings' relative weights get
-#:   no gradient.
+#:   (8gaussians 0.013 -> 0.133), so it is not here.
 #: * nce: the fitted Gaussian as noise. fce: a flow as noise (Gao et al. 2020). Untethered and
 #:   trained by the adversarial game alone it ended at KL 1.49 on 8gaussians and 0.69 on rings:
 #:   as the flow nears the data the classifier's signal vanishes, and the energy, a network
@@ -156,6 +168,7 @@ OBJECTIVE_DEFAULTS = {
         "cd_init": "data",
         "mcmc": "mala",
         "mcmc_adapt": True,
+        "mcmc_jumps": 1,
         "buffer_size": 256,
         "alpha": PCD_ALPHA,
         "reinit_prob": 0.25,
@@ -194,6 +207,10 @@ class EBMConfig:
         mcmc: sampler of the training negatives (cd/pcd): langevin (ULA), mala or hmc.
         mcmc_steps, mcmc_step_size, mcmc_leapfrog: its number of steps, step size and leapfrog
             steps (hmc); also the defaults of ``sample``.
+        mcmc_jumps: independence Metropolis-Hastings moves proposed by the fitted Gaussian
+            that each negative chain (cd/pcd) makes before its MALA/HMC/Langevin steps
+            (:func:`~dgm.samplers.langevin.independence_mh`): moves between modes that local
+            steps cannot cross; pcd's default 1.
         mcmc_adapt: the negatives' MALA/HMC step size follows their acceptance rate from one
             update to the next, ``log h += 0.1 (rate - 0.574)``, starting at ``mcmc_step_size``.
         cd_init: cd chains, and pcd's fresh chains, start from ``"noise"`` (the fitted
@@ -241,6 +258,7 @@ class EBMConfig:
     mcmc_step_size: float = 0.01
     mcmc_leapfrog: int = 5
     mcmc_adapt: bool | None = None
+    mcmc_jumps: int | None = None
     cd_init: Literal["noise", "data"] | None = None
     buffer_size: int | None = None
     reinit_prob: float | None = None
@@ -281,9 +299,20 @@ class EBMConfig:
                 f"fourier_features must be >= 0 and fourier_scale positive, not "
                 f"{self.fourier_features} and {self.fourier_scale}"
             )
-        if min(self.mcmc_steps, self.alpha, self.flow_mle, self.tether, self.anneal_sigma) < 0:
+        if (
+            min(
+                self.mcmc_steps,
+                self.mcmc_jumps,
+                self.alpha,
+                self.flow_mle,
+                self.tether,
+                self.anneal_sigma,
+            )
+            < 0
+        ):
             raise ConfigError(
-                "mcmc_steps, alpha, flow_mle, tether and anneal_sigma must be non-negative"
+                "mcmc_steps, mcmc_jumps, alpha, flow_mle, tether and anneal_sigma must be "
+                "non-negative"
             )
         if not 0 <= self.reinit_prob <= 1:
             raise ConfigError(f"reinit_prob must lie in [0, 1], not {self.reinit_prob}")
@@ -551,6 +580,9 @@ class EBM(Model):
         else:
             x0 = x.detach() if c.cd_init == "data" else self.noise.sample(x.shape[0])
             idx = None
+        if c.mcmc_jumps > 0:  # moves between modes, proposed by the fitted Gaussian
+            x0 = independence_mh(x0, self.unnormalized_log_prob, self.noise.sample,
+                                 self.noise.log_prob, c.mcmc_jumps).x  # fmt: skip
         h = self.negative_step_size
         x_neg, rate = self._mcmc(x0, c.mcmc, c.mcmc_steps, h, c.mcmc_leapfrog, False)
         if c.mcmc_adapt and rate is not None and self.training:
@@ -619,6 +651,9 @@ class EBM(Model):
     def _marginal_loss(self, x: Tensor) -> dict[str, Tensor]:
         c = self.config
         if c.objective in ("cd", "pcd"):
+            sigma = self.noise_level()
+            if sigma > 0:  # annealing: the positives are the data blurred by N(0, sigma^2 I)
+                x = x + sigma * torch.randn_like(x)
             x_neg = self._negatives(x)
             return cd_loss(self.energy(x), self.energy(x_neg), c.alpha)
         if c.objective in ("sm", "ssm"):
