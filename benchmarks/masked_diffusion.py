@@ -17,7 +17,10 @@ by the feature classifier matches the true image's (its label where the data has
 classifier's class of the whole image), with its binomial standard error. ``--gated-minutes M``
 trains a Gated PixelCNN (its defaults) for M minutes on the same data and reports the same
 completion figure by its exact prefix completion, and its fast sampler's time and FID at the same
-sample counts.
+sample counts. ``--neighbours K`` adds a reference for the completion figure without a model: each
+image's lower half taken from each of the K training images nearest to it on the observed upper
+half (Euclidean), as K draws of the training set's empirical conditional; its class match says
+how much of the class the upper half leaves open.
 
     OMP_NUM_THREADS=1 python benchmarks/masked_diffusion.py digits --minutes 15
     OMP_NUM_THREADS=1 python benchmarks/masked_diffusion.py binarized-mnist --minutes 30 --k 8
@@ -125,6 +128,28 @@ def completion_match(model, pre, feats, x, y, options) -> dict:
             "seconds": round(secs, 1)}  # fmt: skip
 
 
+def neighbour_completion(train_x, feats, x, y, k: int) -> dict:
+    """The completion figure of the K training images nearest on the observed upper half: each
+    completion keeps the test image's upper half and takes a neighbour's lower half."""
+    h = x.shape[-2]
+    top = x[..., : h // 2, :].reshape(x.shape[0], -1).double()  # (N, P)
+    top_train = train_x[..., : h // 2, :].reshape(train_x.shape[0], -1).double()  # (M, P)
+    with torch.no_grad():
+        ref = y if y is not None else feats.logits(x).argmax(1)
+        near = torch.cdist(top, top_train).topk(k, largest=False).indices  # (N, K)
+        hits = []
+        for j in range(k):
+            c = train_x[near[:, j]].clone()  # (N, ...)
+            c[..., : h // 2, :] = x[..., : h // 2, :]
+            hits.append(feats.logits(c).argmax(1) == ref)
+    hit = torch.stack(hits, 1).double()  # (N, K)
+    rate = float(hit.mean())
+    per_image = hit.mean(1)  # (N,): the K draws of one image are not independent
+    return {"images": x.shape[0], "neighbours": k, "match": round(rate, 4),
+            "match_se": round(float(per_image.std()) / math.sqrt(x.shape[0]), 4),
+            "match_nearest": round(float(hit[:, 0].mean()), 4)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data", choices=sorted(PRESETS))
@@ -146,6 +171,8 @@ def main() -> None:
     ap.add_argument("--completion", type=int, default=0, help="test images to complete")
     ap.add_argument("--completion-steps", type=int, default=0)
     ap.add_argument("--gated-minutes", type=float, default=0.0)
+    ap.add_argument("--neighbours", type=int, default=0,
+                    help="completion reference: lower halves of the K nearest training images")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.data]
@@ -200,6 +227,11 @@ def main() -> None:
                 model, pre, feats, xc, yc, {"steps": args.completion_steps}
             )
             print(extra["completion"], flush=True)
+        if args.completion and args.neighbours:
+            x_train = data.split("train")[0]
+            extra["neighbour_completion"] = neighbour_completion(x_train, feats, xc.to(x_train.dtype),
+                                                                 yc, args.neighbours)  # fmt: skip
+            print(extra["neighbour_completion"], flush=True)
         if args.gated_minutes:
             g_out = out.parent / "gated-pixelcnn"
             dgm.train("gated-pixelcnn", data, g_out, progress=False, seed=args.seed,

@@ -153,7 +153,15 @@ PCD_ALPHA = 0.03
 #:   tilt of the tether moves mass out), and ring masses off by up to 30% (the blur's weights
 #:   drift once it is gone). A penalty on the tilt at points of the fitted Gaussian at twice its
 #:   scale kept the tails (rings 0.096 / 0.082 / 0.115) but fought the fit where the data are
-#:   (8gaussians 0.013 -> 0.133), so it is not here.
+#:   (8gaussians 0.013 -> 0.133), so it is not here. Nor are these (sm on rings, seeds 0 / 1 /
+#:   2 or 0 / 1): a tether of weight 2 keeps the tails (< 3% beyond) but gives the outer ring
+#:   0.40-0.57 of the mass (KL 0.23 / 0.31 / 0.53), 1.25 0.19 / 0.52 / 0.14, 1.25 with
+#:   ``anneal_sigma`` 1 0.13 / 0.11 / 0.59; a bounded tilt (tanh) leaks 39-62% (0.55 / 1.01);
+#:   AdamW's weight decay 0.01 or 0.1 changes nothing (0.17-0.20 / 0.59-0.63). The Fisher
+#:   divergence is blind to the relative weights of modes that no data connect, and score
+#:   matching's efficiency degrades with the target's isoperimetric constant (Koehler, Heckett
+#:   & Risteski, ICLR 2023, arXiv:2210.00726): rings, four deep modes split by empty bands, is
+#:   that case, and annealing only postpones it. dsm keeps a blur (``dsm_sigma``) to the end.
 #: * nce: the fitted Gaussian as noise. fce: a flow as noise (Gao et al. 2020). Untethered and
 #:   trained by the adversarial game alone it ended at KL 1.49 on 8gaussians and 0.69 on rings:
 #:   as the flow nears the data the classifier's signal vanishes, and the energy, a network
