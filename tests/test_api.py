@@ -14,9 +14,10 @@ import torch
 import yaml
 
 import dgm
-from dgm.api import TrainedModel, with_train_defaults
+from dgm.api import TrainedModel, train_defaults_for, with_train_defaults
 from dgm.core.config import build_config
 from dgm.core.errors import DataError, DgmError
+from dgm.core.spec import DataSpec
 from dgm.data import from_arrays
 from dgm.models import entries, get, names
 from dgm.train.config import TrainConfig
@@ -197,3 +198,41 @@ def test_every_models_train_defaults_make_a_valid_run_alone_with_steps_or_a_time
         cfg = build_config(TrainConfig, with_train_defaults(defaults, options), what="training")
         assert cfg.steps == steps
         assert cfg.total_steps(100) is not None or cfg.max_minutes == 1.0
+
+
+MNIST_SPEC = DataSpec((1, 28, 28), kind="discrete", levels=256)
+
+
+@pytest.mark.parametrize("name", names())
+def test_every_models_large_image_defaults_make_a_valid_run(name):
+    """On MNIST-sized images a model's own recipe (``large_image_train_defaults``) is a valid
+    training config that ends by itself, and the caller's run length still replaces it."""
+    cls = get(name)
+    defaults = train_defaults_for(cls, MNIST_SPEC)
+    cfg = build_config(TrainConfig, with_train_defaults(defaults, {}), what="training")
+    steps = build_config(TrainConfig, with_train_defaults(defaults, {"steps": 5}), what="training")
+    assert steps.steps == 5 and not steps.max_minutes
+    assert cfg.steps is not None or cfg.epochs is not None or cfg.max_minutes is not None
+    if cls.large_image_train_defaults:
+        assert cfg.max_minutes == cls.large_image_train_defaults["max_minutes"]
+        assert cfg.steps is None  # the budget replaced the vectors' step count
+        if cfg.schedule != "constant":
+            assert cfg.schedule_clock == "time"  # the decay follows the budget
+    assert train_defaults_for(cls, DataSpec((2,))) == cls.train_defaults
+    assert train_defaults_for(cls, DataSpec((1, 8, 8), kind="discrete", levels=17)) == (
+        cls.train_defaults
+    )
+
+
+def test_diffusion_on_mnist_sized_images_trains_with_the_benchmark_recipe(tmp_path):
+    """``dgm.train`` picks the defaults for the data it loaded: batches of 64, EMA and the
+    16-channel U-Net on 28x28 images; the caller's steps replace the 30-minute budget."""
+    x = torch.randint(0, 256, (40, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+    out = dgm.train("ddpm", x.numpy().astype(np.uint8), tmp_path / "ddpm", steps=1,
+                    progress=False, checkpoint_every=0)  # fmt: skip
+    doc = yaml.safe_load((out / "config.yaml").read_text())
+    assert doc["train"]["batch_size"] == 64 and doc["train"]["ema"] == 0.999
+    assert doc["train"]["steps"] == 1 and not doc["train"]["max_minutes"]
+    model = dgm.load(out).model
+    first = next(m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.out_channels == 16

@@ -46,7 +46,7 @@ from dgm.train.engine import Trainer
 
 __all__ = [
     "train", "load", "load_run", "Run", "RUN_KEYS", "RESUMABLE", "TrainedModel",
-    "with_train_defaults", "CLASSES_FILE",
+    "with_train_defaults", "train_defaults_for", "CLASSES_FILE",
 ]  # fmt: skip
 
 RUN_KEYS = ("model", "model_config", "data", "preprocess", "train", "spec", "dgm_version")
@@ -246,6 +246,19 @@ def _build(name: str, spec: DataSpec, model_config: dict[str, Any], labels: bool
     return cls(spec, cfg)
 
 
+def train_defaults_for(cls: type[Model], spec: DataSpec) -> dict[str, Any]:
+    """The training options model class ``cls`` prefers for data of ``spec``: its
+    ``train_defaults``, and on images larger than 16 pixels a side (MNIST) its
+    ``large_image_train_defaults`` over them (a run length there replaces theirs)."""
+    defaults = dict(cls.train_defaults)
+    large = cls.large_image_train_defaults
+    if large and spec.is_image and max(spec.event_shape[1:]) > 16:
+        if RUN_LENGTH & set(large):
+            defaults = {k: v for k, v in defaults.items() if k not in RUN_LENGTH}
+        defaults |= large
+    return defaults
+
+
 def with_train_defaults(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """A model's preferred training options (``Model.train_defaults``) under the caller's.
 
@@ -353,7 +366,8 @@ def train(
         cfg_doc = None
         model_name = model if isinstance(model, str) else model.name
         cls_ = type(model) if isinstance(model, Model) else get_model_class(model_name)
-        train_options = with_train_defaults(cls_.train_defaults, train_options)
+        asked = dict(train_options)
+        train_options = with_train_defaults(cls_.train_defaults, asked)  # checked before loading
 
     tcfg = build_config(
         TrainConfig, cfg_doc["train"] if cfg_doc else train_options, what="training"
@@ -363,6 +377,9 @@ def train(
     source = data if isinstance(data, (str, Path)) else type(data).__name__
     with Progress(f"loading data {source}", enabled=show, after=3.0):
         dataset, data_entry = _resolve_dataset(data, data_dir, out)
+    if cfg_doc is None:  # the model's defaults for these data (e.g. a budget on large images)
+        train_options = with_train_defaults(train_defaults_for(cls_, dataset.spec), asked)
+        tcfg = build_config(TrainConfig, train_options, what="training")
     if isinstance(model, Model) and not resume:
         cls = type(model)
         pre = (

@@ -16,7 +16,9 @@ import shutil
 import textwrap
 from typing import Any
 
+from dgm.api import train_defaults_for
 from dgm.core.config import FieldInfo, describe_fields, sampler_table, section_docs
+from dgm.core.spec import DataSpec
 from dgm.models import get
 
 __all__ = ["cmd_show", "show_text"]
@@ -64,6 +66,10 @@ def show_text(name: str, width: int | None = None) -> str:
         lines += [f"  {k} = {_value(v)}" for k, v in cls.train_defaults.items()]
     else:
         lines.append("  (none: the engine's defaults, dgm.train.TrainConfig)")
+    if cls.large_image_train_defaults:
+        lines.append("  on images above 16 pixels a side (MNIST), instead:")
+        on_mnist = train_defaults_for(cls, DataSpec((1, 28, 28), kind="discrete", levels=256))
+        lines += [f"    {k} = {_value(v)}" for k, v in on_mnist.items()]
     lines += ["", "sampling options (dgm sample RUN [--sampler NAME] [--set KEY=VALUE]):"]
     opts = cls.SampleOptions
     if opts is None:

@@ -203,6 +203,9 @@ class Model(nn.Module):
     #: training options (fields of ``TrainConfig``) this model prefers, e.g. a GAN's smaller
     #: ``lr``; ``dgm.train`` uses them for the options the caller does not set
     train_defaults: ClassVar[dict[str, Any]] = {}
+    #: on images above 16 pixels a side (MNIST), training options over ``train_defaults``; a
+    #: run length here (e.g. ``max_minutes``) replaces theirs (``dgm.api.train_defaults_for``)
+    large_image_train_defaults: ClassVar[dict[str, Any]] = {}
     #: set by the engine before training: the point after which the model's setup
     #: (:meth:`on_train_start`, or the same work redone on a resume) starts no new work, so that
     #: a time budget (``max_minutes``) bounds it: half the budget left (``dgm.train.engine.SETUP_SHARE``). No limit

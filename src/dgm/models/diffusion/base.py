@@ -55,6 +55,10 @@ from dgm.nn.unet import UNet
 
 __all__ = ["DiffusionBase", "NetConfig", "check_guidance"]
 
+#: the U-Net's first-level channels on images above 16 pixels a side (``unet_width`` None):
+#: 16, the width of the 30-minute MNIST benchmarks (32 on smaller images)
+LARGE_IMAGE_UNET_WIDTH = 16
+
 
 def check_guidance(guidance: float) -> float:
     """``guidance`` if it is a finite number ``>= -1``, else a one-sentence ConfigError."""
@@ -77,7 +81,8 @@ class NetConfig:
         depth: residual blocks of the MLP (vector data).
         unet_depth: residual blocks per U-Net level on the way down (images).
         time_dim: size of the sinusoidal time embedding (MLP) / of the embedding MLP (U-Net).
-        unet_width: channels of the U-Net's first level (images).
+        unet_width: channels of the U-Net's first level (images); ``None``: 32 up to 16 pixels a
+            side, 16 above (the MNIST benchmarks' U-Net, ``LARGE_IMAGE_UNET_WIDTH``).
         unet_mults: U-Net channel multipliers per level; empty: ``(1, 2)`` up to 16 pixels a side,
             ``(1, 2, 2)`` above (28x28 MNIST goes 28 -> 14 -> 7).
         conditional: condition on class labels (needs ``num_classes`` in the data spec): a
@@ -101,7 +106,7 @@ class NetConfig:
     depth: int = 3
     unet_depth: int = 1
     time_dim: int = 64
-    unet_width: int = 32
+    unet_width: int | None = None
     unet_mults: tuple[int, ...] = ()
     conditional: bool = False
     label_dropout: float = 0.1
@@ -109,13 +114,15 @@ class NetConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.label_dropout < 1:
             raise ConfigError(f"label_dropout must lie in [0, 1), not {self.label_dropout}")
-        for key in ("width", "depth", "unet_depth", "time_dim", "unet_width"):
+        for key in ("width", "depth", "unet_depth", "time_dim"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, not {getattr(self, key)}")
         if self.time_dim % 2:
             raise ConfigError(f"time_dim must be even, not {self.time_dim}")
         if any(m < 1 for m in self.unet_mults):
             raise ConfigError(f"unet_mults must be positive integers, not {self.unet_mults}")
+        if self.unet_width is not None and self.unet_width < 1:
+            raise ConfigError(f"unet_width must be a positive integer, not {self.unet_width}")
 
 
 class DiffusionBase(Model):
@@ -127,6 +134,10 @@ class DiffusionBase(Model):
     train_defaults: ClassVar[dict[str, Any]] = {
         "steps": 5000, "batch_size": 256, "schedule": "cosine", "ema": 0.999,
     }  # fmt: skip
+    #: on MNIST-sized images: the recipe of the 30-minute MNIST benchmarks (flow-matching 1.734
+    #: bits/dim, ddpm 1.907; ``benchmarks/results/INDEX.md``): 30 minutes of batches of 64, the
+    #: cosine decay over the budget, with the 16-channel U-Net of ``LARGE_IMAGE_UNET_WIDTH``
+    large_image_train_defaults: ClassVar[dict[str, Any]] = {"max_minutes": 30, "batch_size": 64}
 
     def __init__(self, spec: DataSpec, config: NetConfig | None = None) -> None:
         super().__init__(spec, config)
@@ -143,9 +154,11 @@ class DiffusionBase(Model):
             self.num_classes = int(spec.num_classes)
         k = self.num_classes
         if spec.is_image:
-            mults = c.unet_mults or ((1, 2) if max(spec.event_shape[1:]) <= 16 else (1, 2, 2))
+            large = max(spec.event_shape[1:]) > 16
+            mults = c.unet_mults or ((1, 2, 2) if large else (1, 2))
+            width = c.unet_width or (LARGE_IMAGE_UNET_WIDTH if large else 32)
             self.net: nn.Module = UNet(
-                spec.event_shape[0], c.unet_width, mults, c.unet_depth, 2 * c.time_dim, k
+                spec.event_shape[0], width, mults, c.unet_depth, 2 * c.time_dim, k
             )
         else:
             self.net = TimeMLP(self.num_dims, c.width, c.depth, c.time_dim, k)

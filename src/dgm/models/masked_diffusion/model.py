@@ -195,6 +195,8 @@ class MaskedDiffusion(Model):
     bound_options = ("k",)
     data_kinds = frozenset({"discrete"})
     train_defaults = {"lr": 1e-3, "batch_size": 128, "grad_clip": 1.0}
+    #: on MNIST-sized images the binarized-MNIST benchmark's recipe (84.89 nats in 30 minutes)
+    large_image_train_defaults = {"max_minutes": 30, "batch_size": 64}
     example = Example(
         spec=DataSpec((1, 3, 3), kind="discrete", levels=3, num_classes=3),
         config={"width": 8, "depth": 1, "bound_t_samples": 2},
