@@ -252,7 +252,7 @@ def train_defaults_for(cls: type[Model], spec: DataSpec) -> dict[str, Any]:
     ``large_image_train_defaults`` over them (a run length there replaces theirs)."""
     defaults = dict(cls.train_defaults)
     large = cls.large_image_train_defaults
-    if large and spec.is_image and max(spec.event_shape[1:]) > 16:
+    if large and spec.is_large_image:
         if RUN_LENGTH & set(large):
             defaults = {k: v for k, v in defaults.items() if k not in RUN_LENGTH}
         defaults |= large

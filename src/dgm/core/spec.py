@@ -49,6 +49,12 @@ class DataSpec:
     def is_image(self) -> bool:
         return len(self.event_shape) == 3
 
+    @property
+    def is_large_image(self) -> bool:
+        """An image above 16 pixels a side (MNIST, not the 8x8 digits): where models pick
+        larger networks' shapes and their MNIST training recipes."""
+        return self.is_image and max(self.event_shape[1:]) > 16
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["event_shape"] = list(self.event_shape)

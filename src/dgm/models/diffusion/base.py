@@ -154,7 +154,7 @@ class DiffusionBase(Model):
             self.num_classes = int(spec.num_classes)
         k = self.num_classes
         if spec.is_image:
-            large = max(spec.event_shape[1:]) > 16
+            large = spec.is_large_image
             mults = c.unet_mults or ((1, 2, 2) if large else (1, 2))
             width = c.unet_width or (LARGE_IMAGE_UNET_WIDTH if large else 32)
             self.net: nn.Module = UNet(

@@ -219,10 +219,9 @@ class MaskedDiffusion(Model):
         self.num_classes = int(spec.num_classes) if c.conditional else 0
         self.schedule = MaskSchedule(c.schedule)
         network = c.network
-        image = len(self.event_shape) == 3
+        image = spec.is_image
         if network == "auto":
-            small = image and max(self.event_shape[1:]) <= 16
-            network = "resnet" if small else "unet" if image else "transformer"
+            network = "unet" if spec.is_large_image else "resnet" if image else "transformer"
         if network in ("resnet", "unet") and not image:
             raise ConfigError(
                 f"network={network} takes images (C, H, W), not event shape {self.event_shape}; "
