@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+from scipy.stats import chi2
 
 from dgm.core.errors import ConfigError, DgmError
 from dgm.core.io import load_tensors, save_tensors
@@ -22,7 +23,7 @@ from dgm.core.spec import DataSpec
 from dgm.models import build
 from dgm.models.ebm import EBM
 from dgm.models.ebm.contrastive import cd_loss
-from dgm.models.ebm.scorematching import model_score, sm_loss
+from dgm.models.ebm.scorematching import model_score, slice_directions, sm_loss, ssm_loss
 
 D64 = torch.float64
 MU = torch.tensor([1.0, -0.5], dtype=D64)
@@ -306,12 +307,17 @@ def kl_by_quadrature(model) -> float:
 
 
 def train_1d(model, x: torch.Tensor, steps: int, lr: float, g: torch.Generator) -> None:
+    """Adam with the cosine decay of the EBM's ``train_defaults``: at a constant rate the
+    relative weight of two modes random-walks under score matching (sm on this mixture, lr 1e-2:
+    KL 0.02-0.96 between steps 150 and 600), and the outcome would be the luck of the last step."""
     opts = {grp["name"]: torch.optim.Adam(grp["params"], lr=lr) for grp in model.param_groups()}
+    decay = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, steps) for k, o in opts.items()}
 
     def stepper(loss, group="model"):
         opts[group].zero_grad()
         loss.backward()
         opts[group].step()
+        decay[group].step()
 
     for step in range(steps):
         model.training_step(x[torch.randint(0, x.shape[0], (256,), generator=g)], step, stepper)
@@ -323,16 +329,25 @@ def test_every_objective_at_its_defaults_moves_toward_the_target(objective):
     cd's old defaults (short ULA runs from the fitted Gaussian) left the density where it started
     (KL 1.67 -> 1.55), pcd's (10,000 chains from the Gaussian, ULA) ended at KL 0.29; fce's
     (untethered, the flow trained by the adversarial game alone) did not halve it; the
-    annealing of sm/ssm/dsm is shortened to fit the 150 steps."""
-    g = torch.Generator().manual_seed(0)
-    x = mixture_sample(4000, g)
-    torch.manual_seed(0)
+    annealing of sm/ssm/dsm is shortened to fit the 150 steps. The Fisher divergence cannot see
+    the relative weight of two modes that no data join, so sm and ssm learn it only while the
+    blur joins them, and where it ends depends on the random stream, not only on the seed: sm
+    at seeds 0-6 ended at KL 0.006-0.52, and with 4 more normals drawn per step (what ssm's
+    directions draw; its loss is sm's to rounding in 1-D) 0.006-0.75. For them the median of 5
+    seeds is judged."""
     extra = {"anneal_steps": 100} if objective in ("sm", "ssm", "dsm") else {}
-    model = build("ebm", DataSpec((1,)), objective=objective, hidden=(32, 32), **extra).to(D64)
-    model.on_train_start(x[:256])
-    before = kl_by_quadrature(model)
-    train_1d(model, x, 150, 1e-2, g)
-    after = kl_by_quadrature(model)
+    ends = []
+    for seed in range(5 if objective in ("sm", "ssm") else 1):
+        g = torch.Generator().manual_seed(seed)
+        x = mixture_sample(4000, g)
+        torch.manual_seed(seed)
+        model = build("ebm", DataSpec((1,)), objective=objective, hidden=(32, 32), **extra)
+        model = model.to(D64)
+        model.on_train_start(x[:256])
+        before = kl_by_quadrature(model)
+        train_1d(model, x, 150, 1e-2, g)
+        ends.append(kl_by_quadrature(model))
+    after = sorted(ends)[len(ends) // 2]
     # moved toward the target, by a clear margin, and ends near it
     assert after < 0.5 * before and after < 0.15, (before, after)
 
@@ -342,9 +357,10 @@ DOCUMENTED = {  # issue 24: the settings with which each objective meets its KL 
     "cd": {"mcmc": "mala", "cd_init": "data", "alpha": 0.0, "tether": 1.0, "fourier_features": 64},
     "pcd": {"mcmc": "mala", "mcmc_adapt": True, "cd_init": "data", "buffer_size": 256,
             "alpha": 0.03, "reinit_prob": 0.25, "tether": 1.0, "fourier_features": 64},
-    "sm": {"anneal_sigma": 0.5, "anneal_steps": 3000, "tether": 1.0, "fourier_features": 64},
+    "sm": {"anneal_sigma": 0.5, "anneal_steps": 3000, "tether": 1.0, "fourier_features": 64,
+           "tail_weight": 30.0},
     "ssm": {"anneal_sigma": 0.5, "anneal_steps": 3000, "ssm_projections": 4, "tether": 1.0,
-            "fourier_features": 64},
+            "fourier_features": 64, "tail_weight": 30.0},
     "dsm": {"anneal_sigma": 0.5, "anneal_steps": 1500, "dsm_sigma": 0.05, "tether": 1.0,
             "fourier_features": 64},
     "nce": {"tether": 1.0, "fourier_features": 64, "anneal_sigma": 0.0},
@@ -439,3 +455,72 @@ def test_score_matching_noise_anneals_to_none():
     assert model.noise_level() == 0.0  # outside training_step: no blur
     with pytest.raises(ConfigError, match="anneal_sigma"):
         EBM.Config(anneal_sigma=-1.0)
+
+
+def test_tail_points_lie_beyond_the_fitted_gaussians_99_percent_radius():
+    """GaussianNoise.tail_sample: draws of the Gaussian widened 2x, kept beyond the radius r with
+    P(|z| > r) = 1% for the fitted Gaussian; the kept fraction is P(|2z| > r) by the chi^2 law."""
+    noise = EBM(DataSpec((2,)), EBM.Config(objective="sm")).to(D64).noise
+    noise.fit(gaussian_data(4000))
+    torch.manual_seed(0)
+    z = noise.tail_sample(100_000)  # (m, 2)
+    white = torch.linalg.solve_triangular(noise.chol, (z - noise.mean).T, upper=False).T
+    radius = math.sqrt(chi2.ppf(0.99, 2))  # 3.035
+    assert white.norm(dim=1).min() > radius
+    assert z.shape[0] / 100_000 == pytest.approx(chi2.sf(radius**2 / 4, 2), abs=0.005)  # 0.316
+
+
+def test_tail_hinge_holds_the_tilt_up_where_data_are_rare():
+    """Issue 24: sm on rings leaked 9-37% of its mass beyond the data, where score matching never
+    looks. The hinge relu(mean E_net(data) - E_net(z))^2 over tail points z is zero for a tilt
+    that rises away from the data and positive for one that falls, and enters sm's loss with
+    weight ``tail_weight``."""
+    model = build("ebm", DataSpec((2,)), objective="sm", hidden=(8,)).to(D64)
+    assert model.config.tail_weight == 30.0  # sm's default
+    x = gaussian_data(256)
+    model.on_train_start(x)
+    for sign, positive in ((1.0, False), (-1.0, True)):  # E_net = +-|x - mu|^2
+        model.energy_net.forward = lambda v, s=sign: s * ((v - MU) ** 2).sum(-1)
+        torch.manual_seed(0)
+        hinge = float(model._tail_hinge(x))
+        assert (hinge > 1.0) if positive else (hinge == 0.0), (sign, hinge)
+        torch.manual_seed(0)
+        out = model.loss(x)
+        assert float(out["tail"]) == pytest.approx(hinge)
+        assert float(out["loss"]) == pytest.approx(float(out["sm"]) + 30.0 * hinge)
+
+
+def test_tail_hinge_needs_the_gaussian_noise():
+    assert EBM.Config(objective="sm", noise="mixture").tail_weight == 0.0  # not a default error
+    assert EBM.Config(objective="nce").tail_weight == 0.0
+    with pytest.raises(ConfigError, match="tail_weight needs noise=gaussian"):
+        EBM.Config(objective="sm", noise="mixture", tail_weight=1.0)
+    with pytest.raises(ConfigError, match="tail_weight"):
+        EBM.Config(tail_weight=-1.0)
+
+
+def test_orthogonal_slices_are_unbiased_and_a_full_frame_is_exact_score_matching():
+    """Issue 24: ssm's directions are orthogonal slices of length sqrt(D), so E[v v^T] = I (the
+    sliced trace is unbiased) and D of them give the trace exactly: in 2-D, ssm with 2 or 4
+    projections is Hyvarinen's objective to rounding."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    net = net.to(D64)
+    x = torch.randn(8, 2, dtype=D64)
+    exact = sm_loss(lambda v: net(v).squeeze(-1), x).detach()
+    for n in (2, 4):
+        got = ssm_loss(lambda v: net(v).squeeze(-1), x, n).detach()
+        torch.testing.assert_close(got, exact, atol=1e-12, rtol=0)
+    v = slice_directions(torch.zeros(5000, 5, dtype=D64), 3)  # (3, 5000, 5): one partial block
+    torch.testing.assert_close(v.norm(dim=-1), torch.full((3, 5000), 5**0.5, dtype=D64))
+    gram = torch.einsum("nbi,mbi->bnm", v, v)  # (5000, 3, 3): orthogonal within the block
+    torch.testing.assert_close(gram, 5 * torch.eye(3, dtype=D64).expand(5000, 3, 3))
+    second = torch.einsum("nbi,nbj->ij", v, v) / (3 * 5000)  # E[v v^T] = I
+    assert (second - torch.eye(5, dtype=D64)).abs().max() < 0.05
+    net5 = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    net5 = net5.to(D64)
+    x5 = torch.randn(4, 5, dtype=D64)
+    energy = lambda v: net5(v).squeeze(-1)  # noqa: E731
+    draws = torch.stack([ssm_loss(energy, x5, 2).detach() for _ in range(2000)])  # (2000, 4)
+    sem = draws.std(0) / 2000**0.5
+    assert ((draws.mean(0) - sm_loss(energy, x5).detach()).abs() < 4 * sem).all()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+from scipy.stats import chi2
 from torch import Tensor, nn
 
 __all__ = ["GaussianNoise", "MixtureNoise"]
@@ -63,6 +64,15 @@ class GaussianNoise(nn.Module):
     def sample(self, n: int) -> Tensor:
         z = torch.randn(n, self.mean.shape[0], dtype=self.mean.dtype, device=self.mean.device)
         return (self.mean + z @ self.chol.T).reshape(n, *self.event_shape)  # (n, *event)
+
+    def tail_sample(self, n: int, spread: float = 2.0) -> Tensor:
+        """Points of the Gaussian widened ``spread`` times, kept where they lie beyond its 99%
+        Mahalanobis radius: where data are rare. Of ``n`` draws about 32% are kept in 2-D,
+        nearly all in high dimension; shape ``(m, *event)``, ``m <= n``."""
+        d = self.mean.shape[0]
+        z = spread * torch.randn(n, d, dtype=self.mean.dtype, device=self.mean.device)
+        z = z[z.norm(dim=1) > math.sqrt(chi2.ppf(0.99, d))]  # (m, D)
+        return (self.mean + z @ self.chol.T).reshape(z.shape[0], *self.event_shape)
 
 
 class MixtureNoise(nn.Module):
