@@ -376,6 +376,8 @@ def test_samples_agree_with_mean_and_lie_in_the_data_space(lik):
     [
         (DataSpec((4,), "discrete", levels=2), "auto", Bernoulli),
         (DataSpec((4,), "discrete", levels=17), "auto", Categorical),
+        (DataSpec((4,), "discrete", levels=32), "auto", Categorical),
+        (DataSpec((4,), "discrete", levels=33), "auto", DiscretizedLogistic),  # 256-level MNIST
         (DataSpec((4,), "discrete", levels=17), "logistic", DiscretizedLogistic),
         (DataSpec((4,)), "auto", Gaussian),
     ],

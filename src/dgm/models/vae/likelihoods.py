@@ -259,11 +259,20 @@ class DiscretizedLogistic(Likelihood):
         return torch.stack([loc, log_scale])
 
 
+#: the most levels for which ``decoder="auto"`` is categorical: its decoder has ``L`` outputs per
+#: dimension against the discretized logistic's 2. On 256-level MNIST (MLP 512-256, batch 512,
+#: one thread) a conditional vae step took 11 s categorical against 0.12 s logistic, so 15
+#: minutes trained 103 steps (issue 27: conditional accuracy 0.12); 17-level digits stay
+#: categorical.
+CATEGORICAL_LEVELS = 32
+
+
 def make_likelihood(spec: DataSpec, decoder: str, gaussian_scale: float | None) -> Likelihood:
     """The decoder distribution for data described by ``spec``.
 
-    ``decoder="auto"`` picks Bernoulli for 2 levels, categorical for more levels and Gaussian for
-    continuous data. A choice that does not fit the data is a :class:`ConfigError`.
+    ``decoder="auto"`` picks Bernoulli for 2 levels, categorical up to ``CATEGORICAL_LEVELS``
+    levels, the discretized logistic above, and Gaussian for continuous data. A choice that does
+    not fit the data is a :class:`ConfigError`.
     """
     shape = spec.event_shape
     if decoder == "auto":
@@ -271,6 +280,7 @@ def make_likelihood(spec: DataSpec, decoder: str, gaussian_scale: float | None) 
             decoder = "gaussian"
         else:
             decoder = "bernoulli" if spec.levels == 2 else "categorical"
+            decoder = "logistic" if spec.levels > CATEGORICAL_LEVELS else decoder
     if decoder == "gaussian":
         if spec.kind != "continuous":
             raise ConfigError(

@@ -77,7 +77,8 @@ class _CommonConfig:
             the vae's IWAE-bound gap on 8gaussians from 0.41 to 0.26 nats and its C2ST on
             checkerboard from 0.656 to 0.548 (rings unchanged); the image figures were measured
             with elu. The iwae keeps elu (with tanh it lost: C2ST 0.598 -> 0.723 on 8gaussians).
-        decoder: ``p(x | z)``: ``"auto"`` is Bernoulli for 2 levels, categorical for more,
+        decoder: ``p(x | z)``: ``"auto"`` is Bernoulli for 2 levels, categorical up to 32,
+            the discretized logistic above (256-level MNIST: 0.12 s a step against 11 s),
             Gaussian if continuous.
         gaussian_scale: fixed standard deviation of a Gaussian decoder; ``None``: learned per
             dimension by the decoder.
@@ -93,7 +94,8 @@ class _CommonConfig:
     hidden: tuple[int, ...] = (512, 256)
     architecture: Literal["mlp", "conv"] = "mlp"
     activation: Literal["auto", "relu", "tanh", "elu"] = "auto"
-    #: p(x | z): "auto" is Bernoulli for 2 levels, categorical for more, Gaussian if continuous
+    #: p(x | z): "auto" is Bernoulli for 2 levels, categorical up to 32, logistic above, Gaussian
+    #: if continuous
     decoder: Literal["auto", "bernoulli", "categorical", "gaussian", "logistic"] = "auto"
     #: fixed standard deviation of a Gaussian decoder; None: learned per dimension by the decoder
     gaussian_scale: float | None = None
