@@ -6,13 +6,17 @@ Each model is trained with ``conditional=true`` for a wall-clock budget, then ju
 error, the per-class FID (mean over classes) and the pooled FID, all estimates. With
 ``--guidance W1 W2 ...`` a model that samples with classifier-free guidance also gets the curve of
 accuracy and pooled FID over those weights (the same seed at each weight), kept in the JSON and
-printed as a second table.
+printed as a second table. With ``--sample-sets`` each set of sampling options (``default``: the
+model's own samples; e.g. ``temperature=0.7`` for a flow, ``output=mean`` for a VAE, which are not
+samples of ``p(x)``) is judged on the same trained model, one row each.
 
     OMP_NUM_THREADS=1 python benchmarks/conditional.py --models made gated-pixelcnn vae --minutes 3
     OMP_NUM_THREADS=1 python benchmarks/conditional.py --models flow-matching --minutes 15 \
         --guidance 0 0.5 1 2 4 --tag _fm_guided
     OMP_NUM_THREADS=1 DGM_DATA=../../shared/data python benchmarks/conditional.py --data mnist \
         --models flow-matching --minutes 30 --num-samples 500 --guidance 0 0.5
+    OMP_NUM_THREADS=1 DGM_DATA=../../shared/data python benchmarks/conditional.py --data mnist \
+        --models glow --minutes 30 --num-samples 500 --sample-sets default temperature=0.7
 
 The results file is ``conditional_<data><tag>.json``.
 """
@@ -47,6 +51,13 @@ def main() -> None:
         default=[],
         help="guidance weights of the accuracy-FID curve (guided models)",
     )
+    ap.add_argument(
+        "--sample-sets",
+        nargs="+",
+        default=["default"],
+        help="sampling options judged one after the other: 'default' or "
+        "[MODEL.]KEY=VALUE[,[MODEL.]KEY=VALUE] (a set naming no key of a model is skipped for it)",
+    )
     ap.add_argument("--set", action="append", default=[], help="[MODEL.]KEY=VALUE model option")
     ap.add_argument("--train-set", action="append", default=[], help="[MODEL.]KEY=VALUE")
     args = ap.parse_args()
@@ -65,29 +76,20 @@ def main() -> None:
             guided = bool(args.guidance) and "guidance" in getattr(
                 run.model.SampleOptions, "__dataclass_fields__", {}
             )
-            res = evaluate(run.model, dataset, run.preprocessor, metrics=["conditional"],
-                           num_samples=args.num_samples, seed=0,
-                           guidance=args.guidance if guided else None)  # fmt: skip
-        rows.append(
-            {
-                "model": name,
-                "minutes": args.minutes,
-                "steps": summary.get("steps"),
-                "accuracy": round(res["cond_accuracy"], 4),
-                "accuracy_stderr": round(res["cond_accuracy_stderr"], 4),
-                "fid_per_class_mean": round(res["cond_fid_class_mean"], 2),
-                "fid_pooled": round(res["cond_fid"], 2),
-                "classifier_val_accuracy": res.get("features_val_accuracy"),
-                "samples_per_class": res["cond_samples_per_class"],
-                "accuracy_per_class": [round(a, 3) for a in res["cond_accuracy_per_class"]],
-                "model_config": model_cfg,
-                "train_config": train_cfg,
-                "guidance_curve": res.get("guidance_curve"),
-            }
-        )
-        print(rows[-1], flush=True)
-    cols = ["model", "minutes", "steps", "accuracy", "accuracy_stderr", "fid_per_class_mean",
-            "fid_pooled", "classifier_val_accuracy"]  # fmt: skip
+            for spec in args.sample_sets:
+                given = {} if spec == "default" else parse_sets(spec.split(","), name)
+                if spec != "default" and not given:
+                    continue
+                opts = run.model.sample_config(given) if given else None
+                sample_options = {k: getattr(opts, k) for k in given}
+                res = evaluate(run.model, dataset, run.preprocessor, metrics=["conditional"],
+                               num_samples=args.num_samples, seed=0,
+                               sample_options=sample_options or None,
+                               guidance=args.guidance if guided else None)  # fmt: skip
+                rows.append(row(name, args, summary, res, model_cfg, train_cfg, sample_options))
+                print(rows[-1], flush=True)
+    cols = ["model", "sample_options", "minutes", "steps", "accuracy", "accuracy_stderr",
+            "fid_per_class_mean", "fid_pooled", "classifier_val_accuracy"]  # fmt: skip
     curve = [
         {"model": r["model"], **{k: round(v, 4) for k, v in p.items()}}
         for r in rows
@@ -102,6 +104,26 @@ def main() -> None:
     if curve:
         print()
         print(markdown_table(curve, ["model", "guidance", "accuracy", "accuracy_stderr", "fid"]))
+
+
+def row(name, args, summary, res, model_cfg, train_cfg, sample_options) -> dict:
+    """One result row: a model's conditional metrics under one set of sampling options."""
+    return {
+        "model": name,
+        "sample_options": ",".join(f"{k}={v}" for k, v in sample_options.items()) or "default",
+        "minutes": args.minutes,
+        "steps": summary.get("steps"),
+        "accuracy": round(res["cond_accuracy"], 4),
+        "accuracy_stderr": round(res["cond_accuracy_stderr"], 4),
+        "fid_per_class_mean": round(res["cond_fid_class_mean"], 2),
+        "fid_pooled": round(res["cond_fid"], 2),
+        "classifier_val_accuracy": res.get("features_val_accuracy"),
+        "samples_per_class": res["cond_samples_per_class"],
+        "accuracy_per_class": [round(a, 3) for a in res["cond_accuracy_per_class"]],
+        "model_config": model_cfg,
+        "train_config": train_cfg,
+        "guidance_curve": res.get("guidance_curve"),
+    }
 
 
 if __name__ == "__main__":

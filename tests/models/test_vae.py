@@ -489,6 +489,27 @@ def test_reconstruct_interpolate_and_latent_map():
     assert lm["grid"].min() >= 0 and lm["grid"].max() <= 16
 
 
+def test_sample_options_give_decoder_means_and_a_narrower_prior():
+    model = tiny().eval()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        draws = model.sample(6)
+        torch.manual_seed(0)
+        means = model.sample(6, output="mean")
+        torch.manual_seed(0)
+        cold = model.sample(6, output="mean", temperature=0.25)
+        torch.manual_seed(0)
+        z = torch.randn(6, model.latent_dim, dtype=torch.float64)
+    # the same codes: the means are the decoder's at z, the draws integer levels around them
+    torch.testing.assert_close(means, model.decode(z))
+    torch.testing.assert_close(cold, model.decode(0.25 * z))
+    assert torch.equal(draws, draws.round()) and not torch.equal(means, means.round())
+    assert model.sample_config({"output": "mean", "temperature": "0.5"}).temperature == 0.5
+    for bad in ({"output": "median"}, {"temperature": -1.0}, {"temperature": float("nan")}):
+        with pytest.raises(ConfigError):
+            model.sample(2, **bad)
+
+
 def test_train_end_to_end_reports_a_named_bound(tmp_path):
     pytest.importorskip("dgm.data")
     from dgm.api import load, train  # dgm.train is shadowed by the dgm.train package once imported

@@ -1,5 +1,5 @@
 """Variational autoencoders: ``vae`` (ELBO) and ``iwae`` (importance-weighted bound)."""
 
-from dgm.models.vae.vae import IWAE, VAE, IWAEConfig, VAEConfig
+from dgm.models.vae.vae import IWAE, VAE, IWAEConfig, VAEConfig, VAESampleOptions
 
-__all__ = ["IWAE", "VAE", "IWAEConfig", "VAEConfig"]
+__all__ = ["IWAE", "VAE", "IWAEConfig", "VAEConfig", "VAESampleOptions"]

@@ -26,6 +26,12 @@ samples with a running log-sum-exp, so ``k = 5000`` fits in a fixed memory budge
 Class-conditional variants (``conditional=True``) feed a one-hot label to encoder and decoder:
 ``q(z | x, y)``, ``p(x | z, y)``, and bound ``log p(x | y)``.
 
+**Sampling** (:class:`VAESampleOptions`): by default ``sample`` draws from the model,
+``z ~ N(0, I)`` then ``x ~ p(x | z)``. A factorized decoder adds independent noise to every pixel
+of such a draw, so a VAE's honest samples of images look grainy. ``output="mean"`` returns the
+decoder's mean ``E[x | z]`` instead, the figure VAE papers usually show, and ``temperature=T``
+draws ``z ~ N(0, T^2 I)``; neither is a sample of ``p(x)``, and results obtained with them say so.
+
 References: D. P. Kingma and M. Welling, "Auto-encoding variational Bayes", ICLR 2014;
 Y. Burda, R. Grosse and R. Salakhutdinov, "Importance weighted autoencoders", ICLR 2016.
 
@@ -54,11 +60,49 @@ from dgm.core.spec import DataSpec
 from dgm.models.vae.likelihoods import make_likelihood
 from dgm.models.vae.networks import build_networks
 
-__all__ = ["IWAE", "IWAEConfig", "VAE", "VAEConfig", "MEMORY_BUDGET", "gaussian_kl"]
+__all__ = [
+    "IWAE",
+    "IWAEConfig",
+    "VAE",
+    "VAEConfig",
+    "VAESampleOptions",
+    "MEMORY_BUDGET",
+    "gaussian_kl",
+]
 
 #: bytes of decoder activations one chunk of importance samples may use in :meth:`VAE.iwae_bound`
 MEMORY_BUDGET = 256 * 2**20
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass
+class VAESampleOptions:
+    """Options of :meth:`VAE.sample`.
+
+    Attributes:
+        output: ``"sample"``: a draw of ``p(x | z)``, so with ``temperature=1`` a sample of the
+            model's ``p(x)`` (integer levels for discrete data); ``"mean"``: the decoder's mean
+            ``E[x | z]`` (real-valued between levels), not a sample of ``p(x)``.
+        temperature: ``T``; the codes are ``z ~ N(0, T^2 I)``. 1: the prior; below 1 codes near
+            the prior's mode, not samples of ``p(x)``.
+    """
+
+    output: Literal["sample", "mean"] = "sample"
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.output not in ("sample", "mean"):
+            raise ConfigError(
+                f"output must be 'sample' (a draw of p(x | z)) or 'mean' (the decoder's mean), "
+                f"not {self.output!r}"
+            )
+        if isinstance(self.temperature, bool) or not (
+            isinstance(self.temperature, (int, float)) and 0 <= self.temperature < float("inf")
+        ):
+            raise ConfigError(
+                f"temperature must be a finite number >= 0 (1: the prior N(0, I)), "
+                f"not {self.temperature!r}"
+            )
 
 
 @dataclass
@@ -187,6 +231,7 @@ class VAE(Model):
     exact_likelihood = False
     likelihood_bound = "iwae_bound"
     bound_options = ("k",)
+    SampleOptions = VAESampleOptions
     data_kinds = frozenset({"discrete", "continuous"})
     example = Example(
         spec=DataSpec((1, 8, 8), "discrete", levels=17, num_classes=10),
@@ -400,12 +445,19 @@ class VAE(Model):
             return torch.randint(0, self.num_classes, (n,), device=self.device)
         return y
 
-    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+    def sample(
+        self, n: int, y: Tensor | None = None, output: str = "sample", temperature: float = 1.0
+    ) -> Tensor:
         """``n`` draws of the model ``(n, *event_shape)``: ``z ~ N(0, I)``, then ``x ~ p(x | z)``
         (a sample of the decoder, not its mean: integer levels for discrete data). A conditional
-        model draws uniform labels when ``y`` is not given."""
+        model draws uniform labels when ``y`` is not given. ``output="mean"`` and ``temperature``
+        (:class:`VAESampleOptions`) give decoder means and codes of a narrower prior instead:
+        not samples of ``p(x)``."""
+        opts = VAESampleOptions(output, temperature)  # type: ignore[arg-type]  # checks them
         z = torch.randn(n, self.latent_dim, dtype=self.dtype, device=self.device)  # (n, L)
-        return self.decode(z, self._labels_for(y, n), sample=True)
+        if opts.temperature != 1.0:
+            z = z * opts.temperature
+        return self.decode(z, self._labels_for(y, n), sample=opts.output == "sample")
 
     def reconstruct(self, x: Tensor, y: Tensor | None = None, *, sample: bool = False) -> Tensor:
         """Decode the encoder mean: the decoder's mean (or a draw) given ``z = mu(x)``, shape
