@@ -16,7 +16,11 @@ from dgm.core.spec import DataSpec
 from dgm.eval.likelihood import nll
 from dgm.models import build
 from dgm.models.masked_diffusion import MaskedDiffusion, MaskSchedule
-from dgm.models.masked_diffusion.model import NETWORK_DEFAULTS, MaskedDiffusionConfig
+from dgm.models.masked_diffusion.model import (
+    NETWORK_DEFAULTS,
+    MaskedDiffusionConfig,
+    random_regions,
+)
 
 D, L = 3, 2  # the enumerable model: 3 binary pixels
 
@@ -165,6 +169,75 @@ def test_training_loss_is_an_unbiased_estimate_of_the_batch_bound():
     target = sum(closed_form(model, c)[1] for c in CONFIGS) / len(CONFIGS)
     losses = torch.tensor([float(model.loss(x)["loss"].detach()) for _ in range(40)])
     assert abs(float(losses.mean()) - target) < 5 * float(losses.std()) / math.sqrt(40) + 1e-3
+
+
+def region_closed_form(model, x, region: list[int]) -> float:
+    """E over orders of ``region`` of -sum log p(x_i | the rest, the region's earlier pixels)."""
+    rest = frozenset(j for j in range(D) if j not in region)
+    terms = []
+    for sigma in itertools.permutations(region):
+        terms.append(-sum(math.log(conditional(model, x, rest | frozenset(sigma[:d]), sigma[d]))
+                          for d in range(len(sigma))))  # fmt: skip
+    return sum(terms) / len(terms)
+
+
+def test_region_bound_converges_to_the_order_average_of_completing_the_region():
+    model = table_model(random_table(3))
+    region = [1, 2]  # pixel 0 observed
+    torch.manual_seed(0)
+    reps = 4000
+    x = torch.tensor(CONFIGS * reps, dtype=torch.float64).long()  # (8 * reps, 3)
+    mask = torch.zeros(x.shape, dtype=torch.bool)
+    mask[:, region] = True
+    with model.inference():
+        draws = torch.rand(x.shape[0], dtype=torch.float64).clamp(min=1e-12)
+        terms = model.nelbo_draws(x, None, draws, "count", mask).view(reps, len(CONFIGS))
+    masked, _, weight = model.mask_draws(x, draws, "count", mask)
+    assert not (masked & ~mask).any() and (masked.sum(1) >= 1).all()
+    torch.testing.assert_close(weight, 2.0 / masked.sum(1).double())
+    for i, cfg in enumerate(CONFIGS):
+        mean, se = float(terms[:, i].mean()), float(terms[:, i].std()) / math.sqrt(reps)
+        assert abs(mean - region_closed_form(model, cfg, region)) < 5 * se + 1e-9, cfg
+    # for conditionals of one joint the region bound is exactly -log p(x_region | x_rest)
+    p = torch.softmax(torch.randn(len(CONFIGS), generator=torch.Generator().manual_seed(4),
+                                  dtype=torch.float64), 0)  # fmt: skip
+    exact = table_model(joint_table(p))
+    for c, cfg in enumerate(CONFIGS):
+        marginal = sum(float(p[k]) for k, o in enumerate(CONFIGS) if o[0] == cfg[0])
+        want = -math.log(float(p[c]) / marginal)
+        assert region_closed_form(exact, cfg, region) == pytest.approx(want, abs=1e-10)
+
+
+def test_random_regions_are_non_empty_rectangles_over_all_channels_or_spans():
+    torch.manual_seed(0)
+    r = random_regions((2, 6, 5), 500).view(500, 2, 6, 5)
+    assert torch.equal(r[:, 0], r[:, 1]) and r.flatten(1).any(1).all()
+    rows, cols = r[:, 0].any(2), r[:, 0].any(1)  # (n, H), (n, W)
+    assert torch.equal(r[:, 0], rows[:, :, None] & cols[:, None, :])  # each a filled rectangle
+    assert not r[:, 0].all(2).all(1).all()  # not every region the whole image
+    for side in (rows[:, 0], rows[:, -1], cols[:, 0], cols[:, -1]):  # every border is reached
+        assert 0.2 < float(side.double().mean()) < 0.8
+    flat = random_regions((7,), 300)
+    start = flat.double().argmax(1)
+    n = flat.sum(1)
+    pos = torch.arange(7)
+    assert (n >= 1).all() and torch.equal(
+        flat, (pos >= start[:, None]) & (pos < (start + n)[:, None])
+    )
+
+
+def test_region_masks_train_on_both_bounds_and_are_checked():
+    model = build("masked-diffusion", DataSpec((1, 6, 6), "discrete", levels=3), width=8,
+                  depth=1, region_masks=0.25)  # fmt: skip
+    x = torch.randint(0, 3, (16, 1, 6, 6)).double()
+    out = model.loss(x)
+    assert set(out) == {"loss", "nelbo", "region_nll"} and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert set(build("masked-diffusion", DataSpec((1, 6, 6), "discrete", levels=3), width=8,
+                     depth=1, region_masks=1.0).loss(x)) == {"loss", "region_nll"}  # fmt: skip
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="region_masks"):
+            MaskedDiffusionConfig(region_masks=bad)
 
 
 def test_likelihood_is_named_a_bound_estimate_with_its_draws_and_bits_per_dim_is_shared():

@@ -113,6 +113,12 @@ class MaskedDiffusionConfig:
         t_sampling: ``"stratified"`` (one uniform shifted over the ``K`` draws of a batch) or
             ``"uniform"`` (independent draws).
         bound_t_samples: draws per image of :meth:`elbo` when the caller gives none.
+        region_masks: share of each training batch (0 to 1) whose masked pixels are drawn inside
+            a random region (:func:`random_regions`: a half-plane or a box of an image) with the
+            count form of the bound on completing that region given the rest (ARDM's objective
+            made conditional). Inpainting asks for the conditionals of such contiguous holes,
+            which uniform masks almost never produce; the reported bound (:meth:`elbo`) stays the
+            unconditional one, and with a share above 0 the training loss is no longer it.
         conditional: condition on class labels (needs ``num_classes`` in the data spec).
     """
 
@@ -127,6 +133,7 @@ class MaskedDiffusionConfig:
     bound_estimator: Literal["time", "count"] = "count"
     t_sampling: Literal["stratified", "uniform"] = "stratified"
     bound_t_samples: int = 16
+    region_masks: float = 0.0
     conditional: bool = False
 
     def __post_init__(self) -> None:
@@ -147,6 +154,8 @@ class MaskedDiffusionConfig:
             )
         if self.bound_t_samples < 1:
             raise ConfigError(f"bound_t_samples must be >= 1, not {self.bound_t_samples}")
+        if not 0.0 <= self.region_masks <= 1.0:
+            raise ConfigError(f"region_masks must lie in [0, 1], not {self.region_masks}")
         MaskSchedule(self.schedule)  # checks the name
 
 
@@ -169,6 +178,45 @@ class MaskedDiffusionSampleOptions:
             raise ConfigError(f"steps must be an integer >= 0 (0: one per pixel), not {self.steps}")
         if self.order not in ("random", "confidence"):
             raise ConfigError(f"order must be 'random' or 'confidence', not {self.order!r}")
+
+
+def random_regions(event_shape: tuple[int, ...], n: int, device: Any = None) -> Tensor:
+    """``n`` random regions ``(n, D)`` bool of the flat event, what inpainting hides.
+
+    Images ``(C, H, W)``: half of them a half-plane (the rows below or above, or the columns
+    right or left of, a uniform cut strictly inside the image), half a box (its rows and its
+    columns each between two uniform ends), over all channels. Other shapes: a uniform span
+    ``[a, b)`` of the flat order. Never empty.
+    """
+    D = math.prod(event_shape)
+    if len(event_shape) != 3:
+        a = torch.randint(0, D, (n, 1), device=device)
+        length = (torch.rand(n, 1, device=device) * (D - a)).floor().long() + 1
+        pos = torch.arange(D, device=device)
+        return (pos >= a) & (pos < a + length)
+    C, H, W = event_shape
+    rows = torch.arange(H, device=device).view(1, H, 1)
+    cols = torch.arange(W, device=device).view(1, 1, W)
+
+    def span(size: int) -> tuple[Tensor, Tensor]:  # between two uniform ends, both included
+        ends = torch.randint(0, size, (2, n, 1, 1), device=device)
+        return ends.min(0).values, ends.max(0).values + 1
+
+    r0, r1 = span(H)
+    c0, c1 = span(W)
+    box = (rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1)  # (n, H, W)
+    cut_r = torch.randint(1, max(H, 2), (n, 1, 1), device=device)
+    cut_c = torch.randint(1, max(W, 2), (n, 1, 1), device=device)
+    side = torch.randint(0, 4, (n, 1, 1), device=device)
+    half = torch.where(
+        side < 2,
+        torch.where(side == 0, rows >= cut_r, rows < cut_r).expand(n, H, W),
+        torch.where(side == 2, cols >= cut_c, cols < cut_c).expand(n, H, W),
+    )
+    pick = torch.rand(n, 1, 1, device=device) < 0.5
+    region = torch.where(pick, half, box)  # (n, H, W)
+    region = region | ~region.flatten(1).any(1).view(n, 1, 1)  # a 1-pixel image's empty cut
+    return region.unsqueeze(1).expand(n, C, H, W).reshape(n, D)
 
 
 def _stratified(n: int, stratified: bool, device: torch.device) -> Tensor:
@@ -204,6 +252,7 @@ class MaskedDiffusion(Model):
             {"network": "transformer", "width": 16, "depth": 1, "heads": 2},
             {"network": "unet", "width": 8, "mults": (1,)},
             {"conditional": True, "schedule": "cosine", "estimator": "count"},
+            {"region_masks": 0.5},
         ),
     )
 
@@ -259,36 +308,75 @@ class MaskedDiffusion(Model):
         return self.check_input(x).reshape(x.shape[0], -1).long()  # (B, D)
 
     # ------------------------------------------------------------------ the bound
-    def nelbo_draws(self, x: Tensor, y: Tensor | None, draws: Tensor, estimator: str) -> Tensor:
-        """One Monte Carlo term of the negative ELBO per row: flat data ``x`` (B, D) long, checked
-        labels ``y``, and ``draws`` (B,) in (0, 1): the times ``t`` (``"time"``) or the masked
-        counts' quantiles (``"count"``, ``j = ceil(D u)``). Nats per image, ``(B,)``."""
+    def mask_draws(
+        self, x: Tensor, draws: Tensor, estimator: str, region: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The masked set ``(B, D)`` bool, the times ``t`` (B,) and the weights (B,) of one Monte
+        Carlo term of the bound per row of flat data ``x`` (B, D), for ``draws`` (B,) in (0, 1):
+        the times (``"time"``) or the masked counts' quantiles (``"count"``, ``j = ceil(D u)``).
+        With ``region`` (B, D) bool the count form runs inside each row's region ``R``: ``j =
+        ceil(|R| u)`` pixels of ``R`` masked, weight ``|R| / j``, the term of the bound on
+        ``-log p(x_R | x_rest)`` (:func:`random_regions`)."""
         B, D = x.shape
-        if estimator == "time":
-            t = draws
-            masked = self.schedule.mask(x, t)  # (B, D)
-            weight = self.schedule.weight(t)  # (B,)
-        else:
-            j = torch.ceil(draws * D).clamp(1, D)  # (B,) masked pixels
-            rank = torch.rand(B, D, device=x.device).argsort(1).argsort(1)  # a random order
-            masked = rank < j[:, None]  # (B, D): a uniform set of j pixels
-            t = self.schedule.time_of(j / D)
-            weight = D / j
+        if estimator == "time" and region is None:
+            return self.schedule.mask(x, draws), draws, self.schedule.weight(draws)
+        size = (
+            torch.full((B,), float(D), dtype=torch.float64, device=x.device)
+            if region is None
+            else region.sum(1).to(torch.float64)
+        )  # (B,)
+        j = torch.minimum(torch.ceil(draws * size).clamp(min=1), size)  # (B,) masked pixels
+        keys = torch.rand(B, D, device=x.device)
+        if region is not None:
+            keys = keys.masked_fill(~region, 2.0)  # pixels outside the region rank last
+        rank = keys.argsort(1).argsort(1)  # a random order (of the region first)
+        masked = rank < j[:, None]  # (B, D): a uniform set of j pixels (of the region)
+        return masked, self.schedule.time_of(j / D), size / j
+
+    def nelbo_draws(
+        self,
+        x: Tensor,
+        y: Tensor | None,
+        draws: Tensor,
+        estimator: str,
+        region: Tensor | None = None,
+    ) -> Tensor:
+        """One Monte Carlo term of the negative ELBO per row: flat data ``x`` (B, D) long, checked
+        labels ``y``, and ``draws`` (B,) in (0, 1) (:meth:`mask_draws`; with ``region`` the
+        bound on completing each row's region). Nats per image, ``(B,)``."""
+        masked, t, weight = self.mask_draws(x, draws, estimator, region)
         z = torch.where(masked, torch.full_like(x, self.mask_token), x)  # (B, D)
         logits = self.logits(z, t, y)  # (B, D, L)
         ce = F.cross_entropy(logits.transpose(1, 2), x, reduction="none")  # (B, D)
         return weight.to(ce.dtype) * (ce * masked).sum(1)  # (B,)
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
-        """Mean negative ELBO of the batch, one draw per image (stratified over the batch)."""
+        """Mean negative ELBO of the batch, one draw per image (stratified over the batch); with
+        ``region_masks`` that share of the images trains the bound of completing a random region
+        instead (:class:`MaskedDiffusionConfig`)."""
         x, y = unpack(batch)
         x = self._flat(x)
         y = check_labels(self, y, x.shape[0])
         c = self.config
-        draws = _stratified(x.shape[0], c.t_sampling == "stratified", x.device)
-        draws = draws[torch.randperm(x.shape[0], device=x.device)]
-        nelbo = self.nelbo_draws(x, y, draws, c.estimator)
-        return {"loss": nelbo.mean(), "nelbo": nelbo.mean().detach()}
+        B = x.shape[0]
+        draws = _stratified(B, c.t_sampling == "stratified", x.device)
+        draws = draws[torch.randperm(B, device=x.device)]
+        r = int(round(c.region_masks * B))
+        if r == 0:
+            nelbo = self.nelbo_draws(x, y, draws, c.estimator)
+            return {"loss": nelbo.mean(), "nelbo": nelbo.mean().detach()}
+        # the first B - r rows (a random batch: any rows) train the bound, the last r a region
+        m0, t0, w0 = self.mask_draws(x[: B - r], draws[: B - r], c.estimator)
+        region = random_regions(self.event_shape, r, x.device)
+        m1, t1, w1 = self.mask_draws(x[B - r :], draws[B - r :], "count", region)
+        masked, t, weight = torch.cat([m0, m1]), torch.cat([t0, t1]), torch.cat([w0, w1])
+        z = torch.where(masked, torch.full_like(x, self.mask_token), x)  # (B, D)
+        ce = F.cross_entropy(self.logits(z, t, y).transpose(1, 2), x, reduction="none")
+        terms = weight.to(ce.dtype) * (ce * masked).sum(1)  # (B,)
+        out = {"loss": terms.mean(), "region_nll": terms[B - r :].mean().detach()}
+        if r < B:
+            out["nelbo"] = terms[: B - r].mean().detach()
+        return out
 
     def elbo_stats(
         self, x: Tensor, y: Tensor | None = None, k: int | None = None
