@@ -17,6 +17,8 @@ samples of ``p(x)``) is judged on the same trained model, one row each.
         --models flow-matching --minutes 30 --num-samples 500 --guidance 0 0.5
     OMP_NUM_THREADS=1 DGM_DATA=../../shared/data python benchmarks/conditional.py --data mnist \
         --models glow --minutes 30 --num-samples 500 --sample-sets default temperature=0.7
+    OMP_NUM_THREADS=1 DGM_DATA=../../shared/data python benchmarks/conditional.py --data mnist \
+        --models made --preprocess binarize-static --minutes 30 --num-samples 500
 
 The results file is ``conditional_<data><tag>.json``.
 """
@@ -33,6 +35,7 @@ import torch
 import dgm.data
 from _common import markdown_table, parse_sets, report
 from dgm.api import load_run, train
+from dgm.data.preprocess import Binarize
 from dgm.eval.run import evaluate
 
 
@@ -58,6 +61,13 @@ def main() -> None:
         help="sampling options judged one after the other: 'default' or "
         "[MODEL.]KEY=VALUE[,[MODEL.]KEY=VALUE] (a set naming no key of a model is skipped for it)",
     )
+    ap.add_argument(
+        "--preprocess",
+        choices=["binarize-static", "binarize"],
+        default=None,
+        help="binarize the images (MNIST: the autoregressive models' usual data); samples are "
+        "judged mapped back to 0 and the top level",
+    )
     ap.add_argument("--set", action="append", default=[], help="[MODEL.]KEY=VALUE model option")
     ap.add_argument("--train-set", action="append", default=[], help="[MODEL.]KEY=VALUE")
     args = ap.parse_args()
@@ -69,8 +79,12 @@ def main() -> None:
             out = Path(tmp) / name
             model_cfg = {"conditional": True, **parse_sets(args.set, name)}
             train_cfg = parse_sets(args.train_set, name)
+            pre = None
+            if args.preprocess:
+                mode = "static" if args.preprocess == "binarize-static" else "dynamic"
+                pre = Binarize(mode=mode, levels=dataset.spec.levels).to_config()
             train(name, args.data, out, model_config=model_cfg, max_minutes=args.minutes,
-                  progress=False, **train_cfg)  # fmt: skip
+                  progress=False, preprocess=pre, **train_cfg)  # fmt: skip
             summary = json.loads((out / "summary.json").read_text())
             run = load_run(out)
             guided = bool(args.guidance) and "guidance" in getattr(
@@ -122,6 +136,7 @@ def row(name, args, summary, res, model_cfg, train_cfg, sample_options) -> dict:
         "accuracy_per_class": [round(a, 3) for a in res["cond_accuracy_per_class"]],
         "model_config": model_cfg,
         "train_config": train_cfg,
+        "preprocess": args.preprocess,
         "guidance_curve": res.get("guidance_curve"),
     }
 
