@@ -68,23 +68,30 @@ def main() -> None:
         help="binarize the images (MNIST: the autoregressive models' usual data); samples are "
         "judged mapped back to 0 and the top level",
     )
+    ap.add_argument("--runs", default=None, help="keep the runs in RUNS/MODEL (default: discarded)")
+    ap.add_argument(
+        "--reuse", action="store_true", help="judge the runs already in --runs, do not train"
+    )
     ap.add_argument("--set", action="append", default=[], help="[MODEL.]KEY=VALUE model option")
     ap.add_argument("--train-set", action="append", default=[], help="[MODEL.]KEY=VALUE")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dataset = dgm.data.load(args.data)
     rows = []
+    if args.reuse and not args.runs:
+        raise SystemExit("--reuse needs --runs, the directory of the runs to judge")
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / name
+            out = Path(args.runs or tmp) / name
             model_cfg = {"conditional": True, **parse_sets(args.set, name)}
             train_cfg = parse_sets(args.train_set, name)
             pre = None
             if args.preprocess:
                 mode = "static" if args.preprocess == "binarize-static" else "dynamic"
                 pre = Binarize(mode=mode, levels=dataset.spec.levels).to_config()
-            train(name, args.data, out, model_config=model_cfg, max_minutes=args.minutes,
-                  progress=False, preprocess=pre, **train_cfg)  # fmt: skip
+            if not args.reuse:
+                train(name, args.data, out, model_config=model_cfg, max_minutes=args.minutes,
+                      progress=False, preprocess=pre, **train_cfg)  # fmt: skip
             summary = json.loads((out / "summary.json").read_text())
             run = load_run(out)
             guided = bool(args.guidance) and "guidance" in getattr(
