@@ -167,6 +167,28 @@ def test_packing_concatenates_consecutive_samples():
         pack_samples(x[:5], 3)
 
 
+def test_truncated_noise_is_the_normal_conditioned_on_the_interval():
+    gan = GAN(DataSpec((2,)), GANConfig(**TINY)).double()
+    torch.manual_seed(0)
+    z = gan._noise(200_000, truncation=1.0).flatten()
+    assert float(z.abs().max()) <= 1.0
+    # N(0, 1) given |z| <= 1: variance 1 - 2 phi(1) / (2 Phi(1) - 1), CDF a rescaled Phi
+    phi, Phi = math.exp(-0.5) / math.sqrt(2 * math.pi), 0.5 * (1 + math.erf(1 / math.sqrt(2)))
+    var = 1 - 2 * phi / (2 * Phi - 1)
+    assert abs(float(z.var()) - var) < 0.005 and abs(float(z.mean())) < 0.005
+    for q in (-0.5, 0.0, 0.7):
+        want = (0.5 * (1 + math.erf(q / math.sqrt(2))) - (1 - Phi)) / (2 * Phi - 1)
+        assert abs(float((z <= q).double().mean()) - want) < 0.005
+    torch.manual_seed(1)
+    a = gan.sample(5)
+    torch.manual_seed(1)
+    assert torch.equal(a, gan.sample(5, truncation=0.0))  # 0: the generator's own samples
+    assert gan.sample_config({"truncation": "0.5"}).truncation == 0.5
+    for bad in (-1.0, float("inf"), True):
+        with pytest.raises(ConfigError, match="truncation"):
+            gan.sample(2, truncation=bad)
+
+
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 10, 6)])
 def test_conv_networks_give_image_samples_and_one_logit_per_pack(shape):
     m = GAN(DataSpec(shape), GANConfig(width=4, latent_dim=4, pack=2))

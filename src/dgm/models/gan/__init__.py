@@ -2,6 +2,6 @@
 MLP or DCGAN-style networks; PacGAN packing; spectral norm; the generator averaged by the engine's
 EMA)."""
 
-from dgm.models.gan.gan import GAN, GANConfig
+from dgm.models.gan.gan import GAN, GANConfig, GANSampleOptions
 
-__all__ = ["GAN", "GANConfig"]
+__all__ = ["GAN", "GANConfig", "GANSampleOptions"]

@@ -81,7 +81,29 @@ from dgm.models.gan.networks import (
     MLPGenerator,
 )
 
-__all__ = ["GAN", "GANConfig"]
+__all__ = ["GAN", "GANConfig", "GANSampleOptions"]
+
+
+@dataclass
+class GANSampleOptions:
+    """Options of :meth:`GAN.sample`.
+
+    Attributes:
+        truncation: ``0`` (the default): ``z ~ N(0, I)``, samples of the trained generator;
+            ``t > 0``: the truncation trick (Brock, Donahue & Simonyan 2019, BigGAN): every
+            component of ``z`` drawn from ``N(0, 1)`` truncated to ``[-t, t]``, which trades
+            variety for fidelity; not samples of the generator's distribution.
+    """
+
+    truncation: float = 0.0
+
+    def __post_init__(self) -> None:
+        t = self.truncation
+        if isinstance(t, bool) or not (isinstance(t, (int, float)) and 0 <= t < float("inf")):
+            raise ConfigError(
+                f"truncation must be a finite number >= 0 (0: off, the generator's own "
+                f"samples), not {t!r}"
+            )
 
 
 @dataclass
@@ -168,6 +190,7 @@ class GAN(Model):
     family = "gan"
     description = "GAN (minimax / non-saturating / WGAN-GP / hinge), MLP or DCGAN nets, PacGAN"
     Config = GANConfig
+    SampleOptions = GANSampleOptions
     exact_likelihood = False
     likelihood_bound = None
     data_kinds = frozenset({"continuous"})
@@ -245,8 +268,15 @@ class GAN(Model):
             return g
         return (self.data_mean + self.data_std * g.flatten(1)).reshape(-1, *self.event_shape)
 
-    def _noise(self, n: int) -> Tensor:
-        return torch.randn(n, self.latent_dim, device=self.device, dtype=self.dtype)
+    def _noise(self, n: int, truncation: float = 0.0) -> Tensor:
+        """``z (n, latent_dim)``: standard normal, or with ``truncation = t > 0`` each component
+        truncated to ``[-t, t]`` (by the inverse CDF, no rejection loop)."""
+        if truncation <= 0:
+            return torch.randn(n, self.latent_dim, device=self.device, dtype=self.dtype)
+        u = torch.rand(n, self.latent_dim, device=self.device, dtype=torch.float64)
+        lo = torch.special.ndtr(torch.tensor(-float(truncation), dtype=torch.float64))
+        z = torch.special.ndtri(lo + u * (1 - 2 * lo))  # (n, latent_dim) in [-t, t]
+        return z.clamp(-truncation, truncation).to(self.dtype)
 
     def _generate(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         """Samples in net space ``(B, *event)`` from noise ``z (B, latent_dim)`` (and labels
@@ -357,15 +387,15 @@ class GAN(Model):
             self.data_std.copy_(std.clamp_min(1e-3))
 
     # ------------------------------------------------------------------ sampling, validation
-    def sample(self, n: int, y: Tensor | None = None, **options: Any) -> Tensor:
+    def sample(self, n: int, y: Tensor | None = None, truncation: float = 0.0) -> Tensor:
         """``n`` samples ``(n, *event)`` of the generator; of class ``y`` for a conditional GAN
-        (without labels, drawn uniformly)."""
-        if options:
-            raise DataError(f"gan takes no sampling option {sorted(options)[0]!r}; it takes none")
+        (without labels, drawn uniformly). ``truncation`` (:class:`GANSampleOptions`): the
+        truncation trick, not samples of the generator's distribution."""
+        opts = GANSampleOptions(truncation)
         if self.conditional and y is None:
             y = torch.randint(0, self.num_classes, (n,), device=self.device)
         y = check_labels(self, y, n)
-        return self._from_net(self._generate(self._noise(n), y))
+        return self._from_net(self._generate(self._noise(n, opts.truncation), y))
 
     @torch.no_grad()
     def validation_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, float]:
