@@ -202,6 +202,34 @@ def test_conditional_gan_draws_each_class_and_its_discriminator_still_judges():
         model.sample(2, torch.tensor([0, 3]))
 
 
+def test_label_modulation_scales_and_shifts_every_hidden_map_of_the_conv_generator():
+    """a (1 + g_y) + b_y on each hidden map: zero-initialised it is the unmodulated generator;
+    with gains and biases set by hand each layer matches the formula, and the label matters."""
+    torch.manual_seed(0)
+    spec = DataSpec((1, 8, 8), num_classes=3)
+    model = build("gan", spec, conditional=True, width=4, label_modulation=True).double()
+    g = model.generator
+    z = torch.randn(5, g.fc[0].in_features, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    plain = g.up(g.fc(z).reshape(-1, g.c0, g.h0, g.w0))
+    torch.testing.assert_close(g(z, y), plain, rtol=1e-12, atol=1e-12)
+    perturb(g.modulation, 0.5, seed=2)
+    gb = [m(y).chunk(2, dim=1) for m in g.modulation]
+
+    def mod(a, i):
+        return a * (1 + gb[i][0][:, :, None, None]) + gb[i][1][:, :, None, None]
+
+    a = torch.relu(mod(g.fc[0](z).reshape(-1, g.c0, g.h0, g.w0), 0))
+    a = torch.relu(mod(g.up[0](a), 1))
+    a = torch.relu(mod(g.up[2](a), 2))
+    torch.testing.assert_close(g(z, y), g.up[4](a), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(g(z, y), g(z, (y + 1) % 3))
+    with pytest.raises(ConfigError, match="label_modulation"):
+        build("gan", spec, conditional=False, label_modulation=True)
+    with pytest.raises(ConfigError, match="label_modulation"):
+        build("gan", SPEC2, conditional=True, label_modulation=True)
+
+
 # ---------------------------------------------------------------------------------------- EBM
 def test_joint_energy_model_energies_and_class_densities_mix_to_the_marginal():
     """JEM: E(x, y) = -f(x)_y and E(x) = -logsumexp_y f(x)_y; in 2-D, with p(y) = Z_y / Z (the

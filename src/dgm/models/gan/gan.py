@@ -148,6 +148,9 @@ class GANConfig:
         conditional: condition on class labels (needs ``num_classes`` in the data spec): a
             label embedding joins the generator's noise, and the discriminator is a projection
             discriminator.
+        label_modulation: (conditional conv GANs) the label also sets a per-class gain and bias
+            of every hidden feature map of the generator (conditional batch normalisation
+            without the normalisation; see :class:`ConvGenerator`), not only its input.
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
@@ -167,6 +170,7 @@ class GANConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     conditional: bool = False
+    label_modulation: bool = False
 
     def __post_init__(self) -> None:
         for key in ("latent_dim", "width", "d_steps", "pack", "r1_every"):
@@ -226,6 +230,12 @@ class GAN(Model):
                 f"architecture 'conv' needs images (C, H, W) with H, W >= 4, not {shape}; use mlp"
             )
         self.arch = arch
+        if cfg.label_modulation and (arch != "conv" or not self.conditional):
+            raise ConfigError(
+                "label_modulation needs a conditional GAN with the conv architecture "
+                f"(conditional=true, images), not architecture {arch!r} with "
+                f"conditional={self.conditional}"
+            )
         #: dimension of the noise z
         self.latent_dim = cfg.latent_dim or min(spec.num_dims, 32)
         self.num_classes = 0
@@ -240,7 +250,8 @@ class GAN(Model):
         self.label_embed = nn.Embedding(k, self.latent_dim) if k else None
         g_in = self.latent_dim * (2 if k else 1)
         if arch == "conv":
-            self.generator: nn.Module = ConvGenerator(g_in, shape, cfg.width)
+            k_mod = k if cfg.label_modulation else 0
+            self.generator: nn.Module = ConvGenerator(g_in, shape, cfg.width, num_classes=k_mod)
             self.discriminator: nn.Module = ConvDiscriminator(
                 shape, cfg.width, pack=cfg.pack, spectral_norm=cfg.spectral_norm, num_classes=k
             )
@@ -284,7 +295,7 @@ class GAN(Model):
         if self.label_embed is not None:
             assert y is not None
             z = torch.cat([z, self.label_embed(y)], dim=1)  # (B, 2 * latent_dim)
-        out = self.generator(z)
+        out = self.generator(z, y) if self.arch == "conv" else self.generator(z)
         if self.arch == "conv":
             return torch.sigmoid(out)  # (B, C, H, W) in (0, 1)
         return out.reshape(-1, *self.event_shape)

@@ -122,9 +122,21 @@ class MLPDiscriminator(nn.Module):
 
 
 class ConvGenerator(nn.Module):
-    """``z (B, latent_dim) -> logits of images (B, C, H, W)``, DCGAN-style (see module docs)."""
+    """``z (B, latent_dim) -> logits of images (B, C, H, W)``, DCGAN-style (see module docs).
 
-    def __init__(self, latent_dim: int, event_shape: tuple[int, int, int], channels: int) -> None:
+    With ``num_classes = K > 0`` every hidden feature map ``a`` (the linear layer's and both
+    upsampling layers', before their ReLU) is modulated by its label, ``a (1 + g_y) + b_y`` with
+    per-class, per-channel gains and biases initialised to zero: conditional batch normalisation
+    (de Vries et al. 2017; the generator of Miyato & Koyama's projection cGAN) without the
+    normalisation, so the label reaches every layer and not only the input."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        event_shape: tuple[int, int, int],
+        channels: int,
+        num_classes: int = 0,
+    ) -> None:
         super().__init__()
         c_out, h, w = event_shape
         self.event_shape = event_shape
@@ -138,11 +150,34 @@ class ConvGenerator(nn.Module):
             nn.ReLU(),
             nn.Conv2d(channels, c_out, 3, padding=1),
         )
+        self.modulation: nn.ModuleList | None = None
+        if num_classes > 0:
+            self.modulation = nn.ModuleList(
+                nn.Embedding(num_classes, 2 * c) for c in (self.c0, channels, channels)
+            )
+            for emb in self.modulation:
+                nn.init.zeros_(emb.weight)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def _modulate(self, a: Tensor, i: int, y: Tensor | None) -> Tensor:
+        """``a (B, c, h, w) * (1 + g_y) + b_y`` for the ``i``-th hidden map (identity without
+        labels)."""
+        if self.modulation is None:
+            return a
+        if y is None:
+            raise ValueError("a label-conditioned generator needs labels y")
+        g, b = self.modulation[i](y).chunk(2, dim=1)  # (B, c) each
+        return a * (1 + g[:, :, None, None]) + b[:, :, None, None]
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         _, h, w = self.event_shape
-        a = self.fc(z).reshape(-1, self.c0, self.h0, self.w0)  # (B, 2c, H/4, W/4)
-        return self.up(a)[:, :, :h, :w]  # (B, C, H, W)
+        if self.modulation is None:
+            a = self.fc(z).reshape(-1, self.c0, self.h0, self.w0)  # (B, 2c, H/4, W/4)
+            return self.up(a)[:, :, :h, :w]  # (B, C, H, W)
+        a = self.fc[0](z).reshape(-1, self.c0, self.h0, self.w0)  # (B, 2c, H/4, W/4)
+        a = torch.relu(self._modulate(a, 0, y))
+        a = torch.relu(self._modulate(self.up[0](a), 1, y))  # (B, c, H/2, W/2)
+        a = torch.relu(self._modulate(self.up[2](a), 2, y))  # (B, c, H, W)
+        return self.up[4](a)[:, :, :h, :w]  # (B, C, H, W)
 
 
 class ConvDiscriminator(nn.Module):
