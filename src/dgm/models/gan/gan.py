@@ -150,7 +150,9 @@ class GANConfig:
             discriminator.
         label_modulation: (conditional conv GANs) the label also sets a per-class gain and bias
             of every hidden feature map of the generator (conditional batch normalisation
-            without the normalisation; see :class:`ConvGenerator`), not only its input.
+            without the normalisation; see :class:`ConvGenerator`), not only its input. Off
+            by default: on MNIST (20 min, one thread) it read 0.880 conditional accuracy
+            against 0.886 without (``benchmarks/results/conditional_mnist_gan20mod.json``).
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
