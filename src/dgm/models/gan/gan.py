@@ -297,10 +297,9 @@ class GAN(Model):
         if self.label_embed is not None:
             assert y is not None
             z = torch.cat([z, self.label_embed(y)], dim=1)  # (B, 2 * latent_dim)
-        out = self.generator(z, y) if self.arch == "conv" else self.generator(z)
         if self.arch == "conv":
-            return torch.sigmoid(out)  # (B, C, H, W) in (0, 1)
-        return out.reshape(-1, *self.event_shape)
+            return torch.sigmoid(self.generator(z, y))  # (B, C, H, W) in (0, 1)
+        return self.generator(z).reshape(-1, *self.event_shape)
 
     def _real(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
         """Real examples in net space ``(n, *event)`` (a multiple of ``pack``) and their checked

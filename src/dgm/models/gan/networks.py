@@ -159,10 +159,8 @@ class ConvGenerator(nn.Module):
                 nn.init.zeros_(emb.weight)
 
     def _modulate(self, a: Tensor, i: int, y: Tensor | None) -> Tensor:
-        """``a (B, c, h, w) * (1 + g_y) + b_y`` for the ``i``-th hidden map (identity without
-        labels)."""
-        if self.modulation is None:
-            return a
+        """``a (B, c, h, w) * (1 + g_y) + b_y`` for the ``i``-th hidden map."""
+        assert self.modulation is not None
         if y is None:
             raise ValueError("a label-conditioned generator needs labels y")
         g, b = self.modulation[i](y).chunk(2, dim=1)  # (B, c) each
