@@ -12,7 +12,8 @@
 
    * ``made``: MADE 784-3000-784 with the direct connection, batch 100 of binarized MNIST
      (the ``benchmarks/made.py`` preset without dropout's randomness mattering for FLOPs);
-   * ``gated-pixelcnn``: the default Gated PixelCNN on binarized MNIST, batch ``--ar-batch``;
+   * ``gated-pixelcnn``: the Gated PixelCNN of width 64 and depth 6 (the small-image default,
+     the one ``roofline.json`` measured) on binarized MNIST, batch ``--ar-batch``;
    * ``unet``: the U-Net of ``dgm.nn.unet`` (width 32, mults (1, 2), one block, time dim 128)
      on 28x28 one-channel images, batch ``--unet-batch``, the DDPM epsilon loss.
 3. ``--profile``: a torch.profiler table (self CPU time by operator) of a few steps of each model,
@@ -67,7 +68,7 @@ def made_step(batch: int) -> tuple[Callable[[], None], torch.nn.Module]:
 def pixelcnn_step(batch: int) -> tuple[Callable[[], None], torch.nn.Module]:
     data = dgm.data.load("binarized-mnist").train.float()
     torch.manual_seed(0)
-    model = build("gated-pixelcnn", BINARY)
+    model = build("gated-pixelcnn", BINARY, width=64, depth=6)
     x = data[:batch].reshape(batch, 1, 28, 28)
     return _step(model, lambda: model.loss(x)["loss"]), model
 

@@ -214,6 +214,22 @@ def test_bad_configurations_are_one_sentence():
         build("rnn").sample(2, sampler="slow")
 
 
+def test_gated_pixelcnn_size_follows_the_image_unless_given():
+    """Unset width and depth are 64x6 on small images and the deep, narrow 24x20 of the MNIST
+    recipe above 16 pixels a side (its receptive field then spans the image); given ones win."""
+    small = GatedPixelCNN(DataSpec((1, 8, 8), "discrete", levels=17))
+    large = GatedPixelCNN(DataSpec((1, 28, 28), "discrete", levels=2))
+    given = GatedPixelCNN(
+        DataSpec((1, 28, 28), "discrete", levels=2), GatedPixelCNN.Config(width=8, depth=3)
+    )
+    assert small.net_size == {"width": 64, "depth": 6} and len(small.stack) == 6
+    assert large.net_size == {"width": 24, "depth": 20} and len(large.stack) == 20
+    assert large.stack[1].hout.in_channels == 24 and large.receptive_radius == 3 + 19
+    assert given.net_size == {"width": 8, "depth": 3} and len(given.stack) == 3
+    with pytest.raises(ConfigError, match="width must be at least 1"):
+        GatedPixelCNN.Config(width=0)
+
+
 # ---------------------------------------------------------------------------------- temperature
 def greedy(model, y=None, n=4):
     """The argmax path: every dimension takes its conditional's most probable value."""
