@@ -7,6 +7,7 @@ import torch
 
 from dgm.core.progress import Deadline
 from dgm.data import default_preprocessor, load
+from dgm.data.dataset import fixed_subset
 from dgm.eval import summary
 from dgm.models import get
 from dgm.samplers.ode import odeint
@@ -27,7 +28,7 @@ def _nsf():
     return cls(pre.spec(data.spec), cls.Config(**cls.example.config)), data, pre
 
 
-def test_every_family_scores_the_same_first_examples_and_says_it_is_a_subset():
+def test_every_family_scores_the_same_fixed_subset_and_says_it_is_a_subset():
     model, data, pre = _nsf()
     cheap = summary.summarize(model, data, pre, max_examples=40)
     model.needs_grad_for_inference = True  # as a CNF or score-SDE likelihood does
@@ -37,8 +38,10 @@ def test_every_family_scores_the_same_first_examples_and_says_it_is_a_subset():
             assert res[f"{split}_nll_examples"] == 40
             assert res[f"{split}_examples"] == data.split(split)[0].shape[0] > 40
         assert res["summary_examples"] == 40
-        assert "the first 40 of" in res["summary_note"] and "dgm eval" in res["summary_note"]
-    x = data.split("test")[0][:40]
+        note = res["summary_note"]
+        assert "40 of" in note and "fixed random subset" in note and "dgm eval" in note
+    test = data.split("test")[0]
+    x = test[fixed_subset(test.shape[0], 40)]
     with torch.no_grad():
         expected = -model.log_prob(pre(x)[0]).mean().item()
     assert abs(costly["test_nll"] - expected) < 1e-4
@@ -97,7 +100,8 @@ def test_each_split_reports_progress_on_stderr(monkeypatch, capsys):
     n = data.split("test")[0].shape[0]
     assert err[:4] == [
         "dgm: scoring the test split: 0/300 examples",
-        f"dgm: scoring the test split: the first 300 of {n} examples (`dgm eval` scores them all)",
+        f"dgm: scoring the test split: 300 of {n} examples, a fixed random subset "
+        "(`dgm eval` scores them all)",
         "dgm: scoring the test split: 200/300 examples (67%), 12 s",
         "dgm: scoring the test split: 300/300 examples in 18 s",
     ]
@@ -127,3 +131,16 @@ def test_an_ode_likelihood_over_the_step_cap_is_not_scored_and_says_why(monkeypa
     # the same solve without the cap succeeds (the cap is the summary's, not the solver's)
     y = odeint(lambda t, y: -10000.0 * y, torch.ones(1, dtype=torch.float64), 0.0, 1.0)
     assert abs(float(y)) < 1e-4  # exp(-10000) within the tolerance
+
+
+def test_the_fixed_subset_is_a_seeded_spread_sample_not_the_first_examples():
+    """The summary's and validation's subset: the same indices every call, distinct, drawn from
+    the whole split (an ordered split's first examples are a biased sample), and all examples in
+    order when the subset would be the split."""
+    a, b = fixed_subset(10000, 1000), fixed_subset(10000, 1000)
+    assert torch.equal(a, b) and a.unique().numel() == 1000
+    assert 0 <= int(a.min()) and int(a.max()) < 10000
+    # spread: every tenth of the split holds a share near 100 (binomial sd ~9.5)
+    counts = torch.bincount(a // 1000, minlength=10)
+    assert int(counts.min()) >= 60 and int(counts.max()) <= 140
+    assert fixed_subset(40, 40) is None and fixed_subset(40, 100) is None

@@ -7,15 +7,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from dgm.core.errors import DataError
 from dgm.core.spec import DataSpec
 from dgm.data.analytic import Density2D
 
-__all__ = ["Dataset", "LabelledSplits", "SPLITS"]
+__all__ = ["Dataset", "LabelledSplits", "SPLITS", "fixed_subset"]
 
 SPLITS = ("train", "val", "test")
+
+
+def fixed_subset(size: int, n: int) -> Tensor | None:
+    """Indices ``(n,)`` of ``n`` of a split's ``size`` examples: a fixed random choice, the same
+    for every model and run of a dataset, or ``None`` when ``n >= size`` (all, in their order).
+
+    A split's first examples are no fair sample when the split is ordered: the second thousand
+    of the fixed binarized MNIST test set has less than half the ink of the first, and a Gated
+    PixelCNN's NLL was 95.1 nats on the first thousand against 83.95 on all ten.
+    """
+    if n >= size:
+        return None
+    return torch.randperm(size, generator=torch.Generator().manual_seed(0))[:n]
+
 
 #: ``(x_train, y_train, x_val, y_val)`` in a dataset's raw space; the validation pair may be None
 LabelledSplits = tuple[Tensor, Tensor, Tensor | None, Tensor | None]

@@ -1,7 +1,8 @@
 """The summary of a finished run: final train / validation / test NLL in nats and bits/dim.
 
-Every family is scored alike: the first :data:`SUMMARY_EXAMPLES` examples of each split, the
-same examples for every model of a dataset, whatever its likelihood costs (the full test split
+Every family is scored alike: :data:`SUMMARY_EXAMPLES` examples of each split, a fixed random
+subset (:func:`dgm.data.dataset.fixed_subset`: a split's first examples are biased when it is
+ordered), the same examples for every model of a dataset, whatever its likelihood costs (the full test split
 is one ``dgm eval RUN`` away). The summary says so: ``{split}_nll_examples`` counts the examples
 scored, ``{split}_examples`` the size of the split, and ``summary_note`` names a subset in words.
 A time budget (a :class:`~dgm.core.progress.Deadline`) stops scoring, inside a batch if need
@@ -22,12 +23,13 @@ import torch
 from dgm.core.model import Model
 from dgm.core.progress import Deadline, Progress, TimeUp
 from dgm.data import Dataset
+from dgm.data.dataset import fixed_subset
 from dgm.eval.likelihood import bits_per_dim, likelihood_of, log_likelihood
 from dgm.samplers.ode import StepCapReached, step_cap
 
 __all__ = ["SUMMARY_EXAMPLES", "SUMMARY_ODE_STEPS", "SPLITS", "summarize"]
 
-#: examples of each split the summary scores, for every family (the first ones of the split)
+#: examples of each split the summary scores, for every family (a fixed random subset)
 SUMMARY_EXAMPLES = 1000
 #: dopri5 steps per solve the summary allows (a solve of a trained 2-D model takes tens)
 SUMMARY_ODE_STEPS = 500
@@ -51,7 +53,8 @@ def summarize(
 ) -> dict[str, Any]:
     """Final test / validation / train NLL in nats and bits/dim, where the model has a likelihood.
 
-    Each split's first ``max_examples`` examples (``None``: all) are scored in batches with a
+    ``max_examples`` examples of each split (``None``: all; a fixed random subset,
+    :func:`~dgm.data.dataset.fixed_subset`) are scored in batches with a
     generator seeded ``seed + 99``; no batch starts after ``deadline``. ``progress`` reports each
     split on stderr (:class:`~dgm.core.progress.Progress`). Non-finite values become ``None``
     (the dict is written as JSON).
@@ -82,12 +85,17 @@ def summarize(
         size = int(x.shape[0])
         n = size if max_examples is None else min(size, max_examples)
         y = y if model.conditional else None
+        idx = fixed_subset(size, n)
+        if idx is not None:
+            x, y = x[idx.to(x.device)], None if y is None else y[idx.to(y.device)]
         g = torch.Generator(device=model.device).manual_seed(seed + 99)
         what = f"scoring the {split} split"
         values, info = [], None
         with Progress(what, n, unit="examples", enabled=progress, clock=deadline.clock) as bar:
             if n < size:
-                bar.note(f"the first {n} of {size} examples (`dgm eval` scores them all)")
+                bar.note(
+                    f"{n} of {size} examples, a fixed random subset (`dgm eval` scores them all)"
+                )
             for start in range(0, n, batch):
                 if deadline.passed():
                     break
@@ -129,7 +137,7 @@ def summarize(
         res["likelihood_kind"] = info.kind
         res["likelihood_info"] = asdict(info)
         if scored < size:
-            notes.append(f"the first {scored} of {size} {split} examples")
+            notes.append(f"{scored} of {size} {split} examples (a fixed random subset)")
     res["summary_examples"] = max_examples
     if notes:
         res["summary_note"] = (

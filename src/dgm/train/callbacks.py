@@ -32,6 +32,7 @@ from torch import Tensor
 from dgm.core.errors import DgmError
 from dgm.core.progress import Progress as ProgressReport
 from dgm.core.protocols import HasValidationMetrics
+from dgm.data.dataset import fixed_subset
 from dgm.train import distributed as ddp
 from dgm.train.checkpoint import write_checkpoint
 
@@ -248,7 +249,8 @@ class Validation(Callback):
     logged as ``val_nll`` with the training seconds of the weights it scored. The best weights so
     far go to the ``best`` checkpoint; ``patience`` evaluations without a better NLL stop the run
     (0: never). Both use the evaluation weights in eval mode and at most ``size`` examples
-    (0: all); validation time is not training time."""
+    (0: all; fewer than the split: a fixed random subset, :func:`~dgm.data.dataset.fixed_subset`);
+    validation time is not training time."""
 
     def __init__(self, metric: Metric | None, every: int, patience: int, size: int) -> None:
         self.metric = metric
@@ -259,9 +261,12 @@ class Validation(Callback):
         self.evals_since_best = 0
 
     def _data(self, trainer: Trainer) -> tuple[Tensor, Tensor | None]:
-        n = trainer.val_x.shape[0] if self.size == 0 else self.size
-        y = None if trainer.val_y is None or not trainer.model.conditional else trainer.val_y[:n]
-        return trainer.val_x[:n], y
+        x = trainer.val_x
+        y = None if trainer.val_y is None or not trainer.model.conditional else trainer.val_y
+        idx = fixed_subset(x.shape[0], x.shape[0] if self.size == 0 else self.size)
+        if idx is None:
+            return x, y
+        return x[idx.to(x.device)], None if y is None else y[idx.to(y.device)]
 
     def nll(self, trainer: Trainer) -> float | None:
         """The validation NLL of the evaluation weights, or None when there is nothing to score."""
