@@ -54,7 +54,7 @@ SMALL_IMAGE_SIZE = {"width": 64, "depth": 6}
 #: the network on images above 16 pixels a side: deep and narrow, the 30-minute binarized-MNIST
 #: recipe (83.53 nats with 2 processes, ``autoregressive_nll_gated30_c24l20_b8_ddp_time.json``;
 #: ``dgm train gated-pixelcnn --data binarized-mnist`` on one thread: 83.95,
-#: ``defaults_binarized_mnist_gated.json``); 64x6 at batch 128 took 4.7 s a step there
+#: ``defaults_binarized_mnist.json``); 64x6 at batch 128 took 4.7 s a step there
 LARGE_IMAGE_SIZE = {"width": 24, "depth": 20}
 
 
