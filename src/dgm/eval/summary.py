@@ -2,9 +2,10 @@
 
 Every family is scored alike: :data:`SUMMARY_EXAMPLES` examples of each split, a fixed random
 subset (:func:`dgm.data.dataset.fixed_subset`: a split's first examples are biased when it is
-ordered), the same examples for every model of a dataset, whatever its likelihood costs (the full test split
-is one ``dgm eval RUN`` away). The summary says so: ``{split}_nll_examples`` counts the examples
-scored, ``{split}_examples`` the size of the split, and ``summary_note`` names a subset in words.
+ordered), the same examples for every model of a dataset, whatever its likelihood costs (the
+full test split is one ``dgm eval RUN`` away). The summary says so: ``{split}_nll_examples``
+counts the examples scored, ``{split}_examples`` the size of the split, and ``summary_note``
+names a subset in words.
 A time budget (a :class:`~dgm.core.progress.Deadline`) stops scoring, inside a batch if need
 be: a split scored in part, or not at all, is named in ``cut_for_time``. An adaptive ODE solve
 (the probability-flow likelihood of cnf, score-sde, flow matching) is capped at

@@ -249,8 +249,8 @@ class Validation(Callback):
     logged as ``val_nll`` with the training seconds of the weights it scored. The best weights so
     far go to the ``best`` checkpoint; ``patience`` evaluations without a better NLL stop the run
     (0: never). Both use the evaluation weights in eval mode and at most ``size`` examples
-    (0: all; fewer than the split: a fixed random subset, :func:`~dgm.data.dataset.fixed_subset`);
-    validation time is not training time."""
+    (0: all; fewer than the split: a fixed random subset,
+    :func:`~dgm.data.dataset.fixed_subset`); validation time is not training time."""
 
     def __init__(self, metric: Metric | None, every: int, patience: int, size: int) -> None:
         self.metric = metric
