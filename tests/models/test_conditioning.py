@@ -230,6 +230,57 @@ def test_label_modulation_scales_and_shifts_every_hidden_map_of_the_conv_generat
         build("gan", SPEC2, conditional=True, label_modulation=True)
 
 
+def test_auxiliary_classifier_adds_the_class_cross_entropy_to_both_players():
+    """AC-GAN beside the projection: the discriminator's loss gains w * CE(head(real), y), the
+    generator's w * CE(head(fake), y), the head's logits of sample i of pack j being block i of
+    its pack's linear output; off by default, and only for a conditional GAN."""
+    torch.manual_seed(0)
+    w = 0.7
+    plain = build("gan", SPEC2, conditional=True, hidden=(8, 8), pack=2, r1_weight=0).double()
+    model = build(
+        "gan", SPEC2, conditional=True, hidden=(8, 8), pack=2, r1_weight=0, aux_classifier=w
+    ).double()
+    assert plain.discriminator.class_head is None
+    plain.load_state_dict(model.state_dict(), strict=False)  # the same players, minus the head
+    d = model.discriminator
+    real, fake = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    y = torch.tensor([0, 1, 1, 0])
+    phi = d.net[:-1](real.reshape(2, 4))  # (2, 8)
+    logits = d.class_head.linear(phi)  # (2 packs, 2 positions * 2 classes)
+    by_sample = torch.stack([logits[0, :2], logits[0, 2:], logits[1, :2], logits[1, 2:]])
+    torch.testing.assert_close(d.forward_with_classes(real, y)[1], by_sample)
+    ce_real = torch.nn.functional.cross_entropy(by_sample, y)
+    d_plain, _ = plain._d_loss(real, fake, y=y)
+    d_aux, terms = model._d_loss(real, fake, y=y)
+    torch.testing.assert_close(d_aux, d_plain + w * ce_real, rtol=1e-12, atol=1e-12)
+    assert set(terms) >= {"d_class_ce"}
+    ce_fake = torch.nn.functional.cross_entropy(d.forward_with_classes(fake, y)[1], y)
+    g_plain, _ = plain._g_loss(fake, y)
+    g_aux, _ = model._g_loss(fake, y)
+    torch.testing.assert_close(g_aux, g_plain + w * ce_fake, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ConfigError, match="aux_classifier"):
+        build("gan", SPEC2, conditional=False, aux_classifier=1.0)
+    with pytest.raises(ConfigError, match="aux_classifier"):
+        build("gan", SPEC2, conditional=True, aux_classifier=-1.0)
+
+
+def test_auxiliary_classifier_learns_the_classes_and_is_reported_in_validation():
+    torch.manual_seed(0)
+    model = build(
+        "gan", SPEC2, conditional=True, hidden=(32, 32), latent_dim=2, pack=1, d_steps=1,
+        aux_classifier=1.0,
+    )  # fmt: skip
+    fit(model.double(), steps=300, lr=2e-3, n=128)
+    y = torch.arange(400) % 2
+    with torch.no_grad():
+        s = model.sample(400, y)
+    assert side_accuracy(s, y) > 0.95
+    x, yx = two_classes(200, seed=5)
+    metrics = model.validation_metrics(x, yx)
+    assert metrics["d_class_accuracy"] > 0.95  # the head classifies held-out data (chance 0.5)
+    assert metrics["fake_class_accuracy"] > 0.9  # and the samples drawn for each label
+
+
 # ---------------------------------------------------------------------------------------- EBM
 def test_joint_energy_model_energies_and_class_densities_mix_to_the_marginal():
     """JEM: E(x, y) = -f(x)_y and E(x) = -logsumexp_y f(x)_y; in 2-D, with p(y) = Z_y / Z (the

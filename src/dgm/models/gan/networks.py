@@ -21,6 +21,11 @@ class embedding ``V``. A packed input of ``m`` samples with labels ``y_1..y_m`` 
 ``sum_i V^{(i)}_{y_i}``, one embedding table per position in the pack (for ``m = 1`` exactly
 Miyato & Koyama's). The conv discriminator projects the flattened feature map.
 
+**Auxiliary classifier** (``aux_classes = K > 0``; AC-GAN, Odena, Olah & Shlens, ICML 2017,
+arXiv:1610.09585): a linear head on the same features ``phi`` gives ``K`` class logits for every
+sample of a pack (``pack * K`` outputs, one ``K``-way block per position), returned beside the
+logit by ``forward_with_classes``.
+
 **Spectral normalisation** (Miyato et al., ICLR 2018) divides each discriminator weight by an
 estimate of its largest singular value (one power iteration per training forward), bounding the
 discriminator's Lipschitz constant.
@@ -42,6 +47,7 @@ __all__ = [
     "ConvGenerator",
     "ConvDiscriminator",
     "Projection",
+    "ClassHead",
     "pack_samples",
 ]
 
@@ -88,6 +94,19 @@ class Projection(nn.Module):
         return (v * phi).sum(-1)  # (B/m,)
 
 
+class ClassHead(nn.Module):
+    """AC-GAN's auxiliary classifier on packed features: ``phi (B / pack, F)`` to class logits
+    ``(B, K)`` of every sample, in the order the samples were packed."""
+
+    def __init__(self, num_classes: int, features: int, pack: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.linear = nn.Linear(features, pack * num_classes)
+
+    def forward(self, phi: Tensor) -> Tensor:
+        return self.linear(phi).reshape(-1, self.num_classes)  # (B, K)
+
+
 def _project(proj: Projection | None, y: Tensor | None, phi: Tensor) -> Tensor | int:
     if proj is None:
         return 0
@@ -108,17 +127,27 @@ class MLPDiscriminator(nn.Module):
         pack: int = 1,
         spectral_norm: bool = False,
         num_classes: int = 0,
+        aux_classes: int = 0,
     ) -> None:
         super().__init__()
         self.pack = pack
         self.net = mlp(in_dim * pack, hidden, 1, "leaky_relu", spectral_norm=spectral_norm)
         width = hidden[-1] if hidden else in_dim * pack
         self.project = Projection(num_classes, width, pack) if num_classes > 0 else None
+        self.class_head = ClassHead(aux_classes, width, pack) if aux_classes > 0 else None
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.forward_with_classes(x, y)[0]
+
+    def forward_with_classes(
+        self, x: Tensor, y: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits ``(B / pack,)`` and the auxiliary class logits ``(B, K)`` (``None`` without an
+        auxiliary classifier), from one pass through the features."""
         xp = pack_samples(x.flatten(1), self.pack)  # (B/m, m * in_dim)
         phi = self.net[:-1](xp)  # (B/m, F): the features before the last layer
-        return self.net[-1](phi).squeeze(-1) + _project(self.project, y, phi)  # (B/m,)
+        logit = self.net[-1](phi).squeeze(-1) + _project(self.project, y, phi)  # (B/m,)
+        return logit, None if self.class_head is None else self.class_head(phi)
 
 
 class ConvGenerator(nn.Module):
@@ -189,6 +218,7 @@ class ConvDiscriminator(nn.Module):
         pack: int = 1,
         spectral_norm: bool = False,
         num_classes: int = 0,
+        aux_classes: int = 0,
     ) -> None:
         super().__init__()
         self.pack = pack
@@ -203,8 +233,17 @@ class ConvDiscriminator(nn.Module):
             n_feat = self.features(torch.zeros(1, c_in * pack, h, w)).numel()
         self.head = _sn(nn.Linear(n_feat, 1), spectral_norm)
         self.project = Projection(num_classes, n_feat, pack) if num_classes > 0 else None
+        self.class_head = ClassHead(aux_classes, n_feat, pack) if aux_classes > 0 else None
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.forward_with_classes(x, y)[0]
+
+    def forward_with_classes(
+        self, x: Tensor, y: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits ``(B / pack,)`` and the auxiliary class logits ``(B, K)`` (``None`` without an
+        auxiliary classifier), from one pass through the features."""
         xp = pack_samples(x, self.pack)  # (B/m, m*C, H, W)
         phi = self.features(xp).flatten(1)  # (B/m, F)
-        return self.head(phi).squeeze(-1) + _project(self.project, y, phi)  # (B/m,)
+        logit = self.head(phi).squeeze(-1) + _project(self.project, y, phi)  # (B/m,)
+        return logit, None if self.class_head is None else self.class_head(phi)
