@@ -12,7 +12,8 @@ dataset's locally trained classifier, :mod:`dgm.eval.features`; not comparable w
 of ``--fid-n`` samples against the test set, mean and standard error over ``--fid-sets`` sample
 sets, with the seconds each set took (T = the number of pixels: the order-agnostic
 autoregressive sampler). ``--completion N``: N test images with the lower half hidden, completed
-by the model (``--completion-steps``; 0: one pixel per step); the share of completions whose class
+by the model (``--completion-steps``; 0: one pixel per step; ``--completion-order``: the
+sampler's unmasking orders, one figure each); the share of completions whose class
 by the feature classifier matches the true image's (its label where the data has labels, else the
 classifier's class of the whole image), with its binomial standard error. ``--gated-minutes M``
 trains a Gated PixelCNN (its defaults) for M minutes on the same data and reports the same
@@ -170,6 +171,9 @@ def main() -> None:
     ap.add_argument("--fid-sets", type=int, default=3)
     ap.add_argument("--completion", type=int, default=0, help="test images to complete")
     ap.add_argument("--completion-steps", type=int, default=0)
+    ap.add_argument("--completion-order", nargs="+", default=["random"],
+                    choices=["random", "confidence", "raster"],
+                    help="unmasking orders of the completions (one figure each)")  # fmt: skip
     ap.add_argument("--gated-minutes", type=float, default=0.0)
     ap.add_argument("--neighbours", type=int, default=0,
                     help="completion reference: lower halves of the K nearest training images")  # fmt: skip
@@ -222,11 +226,13 @@ def main() -> None:
                                                  args.fid_n, args.fid_sets)  # fmt: skip
         idx = torch.linspace(0, x_test.shape[0] - 1, max(args.completion, 1)).long()
         xc, yc = x_test[idx].to(model.dtype), (None if y_test is None else y_test[idx])
-        if args.completion:
-            extra["completion"] = completion_match(
-                model, pre, feats, xc, yc, {"steps": args.completion_steps}
+        for order in args.completion_order if args.completion else []:
+            key = "completion" if order == "random" else f"completion_{order}"
+            torch.manual_seed(4321)
+            extra[key] = completion_match(
+                model, pre, feats, xc, yc, {"steps": args.completion_steps, "order": order}
             )
-            print(extra["completion"], flush=True)
+            print(key, extra[key], flush=True)
         if args.completion and args.neighbours:
             x_train = data.split("train")[0]
             extra["neighbour_completion"] = neighbour_completion(x_train, feats, xc.to(x_train.dtype),

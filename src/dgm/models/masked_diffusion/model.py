@@ -38,7 +38,9 @@ network passes on the time grid ``t_k = 1 - k/T``: after step ``k`` ``round(D (1
 pixels stay masked, the others being drawn from the network's categoricals given the current
 ``z``. ``order="random"`` chooses the pixels to unmask uniformly (the ancestral reverse process
 with its pixel counts fixed at their expectations); ``"confidence"`` unmasks the pixels whose drawn
-value is most probable first (MaskGIT-style). With the linear schedule and ``steps = D`` one pixel
+value is most probable first (MaskGIT-style); ``"raster"`` unmasks them in the flat (raster)
+order, first index first: one pixel per step, this is the model's chain rule in that one fixed
+order, the sampler of an autoregressive model. With the linear schedule and ``steps = D`` one pixel
 is unmasked per step, in a uniformly random order: the order-agnostic autoregressive sampler,
 which draws exactly from the model's mixture over orders. :meth:`MaskedDiffusion.complete` runs the
 same chain from a partly observed image, keeping the observed pixels.
@@ -169,18 +171,21 @@ class MaskedDiffusionSampleOptions:
     Attributes:
         steps: network passes ``T`` from all-masked to clean, 1..D; 0: ``D`` (with the linear
             schedule one pixel per step, the exact order-agnostic autoregressive sampler).
-        order: which masked pixels a step unmasks: ``"random"`` (ancestral) or ``"confidence"``
-            (the most probable drawn values first).
+        order: which masked pixels a step unmasks: ``"random"`` (ancestral), ``"confidence"``
+            (the most probable drawn values first) or ``"raster"`` (first flat index first; one
+            pixel per step: the chain rule in raster order, what an autoregressive model samples).
     """
 
     steps: int = 0
-    order: Literal["random", "confidence"] = "random"
+    order: Literal["random", "confidence", "raster"] = "random"
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or self.steps < 0:
             raise ConfigError(f"steps must be an integer >= 0 (0: one per pixel), not {self.steps}")
-        if self.order not in ("random", "confidence"):
-            raise ConfigError(f"order must be 'random' or 'confidence', not {self.order!r}")
+        if self.order not in ("random", "confidence", "raster"):
+            raise ConfigError(
+                f"order must be 'random', 'confidence' or 'raster', not {self.order!r}"
+            )
 
 
 def random_regions(event_shape: tuple[int, ...], n: int, device: Any = None) -> Tensor:
@@ -445,6 +450,8 @@ class MaskedDiffusion(Model):
             draw = (probs.cumsum(-1) < u).sum(-1).clamp(max=self.levels - 1)  # (B, D)
             if order == "confidence":
                 score = probs.gather(-1, draw[..., None]).squeeze(-1)  # (B, D)
+            elif order == "raster":  # first flat index first
+                score = -torch.arange(D, dtype=torch.float64, device=z.device).expand(B, D)
             else:
                 score = torch.rand(B, D, dtype=torch.float64, device=z.device)
             score = score.masked_fill(~masked, -math.inf)
