@@ -173,7 +173,12 @@ class VAEConfig(_CommonConfig):
         k: samples of the Monte Carlo ELBO in training; ``None``: 4 on continuous data (a
             cheap decoder: on 8gaussians with tanh, C2ST 0.611 -> 0.553 and bound gap 0.26 ->
             0.23 nats at 2.3x the step time), 1 on discrete data.
-        beta: weight of the KL term in the training loss (1: the ELBO).
+        beta: weight of the KL term in the training loss (1: the ELBO). With labels
+            (``conditional=True``) a weight above 1 leaves less of the class in the code, so
+            prior codes decode to the class asked for: on MNIST binarized at a fixed threshold
+            (20 min, one thread) ``beta=2`` took the conditional accuracy of honest samples from
+            0.814 to 0.920 and the per-class FID* from 5.84 to 4.28
+            (``benchmarks/results/conditional_mnist_vae20b2.json``).
         kl_warmup: KL annealing (Bowman et al. 2016; Sonderby et al. 2016): the KL weight rises
             linearly from ``beta / kl_warmup`` to ``beta`` over the first ``kl_warmup`` training
             steps (0: off, the default). On 8gaussians at the defaults it did not help: 1500
