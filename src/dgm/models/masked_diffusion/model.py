@@ -174,6 +174,9 @@ class MaskedDiffusionSampleOptions:
         order: which masked pixels a step unmasks: ``"random"`` (ancestral), ``"confidence"``
             (the most probable drawn values first) or ``"raster"`` (first flat index first; one
             pixel per step: the chain rule in raster order, what an autoregressive model samples).
+            Completing the lower half of binarized MNIST (300 test images, the 30-min model) the
+            raster order's class match read 0.700 against 0.737 for the random order
+            (``benchmarks/results/masked_diffusion_binarized_mnist_completion_orders.json``).
     """
 
     steps: int = 0
