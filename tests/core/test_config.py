@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
+import yaml
 
+import dgm
+from dgm.api import load_run
 from dgm.core.config import build_config, config_to_dict, renamed_keys, translate_renamed
 from dgm.core.errors import ConfigError
 from dgm.models import get as get_model
@@ -80,6 +83,35 @@ def test_saved_configs_with_old_keys_are_translated():
     assert build_config(Renamed, translate_renamed(Renamed, old)) == Renamed(depth=3, width=4)
     # both spellings (a hand-edited file): the new one wins
     assert translate_renamed(Renamed, {"num_layers": 3, "depth": 5}) == {"depth": 5}
+
+
+@dataclass
+class Added:
+    depth: int = 2
+    gain: float | None = None  # new: None picks 1, where earlier versions behaved as 0
+
+    added: ClassVar[dict[str, Any]] = {"gain": 0.0}
+
+
+def test_saved_configs_without_an_added_key_keep_the_earlier_behaviour():
+    assert translate_renamed(Added, {"depth": 3}) == {"depth": 3, "gain": 0.0}
+    assert translate_renamed(Added, {"depth": 3, "gain": None}) == {"depth": 3, "gain": None}
+    assert build_config(Added, {"depth": 3}).gain is None  # a new run takes the new default
+
+
+def test_a_conditional_gan_saved_before_the_auxiliary_classifier_loads_as_it_was(tmp_path):
+    """A run of the version before ``aux_classifier`` (whose conditional GANs had no class head)
+    lists every key but that one: it loads with the head off, as it was trained."""
+    out = tmp_path / "run"
+    dgm.train("gan", "digits", out, steps=1, batch_size=16, progress=False, checkpoint_every=0,
+              model_config={"conditional": True, "width": 4, "aux_classifier": 0.0})  # fmt: skip
+    cfg_path = out / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    del cfg["model_config"]["aux_classifier"]  # as the earlier version wrote it
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    model = load_run(out).model  # strict weights: a class head here would find no weights
+    assert model.config.aux_classifier == 0.0 and model.discriminator.class_head is None
+    assert get_model("gan").Config().aux_classifier is None  # new runs: on when conditional
 
 
 @pytest.mark.parametrize("name", model_names())

@@ -187,7 +187,8 @@ def test_projection_discriminator_adds_the_label_embedding_dotted_with_the_featu
 
 def test_conditional_gan_draws_each_class_and_its_discriminator_still_judges():
     torch.manual_seed(0)
-    model = build("gan", SPEC2, conditional=True, hidden=(32, 32), latent_dim=2, pack=1, d_steps=1)
+    model = build("gan", SPEC2, conditional=True, hidden=(32, 32), latent_dim=2, pack=1,
+                  d_steps=1, aux_classifier=0)  # the projection alone  # fmt: skip
     fit(model.double(), steps=300, lr=2e-3, n=128)
     y = torch.arange(400) % 2
     with torch.no_grad():
@@ -233,10 +234,12 @@ def test_label_modulation_scales_and_shifts_every_hidden_map_of_the_conv_generat
 def test_auxiliary_classifier_adds_the_class_cross_entropy_to_both_players():
     """AC-GAN beside the projection: the discriminator's loss gains w * CE(head(real), y), the
     generator's w * CE(head(fake), y), the head's logits of sample i of pack j being block i of
-    its pack's linear output; off by default, and only for a conditional GAN."""
+    its pack's linear output; on (w = 1) by default for a conditional GAN, and only there."""
     torch.manual_seed(0)
     w = 0.7
-    plain = build("gan", SPEC2, conditional=True, hidden=(8, 8), pack=2, r1_weight=0).double()
+    plain = build(
+        "gan", SPEC2, conditional=True, hidden=(8, 8), pack=2, r1_weight=0, aux_classifier=0
+    ).double()
     model = build(
         "gan", SPEC2, conditional=True, hidden=(8, 8), pack=2, r1_weight=0, aux_classifier=w
     ).double()
@@ -258,6 +261,8 @@ def test_auxiliary_classifier_adds_the_class_cross_entropy_to_both_players():
     g_plain, _ = plain._g_loss(fake, y)
     g_aux, _ = model._g_loss(fake, y)
     torch.testing.assert_close(g_aux, g_plain + w * ce_fake, rtol=1e-12, atol=1e-12)
+    assert build("gan", SPEC2, conditional=True, hidden=(8,)).aux_weight == 1.0
+    assert build("gan", SPEC2, hidden=(8,)).discriminator.class_head is None
     with pytest.raises(ConfigError, match="aux_classifier"):
         build("gan", SPEC2, conditional=False, aux_classifier=1.0)
     with pytest.raises(ConfigError, match="aux_classifier"):
@@ -266,10 +271,8 @@ def test_auxiliary_classifier_adds_the_class_cross_entropy_to_both_players():
 
 def test_auxiliary_classifier_learns_the_classes_and_is_reported_in_validation():
     torch.manual_seed(0)
-    model = build(
-        "gan", SPEC2, conditional=True, hidden=(32, 32), latent_dim=2, pack=1, d_steps=1,
-        aux_classifier=1.0,
-    )  # fmt: skip
+    model = build("gan", SPEC2, conditional=True, hidden=(32, 32), latent_dim=2, pack=1,
+                  d_steps=1)  # fmt: skip
     fit(model.double(), steps=300, lr=2e-3, n=128)
     y = torch.arange(400) % 2
     with torch.no_grad():

@@ -141,10 +141,14 @@ def renamed_keys(cls: type) -> dict[str, str]:
 
 
 def translate_renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with every old key of ``cls`` (:func:`renamed_keys`) under its new name.
+    """``values`` with every old key of ``cls`` (:func:`renamed_keys`) under its new name, and
+    every key added since (``cls.added``: key -> the value that behaves as earlier versions did)
+    filled in where absent.
 
-    For configs read back from saved runs, which keep the names of the version that wrote them;
-    a user's own overrides go through :func:`build_config`, where an old name is an error.
+    For configs read back from saved runs, which keep the names and defaults of the version that
+    wrote them; a user's own overrides go through :func:`build_config`, where an old name is an
+    error. A saved run's config lists every key of its version, so a missing added key means the
+    run predates it.
     """
     renamed = renamed_keys(cls)
     out: dict[str, Any] = {}
@@ -153,6 +157,8 @@ def translate_renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
         if new != k and new in values:
             continue  # both spellings present: the new one wins
         out[new] = v
+    for k, v in (getattr(cls, "added", None) or {}).items():
+        out.setdefault(k, v)
     return out
 
 

@@ -36,8 +36,9 @@ the labels of the real batch, so both players see the same label frequencies; th
 penalties are taken at fixed labels. ``sample(n, y)`` draws class ``y``; without labels a
 conditional GAN draws them uniformly. ``val_d_accuracy``/``val_d_auc`` are still logged: the
 projection discriminator as a two-sample test of held-out labelled data against samples drawn
-with the same labels. ``aux_classifier=w`` adds AC-GAN's auxiliary classifier to the projection
-(:class:`GANConfig`).
+with the same labels. A conditional GAN also trains AC-GAN's auxiliary classifier beside the
+projection by default (``aux_classifier``, :class:`GANConfig`): on MNIST it took the conditional
+accuracy of the generator's own samples from 0.886 to 0.974.
 
 **Vectors** are standardised inside the model (mean and std per feature from the first training
 batch, kept in buffers): ``D`` sees ``(x - mean) / std`` and ``G``'s linear output is mapped back
@@ -162,11 +163,18 @@ class GANConfig:
             adds ``lambda_c`` times the cross-entropy of that head on its fakes against the
             labels they were drawn for. The head learns from real data only (AC-GAN's original
             also fits it to the fakes' labels), so the generator is pushed towards images a
-            classifier of real data recognises. 0 (the default): off.
+            classifier of real data recognises. ``None`` (the default): 1 for a conditional
+            GAN, 0 (off) otherwise. On MNIST (20 min, one thread) the projection alone drew
+            samples of the class asked for 0.886 of the time and with ``aux_classifier=1``
+            0.974 (0.3: 0.930), per-class FID* 6.6 against 6.85, pooled 2.90 against 2.63; on
+            the digits 0.975 against 1.000 (``benchmarks/results/conditional_mnist_gan20a1.json``,
+            ``conditional_digits_gan8aux.json``).
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
     renamed: ClassVar[dict[str, str]] = {"channels": "width"}
+    #: keys added since and the values that behave as before (saved runs are read with them)
+    added: ClassVar[dict[str, Any]] = {"aux_classifier": 0.0}
 
     loss: Literal["minimax", "non-saturating", "wgan-gp", "hinge"] = "non-saturating"
     architecture: Literal["auto", "mlp", "conv"] = "auto"
@@ -183,7 +191,7 @@ class GANConfig:
     beta2: float = 0.999
     conditional: bool = False
     label_modulation: bool = False
-    aux_classifier: float = 0.0
+    aux_classifier: float | None = None
 
     def __post_init__(self) -> None:
         for key in ("latent_dim", "width", "d_steps", "pack", "r1_every"):
@@ -192,7 +200,7 @@ class GANConfig:
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be positive integers, not {list(self.hidden)}")
         for key in ("gp_weight", "r1_weight", "aux_classifier"):
-            if getattr(self, key) < 0:
+            if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0 (0 turns it off), not {getattr(self, key)}")
         for key in ("beta1", "beta2"):
             if not 0.0 <= getattr(self, key) < 1.0:
@@ -229,7 +237,7 @@ class GAN(Model):
             "pack": 2,
             "spectral_norm": True,
         },
-        variants=({"conditional": True}, {"conditional": True, "aux_classifier": 1.0}),
+        variants=({"conditional": True}, {"conditional": True, "aux_classifier": 0.0}),
     )
 
     def __init__(self, spec: DataSpec, config: GANConfig | None = None) -> None:
@@ -243,7 +251,11 @@ class GAN(Model):
                 f"architecture 'conv' needs images (C, H, W) with H, W >= 4, not {shape}; use mlp"
             )
         self.arch = arch
-        if cfg.aux_classifier > 0 and not self.conditional:
+        #: weight of AC-GAN's class loss (config ``aux_classifier``; None: 1 if conditional)
+        self.aux_weight = float(
+            (1.0 if self.conditional else 0.0) if cfg.aux_classifier is None else cfg.aux_classifier
+        )
+        if self.aux_weight > 0 and not self.conditional:
             raise ConfigError(
                 f"aux_classifier={cfg.aux_classifier} needs a conditional GAN "
                 "(conditional=true and labelled data); set aux_classifier=0 or conditional=true"
@@ -264,7 +276,7 @@ class GAN(Model):
                 )
             self.num_classes = int(spec.num_classes)
         k = self.num_classes
-        k_aux = k if cfg.aux_classifier > 0 else 0
+        k_aux = k if self.aux_weight > 0 else 0
         #: the label embedding the generator reads beside the noise (conditional only)
         self.label_embed = nn.Embedding(k, self.latent_dim) if k else None
         g_in = self.latent_dim * (2 if k else 1)
@@ -358,7 +370,7 @@ class GAN(Model):
         terms = {"d_real": r.mean().detach(), "d_fake": f.mean().detach()}
         if r_classes is not None:  # AC-GAN's class head learns the real labels
             ce = F.cross_entropy(r_classes, y)
-            loss = loss + cfg.aux_classifier * ce
+            loss = loss + self.aux_weight * ce
             terms["d_class_ce"] = ce.detach()
         if cfg.loss == "wgan-gp" and cfg.gp_weight > 0:
             gp = gradient_penalty(lambda v: self.discriminator(v, y), real, fake, pack=cfg.pack)
@@ -388,7 +400,7 @@ class GAN(Model):
         if f_classes is None:
             return loss, {}
         ce = F.cross_entropy(f_classes, y)
-        return loss + self.config.aux_classifier * ce, {"g_class_ce": ce.detach()}
+        return loss + self.aux_weight * ce, {"g_class_ce": ce.detach()}
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The two players, each with its own Adam ``betas``."""
@@ -463,7 +475,7 @@ class GAN(Model):
         critic values for WGAN, whose critic has no fixed offset); ``d_auc``: the probability that
         a real input scores above a generated one (Mann-Whitney), threshold-free. Both are 0.5
         when the discriminator cannot tell the two sets apart. With an auxiliary classifier
-        (``aux_classifier > 0``) also ``d_class_accuracy``, its head's accuracy on the held-out
+        (conditional, ``aux_classifier`` not 0) also ``d_class_accuracy``, its head's accuracy on the held-out
         labels, and ``fake_class_accuracy``, the same head on samples drawn for those labels.
         """
         real, y = self._real(x if y is None or not self.conditional else (x, y))
