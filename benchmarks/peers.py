@@ -32,6 +32,10 @@ Pairs (``--pairs``; peers in the ``bench`` extra, installed with ``pip install -
   (persistent, its ``LangevinDynamics``), ``SlicedScoreMatching`` and ``DenoisingScoreMatching``
   on the same energy network, on 8gaussians and rings; Langevin sampling (100 steps, 1000 chains
   from noise) by dgm's sampler and torchebm's ``LangevinDynamics``;
+* ``ebm-matched``: the same with dgm's ``ebm`` set to torchebm's algorithm (``MATCHED``: no
+  tether, tail hinge or annealing; pcd with unadjusted Langevin at a fixed step from noise), so
+  the ratio is of implementations doing the same work, where ``ebm`` compares dgm's defaults
+  (which do more per step, for a lower KL) against torchebm's;
 * ``fm``: dgm OT-CFM against torchcfm's ``ExactOptimalTransportConditionalFlowMatcher`` driving
   the same network (``flow_matching_2d.py``);
 * ``made``: MADE 784-3000-784 with the direct connection, batch 100: no maintained package
@@ -335,7 +339,15 @@ EBM_CONFIG = {
 }
 
 
-def ebm_pair(data_name: str, objective: str, cfg: dict, args) -> dict:
+#: dgm's ebm set to do the work torchebm's objectives do, for ``ebm-matched``: no tether (the
+#: energy is the network alone), no tail hinge, no noise annealing, and for pcd unadjusted
+#: Langevin with a fixed step from noise (torchebm's ``LangevinDynamics``), where the ``ebm``
+#: pair keeps dgm's defaults (MALA with an adapted step, chains started at the data)
+MATCHED = {"tether": 0.0, "tail_weight": 0.0, "anneal_sigma": 0.0}
+MATCHED_PCD = {"mcmc": "langevin", "mcmc_adapt": False, "mcmc_jumps": 0, "cd_init": "noise"}
+
+
+def ebm_pair(data_name: str, objective: str, cfg: dict, args, matched: bool = False) -> dict:
     from torchebm.core import BaseModel  # optional peer: the ``bench`` extra
     from torchebm.losses import (
         ContrastiveDivergence,
@@ -344,6 +356,8 @@ def ebm_pair(data_name: str, objective: str, cfg: dict, args) -> dict:
     )
     from torchebm.samplers import LangevinDynamics
 
+    if matched:
+        cfg = {**cfg, **MATCHED, **(MATCHED_PCD if objective == "pcd" else {})}
     ds = dgm.data.load(data_name)
     x_train = ds.train.float()
     g = torch.Generator().manual_seed(args.seed)
@@ -412,15 +426,20 @@ def ebm_pair(data_name: str, objective: str, cfg: dict, args) -> dict:
         return Side(f"torchebm {version('torchebm')} {objective}", energy, step, quality,
                     sample if objective == "pcd" else None)  # fmt: skip
 
-    return run_pair("ebm", f"{data_name} {objective}", "kl_gap", make_dgm, make_peer, args)
+    task = f"{data_name} {objective}" + (" matched" if matched else "")
+    return run_pair("ebm", task, "kl_gap", make_dgm, make_peer, args)
 
 
-def ebm_pairs(args) -> list[dict]:
+def ebm_pairs(args, matched: bool = False) -> list[dict]:
     return [
-        ebm_pair(data_name, objective, cfg, args)
+        ebm_pair(data_name, objective, cfg, args, matched)
         for data_name in ("8gaussians", "rings")
         for objective, cfg in EBM_CONFIG.items()
     ]
+
+
+def ebm_matched_pairs(args) -> list[dict]:
+    return ebm_pairs(args, matched=True)
 
 
 # --------------------------------------------------------------------------- flow matching
@@ -580,6 +599,7 @@ PAIRS = {
     "vae": vae_pairs,
     "unet": unet_pairs,
     "ebm": ebm_pairs,
+    "ebm-matched": ebm_matched_pairs,
     "fm": fm_pairs,
     "made": made_pairs,
     "gan": gan_pairs,
