@@ -166,9 +166,10 @@ class GANConfig:
             classifier of real data recognises. ``None`` (the default): 1 for a conditional
             GAN, 0 (off) otherwise. On MNIST (20 min, one thread) the projection alone drew
             samples of the class asked for 0.886 of the time and with ``aux_classifier=1``
-            0.974 (0.3: 0.930), per-class FID* 6.6 against 6.85, pooled 2.90 against 2.63; on
-            the digits 0.975 against 1.000 (``benchmarks/results/conditional_mnist_gan20a1.json``,
-            ``conditional_digits_gan8aux.json``).
+            0.974 (0.3: 0.930), per-class FID* 6.6 against 6.85, pooled 2.90 against 2.63 (a
+            second seed, in fewer steps: 0.958, FID* 9.64 / 4.46); on the digits 0.975 against
+            1.000 (``benchmarks/results/conditional_mnist_gan20a1.json``,
+            ``conditional_mnist_gan20a1s1.json``, ``conditional_digits_gan8aux.json``).
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
