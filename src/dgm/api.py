@@ -112,6 +112,24 @@ def read_run_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
+def _check_preprocess_kind(cls: type[Model], pre: Any, raw_spec: DataSpec) -> None:
+    """One sentence when the preprocessing gives data of a kind the model does not take (e.g.
+    ``--preprocess binarize`` for a flow), naming the way out."""
+    kind = pre.spec(raw_spec).kind
+    if kind in cls.data_kinds:
+        return
+    kinds = " or ".join(sorted(cls.data_kinds))
+    try:
+        default = default_preprocessor(raw_spec, cls.data_kinds).name
+        fallback = f"leave --preprocess out (its default here is {default})"
+    except DgmError:
+        fallback = "choose another preprocessing"
+    raise ConfigError(
+        f"--preprocess {pre.name} gives {kind} data, but model {cls.name!r} takes {kinds} data; "
+        f"{fallback} or choose a model that takes {kind} data"
+    )
+
+
 #: where a run on labelled data keeps its training class counts ``{"class_counts": [...]}``: a
 #: conditional model asked for samples without labels draws them from these frequencies
 CLASSES_FILE = "classes.json"
@@ -387,6 +405,7 @@ def train(
             if preprocess
             else default_preprocessor(dataset.spec, cls.data_kinds)
         )
+        _check_preprocess_kind(cls, pre, dataset.spec)
         built = model
         model_config = config_to_dict(model.config)
     else:
@@ -396,6 +415,7 @@ def train(
             if preprocess
             else default_preprocessor(dataset.spec, cls.data_kinds)
         )
+        _check_preprocess_kind(cls, pre, dataset.spec)
         torch.manual_seed(tcfg.seed)
         with Progress(f"building {model_name}", enabled=show, after=3.0):
             built = _build(

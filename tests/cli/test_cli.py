@@ -279,3 +279,16 @@ def test_an_absent_device_is_one_sentence_and_leaves_nothing(tmp_path, capsys):
     assert code == 2 and err.startswith("dgm: error:") and len(err.strip().splitlines()) == 1
     assert "cuda" in err and "--device cpu" in err
     assert not out.exists()
+
+
+def test_a_preprocessing_of_the_wrong_kind_for_the_model_names_the_way_out(tmp_path, capsys):
+    # binarize makes discrete data, which a flow cannot take; dequantize makes continuous data,
+    # which MADE cannot take: one sentence naming the model's own default, exit 2, nothing written
+    for model, pre, default in (("glow", "binarize", "dequantize"), ("made", "dequantize",
+                                                                     "identity")):  # fmt: skip
+        out = tmp_path / model
+        code, _, err = run(capsys, "train", model, "--data", "digits", "--preprocess", pre,
+                           "--steps", "1", "--out", out)  # fmt: skip
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"--preprocess {pre} gives" in err and f"its default here is {default}" in err
+        assert not out.exists()
