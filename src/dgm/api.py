@@ -32,7 +32,13 @@ from dgm.core.model import Model, check_labels
 from dgm.core.progress import Deadline, Progress
 from dgm.core.protocols import Completer, ConditionalModel
 from dgm.core.spec import DataSpec
-from dgm.data import Dataset, default_preprocessor, from_arrays, preprocessor_from_config
+from dgm.data import (
+    Dataset,
+    Preprocessor,
+    default_preprocessor,
+    from_arrays,
+    preprocessor_from_config,
+)
 from dgm.data import load as load_dataset
 from dgm.data.dataset import SPLITS
 from dgm.eval.likelihood import nll as nll_metric
@@ -112,7 +118,7 @@ def read_run_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _check_preprocess_kind(cls: type[Model], pre: Any, raw_spec: DataSpec) -> None:
+def _check_preprocess_kind(cls: type[Model], pre: Preprocessor, raw_spec: DataSpec) -> None:
     """One sentence when the preprocessing gives data of a kind the model does not take (e.g.
     ``--preprocess binarize`` for a flow), naming the way out."""
     kind = pre.spec(raw_spec).kind
