@@ -8,7 +8,9 @@ error, the per-class FID (mean over classes) and the pooled FID, all estimates. 
 accuracy and pooled FID over those weights (the same seed at each weight), kept in the JSON and
 printed as a second table. With ``--sample-sets`` each set of sampling options (``default``: the
 model's own samples; e.g. ``temperature=0.7`` for a flow, ``output=mean`` for a VAE, which are not
-samples of ``p(x)``) is judged on the same trained model, one row each.
+samples of ``p(x)``) is judged on the same trained model, one row each. An EBM that tilts one
+Gaussian per class (``noise=classes``, its conditional default) gets a row for those Gaussians
+alone (the network at zero, the same sampler): the reference its tilt is judged against.
 
     OMP_NUM_THREADS=1 python benchmarks/conditional.py --models made gated-pixelcnn vae --minutes 3
     OMP_NUM_THREADS=1 python benchmarks/conditional.py --models flow-matching --minutes 15 \
@@ -26,6 +28,7 @@ The results file is ``conditional_<data><tag>.json``.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 from pathlib import Path
@@ -108,6 +111,16 @@ def main() -> None:
                                sample_options=sample_options or None,
                                guidance=args.guidance if guided else None)  # fmt: skip
                 rows.append(row(name, args, summary, res, model_cfg, train_cfg, sample_options))
+                print(rows[-1], flush=True)
+            if getattr(run.model, "class_base", False):
+                # the reference an EBM's tilt is judged against: its per-class Gaussians alone
+                base = copy.deepcopy(run.model)
+                for p in base.energy_net.parameters():
+                    torch.nn.init.zeros_(p)
+                res = evaluate(base, dataset, run.preprocessor, metrics=["conditional"],
+                               num_samples=args.num_samples, seed=0)  # fmt: skip
+                label = {"reference": "base alone (network at zero)"}
+                rows.append(row(name, args, summary, res, model_cfg, train_cfg, label))
                 print(rows[-1], flush=True)
     cols = ["model", "sample_options", "minutes", "steps", "accuracy", "accuracy_stderr",
             "fid_per_class_mean", "fid_pooled", "classifier_val_accuracy"]  # fmt: skip

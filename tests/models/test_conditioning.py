@@ -34,8 +34,8 @@ def two_classes(n: int, seed: int = 0, dtype=torch.float64) -> tuple[torch.Tenso
 
 def fit(model, steps: int, lr: float = 3e-3, n: int = 256, seed: int = 0):
     """``steps`` Adam steps of ``model.training_step`` on fresh two-class batches."""
-    x, _ = two_classes(2048, seed=seed + 100, dtype=model.dtype)
-    model.on_train_start(x)
+    x, y = two_classes(2048, seed=seed + 100, dtype=model.dtype)
+    model.on_train_start(x, y if model.conditional else None)
     opt = {g["name"]: torch.optim.Adam(g["params"], lr=lr) for g in model.param_groups()}
 
     def stepper(loss, group="model"):
@@ -287,9 +287,12 @@ def test_auxiliary_classifier_learns_the_classes_and_is_reported_in_validation()
 # ---------------------------------------------------------------------------------------- EBM
 def test_joint_energy_model_energies_and_class_densities_mix_to_the_marginal():
     """JEM: E(x, y) = -f(x)_y and E(x) = -logsumexp_y f(x)_y; in 2-D, with p(y) = Z_y / Z (the
-    class weights the joint implies), sum_y p(y) p(x | y) = p(x) on the same quadrature grid."""
+    class weights the joint implies), sum_y p(y) p(x | y) = p(x) on the same quadrature grid;
+    here with one Gaussian as the tether's base (``noise="gaussian"``)."""
     torch.manual_seed(0)
-    model = build("ebm", SPEC2, conditional=True, hidden=(8,), quadrature_points=32).double()
+    model = build(
+        "ebm", SPEC2, conditional=True, hidden=(8,), quadrature_points=32, noise="gaussian"
+    ).double()
     perturb(model, 0.3, seed=1)
     model.on_train_start(two_classes(256)[0])
     x, _ = two_classes(6, seed=3)
@@ -307,6 +310,88 @@ def test_joint_energy_model_energies_and_class_densities_mix_to_the_marginal():
         mixed = torch.logsumexp(per_class + log_prior, 1)
         torch.testing.assert_close(mixed, model.log_prob(x), rtol=0, atol=1e-10)
     assert torch.equal(model.classify(x), f.argmax(1))
+
+
+def test_class_base_tilts_one_gaussian_per_class_and_mixes_to_the_marginal():
+    """``noise="classes"`` (a conditional EBM's default): E(x, y) = -f(x)_y - log(pi_y q_y(x))
+    with q_y each class's Gaussian and pi_y its frequency; E(x) = -logsumexp_y -E(x, y); p(y | x)
+    is the softmax of -E(x, y); with the network at zero the model is the per-class Gaussians
+    (quadratic discriminant analysis), and the mixture identity holds on the quadrature grid."""
+    torch.manual_seed(0)
+    model = build("ebm", SPEC2, conditional=True, hidden=(8,), quadrature_points=64).double()
+    assert model.config.noise == "classes" and model.class_base
+    x_fit, y_fit = two_classes(512)
+    y_fit[:64] = 1  # unequal class weights: 0.44 / 0.56 or so
+    model.on_train_start(x_fit, y_fit)
+    for k in (0, 1):  # the components are the classes' own means, covariances and weights
+        xk = x_fit[y_fit == k]
+        torch.testing.assert_close(model.noise.means[k], xk.mean(0))
+        cov = model.noise.chols[k] @ model.noise.chols[k].T
+        ridge = 0.05 * torch.cov(xk.T).diagonal().mean() + 1e-8
+        torch.testing.assert_close(cov, torch.cov(xk.T) + ridge * torch.eye(2))
+    prior = torch.bincount(y_fit, minlength=2).double() / len(y_fit)
+    torch.testing.assert_close(torch.softmax(model.noise.logits, 0), prior)
+    x, _ = two_classes(6, seed=3)
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    gauss = torch.stack(
+        [
+            torch.distributions.MultivariateNormal(
+                model.noise.means[k], scale_tril=model.noise.chols[k]
+            ).log_prob(x)
+            for k in (0, 1)
+        ],
+        1,
+    )  # (6, 2), by torch's distribution: independent of the module's own solve
+    base = gauss + prior.log()
+    for p in model.energy_net.parameters():  # the network at zero: the per-class Gaussians
+        torch.nn.init.zeros_(p)
+    torch.testing.assert_close(model.energy(x, y), -base[torch.arange(6), y])
+    torch.testing.assert_close(model.energy(x), -torch.logsumexp(base, 1))
+    torch.testing.assert_close(model.energy(x), -model.noise.log_prob(x))
+    perturb(model, 0.3, seed=1)
+    f = -model.energy_net(x)  # (6, 2)
+    torch.testing.assert_close(model.energy(x, y), -(f + base)[torch.arange(6), y])
+    torch.testing.assert_close(model.energy(x), -torch.logsumexp(f + base, 1))
+    assert torch.equal(model.classify(x), (f + base).argmax(1))
+    with model.inference():
+        log_z = model.log_z_quadrature()[0]
+        log_zy = torch.stack([model.log_z_quadrature(k)[0] for k in (0, 1)])
+        per_class = torch.stack([model.log_prob(x, torch.full((6,), k)) for k in (0, 1)], 1)
+        mixed = torch.logsumexp(per_class + log_zy - log_z, 1)
+        torch.testing.assert_close(mixed, model.log_prob(x), rtol=0, atol=1e-10)
+    with pytest.raises(ConfigError, match="needs the training labels"):
+        build("ebm", SPEC2, conditional=True).on_train_start(x_fit)
+    with pytest.raises(ConfigError, match="needs conditional=True"):
+        build("ebm", SPEC2, noise="classes")
+
+
+def test_class_base_langevin_keeps_each_class_gaussian_as_its_target():
+    """With the network at zero, p(x | y) is class y's Gaussian; unadjusted Langevin
+    preconditioned by each chain's own class factor, from that Gaussian, stays on it (the
+    preconditioner does not change the target): the samples' mean and covariance per class match
+    the component's, and a label's chains stay on its side."""
+    torch.manual_seed(0)
+    model = build("ebm", SPEC2, conditional=True, hidden=(8,)).double()
+    g = torch.Generator().manual_seed(0)
+    y_fit = torch.randint(0, 2, (2000,), generator=g)
+    x_fit = torch.randn(2000, 2, generator=g, dtype=torch.float64)
+    x_fit = x_fit * torch.tensor([0.3, 1.0], dtype=torch.float64) * (1 + y_fit[:, None])
+    x_fit[:, 0] += 6.0 * y_fit - 3.0  # class 1 twice as wide as class 0
+    model.on_train_start(x_fit, y_fit)
+    for p in model.energy_net.parameters():
+        torch.nn.init.zeros_(p)
+    y = torch.arange(4000) % 2
+    torch.manual_seed(1)
+    with model.inference():  # h = 0.05: the chains travel ~25 or more of their mixing times
+        s = model.sample(4000, y, sampler="langevin", steps=2000, step_size=0.05)
+    assert side_accuracy(s, y) == 1.0
+    for k in (0, 1):  # whitened by the component: mean 0, covariance I
+        z = torch.linalg.solve_triangular(
+            model.noise.chols[k], (s[y == k] - model.noise.means[k]).T, upper=False
+        ).T  # (2000, 2)
+        # standard errors ~0.02-0.03; ULA's O(h) bias inflates the variance by ~2.5%
+        torch.testing.assert_close(z.mean(0), torch.zeros(2).double(), rtol=0, atol=0.1)
+        torch.testing.assert_close(torch.cov(z.T), torch.eye(2).double(), rtol=0, atol=0.13)
 
 
 def test_conditional_ebm_classifies_and_samples_each_class():

@@ -244,3 +244,44 @@ def test_a_time_budget_alone_sets_no_step_count(tmp_path):
     assert TrainConfig().total_steps(10) == 1000
     with pytest.raises(ValueError, match="needs the run's length"):
         TrainConfig(max_minutes=1.0, schedule="cosine")
+
+
+@dataclass
+class _RecorderConfig:
+    conditional: bool = True
+
+
+class _Recorder(Model):
+    """Records what the engine hands ``on_train_start``."""
+
+    name = "recorder"
+    Config = _RecorderConfig
+    init_examples = 300
+
+    def __init__(self) -> None:
+        super().__init__(DataSpec((2,), num_classes=3))
+        self.w = torch.nn.Parameter(torch.zeros(2))
+        self.seen: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    def on_train_start(self, train_data, labels=None):
+        self.seen = (train_data.clone(), None if labels is None else labels.clone())
+
+    def loss(self, batch):
+        x, _ = batch
+        return {"loss": ((x - self.w) ** 2).mean()}
+
+
+def test_on_train_start_sees_init_examples_with_their_labels(tmp_path):
+    """A model's ``init_examples`` are the first of the first epoch's order, not one batch, and
+    a conditional model gets their labels in the same order."""
+    x = _data(500)
+    y = torch.arange(500) % 3
+    model = _Recorder()
+    cfg = TrainConfig(steps=1, batch_size=16, progress=False)
+    Trainer(model, x, train_y=y, config=cfg, out=tmp_path).fit()
+    seen_x, seen_y = model.seen
+    assert seen_x.shape == (300, 2) and seen_y.shape == (300,)
+    rows = {tuple(r.tolist()): i for i, r in enumerate(x)}
+    idx = torch.tensor([rows[tuple(r.tolist())] for r in seen_x])  # where each came from
+    assert idx.unique().numel() == 300  # distinct examples, in the shuffled order
+    assert torch.equal(seen_y, y[idx])

@@ -211,6 +211,10 @@ class Model(nn.Module):
     #: a time budget (``max_minutes``) bounds it: half the budget left (``dgm.train.engine.SETUP_SHARE``). No limit
     #: without a budget.
     setup_deadline: Deadline = Deadline()
+    #: how many training examples :meth:`on_train_start` sees: ``0``, the first batch; ``N``, the
+    #: first ``N`` of the first epoch's order (a model that fits a density to the data, such as
+    #: the EBM's full-covariance noise, needs more points than a batch has dimensions)
+    init_examples: ClassVar[int] = 0
     #: the engine step being trained while :meth:`training_step` computes the loss (``None``
     #: otherwise): for losses that follow the step (noise annealing, a curriculum, KL warm-up)
     step_in_training: int | None = None
@@ -376,11 +380,14 @@ class Model(nn.Module):
         finally:
             self.step_in_training = None
 
-    def on_train_start(self, train_data: Tensor) -> None:  # noqa: B027 - optional hook
-        """Called once before training with the (preprocessed) training data, e.g. for
-        data-dependent initialisation. The default does nothing. Its time counts in the run's
-        time budget; work that grows with a setting (reflow's teacher pairs) stops at
-        :attr:`setup_deadline`."""
+    def on_train_start(  # noqa: B027 - optional hook
+        self, train_data: Tensor, labels: Tensor | None = None
+    ) -> None:
+        """Called once before training with (preprocessed) training data, e.g. for
+        data-dependent initialisation: the first batch, or the first :attr:`init_examples` of the
+        first epoch's order; ``labels`` are theirs when the model is conditional (else ``None``).
+        The default does nothing. Its time counts in the run's time budget; work that grows with a
+        setting (reflow's teacher pairs) stops at :attr:`setup_deadline`."""
 
     # ------------------------------------------------------------------ input checks
     def check_input(self, x: Tensor, what: str = "input") -> Tensor:

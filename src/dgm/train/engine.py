@@ -326,13 +326,20 @@ class Trainer:
         }
 
     def _initialise(self) -> None:
-        """Seed, the model's data-dependent initialisation on the first batch, the same weights
-        on every rank."""
+        """Seed, the model's data-dependent initialisation on the first batch (or on its
+        ``init_examples`` first examples of the first epoch's order), the same weights on every
+        rank."""
         torch.manual_seed(self.cfg.seed)
-        init_x, _ = self._batch(0)
-        xm = self._model_batch(init_x, None)
+        init_x, init_y = self._batch(0)  # also draws the first epoch's order
+        n = int(getattr(self.model, "init_examples", 0))
+        if n > 0:
+            idx = self._perm[:n]  # (n,)
+            init_x = self.train_x[idx]
+            init_y = None if self.train_y is None else self.train_y[idx]
+        xm = self._model_batch(init_x, init_y)
+        x, y = (xm, None) if isinstance(xm, Tensor) else xm
         with torch.no_grad():
-            self.model.on_train_start(xm if isinstance(xm, Tensor) else xm[0])
+            self.model.on_train_start(x, y)
         ddp.broadcast_state(self.model)
 
     def _call(self, hook: str, *args: Any) -> None:

@@ -166,7 +166,7 @@ class DiffusionBase(Model):
         self.register_buffer("scale", torch.ones(spec.event_shape))
 
     # ------------------------------------------------------------------ model space
-    def on_train_start(self, train_data: Tensor) -> None:
+    def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
         """Standardise continuous data: ``shift``/``scale`` from the first batch (no-op for
         discrete data, whose map to [-1, 1] is fixed)."""
         if self.discrete:

@@ -124,7 +124,7 @@ class NCSN(DiffusionBase):
         sigma_max = c.sigma_max or max(1.0, 2 * c.sigma_min)
         self.register_buffer("sigmas", geometric_sigmas(sigma_max, c.sigma_min, c.num_sigmas))
 
-    def on_train_start(self, train_data: Tensor) -> None:
+    def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
         """Standardise the data (base class), then set ``sigma_1`` from the data if asked."""
         super().on_train_start(train_data)
         c: NCSNConfig = self.config

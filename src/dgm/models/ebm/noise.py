@@ -8,7 +8,9 @@ standard normal.
   of ``5%`` of the mean variance, which keeps ``S`` well conditioned when some dimensions hardly
   vary (image corners), so Langevin chains on a tethered energy stay stable;
 * :class:`MixtureNoise`: a ``K``-component full-covariance Gaussian mixture fitted by EM
-  (scikit-learn's ``GaussianMixture``).
+  (scikit-learn's ``GaussianMixture``), or, given class labels (:meth:`MixtureNoise.fit_classes`),
+  one component per class: each class's mean and covariance (with the same ridge) weighted by the
+  class frequencies, the generative model of quadratic discriminant analysis.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ def _gauss_log_prob(x: Tensor, mean: Tensor, chol: Tensor) -> Tensor:
     """``log N(x; mean, chol chol^T)`` for ``x (B, D)``, ``mean (..., D)``, ``chol (..., D, D)``;
     broadcasts components: returns ``(B, ...)``."""
     d = x.shape[-1]
-    diff = x[:, None, :] - mean.reshape(-1, d)[None]  # (B, K, D)
+    diff = x.T[None] - mean.reshape(-1, d)[..., None]  # (K, D, B)
     lo = chol.reshape(-1, d, d)  # (K, D, D)
-    z = torch.linalg.solve_triangular(lo[None], diff[..., None], upper=False)[..., 0]  # (B, K, D)
+    # one solve per component with the batch as right-hand sides: no (B, K, D, D) broadcast
+    z = torch.linalg.solve_triangular(lo, diff, upper=False)  # (K, D, B)
     log_det = torch.log(torch.diagonal(lo, dim1=-2, dim2=-1)).sum(-1)  # (K,)
-    out = -0.5 * (z**2).sum(-1) - log_det - 0.5 * d * math.log(2 * math.pi)  # (B, K)
+    out = -0.5 * (z**2).sum(1).T - log_det - 0.5 * d * math.log(2 * math.pi)  # (B, K)
     return out.reshape(x.shape[0], *mean.shape[:-1])
 
 
@@ -101,12 +104,44 @@ class MixtureNoise(nn.Module):
         self.means[:k] = torch.as_tensor(gm.means_).to(ref)
         self.chols[:k] = _ridge_chol(torch.as_tensor(gm.covariances_).to(ref))
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        comp = _gauss_log_prob(x.reshape(x.shape[0], -1), self.means, self.chols)  # (B, K)
-        return torch.logsumexp(comp + torch.log_softmax(self.logits, 0), -1)  # (B,)
+    @torch.no_grad()
+    def fit_classes(self, x: Tensor, y: Tensor) -> None:
+        """One component per class ``0..K-1``: the class's mean and covariance (ridge as
+        :class:`GaussianNoise`), weighted by its frequency in ``y``. A class with fewer than two
+        examples gets the pooled mean and covariance, and weight zero if it has none."""
+        flat = x.reshape(x.shape[0], -1).to(self.means)  # (N, D)
+        y = y.reshape(-1).to(flat.device).long()  # (N,)
+        k = self.logits.shape[0]
+        if y.numel() and not 0 <= int(y.min()) <= int(y.max()) < k:
+            raise ValueError(f"labels must lie in [0, {k - 1}], got {int(y.min())}..{int(y.max())}")
+        counts = torch.bincount(y, minlength=k).to(self.means)  # (K,)
+        pooled = torch.cov(flat.T).reshape(self.chols.shape[1:]) if len(flat) > 1 else None
+        for c in range(k):
+            xc = flat[y == c]  # (N_c, D)
+            enough = xc.shape[0] > 1
+            self.means[c] = xc.mean(0) if enough else flat.mean(0)
+            cov = torch.cov(xc.T).reshape(pooled.shape) if enough else pooled  # type: ignore
+            self.chols[c] = _ridge_chol(cov) if cov is not None else self.chols[c]
+        self.logits.copy_(torch.log(counts / counts.sum().clamp_min(1)))
 
-    def sample(self, n: int) -> Tensor:
-        k = torch.multinomial(torch.softmax(self.logits, 0), n, replacement=True)  # (n,)
+    def component_log_prob(self, x: Tensor) -> Tensor:
+        """``log pi_k + log N(x; m_k, S_k)``, shape ``(B, K)``: the joint of component and point
+        (``log_prob`` is its logsumexp)."""
+        comp = _gauss_log_prob(x.reshape(x.shape[0], -1), self.means, self.chols)  # (B, K)
+        return comp + torch.log_softmax(self.logits, 0)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return torch.logsumexp(self.component_log_prob(x), -1)  # (B,)
+
+    def sample(self, n: int, components: Tensor | None = None) -> Tensor:
+        """``n`` draws of the mixture, or of the given ``components (n,)`` (long)."""
+        k = components
+        if k is None:
+            k = torch.multinomial(torch.softmax(self.logits, 0), n, replacement=True)  # (n,)
+        k = k.to(self.means.device).long()
         z = torch.randn(n, self.means.shape[1], dtype=self.means.dtype, device=self.means.device)
-        x = self.means[k] + (self.chols[k] @ z[..., None])[..., 0]  # (n, D)
+        x = torch.empty_like(z)  # (n, D); by component: no (n, D, D) gather of the factors
+        for c in k.unique().tolist():
+            mine = k == c
+            x[mine] = self.means[c] + z[mine] @ self.chols[c].T
         return x.reshape(n, *self.event_shape)

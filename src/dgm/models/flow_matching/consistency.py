@@ -161,7 +161,7 @@ class Consistency(TeacherMixin, DiffusionBase):
     large_image_train_defaults = {"max_minutes": 10, "batch_size": 64, "ema": 0.999,
                                   "schedule": "cosine"}  # fmt: skip
 
-    def on_train_start(self, train_data: Tensor) -> None:
+    def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
         """Consistency training standardises the data; distillation takes the teacher's space."""
         if self.config.objective == "cd":
             self.teacher_model()

@@ -157,7 +157,7 @@ class Reflow(TeacherMixin, FlowMatching):
         #: the number of teacher pairs made (fewer than ``pairs`` when a time budget cut them)
         self.pairs_drawn = 0
 
-    def on_train_start(self, train_data: Tensor) -> None:
+    def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
         """Generate the pairs (the data only serves the teacher; the model space is its)."""
         self.make_pairs()
 

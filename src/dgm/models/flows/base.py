@@ -269,7 +269,7 @@ class FlowModel(Model):
         levels = self.dequantizer.levels
         return (dequantize_bins(v, levels) + torch.rand_like(v)) / levels
 
-    def on_train_start(self, train_data: Tensor) -> None:
+    def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
         """Data-dependent initialisation of every :class:`ActNorm` from the first batch."""
         if not any(isinstance(m, ActNorm) for m in self.modules()):
             return

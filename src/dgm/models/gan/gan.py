@@ -446,7 +446,7 @@ class GAN(Model):
         d, g = d_loss.detach(), g_loss.detach()
         return {"loss": d + g, "d_loss": d, "g_loss": g, **logged}
 
-    def on_train_start(self, train_data: Tensor) -> None:
+    def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
         """Standardisation statistics of vector data from the first batch."""
         if self.arch == "mlp":
             flat = train_data.flatten(1)  # (B, D)

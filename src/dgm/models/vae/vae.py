@@ -438,7 +438,7 @@ class VAE(Model):
             "recon": recon.mean().detach(),
         }
 
-    def on_train_start(self, train_data: Tensor) -> None:
+    def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
         """Set the decoder's output bias so that p(x | z) starts as the per-dimension marginal of
         the first training batch (a data-dependent initialisation that speeds early training)."""
         x = self.check_input(train_data, "training data")
