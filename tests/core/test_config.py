@@ -15,6 +15,7 @@ from dgm.core.config import build_config, config_to_dict, renamed_keys, translat
 from dgm.core.errors import ConfigError
 from dgm.models import get as get_model
 from dgm.models import names as model_names
+from dgm.models.flows.class_prior import ClassPrior
 
 
 @dataclass
@@ -112,6 +113,26 @@ def test_a_conditional_gan_saved_before_the_auxiliary_classifier_loads_as_it_was
     model = load_run(out).model  # strict weights: a class head here would find no weights
     assert model.config.aux_classifier == 0.0 and model.discriminator.class_head is None
     assert get_model("gan").Config().aux_classifier is None  # new runs: on when conditional
+
+
+def test_a_conditional_glow_saved_before_the_class_prior_loads_as_it_was(tmp_path):
+    """A conditional glow of the version before ``class_prior`` loads without it (strict
+    weights), and the new default turns it on for conditional runs only."""
+    out = tmp_path / "run"
+    dgm.train("glow", "digits", out, steps=1, batch_size=16, progress=False, checkpoint_every=0,
+              model_config={"conditional": True, "width": 4, "depth": 1, "levels": 1,
+                            "class_prior": False})  # fmt: skip
+    cfg_path = out / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    del cfg["model_config"]["class_prior"]  # as the earlier version wrote it
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    model = load_run(out).model  # strict weights: a class prior here would find no weights
+    assert model.config.class_prior is False
+    assert not any(isinstance(m, ClassPrior) for m in model.modules())
+    assert build_config(get_model("glow").Config, {"conditional": True}).class_prior is True
+    assert build_config(get_model("glow").Config, {}).class_prior is False
+    with pytest.raises(ConfigError, match="class_prior=True needs a conditional glow"):
+        build_config(get_model("glow").Config, {"class_prior": True})
 
 
 @pytest.mark.parametrize("name", model_names())

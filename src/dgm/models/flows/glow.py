@@ -47,6 +47,7 @@ from dgm.core.transforms import Composite, MonotonicAffine, Transform
 from dgm.models.flows.actnorm import ActNorm
 from dgm.models.flows.affine import ImageCoupling
 from dgm.models.flows.base import FlowModel, ImageOptions, check_coupling_config
+from dgm.models.flows.class_prior import ClassPrior
 from dgm.models.flows.conv1x1 import InvConv1x1
 from dgm.models.flows.coupling import Coupling, alternating_mask
 from dgm.models.flows.multiscale import MultiScale, Squeeze
@@ -73,6 +74,12 @@ class GlowConfig(ImageOptions):
         width: channels of each image conditioner CNN.
         hidden: hidden widths of each vector conditioner MLP.
         split_prior: learned conditional prior on the factored-out channels.
+        class_prior: (conditional models) a learned prior per class on the flow's output,
+            ``N(m_y, diag(exp(2 s_y)))`` (:mod:`~dgm.models.flows.class_prior`, Glow's
+            ``ycond``), besides the label fed to every coupling; ``None``: on when conditional.
+            On MNIST, 30 minutes on one thread, it took the honest samples' conditional
+            accuracy from 0.362 to 0.652 and their per-class FID* from 21.6 to 10.24
+            (``conditional_mnist_glow30temp.json``, ``conditional_mnist_glow30classprior.json``).
         activation: activation of the conditioners.
         log_scale_bound: ``c``; each coupling's log-scale lies in ``(-c, c)``.
         seed: seed of the 1x1 convolutions' initial rotations.
@@ -80,12 +87,15 @@ class GlowConfig(ImageOptions):
 
     #: keys of earlier versions and their names now (saved runs are translated)
     renamed: ClassVar[dict[str, str]] = {"steps": "depth", "hidden_channels": "width"}
+    #: keys added since and the values that behave as before (saved runs are read with them)
+    added: ClassVar[dict[str, Any]] = {"class_prior": False}
 
     levels: int = 2
     depth: int | None = None
     width: int = 64
     hidden: tuple[int, ...] = (64, 64)
     split_prior: bool = True
+    class_prior: bool | None = None
     activation: Literal["relu", "tanh", "elu"] = "relu"
     log_scale_bound: float = 3.0
     seed: int = 0
@@ -93,6 +103,10 @@ class GlowConfig(ImageOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_coupling_config(self, ("levels",) if self.depth is None else ("levels", "depth"))
+        if self.class_prior is None:
+            self.class_prior = self.conditional
+        if self.class_prior and not self.conditional:
+            raise ConfigError("class_prior=True needs a conditional glow (conditional=True)")
 
 
 @register
@@ -124,7 +138,10 @@ class Glow(FlowModel):
         c: GlowConfig = self.config
         self.affine = MonotonicAffine(c.log_scale_bound)
         if spec.is_image:
-            self._make_flow(self._image_transform(c), on_event_shape=True)
+            transform = self._image_transform(c)
+            if c.class_prior:
+                transform = Composite([transform, ClassPrior(self.num_dims, self.num_classes)])
+            self._make_flow(transform, on_event_shape=True)
             return
         d = self.num_dims
         if d < 2:
@@ -142,6 +159,8 @@ class Glow(FlowModel):
                     activation=c.activation,
                 ),
             ]
+        if c.class_prior:
+            layers.append(ClassPrior(d, self.num_classes))
         self._make_flow(Composite(layers))
 
     def _coupling(self, channels: int, parity: int) -> ImageCoupling:
