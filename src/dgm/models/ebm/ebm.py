@@ -736,7 +736,9 @@ class EBM(Model):
         if self.flow is not None:
             self.flow.on_train_start(train_data)
 
-    def _contrastive(self, x: Tensor, detach_flow: bool) -> dict[str, Tensor]:
+    def _contrastive(
+        self, x: Tensor, detach_flow: bool, base: Tensor | None = None
+    ) -> dict[str, Tensor]:
         c = self.config
         assert self.log_z is not None
         if self.flow is None:
@@ -744,7 +746,7 @@ class EBM(Model):
             nu = m / x.shape[0]
             y = self.noise.sample(m)  # (M, *event)
             if self.class_base:  # the per-class base (B, K), and the noise its logsumexp
-                base_data = self.noise.component_log_prob(x)
+                base_data = self.noise.component_log_prob(x) if base is None else base
                 base_noise = self.noise.component_log_prob(y)
                 log_q_data = torch.logsumexp(base_data, -1)
                 log_q_noise = torch.logsumexp(base_noise, -1)
@@ -773,16 +775,19 @@ class EBM(Model):
         ``classify_weight`` times the cross-entropy of ``p(y | x)`` (term ``ce``)."""
         x, y = unpack(batch)
         x = self.check_input(x)
-        out = self._marginal_loss(x)
+        # a per-class base's log-densities (B, K) are computed once, for the objective and the
+        # cross-entropy (the ten 784-D solves were most of an MNIST step)
+        base = self.noise.component_log_prob(x) if self.class_base else None
+        out = self._marginal_loss(x, base)
         if self.conditional:
             y = check_labels(self, y, x.shape[0])
-            ce = F.cross_entropy(self.class_logits(x), y)
+            ce = F.cross_entropy(self.class_logits(x, base), y)
             out["loss"] = out["loss"] + self.config.classify_weight * ce
             out["ce"] = ce.detach()
         return out
 
-    def _marginal_loss(self, x: Tensor) -> dict[str, Tensor]:
-        out = self._objective(x)
+    def _marginal_loss(self, x: Tensor, base: Tensor | None = None) -> dict[str, Tensor]:
+        out = self._objective(x, base)
         if self.config.tail_weight > 0:
             tail = self._tail_hinge(x)
             out["loss"] = out["loss"] + self.config.tail_weight * tail
@@ -799,14 +804,17 @@ class EBM(Model):
         level = self.energy(x, log_base=none).mean().detach()
         return torch.relu(level - self.energy(z, log_base=none)).pow(2).mean()
 
-    def _objective(self, x: Tensor) -> dict[str, Tensor]:
+    def _objective(self, x: Tensor, base: Tensor | None = None) -> dict[str, Tensor]:
+        """The objective's terms; ``base``: the per-class base's log-densities of ``x``
+        ``(B, K)`` when the caller has them (the contrastive objectives use them)."""
         c = self.config
         if c.objective in ("cd", "pcd"):
             sigma = self.noise_level()
             if sigma > 0:  # annealing: the positives are the data blurred by N(0, sigma^2 I)
                 x = x + sigma * torch.randn_like(x)
             x_neg = self._negatives(x)
-            return cd_loss(self.energy(x), self.energy(x_neg), c.alpha)
+            e_pos = self.energy(x, log_base=base if sigma == 0 else None)
+            return cd_loss(e_pos, self.energy(x_neg), c.alpha)
         if c.objective in ("sm", "ssm"):
             sigma = self.noise_level()
             if sigma > 0:  # annealing: the score of p * N(0, sigma^2 I), sigma decaying to 0
@@ -818,7 +826,7 @@ class EBM(Model):
         elif c.objective == "dsm":
             value = dsm_loss(self.energy, x, max(self.noise_level(), c.dsm_sigma)).mean()
         else:
-            out = self._contrastive(x, detach_flow=False)
+            out = self._contrastive(x, detach_flow=False, base=base)
             if self.flow is not None:  # the flow's own objective: -V (+ optional MLE term)
                 out["flow_loss"] = -out["loss"] - c.flow_mle * self.flow.log_prob(x).mean()
             return out
