@@ -394,6 +394,24 @@ def test_class_base_langevin_keeps_each_class_gaussian_as_its_target():
         torch.testing.assert_close(torch.cov(z.T), torch.eye(2).double(), rtol=0, atol=0.13)
 
 
+def test_class_base_samples_with_short_chains_by_default():
+    """On a per-class base the default chain is ``CLASS_BASE_STEPS`` long (same seed, same draw
+    as asking for it); on one Gaussian it stays 10 x the training ``mcmc_steps``."""
+    from dgm.models.ebm.ebm import CLASS_BASE_STEPS
+
+    x, y = two_classes(256)
+    labels = torch.arange(8) % 2
+    for noise, steps in (("classes", CLASS_BASE_STEPS), ("gaussian", 200)):
+        model = build("ebm", SPEC2, conditional=True, hidden=(8,), noise=noise).double()
+        model.on_train_start(x, y)
+        draws = []
+        for options in ({}, {"steps": steps}, {"steps": steps + 1}):
+            torch.manual_seed(3)
+            with model.inference():
+                draws.append(model.sample(8, labels, **options))
+        assert torch.equal(draws[0], draws[1]) and not torch.equal(draws[0], draws[2])
+
+
 def test_conditional_ebm_classifies_and_samples_each_class():
     torch.manual_seed(0)
     model = build("ebm", SPEC2, conditional=True, hidden=(32, 32), quadrature_points=64)
