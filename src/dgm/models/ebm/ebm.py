@@ -67,11 +67,12 @@ with the network at zero the model is the per-class Gaussians themselves. nce's 
 mixture, a label's chains start at its own Gaussian, and Langevin is preconditioned by the
 factor of the component each chain starts in. One Gaussian fitted to all classes is a poor start
 for a class-conditional chain in 784 dimensions: on MNIST the conditional EBM on it (fitted to
-one batch) reached a conditional accuracy of 0.206 in 30 minutes (``conditional_mnist_ebm30.json``).
-On the per-class base, at its defaults (3000 steps, 200 Langevin steps per sample), 0.898 ± 0.014
-with per-class FID* 11.47, against 0.926 and 12.97 for the per-class Gaussians alone; with
-50-step chains 0.934 (``conditional_mnist_ebm.json``). Longer chains drift (1000 steps: 0.678;
-after 30 minutes of training 0.44, ``conditional_mnist_ebm30classes.json``): nce's noise never
+one batch) reached a conditional accuracy of 0.206 in 30 minutes
+(``conditional_mnist_ebm30.json``). On the per-class base, at its default 3000 training steps,
+its 50-step chains read 0.934 ± 0.011 with per-class FID* 13.02 and 200-step chains 0.898 ±
+0.014 with 11.47, against 0.926 and 12.97 for the per-class Gaussians alone
+(``conditional_mnist_ebm.json``). Longer chains drift (1000 steps: 0.678; after 30 minutes of
+training 0.44, ``conditional_mnist_ebm30classes.json``): nce's noise never
 visits the low-energy regions that the tilt makes away from the data, so nothing raises them;
 short chains from the base are the sampler this model is for, and its default
 (``CLASS_BASE_STEPS``, 50 steps).
