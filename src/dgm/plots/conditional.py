@@ -19,12 +19,15 @@ from dgm.plots.figures import image_grid, save_samples  # noqa: E402
 __all__ = ["class_rows", "guidance_figure", "save_class_rows"]
 
 
-def class_rows(labels: Tensor, per_class: int) -> list[list[int]]:
-    """Indices of the samples of each class ``0..max(labels)``, at most ``per_class`` each:
-    row ``k`` of the grid lists the first samples drawn for label ``k``."""
+def class_rows(labels: Tensor, per_class: int) -> list[tuple[int, list[int]]]:
+    """``(class, indices)`` of each class drawn, in class order, at most ``per_class`` indices
+    each: a row of the grid lists the first samples drawn for its label (classes no sample was
+    drawn for get no row)."""
     labels = labels.to("cpu").long()
-    k = int(labels.max()) + 1 if labels.numel() else 0
-    return [(labels == c).nonzero().flatten()[:per_class].tolist() for c in range(k)]
+    return [
+        (c, (labels == c).nonzero().flatten()[:per_class].tolist())
+        for c in labels.unique().tolist()
+    ]
 
 
 def save_class_rows(
@@ -36,15 +39,15 @@ def save_class_rows(
     per_class: int = 10,
     title: str = "",
 ) -> None:
-    """Save samples drawn for ``labels``: images as a grid with one row per class (the class on
-    the left, empty cells where a class has fewer samples), 2-D points as a scatter coloured by
+    """Save samples drawn for ``labels``: images as a grid with one row per class drawn (the
+    class on the left, empty cells where a class has fewer samples), 2-D points as a scatter coloured by
     class; other data as :func:`~dgm.plots.figures.save_samples`."""
     if samples.dim() == 4:
         rows = class_rows(labels, per_class)
         n, c, h, w = samples.shape
         blank = torch.full((1, c, h, w), float("nan"), dtype=torch.float64)
         tiles = []
-        for idx in rows:
+        for _, idx in rows:
             row = samples[idx].to("cpu", torch.float64) if idx else blank[:0]
             tiles.append(torch.cat([row, blank.expand(per_class - len(idx), c, h, w)]))
         grid = torch.cat(tiles)  # (K * per_class, C, H, W)
@@ -54,7 +57,7 @@ def save_class_rows(
         ax.imshow(arr, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
         ticks = [1 + (h + 1) * k + h / 2 for k in range(len(rows))]
-        ax.set_yticks(ticks, [str(k) for k in range(len(rows))])
+        ax.set_yticks(ticks, [str(k) for k, _ in rows])
         ax.set_ylabel("class asked for")
         for side in ax.spines.values():
             side.set_visible(False)
