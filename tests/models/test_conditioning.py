@@ -343,6 +343,9 @@ def test_class_base_tilts_one_gaussian_per_class_and_mixes_to_the_marginal():
         1,
     )  # (6, 2), by torch's distribution: independent of the module's own solve
     base = gauss + prior.log()
+    at = model.noise.component_log_prob_at(x, y)  # each point's own component only
+    torch.testing.assert_close(at, base[torch.arange(6), y])
+    torch.testing.assert_close(at, model.noise.component_log_prob(x)[torch.arange(6), y])
     for p in model.energy_net.parameters():  # the network at zero: the per-class Gaussians
         torch.nn.init.zeros_(p)
     torch.testing.assert_close(model.energy(x, y), -base[torch.arange(6), y])

@@ -562,6 +562,12 @@ class EBM(Model):
         long labels); with a per-class base (:attr:`class_base`) ``E(x, y) = -f(x)_y - tether
         log(pi_y q_y(x))`` and ``E(x) = -logsumexp_y -E(x, y)``. ``log_base``: ``log q(x) (B,)``,
         or with a per-class base ``log(pi_y q_y(x)) (B, K)``, when the caller has it already."""
+        if self.conditional and y is not None and self.class_base and log_base is None:
+            # the label's own component only: 1 solve per point, not K (Langevin on E(x, y))
+            f = -self.energy_net(x)  # (B, K)
+            y = y.long().reshape(-1, 1)
+            base = self.noise.component_log_prob_at(x, y[:, 0])  # (B,)
+            return -(f.gather(1, y).squeeze(1) + self.config.tether * base)
         if self.conditional:
             f = self.class_logits(x, log_base if self.class_base else None)  # (B, K)
             if y is None:

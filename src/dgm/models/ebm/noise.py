@@ -130,6 +130,19 @@ class MixtureNoise(nn.Module):
         comp = _gauss_log_prob(x.reshape(x.shape[0], -1), self.means, self.chols)  # (B, K)
         return comp + torch.log_softmax(self.logits, 0)
 
+    def component_log_prob_at(self, x: Tensor, k: Tensor) -> Tensor:
+        """``log pi_k + log N(x; m_k, S_k)`` of each point's own component ``k (B,)``, shape
+        ``(B,)``: one solve per component present, not all ``K`` for every point."""
+        flat = x.reshape(x.shape[0], -1)  # (B, D)
+        k = k.to(flat.device).long()
+        log_pi = torch.log_softmax(self.logits, 0)  # (K,)
+        out = flat.new_zeros(flat.shape[0])  # (B,)
+        for c in k.unique().tolist():
+            mine = k == c
+            lp = _gauss_log_prob(flat[mine], self.means[c], self.chols[c])  # (B_c,)
+            out = out.index_put((mine.nonzero().flatten(),), lp + log_pi[c])
+        return out
+
     def log_prob(self, x: Tensor) -> Tensor:
         return torch.logsumexp(self.component_log_prob(x), -1)  # (B,)
 
