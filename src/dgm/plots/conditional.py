@@ -40,8 +40,8 @@ def save_class_rows(
     title: str = "",
 ) -> None:
     """Save samples drawn for ``labels``: images as a grid with one row per class drawn (the
-    class on the left, empty cells where a class has fewer samples), 2-D points as a scatter coloured by
-    class; other data as :func:`~dgm.plots.figures.save_samples`."""
+    class on the left, empty cells where a class has fewer samples), 2-D points as a scatter
+    coloured by class; other data as :func:`~dgm.plots.figures.save_samples`."""
     if samples.dim() == 4:
         rows = class_rows(labels, per_class)
         n, c, h, w = samples.shape

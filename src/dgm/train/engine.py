@@ -331,7 +331,7 @@ class Trainer:
         rank."""
         torch.manual_seed(self.cfg.seed)
         init_x, init_y = self._batch(0)  # also draws the first epoch's order
-        n = int(getattr(self.model, "init_examples", 0))
+        n = self.model.init_examples
         if n > 0:
             idx = self._perm[:n]  # (n,)
             init_x = self.train_x[idx]
