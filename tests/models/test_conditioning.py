@@ -17,6 +17,7 @@ from conftest import perturb
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.spec import DataSpec
 from dgm.models import build, get
+from dgm.models.ebm.ebm import CLASS_BASE_STEPS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -400,8 +401,6 @@ def test_class_base_langevin_keeps_each_class_gaussian_as_its_target():
 def test_class_base_samples_with_short_chains_by_default():
     """On a per-class base the default chain is ``CLASS_BASE_STEPS`` long (same seed, same draw
     as asking for it); on one Gaussian it stays 10 x the training ``mcmc_steps``."""
-    from dgm.models.ebm.ebm import CLASS_BASE_STEPS
-
     x, y = two_classes(256)
     labels = torch.arange(8) % 2
     for noise, steps in (("classes", CLASS_BASE_STEPS), ("gaussian", 200)):
