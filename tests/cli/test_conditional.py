@@ -195,6 +195,30 @@ def test_eval_reports_conditional_accuracy(runs, tmp_path, capsys):
     assert "unconditional" in one_sentence_error(code, err)
 
 
+def test_eval_draws_the_temperature_curve_and_takes_sampling_options(runs, tmp_path, capsys):
+    base = ["eval", runs / "cond", "--metrics", "conditional", "--num-samples", 40,
+            "--no-progress", "--data-dir", tmp_path]  # fmt: skip
+    code, out, err = run(capsys, *base, "--temperature", "1,0.25")
+    assert code == 0, err
+    curve = json.loads(out)["temperature_curve"]
+    assert [p["temperature"] for p in curve] == [1.0, 0.25] and "temperature T=0.25" in err
+    code, out, err = run(capsys, *base, "--set", "temperature=0.25")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["sample_options"] == {"temperature": 0.25} and "temperature=0.25" in err
+    # the same seed and option: the curve's point is the run at that temperature
+    assert res["cond_accuracy"] == curve[1]["accuracy"] and res["cond_fid"] == curve[1]["fid"]
+    assert curve[0]["fid"] != curve[1]["fid"]  # the option reached the sampler
+    saved = json.loads((runs / "cond" / "eval.json").read_text())
+    assert saved["sample_options"] == {"temperature": 0.25}
+    code, _, err = run(capsys, *base, "--temperature", "1,hot")
+    assert "--temperature takes comma-separated numbers" in one_sentence_error(code, err)
+    code, _, err = run(capsys, *base, "--set", "heat=2")
+    assert "unknown key 'heat'" in one_sentence_error(code, err)
+    code, _, err = run(capsys, "eval", runs / "plain", "--temperature", "1,0.5")
+    assert "unconditional" in one_sentence_error(code, err)
+
+
 def test_report_draws_the_guidance_curve(runs, tmp_path, capsys):
     run_dir = tmp_path / "cond"
     shutil.copytree(runs / "cond", run_dir)
@@ -210,3 +234,21 @@ def test_report_draws_the_guidance_curve(runs, tmp_path, capsys):
         for u in re.findall(r"data:image/svg\+xml;base64,([^'\"]+)", html)
     ]
     assert any("w=4" in svg for svg in svgs)  # the weights label the points of the curve
+
+
+def test_report_draws_the_temperature_curve(runs, tmp_path, capsys):
+    run_dir = tmp_path / "cond"
+    shutil.copytree(runs / "cond", run_dir)
+    curve = [{"temperature": t, "accuracy": a, "accuracy_stderr": 0.01, "fid": f}
+             for t, a, f in ((1, 0.6, 3.0), (0.7, 0.8, 2.5), (0.5, 0.95, 6.0))]  # fmt: skip
+    ev = {"cond_accuracy": 0.6, "temperature_curve": curve}
+    (run_dir / "eval.json").write_text(json.dumps(ev))
+    code, _, err = run(capsys, "report", run_dir, "--out", tmp_path / "r.html")
+    assert code == 0, err
+    html = (tmp_path / "r.html").read_text()
+    assert "against FID* over temperatures T" in html
+    svgs = [
+        base64.b64decode(u).decode()
+        for u in re.findall(r"data:image/svg\+xml;base64,([^'\"]+)", html)
+    ]
+    assert any("T=0.7" in svg for svg in svgs)

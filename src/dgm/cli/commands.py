@@ -253,6 +253,16 @@ def sample_options(model: Any, args: Any) -> dict[str, Any]:
     return {k: getattr(opts, k) for k in given}
 
 
+def eval_sample_options(model: Any, pairs: list[str]) -> dict[str, Any]:
+    """``dgm eval``'s ``--set`` pairs, checked against ``model.SampleOptions`` (no ``--sampler``
+    or single ``--guidance`` there: its ``--guidance`` is a list of weights for the curve)."""
+    given = parse_pairs(pairs or [], "--set")
+    if not given:
+        return {}
+    opts = model.sample_config(given)
+    return {k: getattr(opts, k) for k in given}
+
+
 def bound_options(model: Any, args: Any) -> dict[str, Any]:
     """Options for a model's likelihood bound from the command line (``--k``)."""
     if getattr(args, "k", None) is None:
@@ -339,16 +349,16 @@ def _metric_list(text: str | None) -> list[str] | None:
     return names
 
 
-def _guidance_list(text: str | None) -> list[float] | None:
+def _number_list(text: str | None, flag: str, example: str) -> list[float] | None:
     if text is None:
         return None
     try:
-        weights = [float(w) for w in text.split(",") if w.strip()]
+        values = [float(w) for w in text.split(",") if w.strip()]
     except ValueError:
-        weights = []
-    if not weights or not all(math.isfinite(w) for w in weights):
-        raise ConfigError(f"--guidance takes comma-separated numbers such as 0,1,2,4, not {text!r}")
-    return weights
+        values = []
+    if not values or not all(math.isfinite(w) for w in values):
+        raise ConfigError(f"{flag} takes comma-separated numbers such as {example}, not {text!r}")
+    return values
 
 
 def cmd_eval(args: Any) -> int:
@@ -370,7 +380,9 @@ def cmd_eval(args: Any) -> int:
         num_samples=args.num_samples,
         classifier=args.classifier,
         data_dir=data_dir,
-        guidance=_guidance_list(args.guidance),
+        sample_options=eval_sample_options(run.model, args.set),
+        guidance=_number_list(args.guidance, "--guidance", "0,1,2,4"),
+        temperature=_number_list(args.temperature, "--temperature", "1,0.8,0.6"),
         progress=not args.no_progress,
     )
     text = json.dumps(res, indent=2)

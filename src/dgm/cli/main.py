@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--guidance", metavar="W1,W2,...",
         help="guidance weights: conditional accuracy and FID at each (a guided conditional model)",
     )  # fmt: skip
+    e.add_argument(
+        "--temperature", metavar="T1,T2,...",
+        help="sampling temperatures: conditional accuracy and FID at each (a conditional flow)",
+    )  # fmt: skip
+    e.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="sampling option for every sample-based metric (e.g. temperature=0.6, steps=50)",
+    )  # fmt: skip
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--grid-size", type=int, default=300)
     e.add_argument("--k", type=int, help="importance samples for models with an IWAE bound")

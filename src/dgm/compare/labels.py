@@ -57,6 +57,7 @@ LABELS: dict[str, str] = {
     "cond_fid_class_mean": "per-class FID*, mean over classes",
     "cond_fid": "conditional FID*, all classes",
     "guidance_curve": "accuracy and FID* over guidance weights",
+    "temperature_curve": "accuracy and FID* over sampling temperatures",
     # modes
     "modes_captured": "modes captured",
     "modes_total": "modes in the data",

@@ -190,11 +190,12 @@ def _run_view(path: Path, index: int) -> dict[str, Any]:
         png = path / f"{name}.png"
         if png.is_file():
             figures.append((kind, f"{name}.png", data_uri(png.read_bytes(), "png")))
-    curve = (view["eval"] or {}).get("guidance_curve")
-    if isinstance(curve, list) and curve:
-        fig = guidance_figure(curve, title=f"{cfg['model']}: guidance")
-        caption = "conditional accuracy (± standard error) against FID* over guidance weights w"
-        figures.append(("figure", caption, data_uri(figure_bytes(fig, "svg"), "svg")))
+    for key, what in (("guidance", "guidance weights w"), ("temperature", "temperatures T")):
+        curve = (view["eval"] or {}).get(f"{key}_curve")
+        if isinstance(curve, list) and curve:
+            fig = guidance_figure(curve, title=f"{cfg['model']}: {key}", key=key)
+            caption = f"conditional accuracy (± standard error) against FID* over {what}"
+            figures.append(("figure", caption, data_uri(figure_bytes(fig, "svg"), "svg")))
     view["figures"] = figures
     title = f"{cfg['model']} on {cfg['data']['name']}"
     curves = _curves(view["records"])

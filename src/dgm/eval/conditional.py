@@ -15,6 +15,10 @@ small, as FID is); ``cond_fid`` pools all classes against the whole test split.
 **Guidance curve.** For models whose sampling takes a ``guidance`` weight (classifier-free
 guidance), both figures at each weight of a list: accuracy usually rises with the weight while
 FID first falls and then rises as samples lose diversity; the curve shows the trade.
+
+**Temperature curve.** The same two figures over a flow's sampling ``temperature`` (the base
+noise ``N(0, T^2 I)``, Kingma & Dhariwal 2018): below 1 the samples are no longer of ``p(x | y)``
+but sharper, the flows' counterpart of guidance (:func:`option_curve` draws either).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dgm.data import Dataset
 from dgm.eval.fid import fid
 from dgm.eval.suite import model_samples
 
-__all__ = ["accuracy_with_stderr", "conditional_metrics", "guidance_curve"]
+__all__ = ["accuracy_with_stderr", "conditional_metrics", "guidance_curve", "option_curve"]
 
 
 def accuracy_with_stderr(pred: Tensor, labels: Tensor) -> tuple[float, float]:
@@ -89,6 +93,39 @@ def conditional_metrics(
     }
 
 
+def option_curve(
+    model: Model,
+    pre: Any,
+    dataset: Dataset,
+    feats: Any,
+    name: str,
+    values: Sequence[float],
+    *,
+    num_samples: int = 2000,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Conditional accuracy (with standard error) and pooled FID at each value of the sampling
+    option ``name`` (``guidance`` or ``temperature``), the same seed for each:
+    ``[{name, "accuracy", "accuracy_stderr", "fid"}, ...]``. A model that takes no such option
+    raises its one-sentence :class:`ConfigError`."""
+    curve = []
+    for v in values:
+        m = conditional_metrics(
+            model, pre, dataset, feats, num_samples=num_samples, seed=seed,
+            options=dict(options or {}) | {name: float(v)},
+        )  # fmt: skip
+        curve.append(
+            {
+                name: float(v),
+                "accuracy": m["cond_accuracy"],
+                "accuracy_stderr": m["cond_accuracy_stderr"],
+                "fid": m["cond_fid"],
+            }
+        )
+    return curve
+
+
 def guidance_curve(
     model: Model,
     pre: Any,
@@ -100,21 +137,7 @@ def guidance_curve(
     seed: int = 0,
     options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Conditional accuracy (with standard error) and pooled FID at each guidance weight, the
-    same seed for each: ``[{"guidance", "accuracy", "accuracy_stderr", "fid"}, ...]``. A model
-    that takes no ``guidance`` option raises its one-sentence :class:`ConfigError`."""
-    curve = []
-    for w in weights:
-        m = conditional_metrics(
-            model, pre, dataset, feats, num_samples=num_samples, seed=seed,
-            options=dict(options or {}) | {"guidance": float(w)},
-        )  # fmt: skip
-        curve.append(
-            {
-                "guidance": float(w),
-                "accuracy": m["cond_accuracy"],
-                "accuracy_stderr": m["cond_accuracy_stderr"],
-                "fid": m["cond_fid"],
-            }
-        )
-    return curve
+    """:func:`option_curve` over guidance weights: ``[{"guidance", "accuracy",
+    "accuracy_stderr", "fid"}, ...]``."""
+    return option_curve(model, pre, dataset, feats, "guidance", weights,
+                        num_samples=num_samples, seed=seed, options=options)  # fmt: skip

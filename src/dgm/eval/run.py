@@ -21,7 +21,8 @@ anomaly    AUROC / AUPRC of the log-likelihood, test data vs shifted data       
 condi-     conditional accuracy (the feature classifier's verdict on samples     a conditional
 tional     drawn for each label, with its standard error), per-class FID;        model on labelled
            with ``guidance=[w, ...]`` the curve of both over guidance weights    images
-           (:mod:`dgm.eval.conditional`)
+           (``temperature=[T, ...]``: over a flow's temperatures;
+           :mod:`dgm.eval.conditional`)
 =========  ====================================================================  ==================
 
 Features are the raw values for vector data (e.g. 2-D points) and, for images, those of a small
@@ -59,7 +60,7 @@ from dgm.core.protocols import ConditionalModel
 from dgm.data import Dataset
 from dgm.eval import suite
 from dgm.eval.anomaly import builtin_shifts
-from dgm.eval.conditional import conditional_metrics, guidance_curve
+from dgm.eval.conditional import conditional_metrics, option_curve
 from dgm.eval.features import dataset_features
 from dgm.eval.likelihood import ais_estimated, has_likelihood
 
@@ -171,6 +172,7 @@ def evaluate(
     data_dir: Any = None,
     sample_options: dict[str, Any] | None = None,
     guidance: Sequence[float] | None = None,
+    temperature: Sequence[float] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run ``metrics`` (default: all that apply) for ``model`` on the test split of ``dataset``.
@@ -183,20 +185,30 @@ def evaluate(
     ``"skipped"`` (metric -> reason) and ``"seconds"`` (metric -> run time). ``progress`` reports
     each phase (sampling, features, each metric) on stderr. ``guidance`` (weights) adds the
     curve of conditional accuracy and FID over guidance weights (``"guidance_curve"``) to the
-    ``conditional`` metric, which must then apply.
+    ``conditional`` metric, which must then apply; ``temperature`` (a flow's sampling
+    temperatures) adds the same curve over temperatures (``"temperature_curve"``).
+    ``sample_options`` are recorded in the result (``"sample_options"``).
     """
     model.eval()
     pre = preprocessor
     todo, skipped = _plan(model, dataset, metrics)
-    if guidance and "conditional" not in todo:
-        raise DgmError(skipped.get("conditional") or "guidance weights need the conditional metric")
-    if guidance:  # a model that takes no guidance says so before any metric runs
-        model.sample_config(dict(sample_options or {}) | {"guidance": float(guidance[0])})
+    curves = {"guidance": guidance, "temperature": temperature}
+    for name, values in curves.items():
+        if not values:
+            continue
+        if "conditional" not in todo:
+            raise DgmError(
+                skipped.get("conditional") or f"a {name} curve needs the conditional metric"
+            )
+        # a model that takes no such option says so before any metric runs
+        model.sample_config(dict(sample_options or {}) | {name: float(values[0])})
     x, y = dataset.split("test")
     if max_test is not None:
         x = x[:max_test]
         y = None if y is None else y[:max_test]
     res: dict[str, Any] = {"model": model.name, "data": dataset.name, "n_test": int(x.shape[0])}
+    if sample_options:
+        res["sample_options"] = dict(sample_options)
     seconds: dict[str, float] = {}
 
     def phase(what: str) -> Progress:
@@ -289,8 +301,9 @@ def evaluate(
             "options": sample_options,
         }
         out = conditional_metrics(model, pre, dataset, feats, **kw)
-        if guidance:
-            out["guidance_curve"] = guidance_curve(model, pre, dataset, feats, guidance, **kw)
+        for name, values in curves.items():
+            if values:
+                out[f"{name}_curve"] = option_curve(model, pre, dataset, feats, name, values, **kw)
         return out
 
     timed("conditional", conditional)
@@ -382,12 +395,16 @@ def format_table(res: dict[str, Any]) -> str:
         rows.append((label, str(value)))
     width = max(len(r[0]) for r in rows)
     lines = [f"{res.get('model')} on {res.get('data')}"]
+    if res.get("sample_options"):
+        opts = ", ".join(f"{k}={v}" for k, v in res["sample_options"].items())
+        lines[0] += f" (samples drawn with {opts})"
     lines += [f"  {a:<{width}}  {b}" for a, b in rows]
-    for p in res.get("guidance_curve") or []:
-        lines.append(
-            f"  guidance w={p['guidance']:g}: conditional accuracy {p['accuracy']:.4g} ± "
-            f"{p['accuracy_stderr']:.2g}, FID {p['fid']:.4g}"
-        )
+    for name, short in (("guidance", "w"), ("temperature", "T")):
+        for p in res.get(f"{name}_curve") or []:
+            lines.append(
+                f"  {name} {short}={p[name]:g}: conditional accuracy {p['accuracy']:.4g} ± "
+                f"{p['accuracy_stderr']:.2g}, FID {p['fid']:.4g}"
+            )
     if res.get("ais_warning"):
         lines.append(f"  warning: {res['ais_warning']}")
     lines += [f"  skipped {k}: {v}" for k, v in res.get("skipped", {}).items()]

@@ -1,5 +1,5 @@
 """Figures of conditional models: samples with one row per class, and the guidance curve
-(conditional accuracy against FID over guidance weights)."""
+(conditional accuracy against FID over guidance weights, or over a flow's temperatures)."""
 
 from __future__ import annotations
 
@@ -77,20 +77,22 @@ def save_class_rows(
     plt.close(fig)
 
 
-def guidance_figure(curve: list[dict[str, Any]], title: str = "") -> Any:
-    """Conditional accuracy (y) against FID (x) over guidance weights, one point per weight,
-    labelled ``w=...``, with the accuracy's standard error as a vertical bar. ``curve`` holds
-    dicts with ``guidance``, ``accuracy``, ``accuracy_stderr`` and ``fid``. Returns the figure."""
+def guidance_figure(curve: list[dict[str, Any]], title: str = "", key: str = "guidance") -> Any:
+    """Conditional accuracy (y) against FID (x) over the values of the sampling option ``key``
+    (``guidance`` weights, labelled ``w=...``, or ``temperature``, labelled ``T=...``), one point
+    per value, with the accuracy's standard error as a vertical bar. ``curve`` holds dicts with
+    ``key``, ``accuracy``, ``accuracy_stderr`` and ``fid``. Returns the figure."""
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     fid = [p["fid"] for p in curve]
     acc = [p["accuracy"] for p in curve]
     err = [p.get("accuracy_stderr", 0.0) for p in curve]
+    short = {"guidance": "w", "temperature": "T"}.get(key, key)
     ax.errorbar(fid, acc, yerr=err, marker="o", capsize=2)
     for p in curve:
-        ax.annotate(f"w={p['guidance']:g}", (p["fid"], p["accuracy"]), fontsize=7,
+        ax.annotate(f"{short}={p[key]:g}", (p["fid"], p["accuracy"]), fontsize=7,
                     textcoords="offset points", xytext=(3, 3))  # fmt: skip
     ax.set_xlabel("FID (estimate; lower is better)")
     ax.set_ylabel("conditional accuracy (estimate)")
-    ax.set_title(title or "guidance: accuracy against FID")
+    ax.set_title(title or f"{key}: accuracy against FID")
     fig.tight_layout()
     return fig
