@@ -10,7 +10,9 @@ printed as a second table. With ``--sample-sets`` each set of sampling options (
 model's own samples; e.g. ``temperature=0.7`` for a flow, ``output=mean`` for a VAE, which are not
 samples of ``p(x)``) is judged on the same trained model, one row each. An EBM that tilts one
 Gaussian per class (``noise=classes``, its conditional default) gets a row for those Gaussians
-alone (the network at zero, the same sampler): the reference its tilt is judged against.
+alone (the network at zero, the same sampler): the reference its tilt is judged against. A
+model that also classifies (the EBM's ``p(y | x)``) has its test accuracy in each row
+(``model_test_accuracy``, with its standard error).
 
     OMP_NUM_THREADS=1 python benchmarks/conditional.py --models made gated-pixelcnn vae --minutes 3
     OMP_NUM_THREADS=1 python benchmarks/conditional.py --models flow-matching --minutes 15 \
@@ -158,6 +160,8 @@ def row(name, args, summary, res, model_cfg, train_cfg, sample_options) -> dict:
         "train_config": train_cfg,
         "preprocess": args.preprocess,
         "guidance_curve": res.get("guidance_curve"),
+        "model_test_accuracy": res.get("cond_model_test_accuracy"),
+        "model_test_accuracy_stderr": res.get("cond_model_test_accuracy_stderr"),
     }
 
 

@@ -119,3 +119,28 @@ def test_evaluate_reports_conditional_metrics_and_refuses_them_for_unconditional
     stub.config.conditional = False
     with pytest.raises(DgmError, match="unconditional"):
         evaluate(stub, ds, metrics=["conditional"], features=Brightness())
+
+
+class Classifier(Stub):
+    """A stub that also classifies (as the EBM does): by brightness, every fourth answer wrong."""
+
+    def classify(self, x):
+        c = (x.reshape(len(x), -1).mean(1) > 127).long()
+        wrong = torch.arange(len(x)) % 4 == 0
+        return torch.where(wrong, 1 - c, c)
+
+
+def test_a_model_that_classifies_is_scored_on_the_test_split():
+    ds = from_arrays(*two_classes(400))
+    n_test = len(ds.split("test")[1])
+    res = conditional_metrics(Classifier(), None, ds, Brightness(), num_samples=40)
+    wrong = (torch.arange(n_test) % 4 == 0).double().mean()  # one batch (fewer than 500)
+    assert res["cond_model_test_accuracy"] == pytest.approx(1 - float(wrong))
+    a = res["cond_model_test_accuracy"]
+    assert res["cond_model_test_accuracy_stderr"] == pytest.approx(math.sqrt(a * (1 - a) / n_test))
+    assert "the model as a classifier" in format_table(
+        evaluate(Classifier(), ds, metrics=["conditional"], features=Brightness(), num_samples=40)
+    )
+    assert "cond_model_test_accuracy" not in conditional_metrics(
+        Stub(), None, ds, Brightness(), num_samples=40
+    )

@@ -16,6 +16,8 @@ import torch
 from conftest import perturb
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.spec import DataSpec
+from dgm.data import from_arrays
+from dgm.eval.conditional import conditional_metrics
 from dgm.models import build, get
 from dgm.models.ebm.ebm import CLASS_BASE_STEPS
 
@@ -429,6 +431,22 @@ def test_conditional_ebm_classifies_and_samples_each_class():
     assert float((own > other).double().mean()) > 0.98
     plain = build("ebm", SPEC2, hidden=(8,))
     assert plain.validation_metrics(x, None) == {}
+    # dgm eval's conditional metric scores the model as a classifier on the test split
+    ds = from_arrays(x.numpy(), yx.numpy())
+    x_test, y_test = ds.split("test")
+    res = conditional_metrics(model, None, ds, SignFeatures(), num_samples=20)
+    expected = model.validation_metrics(x_test.double(), y_test)["accuracy"]
+    assert res["cond_model_test_accuracy"] == expected and expected > 0.98
+
+
+class SignFeatures:
+    """The feature classifier of two_classes' data: the sign of x_0."""
+
+    def __call__(self, x):
+        return x.double()
+
+    def logits(self, x):
+        return torch.stack([-x[:, 0], x[:, 0]], 1).double()
 
 
 # ------------------------------------------------------------------ autoregressive models, MADE

@@ -56,6 +56,8 @@ LABELS: dict[str, str] = {
     "cond_fid_per_class": "FID* of each class",
     "cond_fid_class_mean": "per-class FID*, mean over classes",
     "cond_fid": "conditional FID*, all classes",
+    "cond_model_test_accuracy": "the model as a classifier, p(y | x): test accuracy",
+    "cond_model_test_accuracy_stderr": "the model's test accuracy, standard error",
     "guidance_curve": "accuracy and FID* over guidance weights",
     "temperature_curve": "accuracy and FID* over sampling temperatures",
     # modes

@@ -12,6 +12,11 @@ near the classifier's is as good as this judge can tell.
 ``c`` and the test examples of class ``c`` (an estimate, biased upwards when either set is
 small, as FID is); ``cond_fid`` pools all classes against the whole test split.
 
+**The model as a classifier.** A model that also classifies (``model.classify(x)``, the EBM's
+``argmax_y p(y | x)`` of the joint-energy view) is scored on the test split as well: its
+accuracy ``cond_model_test_accuracy`` with its standard error, each image preprocessed as in
+training (one dequantization draw, seeded).
+
 **Guidance curve.** For models whose sampling takes a ``guidance`` weight (classifier-free
 guidance), both figures at each weight of a list: accuracy usually rises with the weight while
 FID first falls and then rises as samples lose diversity; the curve shows the trade.
@@ -82,6 +87,10 @@ def conditional_metrics(
         ref = fr[y_test == c] if y_test is not None else fr[:0]
         per_fid.append(fid(ref, fs[mine]) if len(ref) >= 2 else math.nan)
     finite = [f for f in per_fid if math.isfinite(f)]
+    extra = {}
+    if callable(getattr(model, "classify", None)) and y_test is not None:
+        a, se = accuracy_with_stderr(_classify(model, pre, x_test, seed), y_test)
+        extra = {"cond_model_test_accuracy": a, "cond_model_test_accuracy_stderr": se}
     return {
         "cond_accuracy": acc,
         "cond_accuracy_stderr": stderr,
@@ -90,7 +99,20 @@ def conditional_metrics(
         "cond_fid_per_class": [None if not math.isfinite(f) else f for f in per_fid],
         "cond_fid_class_mean": sum(finite) / len(finite) if finite else None,
         "cond_fid": fid(fr, fs),
+        **extra,
     }
+
+
+def _classify(model: Any, pre: Any, x: Tensor, seed: int, batch: int = 500) -> Tensor:
+    """``model.classify`` of raw test data ``x``, preprocessed as in training (seeded draws)."""
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(x), batch):
+            xb = x[s : s + batch].to(model.device)
+            z = (xb if pre is None else pre(xb, generator=gen)[0]).to(model.dtype)
+            out.append(model.classify(z).cpu())
+    return torch.cat(out)
 
 
 def option_curve(

@@ -340,6 +340,7 @@ _LABELS = {
     "cond_samples_per_class": "conditional: samples per class",
     "cond_fid": "conditional FID, all classes (not Inception)",
     "cond_fid_class_mean": "per-class FID, mean over classes (estimate)",
+    "cond_model_test_accuracy": "the model as a classifier, p(y | x): test accuracy",
 }
 #: figures whose label carries the words of their likelihood kind, and the quantity they are
 _QUANTITY = {"test_nll": "NLL", "test_bpd": "bits/dim", "val_nll": "NLL"}
@@ -369,7 +370,13 @@ def format_table(res: dict[str, Any]) -> str:
         if isinstance(value, (dict, list)) or key in _NOT_SHOWN or key.endswith("_sem"):
             continue
         label = _LABELS.get(key, key.replace("_", " "))
-        if key in ("modes_total", "bpd_uniform", "kid_std", "cond_accuracy_stderr"):
+        if key in (
+            "modes_total",
+            "bpd_uniform",
+            "kid_std",
+            "cond_accuracy_stderr",
+            "cond_model_test_accuracy_stderr",
+        ):
             continue
         if key in _RAW_SPACE_HIDDEN:
             continue
