@@ -135,6 +135,25 @@ def test_a_conditional_glow_saved_before_the_class_prior_loads_as_it_was(tmp_pat
         build_config(get_model("glow").Config, {"class_prior": True})
 
 
+def test_a_masked_diffusion_unet_saved_before_the_wide_head_loads_as_it_was(tmp_path):
+    """A masked-diffusion U-Net of the version before ``wide_head`` (whose U-Net ended in as
+    many maps as its input has channels) loads with that layout (strict weights)."""
+    out = tmp_path / "run"
+    dgm.train("masked-diffusion", "digits", out, steps=1, batch_size=16, progress=False,
+              checkpoint_every=0, model_config={"network": "unet", "width": 8, "mults": [1],
+                                                "wide_head": False})  # fmt: skip
+    cfg_path = out / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    del cfg["model_config"]["wide_head"]  # as the earlier version wrote it
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    model = load_run(out).model  # strict weights: a wide head here would not fit them
+    assert model.config.wide_head is False and model.net.head.in_channels == 18  # 17 levels + 1
+    assert get_model("masked-diffusion").Config().wide_head is True
+    wide = get_model("masked-diffusion")(model.spec, build_config(model.Config, {
+        "network": "unet", "width": 8, "mults": [1]}))  # fmt: skip
+    assert wide.net.head.in_channels == 8
+
+
 @pytest.mark.parametrize("name", model_names())
 def test_every_models_renamed_keys_point_at_its_fields(name):
     cls = get_model(name).Config

@@ -65,6 +65,8 @@ class UNet(nn.Module):
         blocks: residual blocks per level on the way down (one more on the way up).
         time_dim: width of the time embedding.
         num_classes: ``K``; with ``K > 0`` a label embedding joins the time embedding.
+        out_channels: channels of the output (default ``in_channels``: a noise prediction of
+            the input's shape); a head that maps features to logits asks for more.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class UNet(nn.Module):
         blocks: int = 1,
         time_dim: int = 128,
         num_classes: int = 0,
+        out_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.embed = TimeEmbedding(channels, time_dim)
@@ -100,7 +103,7 @@ class UNet(nn.Module):
             if i > 0:
                 self.up.append(nn.Conv2d(ch, ch, 3, padding=1))  # after nearest upsampling
         self.norm_out = _norm(ch)
-        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(ch, out_channels or in_channels, 3, padding=1)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         temb = self.embed(t.expand(x.shape[0]) if t.dim() == 0 else t)  # (B, time_dim)

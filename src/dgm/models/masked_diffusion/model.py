@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +125,10 @@ class MaskedDiffusionConfig:
             bound 82.36 -> 83.21 nats; binarized MNIST 0.723 -> 0.740 (+-0.025), bound 84.64 ->
             85.44; so off by default (``benchmarks/results/INDEX.md``).
         conditional: condition on class labels (needs ``num_classes`` in the data spec).
+        wide_head: the U-Net ends in ``width`` feature maps that a 1x1 convolution maps to the
+            logits. Off (runs saved before the option): it ends in as many maps as its input
+            has channels, ``C (L + 1) + K``, three for binary data: a bottleneck before the
+            logits.
     """
 
     network: Literal["auto", "resnet", "unet", "transformer"] = "auto"
@@ -140,6 +144,10 @@ class MaskedDiffusionConfig:
     bound_t_samples: int = 16
     region_masks: float = 0.0
     conditional: bool = False
+    wide_head: bool = True
+
+    #: keys added since and the values that behave as before (saved runs are read with them)
+    added: ClassVar[dict[str, Any]] = {"wide_head": False}
 
     def __post_init__(self) -> None:
         if self.network not in ("auto", "resnet", "unet", "transformer"):
@@ -299,7 +307,8 @@ class MaskedDiffusion(Model):
         if network == "resnet":
             self.net = ResNetDenoiser(self.event_shape, self.levels, width, depth, c.time_input, k)
         elif network == "unet":
-            self.net = UNetDenoiser(self.event_shape, self.levels, width, mults, depth, k)
+            self.net = UNetDenoiser(self.event_shape, self.levels, width, mults, depth, k,
+                                    wide_head=c.wide_head)  # fmt: skip
         else:
             self.net = TransformerDenoiser(
                 self.num_dims, self.levels, width, depth, c.heads, c.time_input, k

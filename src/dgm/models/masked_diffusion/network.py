@@ -108,13 +108,19 @@ class UNetDenoiser(nn.Module):
         mults: tuple[int, ...] = (1, 2),
         depth: int = 1,
         num_classes: int = 0,
+        wide_head: bool = True,
     ) -> None:
         super().__init__()
         self.shape, self.levels, self.num_classes = shape, levels, num_classes
         C = shape[0]
         in_ch = C * (levels + 1) + num_classes
-        self.unet = UNet(in_ch, channels=width, mults=mults, blocks=depth, time_dim=4 * width)
-        self.head = nn.Conv2d(in_ch, C * levels, 1)
+        # wide_head: the U-Net ends in `width` feature maps that the 1x1 head maps to logits;
+        # without it (runs saved before it) the U-Net ends in `in_ch` maps, C * (L + 1) + K: for
+        # binary data three, a bottleneck before the logits
+        out_ch = width if wide_head else in_ch
+        self.unet = UNet(in_ch, channels=width, mults=mults, blocks=depth, time_dim=4 * width,
+                         out_channels=out_ch)  # fmt: skip
+        self.head = nn.Conv2d(out_ch, C * levels, 1)
 
     def forward(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         x = _onehot_image(z, self.shape, self.levels).to(self.head.weight.dtype)
