@@ -95,6 +95,21 @@ def test_headings_and_metric_names_are_readable_not_raw_keys():
     assert "title='test_nll'" in page and "title='anomaly_noise_auroc'" in page
 
 
+def test_a_conditional_runs_figures_and_sampling_options_are_on_its_page():
+    view = _view()
+    view["summary"] = {"steps": 3}
+    view["eval"] = {"cond_accuracy": 0.914, "cond_accuracy_stderr": 0.006, "cond_fid": 5.4,
+                    "cond_fid_class_mean": 10.0, "cond_model_test_accuracy": 0.947,
+                    "sample_options": {"temperature": 0.55}}  # fmt: skip
+    page = render([view], {"tables": []}, "t", {})
+    seen = [t for t in _Text(page).seen if t]
+    for name in ("conditional", "conditional accuracy (feature classifier; estimate)",
+                 "per-class FID*, mean over classes", "temperature=0.55", "0.914", "0.947",
+                 "the model as a classifier, p(y | x): test accuracy"):  # fmt: skip
+        assert name in seen, name
+    assert not [t for t in seen if re.search(r"\b[a-z0-9]+_[a-z0-9_]+\b", t)]
+
+
 def test_every_metric_the_page_groups_has_a_name_of_its_own():
     keys = [k for _, group in _GROUPS for k in group]
     assert [k for k in keys if k not in LABELS] == []

@@ -60,6 +60,7 @@ LABELS: dict[str, str] = {
     "cond_model_test_accuracy_stderr": "the model's test accuracy, standard error",
     "guidance_curve": "accuracy and FID* over guidance weights",
     "temperature_curve": "accuracy and FID* over sampling temperatures",
+    "sample_options": "sampling options of the sample-based metrics",
     # modes
     "modes_captured": "modes captured",
     "modes_total": "modes in the data",

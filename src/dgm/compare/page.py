@@ -33,6 +33,9 @@ _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("two-sample tests", ("c2st_accuracy", "c2st_p_value", "mmd2", "mmd_p_value", "c2st_space")),
     ("feature space", ("fid", "kid", "kid_std", "precision", "recall", "features")),
     ("modes", ("modes_captured", "modes_total", "modes_high_quality", "modes_kl")),
+    ("conditional", ("cond_accuracy", "cond_accuracy_stderr", "cond_fid_class_mean", "cond_fid",
+                     "cond_model_test_accuracy", "cond_model_test_accuracy_stderr")),
+    ("sampling", ("sample_options",)),
     ("training", ("steps", "train_seconds", "parameters")),
 )  # fmt: skip
 
@@ -133,6 +136,8 @@ def _fmt(v: Any) -> str:
         return f"{v:.4g}"
     if isinstance(v, list):
         return ", ".join(_fmt(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
     return "n/a" if v is None else str(v)
 
 
