@@ -65,6 +65,18 @@ def test_glow_has_the_documented_structure():
     assert model.flow.transform.transforms[-1].parts == [(2, 4, 4), (8, 2, 2)]
 
 
+def test_a_conditional_flows_actnorm_initialisation_sees_the_labels():
+    model = IMAGE_FLOWS["glow"](DataSpec((1, 8, 8), num_classes=3), conditional=True).double()
+    x = torch.rand(20, 1, 8, 8, dtype=D64)
+    labels = torch.arange(20) % 3
+    seen = []
+    model.log_prob = lambda x, y=None: seen.append(y)  # the pass that initialises ActNorm
+    model.dequantizer = None
+    model.on_train_start(x, labels)
+    model.on_train_start(x)  # no labels: label 0 for every example
+    assert torch.equal(seen[0], labels) and torch.equal(seen[1], torch.zeros(20, dtype=torch.long))
+
+
 def test_on_train_start_initialises_every_actnorm():
     torch.manual_seed(0)
     model = IMAGE_FLOWS["glow"](DataSpec((1, 8, 8))).double()

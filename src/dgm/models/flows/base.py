@@ -270,11 +270,18 @@ class FlowModel(Model):
         return (dequantize_bins(v, levels) + torch.rand_like(v)) / levels
 
     def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
-        """Data-dependent initialisation of every :class:`ActNorm` from the first batch."""
+        """Data-dependent initialisation of every :class:`ActNorm` from the first examples, with
+        their labels for a conditional flow (label 0 where none are given)."""
         if not any(isinstance(m, ActNorm) for m in self.modules()):
             return
         x = train_data[:INIT_EXAMPLES].to(self.device, self.dtype)
-        y = torch.zeros(x.shape[0], dtype=torch.long) if self.conditional else None
+        y = None
+        if self.conditional:
+            y = (
+                torch.zeros(x.shape[0], dtype=torch.long)
+                if labels is None
+                else labels[: x.shape[0]].to(self.device, torch.long)
+            )
         was_training = self.training
         self.train()
         with torch.no_grad():
