@@ -219,36 +219,26 @@ def test_eval_draws_the_temperature_curve_and_takes_sampling_options(runs, tmp_p
     assert "unconditional" in one_sentence_error(code, err)
 
 
-def test_report_draws_the_guidance_curve(runs, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "key, values, caption, point",
+    [
+        ("guidance", (0, 1, 4), "over guidance weights w", "w=4"),
+        ("temperature", (1, 0.7, 0.5), "over temperatures T", "T=0.7"),
+    ],
+)
+def test_report_draws_the_curve(runs, tmp_path, capsys, key, values, caption, point):
     run_dir = tmp_path / "cond"
     shutil.copytree(runs / "cond", run_dir)
-    curve = [{"guidance": w, "accuracy": a, "accuracy_stderr": 0.01, "fid": f}
-             for w, a, f in ((0, 0.8, 3.0), (1, 0.9, 2.5), (4, 0.97, 6.0))]  # fmt: skip
-    (run_dir / "eval.json").write_text(json.dumps({"cond_accuracy": 0.8, "guidance_curve": curve}))
-    code, _, err = run(capsys, "report", run_dir, "--out", tmp_path / "r.html")
-    assert code == 0, err
-    html = (tmp_path / "r.html").read_text()
-    assert "conditional accuracy (± standard error) against FID* over guidance weights" in html
-    svgs = [
-        base64.b64decode(u).decode()
-        for u in re.findall(r"data:image/svg\+xml;base64,([^'\"]+)", html)
-    ]
-    assert any("w=4" in svg for svg in svgs)  # the weights label the points of the curve
-
-
-def test_report_draws_the_temperature_curve(runs, tmp_path, capsys):
-    run_dir = tmp_path / "cond"
-    shutil.copytree(runs / "cond", run_dir)
-    curve = [{"temperature": t, "accuracy": a, "accuracy_stderr": 0.01, "fid": f}
-             for t, a, f in ((1, 0.6, 3.0), (0.7, 0.8, 2.5), (0.5, 0.95, 6.0))]  # fmt: skip
-    ev = {"cond_accuracy": 0.6, "temperature_curve": curve}
+    curve = [{key: v, "accuracy": a, "accuracy_stderr": 0.01, "fid": f}
+             for v, a, f in zip(values, (0.8, 0.9, 0.97), (3.0, 2.5, 6.0))]  # fmt: skip
+    ev = {"cond_accuracy": 0.8, f"{key}_curve": curve}
     (run_dir / "eval.json").write_text(json.dumps(ev))
     code, _, err = run(capsys, "report", run_dir, "--out", tmp_path / "r.html")
     assert code == 0, err
     html = (tmp_path / "r.html").read_text()
-    assert "against FID* over temperatures T" in html
+    assert f"conditional accuracy (± standard error) against FID* {caption}" in html
     svgs = [
         base64.b64decode(u).decode()
         for u in re.findall(r"data:image/svg\+xml;base64,([^'\"]+)", html)
     ]
-    assert any("T=0.7" in svg for svg in svgs)
+    assert any(point in svg for svg in svgs)  # the values label the points of the curve

@@ -247,16 +247,17 @@ def sample_options(model: Any, args: Any) -> dict[str, Any]:
         given["sampler"] = args.sampler
     if getattr(args, "guidance", None) is not None:
         given["guidance"] = args.guidance
-    if not given:
-        return {}
-    opts = model.sample_config(given)
-    return {k: getattr(opts, k) for k in given}
+    return _checked_sample_options(model, given)
 
 
 def eval_sample_options(model: Any, pairs: list[str]) -> dict[str, Any]:
     """``dgm eval``'s ``--set`` pairs, checked against ``model.SampleOptions`` (no ``--sampler``
     or single ``--guidance`` there: its ``--guidance`` is a list of weights for the curve)."""
-    given = parse_pairs(pairs or [], "--set")
+    return _checked_sample_options(model, parse_pairs(pairs or [], "--set"))
+
+
+def _checked_sample_options(model: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` checked and typed by ``model.sample_config`` (its one-sentence errors)."""
     if not given:
         return {}
     opts = model.sample_config(given)

@@ -28,6 +28,7 @@ from dgm.core.errors import DgmError
 from dgm.core.io import atomic_write_text
 from dgm.core.progress import Progress
 from dgm.data import load as load_dataset
+from dgm.eval.conditional import CURVE_OPTIONS
 from dgm.models import get as get_model
 from dgm.plots.conditional import guidance_figure
 from dgm.plots.figures import curves_figure, density_figure, figure_bytes
@@ -190,11 +191,12 @@ def _run_view(path: Path, index: int) -> dict[str, Any]:
         png = path / f"{name}.png"
         if png.is_file():
             figures.append((kind, f"{name}.png", data_uri(png.read_bytes(), "png")))
-    for key, what in (("guidance", "guidance weights w"), ("temperature", "temperatures T")):
+    for key, symbol in CURVE_OPTIONS.items():
         curve = (view["eval"] or {}).get(f"{key}_curve")
         if isinstance(curve, list) and curve:
             fig = guidance_figure(curve, title=f"{cfg['model']}: {key}", key=key)
-            caption = f"conditional accuracy (± standard error) against FID* over {what}"
+            what = {"guidance": "guidance weights", "temperature": "temperatures"}[key]
+            caption = f"conditional accuracy (± standard error) against FID* over {what} {symbol}"
             figures.append(("figure", caption, data_uri(figure_bytes(fig, "svg"), "svg")))
     view["figures"] = figures
     title = f"{cfg['model']} on {cfg['data']['name']}"

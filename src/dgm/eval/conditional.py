@@ -40,7 +40,17 @@ from dgm.data import Dataset
 from dgm.eval.fid import fid
 from dgm.eval.suite import model_samples
 
-__all__ = ["accuracy_with_stderr", "conditional_metrics", "guidance_curve", "option_curve"]
+__all__ = [
+    "CURVE_OPTIONS",
+    "accuracy_with_stderr",
+    "conditional_metrics",
+    "guidance_curve",
+    "option_curve",
+]
+
+#: the sampling options a curve runs over (:func:`option_curve`), each with the symbol that
+#: labels its values (``w=0.5``, ``T=0.7``)
+CURVE_OPTIONS: dict[str, str] = {"guidance": "w", "temperature": "T"}
 
 
 def accuracy_with_stderr(pred: Tensor, labels: Tensor) -> tuple[float, float]:

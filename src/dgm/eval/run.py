@@ -60,7 +60,7 @@ from dgm.core.protocols import ConditionalModel
 from dgm.data import Dataset
 from dgm.eval import suite
 from dgm.eval.anomaly import builtin_shifts
-from dgm.eval.conditional import conditional_metrics, option_curve
+from dgm.eval.conditional import CURVE_OPTIONS, conditional_metrics, option_curve
 from dgm.eval.features import dataset_features
 from dgm.eval.likelihood import ais_estimated, has_likelihood
 
@@ -406,7 +406,7 @@ def format_table(res: dict[str, Any]) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in res["sample_options"].items())
         lines[0] += f" (samples drawn with {opts})"
     lines += [f"  {a:<{width}}  {b}" for a, b in rows]
-    for name, short in (("guidance", "w"), ("temperature", "T")):
+    for name, short in CURVE_OPTIONS.items():
         for p in res.get(f"{name}_curve") or []:
             lines.append(
                 f"  {name} {short}={p[name]:g}: conditional accuracy {p['accuracy']:.4g} ± "

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from dgm.eval.conditional import CURVE_OPTIONS  # noqa: E402
 from dgm.plots.figures import image_grid, save_samples  # noqa: E402
 
 __all__ = ["class_rows", "guidance_figure", "save_class_rows"]
@@ -86,7 +87,7 @@ def guidance_figure(curve: list[dict[str, Any]], title: str = "", key: str = "gu
     fid = [p["fid"] for p in curve]
     acc = [p["accuracy"] for p in curve]
     err = [p.get("accuracy_stderr", 0.0) for p in curve]
-    short = {"guidance": "w", "temperature": "T"}.get(key, key)
+    short = CURVE_OPTIONS.get(key, key)
     ax.errorbar(fid, acc, yerr=err, marker="o", capsize=2)
     for p in curve:
         ax.annotate(f"{short}={p[key]:g}", (p["fid"], p["accuracy"]), fontsize=7,

@@ -278,7 +278,7 @@ class FlowModel(Model):
         y = None
         if self.conditional:
             y = (
-                torch.zeros(x.shape[0], dtype=torch.long)
+                torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
                 if labels is None
                 else labels[: x.shape[0]].to(self.device, torch.long)
             )
