@@ -24,7 +24,7 @@ from dgm.models import build
 BINARY = DataSpec((784,), "discrete", levels=2)
 #: name -> (model, its options, batch size, data)
 CASES = {
-    "vae": ("vae", {}, 100, "binarized-mnist"),
+    "vae": ("vae", {"prior": "standard"}, 100, "binarized-mnist"),
     "made 784-3000-784": ("made", {"hidden": [3000], "direct": True}, 100, "binarized-mnist"),
     "nsf 2-D": ("nsf", {}, 512, "8gaussians"),
     "flow-matching 2-D": ("flow-matching", {}, 256, "8gaussians"),

@@ -249,7 +249,9 @@ def vae_pairs(args) -> list[dict]:
     eps = torch.randn(10, len(x_eval), L, generator=torch.Generator().manual_seed(1))
 
     def make_dgm() -> Side:
-        m = build("vae", data.spec, latent_dim=L, hidden=[H, H], activation="elu", eval_k=1)
+        # pythae's prior, N(0, I) (dgm's default on MNIST is the VampPrior)
+        opts = dict(latent_dim=L, hidden=[H, H], activation="elu", eval_k=1, prior="standard")
+        m = build("vae", data.spec, **opts)
         with torch.no_grad():  # as the engine calls it
             m.on_train_start(x_train[idx[0]])
         step = adam_step(m.parameters(), lambda i: m.loss(x_train[idx[i]])["loss"])

@@ -131,7 +131,8 @@ def main() -> None:
     t0 = time.perf_counter()
     out = train(
         "vae", data, tmp / "dgm", overwrite=True, progress=False, checkpoint_every=0,
-        model_config={"latent_dim": L, "hidden": [H, H], "activation": "elu", "eval_k": 1},
+        model_config={"latent_dim": L, "hidden": [H, H], "activation": "elu", "eval_k": 1,
+                      "prior": "standard"},
         epochs=E, batch_size=B, lr=lr, grad_clip=0.0, eval_every=0,
     )  # fmt: skip
     dgm_wall = time.perf_counter() - t0

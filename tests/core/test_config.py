@@ -13,6 +13,7 @@ import dgm
 from dgm.api import load_run
 from dgm.core.config import build_config, config_to_dict, renamed_keys, translate_renamed
 from dgm.core.errors import ConfigError
+from dgm.core.spec import DataSpec
 from dgm.models import get as get_model
 from dgm.models import names as model_names
 from dgm.models.flows.class_prior import ClassPrior
@@ -152,6 +153,21 @@ def test_a_masked_diffusion_unet_saved_before_the_wide_head_loads_as_it_was(tmp_
     wide = get_model("masked-diffusion")(model.spec, build_config(model.Config, {
         "network": "unet", "width": 8, "mults": [1]}))  # fmt: skip
     assert wide.net.head.in_channels == 8
+
+
+def test_a_vae_of_mnist_saved_before_the_prior_option_loads_with_n01():
+    """A vae of MNIST-sized images of the version before ``prior`` (``N(0, I)`` only) lists every
+    key but that one: it is read back with the standard prior and no pseudo-inputs (strict
+    weights), while a new run there takes the VampPrior."""
+    cls = get_model("vae")
+    spec = DataSpec((1, 28, 28), "discrete", levels=2)
+    earlier = cls(spec, build_config(cls.Config, {"hidden": [8], "prior": "standard"}))
+    values = config_to_dict(earlier.config)
+    del values["prior"]  # as the earlier version wrote it
+    model = cls(spec, build_config(cls.Config, translate_renamed(cls.Config, values)))
+    model.load_state_dict(earlier.state_dict())  # strict: pseudo-inputs would find no weights
+    assert model.prior == "standard" and not hasattr(model, "pseudo_inputs")
+    assert cls(spec, build_config(cls.Config, {"hidden": [8]})).prior == "vamp"
 
 
 @pytest.mark.parametrize("name", model_names())

@@ -213,7 +213,8 @@ class Model(nn.Module):
     setup_deadline: Deadline = Deadline()
     #: how many training examples :meth:`on_train_start` sees: ``0``, the first batch; ``N``, the
     #: first ``N`` of the first epoch's order (a model that fits a density to the data, such as
-    #: the EBM's full-covariance noise, needs more points than a batch has dimensions)
+    #: the EBM's full-covariance noise, needs more points than a batch has dimensions); an
+    #: instance may set its own (a VAE with the VampPrior asks for its K pseudo-inputs)
     init_examples: ClassVar[int] = 0
     #: the engine step being trained while :meth:`training_step` computes the loss (``None``
     #: otherwise): for losses that follow the step (noise annealing, a curriculum, KL warm-up)

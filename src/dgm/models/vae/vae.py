@@ -1,15 +1,16 @@
 """Variational autoencoders: the ELBO-trained ``vae`` and the importance-weighted ``iwae``.
 
-A latent-variable model ``p(x, z) = p(z) p(x | z)`` with a standard normal prior ``p(z) = N(0, I)``
-and a decoder likelihood ``p(x | z)`` (see :mod:`dgm.models.vae.likelihoods`), paired with a
-Gaussian encoder ``q(z | x) = N(mu(x), diag sigma(x)^2)``. With ``z = mu + sigma * eps``,
+A latent-variable model ``p(x, z) = p(z) p(x | z)`` with a prior ``p(z)`` (``N(0, I)``, or the
+VampPrior below) and a decoder likelihood ``p(x | z)`` (see :mod:`dgm.models.vae.likelihoods`),
+paired with a Gaussian encoder ``q(z | x) = N(mu(x), diag sigma(x)^2)``. With ``z = mu + sigma * eps``,
 ``eps ~ N(0, I)`` (the reparameterization trick, Kingma & Welling, 2014),
 
 * the evidence lower bound (ELBO)::
 
       log p(x) >= E_q[log p(x | z)] - KL(q(z | x) || p(z))
 
-  with the KL in closed form, ``KL = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - 2 log sigma_j)``;
+  with the KL in closed form for ``N(0, I)``, ``KL = 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - 2 log
+  sigma_j)``;
 
 * the importance-weighted bound (Burda, Grosse & Salakhutdinov, 2016)::
 
@@ -23,6 +24,16 @@ The ``vae`` maximises the ELBO (with the KL weighted by ``beta``, Higgins et al.
 the NLL they report is an upper bound on the true NLL. The bound is computed in chunks of importance
 samples with a running log-sum-exp, so ``k = 5000`` fits in a fixed memory budget.
 
+**Priors.** ``prior="standard"`` is ``N(0, I)``. ``prior="vamp"`` is the VampPrior (Tomczak &
+Welling, 2018): the encoder's own posteriors at ``K`` learned pseudo-inputs ``u_k``,
+
+    p(z) = 1/K sum_k q(z | u_k),
+
+a mixture of Gaussians that the encoder and the data shape together. Its KL term has no closed
+form, so the ELBO and the ``vae``'s training loss estimate it with the same reparameterized samples
+as the reconstruction term (``log q(z | x) - log p(z)``); the IWAE bound needs only ``log p(z)``.
+The pseudo-inputs start as training examples (``on_train_start``) and are trained with the rest.
+
 Class-conditional variants (``conditional=True``) feed a one-hot label to encoder and decoder:
 ``q(z | x, y)``, ``p(x | z, y)``, and bound ``log p(x | y)``.
 
@@ -30,10 +41,12 @@ Class-conditional variants (``conditional=True``) feed a one-hot label to encode
 ``z ~ N(0, I)`` then ``x ~ p(x | z)``. A factorized decoder adds independent noise to every pixel
 of such a draw, so a VAE's honest samples of images look grainy. ``output="mean"`` returns the
 decoder's mean ``E[x | z]`` instead, the figure VAE papers usually show, and ``temperature=T``
-draws ``z ~ N(0, T^2 I)``; neither is a sample of ``p(x)``, and results obtained with them say so.
+draws ``z ~ N(0, T^2 I)`` (with the VampPrior, ``z ~ N(m_k, T^2 s_k^2)`` for a uniform component
+``k``); neither is a sample of ``p(x)``, and results obtained with them say so.
 
 References: D. P. Kingma and M. Welling, "Auto-encoding variational Bayes", ICLR 2014;
-Y. Burda, R. Grosse and R. Salakhutdinov, "Importance weighted autoencoders", ICLR 2016.
+Y. Burda, R. Grosse and R. Salakhutdinov, "Importance weighted autoencoders", ICLR 2016;
+J. M. Tomczak and M. Welling, "VAE with a VampPrior", AISTATS 2018.
 
 >>> from dgm.core.spec import DataSpec
 >>> m = VAE(DataSpec((1, 8, 8), "discrete", levels=17), VAEConfig(latent_dim=4, hidden=(32,)))
@@ -83,8 +96,9 @@ class VAESampleOptions:
         output: ``"sample"``: a draw of ``p(x | z)``, so with ``temperature=1`` a sample of the
             model's ``p(x)`` (integer levels for discrete data); ``"mean"``: the decoder's mean
             ``E[x | z]`` (real-valued between levels), not a sample of ``p(x)``.
-        temperature: ``T``; the codes are ``z ~ N(0, T^2 I)``. 1: the prior; below 1 codes near
-            the prior's mode, not samples of ``p(x)``.
+        temperature: ``T``; the codes are ``z ~ N(0, T^2 I)`` (the VampPrior: its components'
+            standard deviations times ``T``). 1: the prior; below 1 codes near the prior's
+            modes, not samples of ``p(x)``.
     """
 
     output: Literal["sample", "mean"] = "sample"
@@ -129,6 +143,11 @@ class _CommonConfig:
         eval_k: importance samples of the reported bound when no ``k`` is given (summaries,
             validation).
         conditional: take class labels: ``q(z | x, y)`` and ``p(x | z, y)``.
+        prior: ``"standard"``, ``N(0, I)``; ``"vamp"``, the VampPrior ``1/K sum_k q(z | u_k)``
+            on ``pseudo_inputs`` learned pseudo-inputs (Tomczak & Welling, 2018; unconditional
+            models only); ``"auto"``: the VampPrior for an unconditional model of images above
+            16 pixels a side (MNIST), ``N(0, I)`` otherwise.
+        pseudo_inputs: ``K``, the VampPrior's number of pseudo-inputs (500 in the paper).
     """
 
     #: dimension of the latent code z; None: ``min(D, 32)`` for data of ``D`` dimensions (2 for
@@ -147,12 +166,26 @@ class _CommonConfig:
     eval_k: int = 100
     #: take class labels: q(z | x, y) and p(x | z, y)
     conditional: bool = False
+    #: p(z): "standard" N(0, I), or "vamp", the mixture of the encoder's posteriors at learned
+    #: pseudo-inputs (Tomczak & Welling 2018); "auto": vamp on MNIST-sized images, unconditional
+    prior: Literal["auto", "standard", "vamp"] = "auto"
+    #: K, the VampPrior's pseudo-inputs
+    pseudo_inputs: int = 500
+    #: keys added since and the values that behave as before (saved runs are read with them)
+    added: ClassVar[dict[str, Any]] = {"prior": "standard"}
 
     def __post_init__(self) -> None:
         if self.latent_dim is not None and self.latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, not {self.latent_dim}")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden sizes must be positive, not {list(self.hidden)}")
+        if self.prior not in ("auto", "standard", "vamp"):
+            raise ConfigError(
+                f"prior must be 'standard' (N(0, I)), 'vamp' (the VampPrior) or 'auto', "
+                f"not {self.prior!r}"
+            )
+        if self.pseudo_inputs < 1:
+            raise ValueError(f"pseudo_inputs must be at least 1, not {self.pseudo_inputs}")
         for key in ("k", "eval_k"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, not {getattr(self, key)}")
@@ -233,6 +266,13 @@ class VAE(Model):
     train_defaults: ClassVar[dict[str, Any]] = {
         "steps": 3000, "batch_size": 512, "schedule": "cosine",
     }  # fmt: skip
+    #: on MNIST-sized images, the recipe of ``benchmarks/vae.py``: batches of 100 within a
+    #: 30-minute budget, validated every 500 steps (an epoch of MNIST) on 1000 examples, the best
+    #: validated weights kept and training stopped after 10 validations without a gain
+    large_image_train_defaults: ClassVar[dict[str, Any]] = {
+        "max_minutes": 30, "batch_size": 100, "eval_every": 500, "eval_size": 1000,
+        "patience": 10,
+    }  # fmt: skip
     exact_likelihood = False
     likelihood_bound = "iwae_bound"
     bound_options = ("k",)
@@ -241,6 +281,7 @@ class VAE(Model):
     example = Example(
         spec=DataSpec((1, 8, 8), "discrete", levels=17, num_classes=10),
         config={"latent_dim": 3, "hidden": (16,), "eval_k": 8},
+        variants=({"prior": "vamp", "pseudo_inputs": 4},),
     )
 
     def __init__(self, spec: DataSpec, config: Any | None = None) -> None:
@@ -266,6 +307,22 @@ class VAE(Model):
             self.num_classes,
             self.activation,
         )
+        #: the prior in use (``"auto"`` resolved by the data and ``conditional``)
+        self.prior = cfg.prior
+        if cfg.prior == "auto":
+            self.prior = "vamp" if spec.is_large_image and not cfg.conditional else "standard"
+        if self.prior == "vamp":
+            if cfg.conditional:
+                raise ConfigError(
+                    "prior='vamp' is for unconditional models; a conditional model takes "
+                    "prior='standard'"
+                )
+            # the pseudo-inputs u_k, in the encoder's input space; on_train_start sets them to
+            # training examples, so the engine hands it K of them
+            self.pseudo_inputs = torch.nn.Parameter(
+                torch.rand(cfg.pseudo_inputs, *spec.event_shape)
+            )
+            self.init_examples = cfg.pseudo_inputs
 
     # ------------------------------------------------------------------ inputs
     def encoder_input(self, x: Tensor) -> Tensor:
@@ -322,34 +379,98 @@ class VAE(Model):
         """
         return mu + torch.exp(log_std) * eps
 
+    # ------------------------------------------------------------------ the prior
+    @property
+    def vamp(self) -> bool:
+        """Whether p(z) is the VampPrior."""
+        return self.prior == "vamp"
+
+    def prior_components(self) -> tuple[Tensor, Tensor] | None:
+        """The VampPrior's components ``q(z | u_k)``: means and log standard deviations, each
+        ``(K, L)``; ``None`` for the standard prior."""
+        if not self.vamp:
+            return None
+        return self.encoder(self.pseudo_inputs, None)
+
+    def log_prior(self, z: Tensor, components: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """``log p(z)`` for codes ``(..., L)`` -> ``(...)``: ``log N(z; 0, I)``, or the VampPrior's
+        ``log 1/K sum_k N(z; m_k, diag s_k^2)`` (``components`` from :meth:`prior_components`,
+        computed when not given)."""
+        L = z.shape[-1]
+        if not self.vamp:
+            return -0.5 * z.square().sum(-1) - 0.5 * L * _LOG_2PI
+        m, log_s = self.prior_components() if components is None else components  # (K, L)
+        inv = torch.exp(-2.0 * log_s)  # (K, L) 1 / s^2
+        flat = z.reshape(-1, L)  # (N, L)
+        # sum_j (z_j - m_kj)^2 / s_kj^2 as three matrix products: (N, K)
+        quad = flat.square() @ inv.T - 2.0 * flat @ (m * inv).T + (m.square() * inv).sum(-1)
+        log_comp = -0.5 * quad.clamp_min(0.0) - log_s.sum(-1) - 0.5 * L * _LOG_2PI  # (N, K)
+        out = torch.logsumexp(log_comp, dim=-1) - math.log(m.shape[0])
+        return out.reshape(z.shape[:-1])
+
+    def _log_ratio(
+        self,
+        z: Tensor,
+        eps: Tensor,
+        log_std: Tensor,
+        components: tuple[Tensor, Tensor] | None,
+    ) -> Tensor:
+        """``log p(z) - log q(z | x)`` for ``z = mu + sigma * eps``: ``(S, B)``."""
+        if not self.vamp:  # the 2 pi terms cancel
+            return -0.5 * z.square().sum(-1) + 0.5 * eps.square().sum(-1) + log_std.sum(-1)
+        log_q = -0.5 * eps.square().sum(-1) - log_std.sum(-1) - 0.5 * z.shape[-1] * _LOG_2PI
+        return self.log_prior(z, components) - log_q
+
+    def _kl(
+        self,
+        mu: Tensor,
+        log_std: Tensor,
+        z: Tensor,
+        eps: Tensor,
+        components: tuple[Tensor, Tensor] | None,
+    ) -> Tensor:
+        """``KL(q(z | x) || p(z))`` per example ``(B,)``: in closed form for the standard prior,
+        else the Monte Carlo estimate ``log q(z | x) - log p(z)`` averaged over the samples
+        ``z = mu + sigma * eps`` ``(S, B, L)``."""
+        if not self.vamp:
+            return gaussian_kl(mu, log_std)
+        return -self._log_ratio(z, eps, log_std, components).mean(0)
+
     def _log_weights(
-        self, x: Tensor, y1h: Tensor | None, mu: Tensor, log_std: Tensor, eps: Tensor
+        self,
+        x: Tensor,
+        y1h: Tensor | None,
+        mu: Tensor,
+        log_std: Tensor,
+        eps: Tensor,
+        components: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Importance log-weights ``log p(x, z) - log q(z | x)`` and ``log p(x | z)``, each
-        ``(S, B)``, for the codes ``z = mu + sigma * eps`` with ``eps`` of shape ``(S, B, L)``."""
+        ``(S, B)``, for the codes ``z = mu + sigma * eps`` with ``eps`` of shape ``(S, B, L)``
+        (``components``: the VampPrior's, from :meth:`prior_components`)."""
         z = self.reparameterize(mu, log_std, eps)  # (S, B, L)
         log_px = self.likelihood.log_prob(x, self.decoder(z, y1h))  # (S, B)
-        # log p(z) - log q(z | x); the 2 pi terms cancel
-        log_ratio = -0.5 * z.square().sum(-1) + 0.5 * eps.square().sum(-1) + log_std.sum(-1)
-        return log_px + log_ratio, log_px
+        return log_px + self._log_ratio(z, eps, log_std, components), log_px
 
     # ------------------------------------------------------------------ bounds
     def elbo(self, x: Tensor, y: Tensor | None = None, k: int = 1) -> Tensor:
         """The ELBO ``E_q[log p(x | z)] - KL(q || p)`` per example ``(B,)``, its first term
-        estimated with ``k`` reparameterized samples and the KL in closed form."""
+        estimated with ``k`` reparameterized samples and the KL in closed form (the VampPrior's
+        KL by the same samples)."""
         x = self.check_input(x)
         y1h = self._onehot(y, x.shape[0])
         mu, log_std = self._encode(x, y1h)
         eps = torch.randn(int(k), *mu.shape, dtype=mu.dtype, device=mu.device)  # (k, B, L)
-        log_px = self.likelihood.log_prob(
-            x, self.decoder(self.reparameterize(mu, log_std, eps), y1h)
-        )
-        return log_px.mean(0) - gaussian_kl(mu, log_std)
+        z = self.reparameterize(mu, log_std, eps)
+        log_px = self.likelihood.log_prob(x, self.decoder(z, y1h))
+        return log_px.mean(0) - self._kl(mu, log_std, z, eps, self.prior_components())
 
     def chunk_size(self, batch: int, k: int) -> int:
         """Importance samples per chunk so that decoding ``batch`` examples stays within
         :data:`MEMORY_BUDGET` bytes (decoder activations plus a few likelihood temporaries)."""
         per_code = self.decoder.activation_size + 3 * self.likelihood.num_params * self.num_dims
+        if self.vamp:  # log p(z): the (code, component) matrices
+            per_code += 3 * self.config.pseudo_inputs
         itemsize = torch.finfo(self.dtype).bits // 8
         return max(1, min(int(k), MEMORY_BUDGET // max(1, batch * per_code * itemsize)))
 
@@ -382,6 +503,7 @@ class VAE(Model):
         if eps is not None and tuple(eps.shape) != (k, *mu.shape):
             raise DataError(f"eps must have shape {(k, *mu.shape)}, not {tuple(eps.shape)}")
         c = int(chunk_size) if chunk_size else self.chunk_size(x.shape[0], k)
+        components = self.prior_components()
         total = torch.full_like(mu[:, 0], -math.inf)  # (B,) running log sum_i w_i
         for start in range(0, k, c):
             m = min(c, k - start)
@@ -390,7 +512,7 @@ class VAE(Model):
                 if eps is not None
                 else torch.randn(m, *mu.shape, dtype=mu.dtype, device=mu.device)
             )  # (m, B, L)
-            log_w, _ = self._log_weights(x, y1h, mu, log_std, e)  # (m, B)
+            log_w, _ = self._log_weights(x, y1h, mu, log_std, e, components)  # (m, B)
             total = torch.logaddexp(total, torch.logsumexp(log_w, dim=0))
         return total - math.log(k)
 
@@ -425,11 +547,10 @@ class VAE(Model):
         y1h = self._onehot(y if self.conditional else None, x.shape[0])
         mu, log_std = self._encode(x, y1h)
         eps = torch.randn(self.train_k, *mu.shape, dtype=mu.dtype, device=mu.device)
-        log_px = self.likelihood.log_prob(
-            x, self.decoder(self.reparameterize(mu, log_std, eps), y1h)
-        )
+        z = self.reparameterize(mu, log_std, eps)
+        log_px = self.likelihood.log_prob(x, self.decoder(z, y1h))
         recon = -log_px.mean(0)  # (B,)
-        kl = gaussian_kl(mu, log_std)  # (B,)
+        kl = self._kl(mu, log_std, z, eps, self.prior_components())  # (B,)
         loss = (recon + self.kl_weight(self.step_in_training) * kl).mean()
         return {
             "loss": loss,
@@ -440,9 +561,15 @@ class VAE(Model):
 
     def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
         """Set the decoder's output bias so that p(x | z) starts as the per-dimension marginal of
-        the first training batch (a data-dependent initialisation that speeds early training)."""
+        the first training batch (a data-dependent initialisation that speeds early training);
+        the VampPrior's pseudo-inputs start as ``K`` training examples (the engine hands over
+        that many; fewer are repeated)."""
         x = self.check_input(train_data, "training data")
         self.decoder.bias.copy_(self.likelihood.init_bias(x).to(self.decoder.bias))
+        if self.vamp:
+            K = self.pseudo_inputs.shape[0]
+            u = self.encoder_input(x[torch.arange(K, device=x.device) % x.shape[0]])
+            self.pseudo_inputs.copy_(u.to(self.pseudo_inputs))
 
     # ------------------------------------------------------------------ generation
     def _labels_for(self, y: Tensor | None, n: int) -> Tensor | None:
@@ -453,16 +580,26 @@ class VAE(Model):
     def sample(
         self, n: int, y: Tensor | None = None, output: str = "sample", temperature: float = 1.0
     ) -> Tensor:
-        """``n`` draws of the model ``(n, *event_shape)``: ``z ~ N(0, I)``, then ``x ~ p(x | z)``
+        """``n`` draws of the model ``(n, *event_shape)``: ``z ~ p(z)``, then ``x ~ p(x | z)``
         (a sample of the decoder, not its mean: integer levels for discrete data). A conditional
         model draws uniform labels when ``y`` is not given. ``output="mean"`` and ``temperature``
         (:class:`VAESampleOptions`) give decoder means and codes of a narrower prior instead:
         not samples of ``p(x)``."""
         opts = VAESampleOptions(output, temperature)  # type: ignore[arg-type]  # checks them
-        z = torch.randn(n, self.latent_dim, dtype=self.dtype, device=self.device)  # (n, L)
-        if opts.temperature != 1.0:
-            z = z * opts.temperature
+        z = self.sample_prior(n, opts.temperature)
         return self.decode(z, self._labels_for(y, n), sample=opts.output == "sample")
+
+    def sample_prior(self, n: int, temperature: float = 1.0) -> Tensor:
+        """``n`` codes ``(n, L)`` of the prior: ``z ~ N(0, T^2 I)``; with the VampPrior a
+        component ``k`` drawn uniformly, then ``z ~ N(m_k, T^2 s_k^2)``. ``T = 1``: ``p(z)``."""
+        z = torch.randn(n, self.latent_dim, dtype=self.dtype, device=self.device)  # (n, L)
+        if temperature != 1.0:
+            z = z * temperature
+        if self.vamp:
+            m, log_s = self.prior_components()
+            k = torch.randint(0, m.shape[0], (n,), device=self.device)
+            z = m[k] + torch.exp(log_s[k]) * z
+        return z
 
     def reconstruct(self, x: Tensor, y: Tensor | None = None, *, sample: bool = False) -> Tensor:
         """Decode the encoder mean: the decoder's mean (or a draw) given ``z = mu(x)``, shape
@@ -545,6 +682,7 @@ class IWAE(VAE):
     example = Example(
         spec=VAE.example.spec,
         config={"latent_dim": 3, "hidden": (16,), "k": 3, "eval_k": 8},
+        variants=VAE.example.variants,
     )
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
@@ -556,9 +694,11 @@ class IWAE(VAE):
         mu, log_std = self._encode(x, y1h)
         k = self.config.k
         eps = torch.randn(k, *mu.shape, dtype=mu.dtype, device=mu.device)  # (k, B, L)
-        log_w, log_px = self._log_weights(x, y1h, mu, log_std, eps)  # (k, B)
+        components = self.prior_components()
+        log_w, log_px = self._log_weights(x, y1h, mu, log_std, eps, components)  # (k, B)
         bound = torch.logsumexp(log_w, dim=0) - math.log(k)  # (B,)
-        kl = gaussian_kl(mu, log_std).detach()
+        # the closed-form KL, or the VampPrior's estimate by the same samples
+        kl = (gaussian_kl(mu, log_std) if not self.vamp else (log_px - log_w).mean(0)).detach()
         recon = -log_px.mean(0).detach()
         return {
             "loss": -bound.mean(),
