@@ -15,7 +15,10 @@
    * ``gated-pixelcnn``: the Gated PixelCNN of width 64 and depth 6 (the small-image default,
      the one ``roofline.json`` measured) on binarized MNIST, batch ``--ar-batch``;
    * ``unet``: the U-Net of ``dgm.nn.unet`` (width 32, mults (1, 2), one block, time dim 128)
-     on 28x28 one-channel images, batch ``--unet-batch``, the DDPM epsilon loss.
+     on 28x28 one-channel images, batch ``--unet-batch``, the DDPM epsilon loss;
+   * ``vae``: the VAE of ``peers.py``'s pythae pair (784-300-300-40, ELU, Bernoulli decoder, one
+     ELBO sample) on binarized MNIST, batch ``--vae-batch``, with ``N(0, I)`` and with the
+     VampPrior (500 pseudo-inputs: their encoding is part of every step).
 3. ``--profile``: a torch.profiler table (self CPU time by operator) of a few steps of each model,
    saved in the result, to say what limits the convolutional models.
 
@@ -62,6 +65,16 @@ def made_step(batch: int) -> tuple[Callable[[], None], torch.nn.Module]:
     torch.manual_seed(0)
     model = build("made", DataSpec((784,), "discrete", levels=2), hidden=[3000], direct=True)
     x = data[:batch].reshape(batch, 784)
+    return _step(model, lambda: model.loss(x)["loss"]), model
+
+
+def vae_step(batch: int, prior: str = "standard") -> tuple[Callable[[], None], torch.nn.Module]:
+    data = dgm.data.load("binarized-mnist").train.float()
+    torch.manual_seed(0)
+    model = build("vae", BINARY, latent_dim=40, hidden=[300, 300], activation="elu", prior=prior)
+    with torch.no_grad():
+        model.on_train_start(data[:500])  # the pseudo-inputs of the VampPrior: training images
+    x = data[:batch]
     return _step(model, lambda: model.loss(x)["loss"]), model
 
 
@@ -130,6 +143,7 @@ def main() -> None:
     ap.add_argument("--made-batch", type=int, default=100)
     ap.add_argument("--ar-batch", type=int, default=16)
     ap.add_argument("--unet-batch", type=int, default=32)
+    ap.add_argument("--vae-batch", type=int, default=100)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--out", default="roofline")
     args = ap.parse_args()
@@ -137,9 +151,12 @@ def main() -> None:
         "made 784-3000-784": lambda: made_step(args.made_batch),
         "gated-pixelcnn": lambda: pixelcnn_step(args.ar_batch),
         "unet 28x28": lambda: unet_step(args.unet_batch),
+        "vae 784-300-300-40": lambda: vae_step(args.vae_batch),
+        "vae 784-300-300-40 vamp": lambda: vae_step(args.vae_batch, "vamp"),
     }
     batches = {"made 784-3000-784": args.made_batch, "gated-pixelcnn": args.ar_batch}
     batches["unet 28x28"] = args.unet_batch
+    batches["vae 784-300-300-40"] = batches["vae 784-300-300-40 vamp"] = args.vae_batch
     rows, peaks, profiles = [], {}, {}
     load_start = loadavg()
     for threads in args.threads:
