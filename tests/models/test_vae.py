@@ -765,3 +765,25 @@ def test_the_auto_prior_is_vamp_for_unconditional_models_of_mnist_sized_images(
     model = build("iwae", spec, hidden=(8,), latent_dim=2, conditional=conditional)
     assert model.config.prior == "auto" and model.prior == prior
     assert hasattr(model, "pseudo_inputs") == (prior == "vamp")
+
+
+def test_the_latent_grid_spans_the_vamp_priors_codes():
+    """The grid of the latent picture lies at the prior's own quantiles: for the VampPrior, whose
+    codes sit far from N(0, I)'s, the 5% and 95% corners hold that share of its draws."""
+    model = tiny(prior="vamp", pseudo_inputs=6, latent_dim=2)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.pseudo_inputs.mul_(30.0)  # codes far from the origin
+        x = torch.randint(0, 17, (50, 1, 8, 8)).double()
+        lm = model.latent_map(x, grid_size=5)
+        drawn = model.sample_prior(20_000)  # (n, 2); latent_dim 2: the directions are the axes
+    values = lm["grid_values"]
+    assert values.shape == (5, 2) and torch.equal(lm["directions"], torch.eye(2).double())
+    for j in range(2):
+        below = (drawn[:, j] < values[0, j]).double().mean()
+        above = (drawn[:, j] > values[-1, j]).double().mean()
+        assert abs(float(below) - 0.05) < 0.02 and abs(float(above) - 0.05) < 0.02
+    plain = tiny(latent_dim=2).latent_map(x, grid_size=5)["grid_values"]
+    torch.testing.assert_close(
+        plain[:, 0], Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, 5)).double()
+    )

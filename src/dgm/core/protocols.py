@@ -49,7 +49,7 @@ class LatentVariableModel(Protocol):
         ...
 
     def latent_map(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """``codes (B, 2)``, ``directions (L, 2)``, ``grid_values (G,)`` and decoded
+        """``codes (B, 2)``, ``directions (L, 2)``, ``grid_values (G, 2)`` and decoded
         ``grid (G, G, *event_shape)``: a 2-D picture of the latent space."""
         ...
 

@@ -91,10 +91,14 @@ def write_plots(
         skipped.extend(["reconstructions.png", "latent.png"])
     elif isinstance(model, LatentVariableModel) and dataset.spec.is_image:
         x, labels = dataset.split("test")
+        # a fixed random spread of the test split: some are sorted by class (the binarized
+        # MNIST's first 2000 are 0s and 1s)
+        pick = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:2000]
+        x, labels = x[pick], None if labels is None else labels[pick]
         y = labels if model.conditional else None
         with model.inference():
-            xm, _ = pre(x[:2000].to(model.device, model.dtype))
-            yb = None if y is None else y[:2000].to(model.device)
+            xm, _ = pre(x.to(model.device, model.dtype))
+            yb = None if y is None else y.to(model.device)
             pairs = model.reconstructions(xm[:16], None if yb is None else yb[:16])
             pairs = pre.inverse(pairs.flatten(0, 1)).reshape(pairs.shape).to("cpu")
             latent = model.latent_map(xm, yb)
@@ -109,7 +113,7 @@ def write_plots(
                 lambda p: save_latent_map(
                     latent,
                     p,
-                    labels=None if labels is None else labels[:2000],
+                    labels=labels,
                     levels=dataset.spec.levels,
                 ),
             ),  # fmt: skip

@@ -643,10 +643,12 @@ class VAE(Model):
             ``directions`` ``(latent_dim, 2)``: orthonormal axes, the identity when
             ``latent_dim == 2``, else the top two principal directions of the codes (for
             ``latent_dim == 1`` the second axis is zero);
-            ``grid_values`` ``(G,)``: standard normal quantiles of 0.05 .. 0.95;
+            ``grid_values`` ``(G, 2)``: the prior's quantiles 0.05 .. 0.95 along each of the
+            two directions (standard normal quantiles for ``N(0, I)``; for the VampPrior those
+            of 4096 of its draws projected on the direction);
             ``grid`` ``(G, G, *event_shape)``: decoder means at ``z = a u_1 + b u_2`` for ``a``
-            (rows) and ``b`` (columns) in ``grid_values`` (decoded with label ``grid_label`` for a
-            conditional model).
+            (rows) in ``grid_values[:, 0]`` and ``b`` (columns) in ``grid_values[:, 1]``
+            (decoded with label ``grid_label`` for a conditional model).
         """
         mu, _ = self.encode(x, y)  # (B, L)
         L = self.latent_dim
@@ -660,8 +662,12 @@ class VAE(Model):
             directions = vh[:2].T  # (L, 2)
         codes = mu @ directions  # (B, 2)
         p = torch.linspace(0.05, 0.95, grid_size, dtype=mu.dtype, device=mu.device)
-        values = math.sqrt(2.0) * torch.erfinv(2.0 * p - 1.0)  # (G,) normal quantiles
-        a, b = torch.meshgrid(values, values, indexing="ij")
+        if self.vamp:  # the prior's marginal quantiles along each direction
+            drawn = self.sample_prior(4096) @ directions  # (4096, 2)
+            values = torch.quantile(drawn, p, dim=0)  # (G, 2)
+        else:  # N(0, I) projected on a unit direction is N(0, 1)
+            values = (math.sqrt(2.0) * torch.erfinv(2.0 * p - 1.0))[:, None].expand(-1, 2)
+        a, b = torch.meshgrid(values[:, 0], values[:, 1], indexing="ij")
         z = a.reshape(-1, 1) * directions[:, 0] + b.reshape(-1, 1) * directions[:, 1]  # (G*G, L)
         labels = None
         if self.conditional:
