@@ -191,11 +191,10 @@ def _run_view(path: Path, index: int) -> dict[str, Any]:
         png = path / f"{name}.png"
         if png.is_file():
             figures.append((kind, f"{name}.png", data_uri(png.read_bytes(), "png")))
-    for key, symbol in CURVE_OPTIONS.items():
+    for key, (symbol, what) in CURVE_OPTIONS.items():
         curve = (view["eval"] or {}).get(f"{key}_curve")
         if isinstance(curve, list) and curve:
             fig = guidance_figure(curve, title=f"{cfg['model']}: {key}", key=key)
-            what = {"guidance": "guidance weights", "temperature": "temperatures"}[key]
             caption = f"conditional accuracy (± standard error) against FID* over {what} {symbol}"
             figures.append(("figure", caption, data_uri(figure_bytes(fig, "svg"), "svg")))
     view["figures"] = figures

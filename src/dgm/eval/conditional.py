@@ -49,8 +49,11 @@ __all__ = [
 ]
 
 #: the sampling options a curve runs over (:func:`option_curve`), each with the symbol that
-#: labels its values (``w=0.5``, ``T=0.7``)
-CURVE_OPTIONS: dict[str, str] = {"guidance": "w", "temperature": "T"}
+#: labels its values (``w=0.5``, ``T=0.7``) and what its values are called in captions
+CURVE_OPTIONS: dict[str, tuple[str, str]] = {
+    "guidance": ("w", "guidance weights"),
+    "temperature": ("T", "temperatures"),
+}
 
 
 def accuracy_with_stderr(pred: Tensor, labels: Tensor) -> tuple[float, float]:

@@ -406,7 +406,7 @@ def format_table(res: dict[str, Any]) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in res["sample_options"].items())
         lines[0] += f" (samples drawn with {opts})"
     lines += [f"  {a:<{width}}  {b}" for a, b in rows]
-    for name, short in CURVE_OPTIONS.items():
+    for name, (short, _) in CURVE_OPTIONS.items():
         for p in res.get(f"{name}_curve") or []:
             lines.append(
                 f"  {name} {short}={p[name]:g}: conditional accuracy {p['accuracy']:.4g} ± "

@@ -87,7 +87,7 @@ def guidance_figure(curve: list[dict[str, Any]], title: str = "", key: str = "gu
     fid = [p["fid"] for p in curve]
     acc = [p["accuracy"] for p in curve]
     err = [p.get("accuracy_stderr", 0.0) for p in curve]
-    short = CURVE_OPTIONS.get(key, key)
+    short = CURVE_OPTIONS[key][0] if key in CURVE_OPTIONS else key
     ax.errorbar(fid, acc, yerr=err, marker="o", capsize=2)
     for p in curve:
         ax.annotate(f"{short}={p[key]:g}", (p["fid"], p["accuracy"]), fontsize=7,

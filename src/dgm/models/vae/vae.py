@@ -2,8 +2,8 @@
 
 A latent-variable model ``p(x, z) = p(z) p(x | z)`` with a prior ``p(z)`` (``N(0, I)``, or the
 VampPrior below) and a decoder likelihood ``p(x | z)`` (see :mod:`dgm.models.vae.likelihoods`),
-paired with a Gaussian encoder ``q(z | x) = N(mu(x), diag sigma(x)^2)``. With ``z = mu + sigma * eps``,
-``eps ~ N(0, I)`` (the reparameterization trick, Kingma & Welling, 2014),
+paired with a Gaussian encoder ``q(z | x) = N(mu(x), diag sigma(x)^2)``. With
+``z = mu + sigma * eps``, ``eps ~ N(0, I)`` (the reparameterization trick, Kingma & Welling, 2014),
 
 * the evidence lower bound (ELBO)::
 
@@ -38,7 +38,7 @@ Class-conditional variants (``conditional=True``) feed a one-hot label to encode
 ``q(z | x, y)``, ``p(x | z, y)``, and bound ``log p(x | y)``.
 
 **Sampling** (:class:`VAESampleOptions`): by default ``sample`` draws from the model,
-``z ~ N(0, I)`` then ``x ~ p(x | z)``. A factorized decoder adds independent noise to every pixel
+``z ~ p(z)`` then ``x ~ p(x | z)``. A factorized decoder adds independent noise to every pixel
 of such a draw, so a VAE's honest samples of images look grainy. ``output="mean"`` returns the
 decoder's mean ``E[x | z]`` instead, the figure VAE papers usually show, and ``temperature=T``
 draws ``z ~ N(0, T^2 I)`` (with the VampPrior, ``z ~ N(m_k, T^2 s_k^2)`` for a uniform component
