@@ -5,9 +5,14 @@ Each workload trains through the engine (``dgm.train.engine.Trainer``) for ``--s
 float32 and bf16-mixed interleaved ``--repeats`` times (the 2 cores are shared: interleaving gives
 both the same load). The figures are medians of milliseconds per step measured on this machine:
 CPU time of the process (with one thread, little affected by the other users of the cores) and
-wall-clock time; the ratio is bf16 / float32 of the CPU times (above 1: bf16 is slower).
+wall-clock time; the ratio is bf16 / float32 of the CPU times (above 1: bf16 is slower), and,
+for runs of more than one thread (whose CPU time counts the threads' waiting), of the wall times.
+The machine record says whether this CPU computes bfloat16 on AMX tiles (``bf16_hardware``,
+what ``precision="auto"`` decides by).
 
     .venv/bin/python benchmarks/precision.py [--steps 60] [--repeats 5] [--threads 1]
+    DGM_DATA=../../shared/data .venv/bin/python benchmarks/precision.py --threads 2 \
+        --workloads gated-pixelcnn-mnist transformer-mnist flow-matching-mnist --name NAME
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import torch
 import dgm.data
 from _common import median, report
 from dgm.models import build
-from dgm.train.config import TrainConfig
+from dgm.train.config import TrainConfig, bf16_hardware
 from dgm.train.engine import Trainer
 
 # name: (model, dataset, model options, batch size)
@@ -30,6 +35,10 @@ WORKLOADS = {
     "made-digits": ("made", "digits", {"hidden": [512, 512]}, 128),
     "pixelcnn-digits": ("pixelcnn", "digits", {}, 64),
     "nsf-8gaussians": ("nsf", "8gaussians", {}, 512),
+    # the MNIST recipes' models and batches (``large_image_train_defaults``)
+    "gated-pixelcnn-mnist": ("gated-pixelcnn", "binarized-mnist", {}, 32),
+    "transformer-mnist": ("transformer", "binarized-mnist", {}, 16),
+    "flow-matching-mnist": ("flow-matching", "mnist", {}, 64),
 }
 
 
@@ -57,7 +66,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    ap.add_argument("--workloads", nargs="+", default=["made-digits", "pixelcnn-digits",
+                    "nsf-8gaussians"], choices=list(WORKLOADS))  # fmt: skip
+    ap.add_argument("--name", default="precision", help="results file name (without .json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
@@ -74,10 +85,14 @@ def main() -> None:
                      "bf16-mixed CPU ms/step": round(bf16, 2), "bf16 / float32": round(bf16 / f32, 2),
                      "float32 wall ms/step": round(median(wall["full"]), 2),
                      "bf16-mixed wall ms/step": round(median(wall["bf16-mixed"]), 2),
+                     "bf16 / float32 wall": round(median(wall["bf16-mixed"])
+                                                  / median(wall["full"]), 2),
                      "cpu_runs": cpu, "wall_runs": wall})  # fmt: skip
     columns = ["workload", "float32 CPU ms/step", "bf16-mixed CPU ms/step", "bf16 / float32",
-               "float32 wall ms/step", "bf16-mixed wall ms/step"]  # fmt: skip
-    report("precision", rows, columns, {"threads": args.threads, "steps": args.steps})
+               "float32 wall ms/step", "bf16-mixed wall ms/step", "bf16 / float32 wall"]  # fmt: skip
+    machine = {"bf16_hardware": bf16_hardware("cpu"),
+               "cpu_capability": torch.backends.cpu.get_cpu_capability()}  # fmt: skip
+    report(args.name, rows, columns, {"threads": args.threads, "steps": args.steps} | machine)
 
 
 if __name__ == "__main__":

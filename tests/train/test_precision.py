@@ -87,3 +87,26 @@ def test_cli_dtype_bfloat16_points_to_the_mixed_precision_option(tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2 and "--precision bf16-mixed" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_is_bf16_mixed_only_on_bfloat16_hardware(tmp_path, monkeypatch, amx):
+    """``precision="auto"`` trains in bf16-mixed on a CPU with AMX tiles, in full precision on
+    one without (bfloat16 there is emulated and slower), and always in full with float64; the
+    summary names the precision the run used."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    want = "bf16-mixed" if amx else "full"
+    assert TrainConfig(precision="auto").resolved_precision() == want
+    assert TrainConfig(precision="auto", dtype="float64").resolved_precision() == "full"
+    assert TrainConfig(precision="full").resolved_precision() == "full"  # explicit wins
+    assert TrainConfig(precision="bf16-mixed").resolved_precision() == "bf16-mixed"
+    x = torch.randn(128, 2)
+    model = build("nsf", DataSpec((2,)), depth=2, hidden=[16, 16])
+    seen: list[torch.dtype] = []
+    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    cfg = TrainConfig(steps=2, batch_size=64, precision="auto", progress=False,
+                      checkpoint_every=0)  # fmt: skip
+    info = Trainer(model, x, config=cfg, out=tmp_path).fit()
+    assert info["train_precision"] == want
+    assert set(seen) == {torch.bfloat16 if amx else torch.float32}

@@ -7,11 +7,22 @@ from typing import Literal
 
 import torch
 
-__all__ = ["TrainConfig", "TRAINING_SHARE"]
+__all__ = ["TRAINING_SHARE", "TrainConfig", "bf16_hardware"]
 
 #: the share of a ``max_minutes`` budget the training loop gets; the rest is kept for the end of
 #: the run (scoring the summary, drawing the figures), so that the budget covers the whole run
 TRAINING_SHARE = 0.8
+
+
+def bf16_hardware(device: str) -> bool:
+    """True when ``device`` computes bfloat16 matrix products on matrix units: a CUDA GPU with
+    bfloat16 support (Ampere and newer), or a CPU with Intel AMX tiles (Sapphire Rapids and
+    newer), where oneDNN runs bfloat16 convolutions and products on them. Without such units
+    bfloat16 is emulated or converted and is often slower than float32 (see the README)."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; absent in older torch
+    return bool(amx is not None and amx() and torch.backends.mkldnn.is_available())
 
 
 @dataclass
@@ -53,8 +64,10 @@ class TrainConfig:
     #: under ``torch.autocast(dtype=torch.bfloat16)`` (matrix products and convolutions in
     #: bfloat16, the weights, gradients, optimizer state, validation and saved model in float32).
     #: On CPU it is often slower than float32 (see the README); it pays on GPUs with bfloat16
-    #: tensor cores (Ampere and newer).
-    precision: Literal["full", "bf16-mixed"] = "full"
+    #: tensor cores (Ampere and newer) and on CPUs with AMX tiles. ``"auto"``: ``"bf16-mixed"``
+    #: where such hardware computes the products and ``dtype`` is float32, ``"full"`` elsewhere
+    #: (:meth:`resolved_precision`; a model's MNIST recipe may ask for it).
+    precision: Literal["full", "bf16-mixed", "auto"] = "full"
     #: write a checkpoint every this many steps (0: only at the end)
     checkpoint_every: int = 1000
     #: checkpoints kept besides the best one
@@ -143,6 +156,13 @@ class TrainConfig:
                 f"device {self.device!r} cannot compute in bfloat16 (it needs an Ampere or newer "
                 "GPU); use precision 'full' on it, or train on --device cpu"
             )
+
+    def resolved_precision(self) -> str:
+        """``"full"`` or ``"bf16-mixed"``: :attr:`precision`, with ``"auto"`` decided by this
+        machine (:func:`bf16_hardware`) and the dtype."""
+        if self.precision != "auto":
+            return self.precision
+        return "bf16-mixed" if self.dtype == "float32" and bf16_hardware(self.device) else "full"
 
     def training_seconds(self) -> float:
         """The training time of the budget in seconds: ``TRAINING_SHARE`` of ``max_minutes``."""

@@ -116,6 +116,8 @@ class Trainer:
         self.ckpt_root = self.out / "checkpoints"
         self.device = torch.device(config.device)
         self.dtype = getattr(torch, config.dtype)
+        #: ``"full"`` or ``"bf16-mixed"``: the config's precision, ``"auto"`` decided here
+        self.precision = config.resolved_precision()
         self.model = model.to(self.device, self.dtype)
         if config.compile:
             # an instance attribute in front of the method: training_step's ``self.loss`` is
@@ -240,14 +242,14 @@ class Trainer:
     def _mixed_precision(self) -> contextlib.AbstractContextManager:
         """The forward passes of a training step: under bfloat16 autocast with
         ``precision="bf16-mixed"`` (the parameters stay float32; autocast casts their copies)."""
-        if self.cfg.precision == "bf16-mixed":
+        if self.precision == "bf16-mixed":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _full_precision(self) -> contextlib.AbstractContextManager:
         """Backward pass, clipping and optimizer step: outside autocast (the gradients come out
         in the dtype of the parameters, float32)."""
-        if self.cfg.precision == "bf16-mixed":
+        if self.precision == "bf16-mixed":
             return torch.autocast(self.device.type, enabled=False)
         return contextlib.nullcontext()
 
@@ -323,6 +325,7 @@ class Trainer:
             "best_val_nll": best if math.isfinite(best) else None,
             "train_seconds": seconds,
             "steps_per_second": (self.step - start_step) / max(seconds, 1e-9),
+            "train_precision": self.precision,
         }
 
     def _initialise(self) -> None:
