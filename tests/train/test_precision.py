@@ -18,13 +18,19 @@ from dgm.train.config import TrainConfig
 from dgm.train.engine import Trainer
 
 
-def test_bf16_mixed_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights(tmp_path):
-    torch.manual_seed(0)
-    x = torch.randn(256, 2) * torch.tensor([1.0, 0.3])
+def _nsf_logging_dtypes() -> tuple[torch.nn.Module, list[torch.dtype]]:
+    """A small 2-D nsf and the list its first linear layer appends each output's dtype to."""
     model = build("nsf", DataSpec((2,)), depth=2, hidden=[16, 16])
     seen: list[torch.dtype] = []
     linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
     linear.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    return model, seen
+
+
+def test_bf16_mixed_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(256, 2) * torch.tensor([1.0, 0.3])
+    model, seen = _nsf_logging_dtypes()
     cfg = TrainConfig(steps=4, batch_size=64, precision="bf16-mixed", progress=False,
                       checkpoint_every=0)  # fmt: skip
     trainer = Trainer(model, x, config=cfg, out=tmp_path)
@@ -42,10 +48,7 @@ def test_bf16_mixed_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights(
 
 def test_full_precision_stays_float32(tmp_path):
     x = torch.randn(128, 2)
-    model = build("nsf", DataSpec((2,)), depth=2, hidden=[16, 16])
-    seen: list[torch.dtype] = []
-    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
-    linear.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    model, seen = _nsf_logging_dtypes()
     Trainer(
         model, x, config=TrainConfig(steps=2, batch_size=64, progress=False), out=tmp_path
     ).fit()
@@ -101,10 +104,7 @@ def test_auto_precision_is_bf16_mixed_only_on_bfloat16_hardware(tmp_path, monkey
     assert TrainConfig(precision="full").resolved_precision() == "full"  # explicit wins
     assert TrainConfig(precision="bf16-mixed").resolved_precision() == "bf16-mixed"
     x = torch.randn(128, 2)
-    model = build("nsf", DataSpec((2,)), depth=2, hidden=[16, 16])
-    seen: list[torch.dtype] = []
-    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
-    linear.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    model, seen = _nsf_logging_dtypes()
     cfg = TrainConfig(steps=2, batch_size=64, precision="auto", progress=False,
                       checkpoint_every=0)  # fmt: skip
     info = Trainer(model, x, config=cfg, out=tmp_path).fit()
