@@ -15,12 +15,14 @@ import itertools
 import pytest
 import scipy.stats
 import torch
+import torch.nn.functional as F
 from torch.autograd.functional import jacobian
 
 from dgm.core.errors import ConfigError, DataError
 from dgm.core.spec import DataSpec
 from dgm.models.autoregressive import RNN, GatedPixelCNN, PixelCNN, Transformer
 from dgm.models.autoregressive.base import tempered
+from dgm.models.autoregressive.gated_pixelcnn import gate
 
 D64 = torch.float64
 
@@ -93,6 +95,45 @@ def test_gated_pixelcnn_sees_its_whole_window_no_blind_spot():
         expected[i, max(j - r, 0) : j] = True  # left of the pixel on its row
         expected[max(i - 1 - r, 0) : i, max(j - r, 0) : j + r + 1] = True  # rows above
         assert torch.equal(dep[q].view(height, width) != 0, expected), f"pixel {(i, j)}"
+
+
+def _gated_reference_logits(model: GatedPixelCNN, x: torch.Tensor, y=None) -> torch.Tensor:
+    """The gated stacks from the paper's equations, apart from the fast path's choices:
+    channels-first maps, full masked kernels, the vertical shift as a zero row on top."""
+    v = h = 2.0 * x / (model.levels - 1) - 1.0
+    for layer, b in zip(model.stack, model._biases(y)):
+        k = layer.vconv.kernel_size[0] // 2
+        vpre = F.conv2d(v, layer.vconv.weight * layer.vconv.mask, layer.vconv.bias, padding=k)
+        down = torch.cat([torch.zeros_like(vpre[:, :, :1]), vpre[:, :, :-1]], dim=2)
+        hpre = F.conv2d(h, layer.hconv.weight * layer.hconv.mask, layer.hconv.bias, padding=k)
+        hpre = hpre + F.conv2d(down, layer.link.weight, layer.link.bias)
+        if b is not None:
+            hpre, vpre = hpre + b[:, :, None, None], vpre + b[:, :, None, None]
+        hnew = F.conv2d(gate(hpre), layer.hout.weight, layer.hout.bias)
+        h = hnew if layer.first else h + hnew
+        v = gate(vpre)
+    out = F.conv2d(torch.relu(F.conv2d(h, model.head1.weight, model.head1.bias)),
+                   model.head2.weight, model.head2.bias)  # fmt: skip
+    return out.flatten(2).transpose(1, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("conditional", [False, True])
+def test_gated_pixelcnn_fast_layout_keeps_the_reference_values(dtype, conditional):
+    """The training forward (channels-last maps, cropped kernels, the shift as one padded copy)
+    gives the reference's logits and input gradients within float tolerance."""
+    model = build("gated-pixelcnn", shape=(1, 6, 5), levels=3, depth=3,
+                  num_classes=2 if conditional else None, conditional=conditional).to(dtype)  # fmt: skip
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 3, (4, 1, 6, 5), generator=g).to(dtype).requires_grad_()
+    y = torch.tensor([0, 1, 1, 0]) if conditional else None
+    fast, ref = model.logits(x, y), _gated_reference_logits(model, x, y)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(fast, ref, rtol=tol, atol=tol)
+    w = torch.randn(fast.shape, generator=g, dtype=dtype)
+    (grad_fast,) = torch.autograd.grad((fast * w).sum(), x)
+    (grad_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    torch.testing.assert_close(grad_fast, grad_ref, rtol=tol, atol=tol)
 
 
 def _pixelcnn_support(model: PixelCNN, i: int, j: int, height: int, width: int) -> torch.Tensor:

@@ -36,7 +36,15 @@ from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
 
-__all__ = ["PixelCache", "StackConv2d", "conv_at", "conv_row", "pointwise", "stack_mask"]
+__all__ = [
+    "PixelCache",
+    "StackConv2d",
+    "channels_last",
+    "conv_at",
+    "conv_row",
+    "pointwise",
+    "stack_mask",
+]
 
 
 def stack_mask(kernel_size: int, kind: Literal["vertical", "horizontal"], centre: bool) -> Tensor:
@@ -150,6 +158,16 @@ def conv_row(conv: nn.Conv2d, cache: PixelCache, i: int) -> Tensor:
         raise ValueError(f"cache padding {cache.pad} does not fit kernel size {k}")
     band = cache.data[:, :, i : i + k, :].contiguous()  # (n, C_in, k, W + 2 pad)
     return F.conv2d(band, _masked_weight(conv), conv.bias)[:, :, 0, :]  # (n, C_out, W)
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """A copy of the maps ``x (B, C, H, W)`` laid out channels-last, even with one channel.
+
+    ``x.contiguous(memory_format=torch.channels_last)`` returns a one-channel map as it is (it
+    counts as both layouts), so oneDNN would keep the whole network channels-first; a copy
+    strided as channels-last makes every convolution after it channels-last.
+    """
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
 
 
 def pointwise(conv: nn.Conv2d, h: Tensor) -> Tensor:
