@@ -50,6 +50,33 @@ def test_examples_do_not_mix():
     torch.testing.assert_close(net(x, t)[1:], net(y, t)[1:])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_last_maps_keep_the_values_and_gradients(dtype, channels, monkeypatch):
+    """The channels-last layout (the default) is a speed choice: the output and the gradients
+    equal the channels-first network's, and the output is channels-first either way."""
+    torch.manual_seed(4)
+    net = UNet(channels, channels=8, mults=(1, 2), blocks=1, time_dim=16, num_classes=2).to(dtype)
+    x = torch.randn(3, channels, 12, 10, dtype=dtype)
+    t, y = torch.tensor([1.0, 40.0, 700.0], dtype=dtype), torch.tensor([0, 1, 2])
+    w = torch.randn(3, channels, 12, 10, dtype=dtype)
+    out, grads = {}, {}
+    for layout in (True, False):
+        monkeypatch.setattr(UNet, "channels_last", layout)
+        net.zero_grad()
+        out[layout] = net(x, t, y)
+        (out[layout] * w).sum().backward()
+        grads[layout] = [p.grad.clone() for p in net.parameters()]
+        assert out[layout].is_contiguous()
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(out[True], out[False], rtol=tol, atol=tol)
+    # gradients are sums over the batch and pixels, in either order; some are zero up to rounding
+    # (a bias before a group norm), so the absolute tolerance scales with the largest gradient
+    scale = max(g.abs().max().item() for g in grads[False])
+    for a, b in zip(grads[True], grads[False]):
+        torch.testing.assert_close(a, b, rtol=5 * tol, atol=5 * tol * scale)
+
+
 def test_sinusoidal_embedding_values():
     t = torch.tensor([0.0, 1.0, 250.0], dtype=torch.float64)
     e = sinusoidal_embedding(t, 8)

@@ -18,6 +18,9 @@ a 3x3 convolution. ``channels=32, mults=(1, 2)`` gives 0.63M parameters (diffuse
 
 With ``num_classes = K > 0`` a class embedding (:class:`dgm.nn.embeddings.LabelEmbedding`, with
 a null class ``K``) is added to the time embedding, and ``forward`` takes labels ``y``.
+
+The feature maps are channels-last (``UNet.channels_last``, on by default): oneDNN's convolutions
+then reorder no maps. The values are the same either way; the output is channels-first.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgm.nn.embeddings import LabelEmbedding, TimeEmbedding
+from dgm.nn.pixel import channels_last
 
 __all__ = ["ResBlock", "UNet"]
 
@@ -69,6 +73,9 @@ class UNet(nn.Module):
             the input's shape); a head that maps features to logits asks for more.
     """
 
+    #: lay the feature maps out channels-last (the values are the same; a test compares)
+    channels_last: bool = True
+
     def __init__(
         self,
         in_channels: int = 1,
@@ -109,7 +116,7 @@ class UNet(nn.Module):
         temb = self.embed(t.expand(x.shape[0]) if t.dim() == 0 else t)  # (B, time_dim)
         if self.label is not None:
             temb = temb + self.label(y, x.shape[0])  # y None: the null class
-        h = self.conv_in(x)  # (B, c, H, W)
+        h = self.conv_in(channels_last(x) if self.channels_last else x)  # (B, c, H, W)
         hs = [h]
         for layer in self.down:
             h = layer(h, temb) if isinstance(layer, ResBlock) else layer(h)
@@ -121,4 +128,4 @@ class UNet(nn.Module):
                 h = layer(torch.cat([h, hs.pop()], dim=1), temb)  # (B, ch, h, w)
             else:
                 h = layer(F.interpolate(h, size=hs[-1].shape[-2:], mode="nearest"))
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C, H, W)
+        return self.conv_out(F.silu(self.norm_out(h))).contiguous()  # (B, C, H, W)
