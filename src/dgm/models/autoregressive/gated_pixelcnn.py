@@ -135,10 +135,11 @@ class GatedPixelCNN(AutoregressiveModel):
     Config = GatedPixelCNNConfig
     #: on MNIST-sized images the 30-minute binarized-MNIST recipe: batch 32, Adam 3e-3 with a
     #: cosine decay over the time budget, bfloat16 products where the CPU has AMX (``auto``).
-    #: On 2 threads of an AMX host it reached 81.67 nats (bf16, 4603 steps) and 82.44 in float32
-    #: (3078 steps), against 83.61 at batch 8 (10053 steps; ``defaults_binarized_mnist_2threads
-    #: .json``): larger batches gain, and bf16 gives 1.48x the images per second there
-    #: (``precision_mnist_2threads.json``)
+    #: On 2 threads of an AMX host it reached 81.26, 81.32 and 80.99 nats with seeds 0-2 (bf16,
+    #: channels-last maps, about 5700 steps; ``gated_pixelcnn_recipe_2threads.json``), 81.67
+    #: before the layout change (4603 steps) and 82.44 in float32 (3078 steps), against 83.61 at
+    #: batch 8 (10053 steps): larger batches gain, and bf16 gives 1.5x the images per second
+    #: there (``precision_mnist_2threads.json``)
     large_image_train_defaults: ClassVar[dict[str, Any]] = {
         "max_minutes": 30,
         "batch_size": 32,
@@ -202,7 +203,7 @@ class GatedPixelCNN(AutoregressiveModel):
         """
         # Channels-last maps: oneDNN's convolutions then reorder nothing, and the shift below is
         # one copy in that layout. On 2 threads of an AMX host the MNIST recipe's step fell from
-        # 471.7 to 380.4 ms in float32 and 318.9 to 255.5 in bf16 (precision_mnist_2threads.json
+        # 471.7 to 379.2 ms in float32 and 318.9 to 255.3 in bf16 (precision_mnist_2threads.json
         # before and after); the values are the same (a test compares a channels-first forward).
         v = h = channels_last(self._scale(x))  # (B, 1, H, W)
         for layer, b in zip(self.stack, self._biases(y)):
