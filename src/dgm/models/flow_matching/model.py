@@ -149,7 +149,8 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3}
     #: on MNIST the recipe of its 30-minute benchmark (1.734 bits/dim on one thread, FID* 1.35 at
     #: NFE 50; on both cores of an AMX host with ``--precision auto``: 1.505 bits/dim in 6859
-    #: steps, ``flow_matching_mnist_bpd_2threads.json``)
+    #: steps, ``flow_matching_mnist_bpd_2threads.json``; both are Hutchinson estimates of the
+    #: dequantization bound, an upper bound on the true bits/dim)
     large_image_train_defaults = {"max_minutes": 30, "batch_size": 64, "ema": 0.999,
                                   "schedule": "cosine"}  # fmt: skip
 
