@@ -17,6 +17,14 @@ same steps (one seed; ``--seed``), with the figure named in ``quality``:
   noise for both) in nats on ``--test-n`` test images: an upper bound on the NLL;
 * ``-``: timing only (U-Net step and DDIM sampling of untrained networks; GAN).
 
+Where the ratio is short of 1.5x, the row says whether any rewrite could reach it: after the
+timed chunks each side runs one more step under ``_kernels.record``, which keeps its matrix
+products and convolutions and its fused Adam update with their arguments; ``ms_floor_dgm`` is those
+kernels replayed alone (median of ``--floor-repeats``), the least any implementation of dgm's step
+with the same float32 products takes, and ``max_speedup`` = peer ms / that floor. ``gflop_dgm``
+and ``peak_frac_*``: FLOPs of one step by ``FlopCounterMode`` (products only) and the achieved
+fraction of the float32 ``mm`` peak measured at the start (``roofline.gemm_peak``).
+
 Pairs (``--pairs``; peers in the ``bench`` extra, installed with ``pip install --no-deps``):
 
 * ``flows``: dgm NSF (coupling, and autoregressive) against nflows and zuko, the
@@ -74,9 +82,11 @@ from torch import Tensor, nn
 import dgm.data
 import flows_2d
 from _common import loadavg, median, report
+from _kernels import record
 from dgm.core.spec import DataSpec
 from dgm.eval.density import kl_divergence
 from dgm.models import build
+from roofline import gemm_peak
 
 BINARY_FLAT = DataSpec((784,), "discrete", levels=2)
 
@@ -153,6 +163,10 @@ def run_pair(family: str, task: str, quality: str, make_dgm, make_peer, args) ->
             if s.sample is not None:
                 s.sample_ms.append(timed(s.sample))
     q = [s.quality() if s.quality is not None else None for s in sides]
+    # the floor: one more step of each side (after the quality: it trains), recorded, and its
+    # products and Adam update replayed alone
+    kern = [record(lambda s=s: s.step(done - 1)) for s in sides]
+    floor = [k.floor_ms(args.floor_repeats) for k in kern]
     row = {
         "family": family,
         "task": task,
@@ -169,6 +183,13 @@ def run_pair(family: str, task: str, quality: str, make_dgm, make_peer, args) ->
         "quality": quality,
         "q_dgm": q[0] if q[0] is not None else "",
         "q_peer": q[1] if q[1] is not None else "",
+        "gflop_dgm": kern[0].flops / 1e9,
+        "gflop_peer": kern[1].flops / 1e9,
+        "peak_frac_dgm": kern[0].flops / (median(dgm_side.ms) / 1e3) / args.peak,
+        "peak_frac_peer": kern[1].flops / (median(peer.ms) / 1e3) / args.peak,
+        "ms_floor_dgm": floor[0],
+        "ms_floor_peer": floor[1],
+        "max_speedup": median(peer.ms) / floor[0],
         "loadavg": f"{load0} / {loadavg()}",
     }
     if dgm_side.sample_ms and peer.sample_ms:
@@ -617,11 +638,13 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=5000)
     ap.add_argument("--test-n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--floor-repeats", type=int, default=5, help="replays of a step's kernels")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", nargs="*", default=[], help="PAIR.chunk=N: a pair's own chunk")
     ap.add_argument("--out", default="peers")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    args.peak, _ = gemm_peak(repeats=7)  # FLOP/s: the fractions of peak divide by it
     per_pair = {k.split(".")[0]: int(v) for k, v in (s.split("=") for s in args.set)}
     load0 = loadavg()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -636,13 +659,21 @@ def main() -> None:
         rows += PAIRS[name](a)
     cols = ["family", "task", "dgm", "peer", "params_dgm", "params_peer", "steps", "ms_step_dgm",
             "ms_step_dgm_range", "ms_step_peer", "ms_step_peer_range", "speedup", "quality",
-            "q_dgm", "q_peer", "ms_sample_dgm", "ms_sample_peer", "sample_speedup", "loadavg"]  # fmt: skip
+            "q_dgm", "q_peer", "ms_sample_dgm", "ms_sample_peer", "sample_speedup",
+            "gflop_dgm", "peak_frac_dgm", "peak_frac_peer", "ms_floor_dgm", "max_speedup",
+            "loadavg"]  # fmt: skip
     extra = {
         "commit": commit,
         "loadavg_start": load0,
         "loadavg_end": loadavg(),
-        "settings": vars(args),
+        "settings": {k: v for k, v in vars(args).items() if k != "peak"},
         "speedup": "peer ms / dgm ms, medians over chunks (> 1: dgm faster)",
+        "peak_gflops": args.peak / 1e9,
+        "floor": "ms_floor_*: one step's matrix products and fused Adam update (recorded by "
+        "benchmarks/_kernels.py with their arguments) replayed alone, median of "
+        f"{args.floor_repeats}; max_speedup = peer ms / dgm's floor ms: the most any rewrite of "
+        "dgm's step that keeps its float32 products could gain over the peer; peak_frac_* = "
+        "FlopCounterMode FLOPs of one step / ms per step / the float32 mm peak (roofline.py)",
     }
     report(args.out, rows, cols, extra)
 

@@ -19,7 +19,12 @@
    * ``vae``: the VAE of ``peers.py``'s pythae pair (784-300-300-40, ELU, Bernoulli decoder, one
      ELBO sample) on binarized MNIST, batch ``--vae-batch``, with ``N(0, I)`` and with the
      VampPrior (500 pseudo-inputs: their encoding is part of every step).
-3. ``--profile``: a torch.profiler table (self CPU time by operator) of a few steps of each model,
+3. The ceiling: the step's matrix products and convolutions, and its fused Adam update, recorded
+   with their arguments and replayed alone (``_kernels.py``): ``products_fraction`` is the
+   step's FLOPs over the products' own time (how fast these kernels run at these shapes),
+   ``ceiling_fraction`` over products and Adam together, the highest fraction of the peak any
+   rewrite of the step that keeps its float32 products and its optimizer could reach.
+4. ``--profile``: a torch.profiler table (self CPU time by operator) of a few steps of each model,
    saved in the result, to say what limits the convolutional models.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/roofline.py [--threads 1 2] [--profile]
@@ -33,10 +38,10 @@ from collections.abc import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.flop_counter import FlopCounterMode
 
 import dgm.data
 from _common import loadavg, median, report
+from _kernels import record
 from dgm.core.spec import DataSpec
 from dgm.models import build
 from dgm.models.diffusion.schedules import DiscreteSchedule
@@ -112,12 +117,6 @@ def _step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor]) -> Callab
     return step
 
 
-def count_flops(step: Callable[[], None]) -> int:
-    with FlopCounterMode(display=False) as fc:
-        step()
-    return fc.get_total_flops()
-
-
 def time_step(step: Callable[[], None], repeats: int) -> list[float]:
     step()  # warm-up
     out = []
@@ -170,27 +169,39 @@ def main() -> None:
                      "fraction_of_peak": 1.0, "loadavg": loadavg()})  # fmt: skip
         for name, make in models.items():
             step, model = make()
-            flops = count_flops(step)
+            kern = record(step)  # counts the FLOPs too
+            flops = kern.flops
             times = time_step(step, args.repeats)
             rate = flops / median(times)
+            products = kern.floor_ms(args.repeats, kinds=("product",))
+            floor = kern.floor_ms(args.repeats)
             rows.append({
                 "step": name, "threads": threads, "batch": batches[name],
                 "params": sum(p.numel() for p in model.parameters()),
                 "gflop_per_step": flops / 1e9, "ms_per_step": 1000 * median(times),
                 "ms_min": 1000 * min(times), "ms_max": 1000 * max(times),
-                "gflops": rate / 1e9, "fraction_of_peak": rate / peak, "loadavg": loadavg(),
+                "gflops": rate / 1e9, "fraction_of_peak": rate / peak,
+                "ms_products": products, "products_fraction": flops / (products / 1e3) / peak,
+                "ms_floor": floor, "ceiling_fraction": flops / (floor / 1e3) / peak,
+                "loadavg": loadavg(),
             })  # fmt: skip
             print(rows[-1], flush=True)
             if args.profile and threads == args.threads[0]:
                 profiles[name] = profile_table(step)
                 print(profiles[name], flush=True)
     cols = ["step", "threads", "batch", "params", "gflop_per_step", "ms_per_step", "ms_min",
-            "ms_max", "gflops", "fraction_of_peak", "loadavg"]  # fmt: skip
+            "ms_max", "gflops", "fraction_of_peak", "ms_products", "products_fraction", "ms_floor",
+            "ceiling_fraction", "loadavg"]  # fmt: skip
     extra = {
         "peaks": peaks,
         "flops": "torch.utils.flop_counter.FlopCounterMode over one training step (matmuls and "
         "convolutions, forward and backward; elementwise ops and Adam count 0: a lower bound)",
         "peak": "best over N=512,1024,2048 of the median time of torch.mm(N x N, N x N), 2 N^3",
+        "floor": "ms_products: the step's matrix products and convolutions replayed alone with "
+        "their recorded arguments (benchmarks/_kernels.py), median of --repeats; ms_floor: the "
+        "same with the fused Adam update; products_fraction and ceiling_fraction: the step's "
+        "FLOPs over those times, as fractions of the peak (the most the step could reach with "
+        "these kernels, without and with its optimizer)",
         "loadavg_start": load_start,
         "loadavg_end": loadavg(),
         "profiles": profiles,
