@@ -6,8 +6,9 @@ else a step does (activations, reshapes, autograd's bookkeeping, Python) is wher
 the other. :func:`record` runs one step under a ``TorchDispatchMode`` that keeps every product
 (``mm``, ``addmm``, ``bmm``, ``baddbmm``, ``convolution``, ``convolution_backward``) and every
 optimizer kernel (``_fused_adam_``, ``_fused_adamw_``) with copies of its arguments (same shapes,
-strides and values), and counts the step's FLOPs with ``FlopCounterMode``. :meth:`Kernels.floor_ms`
-replays those calls back to back, nothing else, and times them: no implementation that does the
+strides and values), and counts the products' FLOPs by ``FlopCounterMode``'s formulas (the same
+totals; the mode itself cannot be used, its module hooks break ``autograd.grad`` inside a step,
+which the EBM samplers call). :meth:`Kernels.floor_ms` replays those calls back to back, nothing else, and times them: no implementation that does the
 same products in float32 with these kernels takes less, so ``peer ms / floor ms`` of one's own
 step is the largest speed-up over a peer that the step could reach by any rewrite that keeps its
 arithmetic.
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import flop_registry
 
 __all__ = ["Kernels", "record"]
 
@@ -90,16 +91,20 @@ class _Recorder(TorchDispatchMode):
         kwargs = kwargs or {}
         packet = func.overloadpacket
         kind = "product" if packet in PRODUCTS else "optimizer" if packet in OPTIMIZER else None
-        if kind is not None:  # copied before the call: in-place kernels see their inputs
-            self.out.calls.append((kind, func, tree_map(_copy, args), tree_map(_copy, kwargs)))
-        return func(*args, **kwargs)
+        if kind is None:
+            return func(*args, **kwargs)
+        # copied before the call: in-place kernels see their inputs
+        self.out.calls.append((kind, func, tree_map(_copy, args), tree_map(_copy, kwargs)))
+        out = func(*args, **kwargs)
+        if packet in flop_registry:
+            self.out.flops += flop_registry[packet](*args, **kwargs, out_val=out)
+        return out
 
 
 def record(step: Callable[[], Any]) -> Kernels:
-    """Run ``step()`` once, recording its products and optimizer kernels and counting its FLOPs
-    (``FlopCounterMode``: products only, forward and backward)."""
+    """Run ``step()`` once, recording its products and optimizer kernels and counting the
+    products' FLOPs (by ``torch.utils.flop_counter``'s formulas, forward and backward)."""
     out = Kernels()
-    with FlopCounterMode(display=False) as fc, _Recorder(out):
+    with _Recorder(out):
         step()
-    out.flops = fc.get_total_flops()
     return out

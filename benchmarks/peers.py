@@ -22,7 +22,7 @@ timed chunks each side runs one more step under ``_kernels.record``, which keeps
 products and convolutions and its fused Adam update with their arguments; ``ms_floor_dgm`` is those
 kernels replayed alone (median of ``--floor-repeats``), the least any implementation of dgm's step
 with the same float32 products takes, and ``max_speedup`` = peer ms / that floor. ``gflop_dgm``
-and ``peak_frac_*``: FLOPs of one step by ``FlopCounterMode`` (products only) and the achieved
+and ``peak_frac_*``: FLOPs of one step by ``FlopCounterMode``'s formulas (products only) and the achieved
 fraction of the float32 ``mm`` peak measured at the start (``roofline.gemm_peak``).
 
 Pairs (``--pairs``; peers in the ``bench`` extra, installed with ``pip install --no-deps``):
@@ -673,7 +673,7 @@ def main() -> None:
         "benchmarks/_kernels.py with their arguments) replayed alone, median of "
         f"{args.floor_repeats}; max_speedup = peer ms / dgm's floor ms: the most any rewrite of "
         "dgm's step that keeps its float32 products could gain over the peer; peak_frac_* = "
-        "FlopCounterMode FLOPs of one step / ms per step / the float32 mm peak (roofline.py)",
+        "FLOPs of one step (FlopCounterMode's formulas) / ms per step / the float32 mm peak (roofline.py)",
     }
     report(args.out, rows, cols, extra)
 

@@ -4,7 +4,7 @@
    FLOPs per product, the best over sizes of the median over ``--repeats`` timings, on one thread
    and (``--threads 1 2``) on two.
 2. For each training step (forward, backward, fused Adam step: what the engine runs), the FLOPs
-   counted by ``torch.utils.flop_counter.FlopCounterMode`` over one step (it counts matrix
+   counted by ``torch.utils.flop_counter.FlopCounterMode``'s formulas over one step (matrix
    products and convolutions, forward and backward; elementwise work, normalisation and the
    optimizer count as 0, so the achieved figure is a lower bound on the arithmetic done), the
    median wall time of ``--repeats`` steps, the achieved FLOP/s and its fraction of the peak of
@@ -194,7 +194,7 @@ def main() -> None:
             "ceiling_fraction", "loadavg"]  # fmt: skip
     extra = {
         "peaks": peaks,
-        "flops": "torch.utils.flop_counter.FlopCounterMode over one training step (matmuls and "
+        "flops": "torch.utils.flop_counter.FlopCounterMode's formulas over one training step (matmuls and "
         "convolutions, forward and backward; elementwise ops and Adam count 0: a lower bound)",
         "peak": "best over N=512,1024,2048 of the median time of torch.mm(N x N, N x N), 2 N^3",
         "floor": "ms_products: the step's matrix products and convolutions replayed alone with "
