@@ -20,8 +20,8 @@ same steps (one seed; ``--seed``), with the figure named in ``quality``:
 Where the ratio is short of 1.5x, the row says whether any rewrite could reach it: after the
 timed chunks each side runs one more step under ``_kernels.record``, which keeps its matrix
 products and convolutions and its fused Adam update with their arguments; ``ms_floor_dgm`` is those
-kernels replayed alone (median of ``--floor-repeats``), the least any implementation of dgm's step
-with the same float32 products takes, and ``max_speedup`` = peer ms / that floor. ``gflop_dgm``
+kernels, each timed alone and warm (median of ``--floor-repeats`` runs of each, summed), about the
+least any implementation of dgm's step with the same float32 products takes, and ``max_speedup`` = peer ms / that floor. ``gflop_dgm``
 and ``peak_frac_*``: FLOPs of one step by ``FlopCounterMode``'s formulas (products only) and the achieved
 fraction of the float32 ``mm`` peak measured at the start (``roofline.gemm_peak``).
 
@@ -164,7 +164,7 @@ def run_pair(family: str, task: str, quality: str, make_dgm, make_peer, args) ->
                 s.sample_ms.append(timed(s.sample))
     q = [s.quality() if s.quality is not None else None for s in sides]
     # the floor: one more step of each side (after the quality: it trains), recorded, and its
-    # products and Adam update replayed alone
+    # products and Adam update, each timed alone
     kern = [record(lambda s=s: s.step(done - 1)) for s in sides]
     floor = [k.floor_ms(args.floor_repeats) for k in kern]
     row = {
@@ -638,7 +638,7 @@ def main() -> None:
     ap.add_argument("--eval-samples", type=int, default=5000)
     ap.add_argument("--test-n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--floor-repeats", type=int, default=5, help="replays of a step's kernels")
+    ap.add_argument("--floor-repeats", type=int, default=5, help="timed runs of each kernel")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--set", nargs="*", default=[], help="PAIR.chunk=N: a pair's own chunk")
     ap.add_argument("--out", default="peers")
@@ -670,8 +670,8 @@ def main() -> None:
         "speedup": "peer ms / dgm ms, medians over chunks (> 1: dgm faster)",
         "peak_gflops": args.peak / 1e9,
         "floor": "ms_floor_*: one step's matrix products and fused Adam update (recorded by "
-        "benchmarks/_kernels.py with their arguments) replayed alone, median of "
-        f"{args.floor_repeats}; max_speedup = peer ms / dgm's floor ms: the most any rewrite of "
+        "benchmarks/_kernels.py with their arguments), each timed alone and warm, median of "
+        f"{args.floor_repeats} runs each, summed; max_speedup = peer ms / dgm's floor ms: the most any rewrite of "
         "dgm's step that keeps its float32 products could gain over the peer; peak_frac_* = "
         "FLOPs of one step (FlopCounterMode's formulas) / ms per step / the float32 mm peak (roofline.py)",
     }

@@ -20,7 +20,7 @@
      ELBO sample) on binarized MNIST, batch ``--vae-batch``, with ``N(0, I)`` and with the
      VampPrior (500 pseudo-inputs: their encoding is part of every step).
 3. The ceiling: the step's matrix products and convolutions, and its fused Adam update, recorded
-   with their arguments and replayed alone (``_kernels.py``): ``products_fraction`` is the
+   with their arguments and each timed alone, warm (``_kernels.py``): ``products_fraction`` is the
    step's FLOPs over the products' own time (how fast these kernels run at these shapes),
    ``ceiling_fraction`` over products and Adam together, the highest fraction of the peak any
    rewrite of the step that keeps its float32 products and its optimizer could reach.
@@ -197,8 +197,9 @@ def main() -> None:
         "flops": "torch.utils.flop_counter.FlopCounterMode's formulas over one training step (matmuls and "
         "convolutions, forward and backward; elementwise ops and Adam count 0: a lower bound)",
         "peak": "best over N=512,1024,2048 of the median time of torch.mm(N x N, N x N), 2 N^3",
-        "floor": "ms_products: the step's matrix products and convolutions replayed alone with "
-        "their recorded arguments (benchmarks/_kernels.py), median of --repeats; ms_floor: the "
+        "floor": "ms_products: the step's matrix products and convolutions with their recorded "
+        "arguments (benchmarks/_kernels.py), each timed alone and warm, medians of --repeats "
+        "summed; ms_floor: the "
         "same with the fused Adam update; products_fraction and ceiling_fraction: the step's "
         "FLOPs over those times, as fractions of the peak (the most the step could reach with "
         "these kernels, without and with its optimizer)",

@@ -54,3 +54,7 @@ def test_the_copies_keep_strides_and_values(kernels):
     k = kernels.record(lambda: torch.randn(3, 6) @ w)
     ((_, op, args, _),) = k.calls
     assert op.overloadpacket.__name__ == "mm" and args[1].stride() == w.stride()
+    b = torch.randn(1, 6).expand(5, 6)  # a broadcast operand (stride 0), as autograd passes some
+    c = kernels._copy(b)
+    assert c.stride() == (0, 1) and torch.equal(c, b)
+    assert c.untyped_storage().nbytes() == 6 * 4  # the span it reads, not 5 rows
