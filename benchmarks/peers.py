@@ -19,18 +19,19 @@ same steps (one seed; ``--seed``), with the figure named in ``quality``:
 
 Where the ratio is short of 1.5x, the row says whether any rewrite could reach it: after the
 timed chunks each side runs one more step under ``_kernels.record``, which keeps its matrix
-products and convolutions and its fused Adam update with their arguments; ``ms_floor_dgm`` is those
-kernels, each timed alone and warm (median of ``--floor-repeats`` runs of each, summed), about the
-least any implementation of dgm's step with the same float32 products takes, and ``max_speedup`` = peer ms / that floor. ``gflop_dgm``
-and ``peak_frac_*``: FLOPs of one step by ``FlopCounterMode``'s formulas (products only) and the achieved
-fraction of the float32 ``mm`` peak measured at the start (``roofline.gemm_peak``).
+products and convolutions and its fused Adam update with their arguments; ``ms_floor_dgm`` is
+those kernels, each timed alone and warm (median of ``--floor-repeats`` runs of each, summed),
+about the least any implementation of dgm's step with the same float32 products takes, and
+``max_speedup`` = peer ms / that floor. ``gflop_dgm`` and ``peak_frac_*``: FLOPs of one step by
+``FlopCounterMode``'s formulas (products only) and the achieved fraction of the float32 ``mm``
+peak measured at the start (``roofline.gemm_peak``).
 
 Pairs (``--pairs``; peers in the ``bench`` extra, installed with ``pip install --no-deps``):
 
 * ``flows``: dgm NSF (coupling, and autoregressive) against nflows and zuko, the
   ``flows_2d.py`` entries (8 layers, MLP/MADE (64, 64), 8 bins) on 8gaussians;
-* ``vae``: dgm ``vae`` against pythae ``VAE`` with the ``vae_vs_pythae.py`` networks (784-300-300-40,
-  ELU) on binarized MNIST, batch 100;
+* ``vae``: dgm ``vae`` against pythae ``VAE`` with the ``vae_vs_pythae.py`` networks
+  (784-300-300-40, ELU) on binarized MNIST, batch 100;
 * ``unet``: dgm's ``ddpm`` (U-Net width 32, mults (1, 2), one block, time dim 128) against
   diffusers ``UNet2DModel`` (blocks (32, 64), one layer per block, group norm 8) with
   ``DDPMScheduler.add_noise``: the epsilon-prediction step on 28x28 images, batch ``--unet-batch``;
@@ -671,9 +672,10 @@ def main() -> None:
         "peak_gflops": args.peak / 1e9,
         "floor": "ms_floor_*: one step's matrix products and fused Adam update (recorded by "
         "benchmarks/_kernels.py with their arguments), each timed alone and warm, median of "
-        f"{args.floor_repeats} runs each, summed; max_speedup = peer ms / dgm's floor ms: the most any rewrite of "
-        "dgm's step that keeps its float32 products could gain over the peer; peak_frac_* = "
-        "FLOPs of one step (FlopCounterMode's formulas) / ms per step / the float32 mm peak (roofline.py)",
+        f"{args.floor_repeats} runs each, summed; max_speedup = peer ms / dgm's floor ms: about "
+        "the most any rewrite of dgm's step that keeps its float32 products could gain over the "
+        "peer; peak_frac_* = FLOPs of one step (FlopCounterMode's formulas) / ms per step / the "
+        "float32 mm peak (roofline.py)",
     }
     report(args.out, rows, cols, extra)
 

@@ -194,8 +194,9 @@ def main() -> None:
             "ceiling_fraction", "loadavg"]  # fmt: skip
     extra = {
         "peaks": peaks,
-        "flops": "torch.utils.flop_counter.FlopCounterMode's formulas over one training step (matmuls and "
-        "convolutions, forward and backward; elementwise ops and Adam count 0: a lower bound)",
+        "flops": "torch.utils.flop_counter.FlopCounterMode's formulas over one training step "
+        "(matmuls and convolutions, forward and backward; elementwise ops and Adam count 0: a "
+        "lower bound)",
         "peak": "best over N=512,1024,2048 of the median time of torch.mm(N x N, N x N), 2 N^3",
         "floor": "ms_products: the step's matrix products and convolutions with their recorded "
         "arguments (benchmarks/_kernels.py), each timed alone and warm, medians of --repeats "
