@@ -236,3 +236,34 @@ def test_diffusion_on_mnist_sized_images_trains_with_the_benchmark_recipe(tmp_pa
     model = dgm.load(out).model
     first = next(m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d))
     assert first.out_channels == 16
+
+
+def test_a_trained_model_scores_large_inputs_in_batches():
+    """``Run.log_prob`` and ``Run.log_likelihood`` stream their input in the model's inference
+    batches (41 MNIST-sized images), with the values of one pass over everything."""
+    from dgm.core.spec import DataSpec
+    from dgm.data import Identity
+    from dgm.models import build
+
+    spec = DataSpec((1, 28, 28), "discrete", levels=2)
+    model = build("made", spec, hidden=[16])
+    run = TrainedModel(model, Identity(), spec)
+    sizes: list[int] = []
+    original = model.log_prob
+
+    def counting(x, y=None):
+        sizes.append(int(x.shape[0]))
+        return original(x)
+
+    model.log_prob = counting  # type: ignore[method-assign]
+    x = torch.randint(0, 2, (100, 1, 28, 28), generator=torch.Generator().manual_seed(0)).float()
+    values = run.log_prob(x)
+    assert sizes == [41, 41, 18]
+    sizes.clear()
+    lik, _ = run.log_likelihood(x)
+    assert sizes == [41, 41, 18]
+    model.log_prob = original  # type: ignore[method-assign]
+    with model.inference():
+        whole = model.log_prob(x)
+    torch.testing.assert_close(values, whole.to(values.dtype), rtol=0, atol=1e-4)
+    torch.testing.assert_close(lik, values)

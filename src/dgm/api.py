@@ -13,7 +13,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -726,14 +726,23 @@ class TrainedModel(nn.Module):
             raw = self.preprocessor.inverse(out)  # (B, *event) raw
         return torch.where(mask, x, raw.to(x.dtype)).detach().clone()
 
+    def _batches(self, x: Tensor, y: Any) -> Iterator[tuple[Tensor, dict[str, Any]]]:
+        """``x`` and its checked labels in batches of the model's inference batch (a forward
+        pass over many images at once is slower: :data:`dgm.core.spec.INFERENCE_VALUES`)."""
+        labels = self._labels(y, x.shape[0])
+        b = self.model.spec.inference_batch()
+        for s in range(0, max(x.shape[0], 1), b):
+            yield x[s : s + b], {k: v[s : s + b] for k, v in labels.items()}
+
     def _score(self, method: str, x: Any, y: Any, **options: Any) -> Tensor:
         x = self._raw(x)  # (B, *event) raw
-        labels = self._labels(y, x.shape[0])
+        out = []
         with self.model.inference():
-            xm, log_det = self.preprocessor(x)  # (B, *event) model space, (B,)
-            values = getattr(self.model, method)(xm, **labels, **options)  # (B,)
-            out = values + log_det.to(values.dtype)
-        return out.detach().clone()
+            for xb, labels in self._batches(x, y):
+                xm, log_det = self.preprocessor(xb)  # (b, *event) model space, (b,)
+                values = getattr(self.model, method)(xm, **labels, **options)  # (b,)
+                out.append((values + log_det.to(values.dtype)).detach())
+        return torch.cat(out)
 
     def log_prob(self, x: Any, y: Any = None) -> Tensor:
         """``log p(x)`` of raw ``x`` in nats, ``(B,)`` (see the class docstring); with labels
@@ -753,15 +762,15 @@ class TrainedModel(nn.Module):
         :class:`~dgm.core.likelihood.Likelihood`) says which, as a dequantization bound when the
         preprocessing makes it one."""
         x = self._raw(x)
+        out = []
         with self.model.inference():
-            xm, log_det = self.preprocessor(x)
-            values, info = self.model.log_likelihood(
-                xm, **self._labels(y, x.shape[0]), **bound_options
-            )
-            out = values + log_det.to(values.dtype)
+            for xb, labels in self._batches(x, y):
+                xm, log_det = self.preprocessor(xb)
+                values, info = self.model.log_likelihood(xm, **labels, **bound_options)
+                out.append((values + log_det.to(values.dtype)).detach())
         if self.likelihood_note:
             info = info.dequantized()
-        return out.detach().clone(), info
+        return torch.cat(out), info
 
     def __getattr__(self, name: str) -> Any:
         try:

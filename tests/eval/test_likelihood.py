@@ -191,3 +191,36 @@ def test_feature_metrics_apply_to_images_that_declare_labelled_data(ring8):
     declared = Dataset("blank", spec, x, x, x, feature_data=lambda: (x, torch.zeros(4), x, None))
     assert "class labels" in not_applicable(model, unlabelled, "fid")
     assert all(not_applicable(model, declared, m) is None for m in ("fid", "kid", "prd"))
+
+
+class Counting(Gauss):
+    """The Gaussian, recording the size of every batch it scores."""
+
+    name = "test-gauss-counting"
+
+    def __init__(self, spec: DataSpec, config: GaussConfig | None = None) -> None:
+        super().__init__(spec, config)
+        self.batches: list[int] = []
+
+    def log_prob(self, x, y=None):
+        self.batches.append(int(x.shape[0]))
+        return super().log_prob(x)
+
+
+@pytest.mark.parametrize(("shape", "batch"), [((1, 28, 28), 41), ((1, 8, 8), 512), ((2,), 1000)])
+def test_scoring_streams_batches_sized_by_the_example(shape, batch):
+    """The default batch holds 2^15 input values (dgm.core.spec.INFERENCE_VALUES; a forward
+    pass over 1000 MNIST images page-faulted its feature maps in anew every batch), capped at
+    1000 examples; the values do not depend on the batching."""
+    spec = DataSpec(shape)
+    assert spec.inference_batch() == batch
+    assert DataSpec((40000,)).inference_batch() == 1  # never less than one example
+    n = 2 * batch + 3
+    model = Counting(spec)
+    x = torch.randn(n, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ll, _ = log_likelihood(model, x)
+    assert model.batches == [batch, batch, 3]
+    model.batches.clear()
+    whole, _ = log_likelihood(model, x, batch_size=n)
+    assert model.batches == [n]
+    torch.testing.assert_close(ll, whole, rtol=0, atol=1e-12)

@@ -297,3 +297,23 @@ def test_default_reverse_variance_on_continuous_data_makes_the_bound_tight():
     discrete = DDPM(DataSpec((1, 4, 4), kind="discrete", levels=4),
                     DDPMConfig(timesteps=12, unet_width=8, time_dim=8, unet_mults=(1,)))  # fmt: skip
     assert discrete.variance == "small"  # the levels are point masses
+
+
+def test_the_bound_passes_at_most_an_inference_batch_through_the_network():
+    """The bound's terms share network passes of at most the spec's inference batch of inputs
+    (41 MNIST-sized images: larger passes page-fault their feature maps in anew every time)."""
+    spec = DataSpec((1, 28, 28))
+    cfg = {"timesteps": 12, "unet_width": 8, "time_dim": 8, "unet_mults": (1,), "bound_terms": 4}
+    m = DDPM(spec, DDPMConfig(**cfg))
+    sizes: list[int] = []
+    eps = m.eps
+
+    def counting(z, t, y=None):
+        sizes.append(int(z.shape[0]))
+        return eps(z, t, y)
+
+    m.eps = counting  # type: ignore[method-assign]
+    with torch.no_grad():
+        m.elbo(torch.rand(20, 1, 28, 28))
+    # 4 middle terms in passes of 2 x 20 images, then the decoder term's pass
+    assert sizes == [40, 40, 20] and max(sizes) <= spec.inference_batch() == 41

@@ -294,7 +294,7 @@ def cmd_score(args: Any) -> int:
     out = Path(args.out)
     if out.suffix != ".npy":
         raise ConfigError(f"--out must end in .npy, not {out.suffix or 'no suffix'!r}")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, not {args.batch_size}")
     inputs = ArrayInput(args.input, run.raw_spec)
     labels = read_labels(args.labels, len(inputs)) if args.labels else None
@@ -312,10 +312,11 @@ def cmd_score(args: Any) -> int:
     # Scores stream into a memory-mapped temporary file, renamed into place when complete.
     with atomic_path(out, suffix=".npy") as tmp:
         scores = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(len(inputs),))
-        for x in inputs.batches(args.batch_size):
+        batch = args.batch_size or model.spec.inference_batch()
+        for x in inputs.batches(max(batch, 1000)):  # read in chunks, scored in batches
             y = None if labels is None else labels[start : start + len(x)]
             ll, _ = log_likelihood(
-                model, x, y, preprocessor=run.preprocessor, batch_size=len(x), generator=g,
+                model, x, y, preprocessor=run.preprocessor, batch_size=batch, generator=g,
                 bound_options=options, log_z=log_z,
             )  # fmt: skip
             values = bits_per_dim(-ll, run.raw_spec.num_dims) if args.bits_per_dim else ll

@@ -25,6 +25,7 @@ from dgm.core.errors import DgmError
 from dgm.core.likelihood import Likelihood
 from dgm.core.model import Model
 from dgm.core.protocols import LikelihoodEstimator
+from dgm.core.spec import inference_batch
 from dgm.data.preprocess import Dequantize
 from dgm.eval.ais import LogZEstimate, estimate_log_z, nll_stderr
 
@@ -90,12 +91,14 @@ def log_likelihood(
     y: Tensor | None = None,
     *,
     preprocessor: Any = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     generator: torch.Generator | None = None,
     bound_options: dict[str, Any] | None = None,
     log_z: LogZEstimate | None = None,
 ) -> tuple[Tensor, Likelihood]:
-    """Per-example log-likelihood of raw data ``x`` in nats, streamed in batches.
+    """Per-example log-likelihood of raw data ``x`` in nats, streamed in batches of
+    ``batch_size`` (default: :func:`~dgm.core.spec.inference_batch` of the example size, which
+    keeps each batch's feature maps small enough to be reused rather than page-faulted in anew).
 
     Returns ``(values (N,), likelihood)`` where ``likelihood`` (:func:`likelihood_of`) says what
     the values are. For an AIS-estimated model, ``log_z`` (:func:`dgm.eval.ais.estimate_log_z`)
@@ -112,6 +115,7 @@ def log_likelihood(
         )
     out = []
     model_dtype = model.dtype
+    batch_size = batch_size or inference_batch(x[0].numel() if x.shape[0] else 1)
     with model.inference():
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size].to(model.device, model_dtype)  # (b, *event)
@@ -136,7 +140,7 @@ def nll(
     y: Tensor | None = None,
     *,
     preprocessor: Any = None,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     generator: torch.Generator | None = None,
     bound_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:

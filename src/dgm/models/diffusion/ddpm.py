@@ -272,7 +272,9 @@ class DDPM(DiffusionBase):
         total = _gauss_kl(mean_T, var_T, torch.zeros_like(z), torch.ones_like(z)).flatten(1).sum(1)
         # L_{t-1}, t = 2..T: KL between the true and the model posterior
         steps, weights = self._bound_steps(B)  # (K, B), (K, 1)
-        chunk = max(1, (512 if self.spec.is_image else 8192) // B)
+        # terms per network pass: K*B inputs hold at most the spec's inference batch (the maps of
+        # a bigger pass are page-faulted in anew every time; dgm.core.spec.INFERENCE_VALUES)
+        chunk = max(1, self.spec.inference_batch(cap=8192) // B)
         for start in range(0, steps.shape[0], chunk):
             ts, w = steps[start : start + chunk], weights[start : start + chunk]  # (K, B)
             K = ts.shape[0]
