@@ -1,0 +1,125 @@
+"""Scoring images: the batch that ``log_likelihood`` streams and the ``dgm`` command's malloc.
+
+For each model, ``--n`` binarized MNIST test images are scored by
+``dgm.eval.likelihood.log_likelihood`` in four settings, each in a fresh process (malloc's
+thresholds are per process), interleaved over ``--repeats`` rounds:
+
+* ``batch``: ``1000`` (the fixed batch before 55bc8b0) or ``auto`` (the default since:
+  ``DataSpec.inference_batch``, 2^15 input values, 41 MNIST images);
+* ``malloc``: ``glibc`` (its own adaptive thresholds) or ``tuned`` (``dgm.cli.malloc.tune``, what
+  the ``dgm`` command sets).
+
+Each row: median wall seconds with the range, user and system CPU seconds and minor page faults
+of the scoring call alone (``getrusage``), and the mean NLL (the same in every setting for the
+exact models; the bounds draw their noise per batch). Models are built at their MNIST sizes
+without training (speed does not depend on the weights), or ``--runs`` scores trained runs.
+
+    DGM_DATA=../../shared/data python scoring.py [--models gated-pixelcnn ...] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+from _common import loadavg, median, report
+
+MODELS = ["gated-pixelcnn", "pixelcnn", "transformer", "rnn", "made", "vae"]
+SETTINGS = [("1000", "glibc"), ("auto", "glibc"), ("1000", "tuned"), ("auto", "tuned")]
+
+
+def child(args) -> None:
+    """Score once and print one JSON line (run in a fresh process)."""
+    if args.malloc == "tuned":
+        from dgm.cli import malloc
+
+        assert malloc.tune(), "malloc.tune() works on Linux with glibc only"
+    import torch
+
+    import dgm.data
+    from dgm.core.spec import DataSpec
+    from dgm.eval.likelihood import log_likelihood
+    from dgm.models import build
+
+    torch.set_num_threads(args.threads)
+    x, _ = dgm.data.load("binarized-mnist").split("test")
+    x = x[: args.n]
+    pre = None
+    if args.model.startswith("run:"):
+        from dgm.api import load_run
+
+        run = load_run(args.model[4:])
+        model, pre = run.model, run.preprocessor
+    else:
+        torch.manual_seed(0)
+        model = build(args.model, DataSpec((1, 28, 28), "discrete", levels=2))
+    model.eval()
+    batch = None if args.batch == "auto" else int(args.batch)
+    g = torch.Generator().manual_seed(0)
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    ll, info = log_likelihood(model, x, preprocessor=pre, batch_size=batch, generator=g)
+    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({
+        "wall_s": wall, "user_s": r1.ru_utime - r0.ru_utime, "sys_s": r1.ru_stime - r0.ru_stime,
+        "faults": r1.ru_minflt - r0.ru_minflt, "nll": float(-ll.mean()), "likelihood": str(info),
+        "batch_used": batch or model.spec.inference_batch(),
+    }))  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--runs", nargs="*", default=[], help="trained run directories to score too")
+    ap.add_argument("--n", type=int, default=2000, help="test images scored")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="scoring")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--model", help=argparse.SUPPRESS)
+    ap.add_argument("--batch", help=argparse.SUPPRESS)
+    ap.add_argument("--malloc", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    models = list(args.models) + [f"run:{r}" for r in args.runs]
+    found: dict[tuple[str, str, str], list[dict]] = {}
+    load0 = loadavg()
+    for r in range(args.repeats):
+        for model in models:
+            order = SETTINGS if r % 2 == 0 else SETTINGS[::-1]
+            for batch, mall in order:
+                cmd = [sys.executable, __file__, "--child", "--model", model, "--batch", batch,
+                       "--malloc", mall, "--n", str(args.n), "--threads", str(args.threads)]  # fmt: skip
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                found.setdefault((model, batch, mall), []).append(json.loads(out.splitlines()[-1]))
+                print(model, batch, mall, found[(model, batch, mall)][-1], flush=True)
+    rows = []
+    for (model, batch, mall), runs in found.items():
+        walls = [v["wall_s"] for v in runs]
+        rows.append({
+            "model": model.removeprefix("run:"), "batch": batch, "batch_used": runs[0]["batch_used"],
+            "malloc": mall, "n": args.n, "wall_s": median(walls),
+            "wall_range": f"{min(walls):.3g}-{max(walls):.3g}",
+            "user_s": median([v["user_s"] for v in runs]),
+            "sys_s": median([v["sys_s"] for v in runs]),
+            "faults": int(median([v["faults"] for v in runs])),
+            "nll": runs[0]["nll"], "likelihood": runs[0]["likelihood"],
+        })  # fmt: skip
+    for row in rows:  # against the old default (batch 1000, glibc's malloc) of the same model
+        base = next(r for r in rows if r["model"] == row["model"] and r["batch"] == "1000"
+                    and r["malloc"] == "glibc")  # fmt: skip
+        row["speedup"] = base["wall_s"] / row["wall_s"]
+    cols = ["model", "batch", "batch_used", "malloc", "n", "wall_s", "wall_range", "user_s",
+            "sys_s", "faults", "speedup", "nll"]  # fmt: skip
+    extra = {"threads": args.threads, "repeats": args.repeats, "loadavg_start": load0,
+             "loadavg_end": loadavg()}  # fmt: skip
+    report(args.out, rows, cols, extra)
+
+
+if __name__ == "__main__":
+    main()
