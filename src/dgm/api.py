@@ -682,11 +682,15 @@ class TrainedModel(nn.Module):
         if y is None and self.num_classes:
             y = self.draw_labels(n)
         labels = self._labels(y, n)
+        b, parts = self.model.sample_batch(), []
         with self.model.inference():
-            s = self.model.sample(n, **labels, **options)  # (n, *event) model space
-            x = self.preprocessor.inverse(s)  # (n, *event) raw
+            for start in range(0, max(n, 1), b):  # one call for n = 0 as for any n
+                k = min(b, n - start)
+                part = {key: v[start : start + k] for key, v in labels.items()}
+                s = self.model.sample(k, **part, **options)  # (k, *event) model space
+                parts.append(self.preprocessor.inverse(s).detach())  # (k, *event) raw
         y = labels.get("y")
-        return x.detach().clone(), None if y is None else y.detach().to("cpu").clone()
+        return torch.cat(parts), None if y is None else y.detach().to("cpu").clone()
 
     def require_completer(self) -> None:
         """One :class:`DgmError` unless the model can complete partly observed data."""

@@ -287,6 +287,14 @@ class Model(nn.Module):
         """
         raise NotImplementedError
 
+    def sample_batch(self) -> int:
+        """Samples per :meth:`sample` call in dgm's sampling loops (``dgm sample``, ``dgm eval``),
+        which draw more in several calls: 1000 here; a model whose sampler runs a network over
+        whole images at every step asks for fewer (:class:`~dgm.models.diffusion.base.
+        DiffusionBase`: its inference batch, so the maps stay in cache and are not page-faulted
+        in anew)."""
+        return 1000
+
     def sample_config(self, options: Mapping[str, Any]) -> Any:
         """``options`` (keyword arguments of :meth:`sample`) as a checked ``SampleOptions``.
 

@@ -68,6 +68,7 @@ def model_samples(
     if options:
         model.sample_config(options)  # an unknown option, or one the sampler ignores, is an error
     out = []
+    batch = min(batch, model.sample_batch())
     with torch.random.fork_rng(devices=[]), model.inference():
         torch.manual_seed(seed)
         for start in range(0, n, batch):
