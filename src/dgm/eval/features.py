@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 
 from dgm.core.errors import DataError, DgmError
 from dgm.core.io import save_tensors
+from dgm.core.spec import inference_batch
 from dgm.data.dataset import Dataset, LabelledSplits
 from dgm.data.storage import data_dirs
 
@@ -114,10 +116,15 @@ class FeatureExtractor:
     """A trained :class:`FeatureNet` as a callable ``raw (N, ...) -> features (N, F)``, batched and
     without gradients; ``logits`` is differentiable (for :func:`dgm.eval.anomaly.fgsm`)."""
 
-    def __init__(self, net: FeatureNet, info: dict[str, Any], batch_size: int = 2000) -> None:
+    def __init__(
+        self, net: FeatureNet, info: dict[str, Any], batch_size: int | None = None
+    ) -> None:
         self.net = net.eval()
         self.info = info
-        self.batch_size = batch_size
+        # default: the inference batch (41 MNIST images): the features of the 10,000 binarized
+        # MNIST test images took 1.95 s in batches of 2000 (1.5 million page faults) and 0.77 s
+        # in batches of 41, 2 threads
+        self.batch_size = batch_size or inference_batch(math.prod(net.event_shape))
 
     @property
     def dim(self) -> int:
