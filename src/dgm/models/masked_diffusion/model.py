@@ -474,6 +474,12 @@ class MaskedDiffusion(Model):
         return z
 
     @torch.no_grad()
+    def sample_batch(self) -> int:
+        """The spec's inference batch (41 MNIST images), as the diffusion family: every unmasking
+        step runs the network over the whole batch (200 untrained MNIST samples, 32 steps, 2
+        threads: 5.9 s in one call, 5.4 s in calls of 41)."""
+        return self.spec.inference_batch()
+
     def sample(
         self, n: int, y: Tensor | None = None, steps: int | None = None, order: str | None = None
     ) -> Tensor:
