@@ -122,8 +122,8 @@ class FeatureExtractor:
         self.net = net.eval()
         self.info = info
         # default: the inference batch (41 MNIST images): the features of the 10,000 binarized
-        # MNIST test images took 1.95 s in batches of 2000 (1.5 million page faults) and 0.77 s
-        # in batches of 41, 2 threads
+        # MNIST test images took 1.85 s in batches of 2000 (1.5 million page faults) and 0.69 s
+        # in batches of 41, 2 threads (benchmarks/results/scoring_sampling.json)
         self.batch_size = batch_size or inference_batch(math.prod(net.event_shape))
 
     @property

@@ -206,9 +206,9 @@ class DiffusionBase(Model):
 
     def sample_batch(self) -> int:
         """The spec's inference batch (41 MNIST images): every solver step runs the network over
-        the whole batch, and DDIM with 20 steps drew 400 untrained-U-Net MNIST samples in 5.9 s
-        in calls of 41 against 9.4 s in one call of 400 (2 threads; flow matching's Euler 3.3
-        against 3.5 s for 200)."""
+        the whole batch. DDIM with 20 steps drew 400 MNIST samples of an untrained U-Net in 7.1 s
+        in calls of 41 against 8.4 s in one call (5.8 against 6.3 s with the ``dgm`` command's
+        malloc), 2 threads, fresh processes (``benchmarks/results/scoring_sampling.json``)."""
         return self.spec.inference_batch()
 
     # ------------------------------------------------------------------ labels

@@ -476,8 +476,9 @@ class MaskedDiffusion(Model):
     @torch.no_grad()
     def sample_batch(self) -> int:
         """The spec's inference batch (41 MNIST images), as the diffusion family: every unmasking
-        step runs the network over the whole batch (200 untrained MNIST samples, 32 steps, 2
-        threads: 5.9 s in one call, 5.4 s in calls of 41)."""
+        step runs the network over the whole batch (400 MNIST samples of an untrained network,
+        32 steps, 2 threads: 12.9 s in calls of 41 against 14.4 s in one call;
+        ``benchmarks/results/scoring_sampling.json``)."""
         return self.spec.inference_batch()
 
     def sample(
