@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -25,6 +28,24 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dgm"))
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def import_benchmark():
+    """``import_benchmark(name)``: the module ``benchmarks/<name>.py``, imported with
+    ``benchmarks/`` on the path (its scripts import each other by bare name)."""
+
+    def load(name: str):
+        sys.path.insert(0, str(BENCHMARKS))
+        try:
+            return importlib.import_module(name)
+        finally:
+            sys.path.remove(str(BENCHMARKS))
+
+    return load
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from dgm.api import TrainedModel, train_defaults_for, with_train_defaults
 from dgm.core.config import build_config
 from dgm.core.errors import DataError, DgmError
 from dgm.core.spec import DataSpec
-from dgm.data import from_arrays
-from dgm.models import entries, get, names
+from dgm.data import Identity, from_arrays
+from dgm.models import build, entries, get, names
 from dgm.train.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -241,10 +241,6 @@ def test_diffusion_on_mnist_sized_images_trains_with_the_benchmark_recipe(tmp_pa
 def test_a_trained_model_scores_large_inputs_in_batches():
     """``Run.log_prob`` and ``Run.log_likelihood`` stream their input in the model's inference
     batches (41 MNIST-sized images), with the values of one pass over everything."""
-    from dgm.core.spec import DataSpec
-    from dgm.data import Identity
-    from dgm.models import build
-
     spec = DataSpec((1, 28, 28), "discrete", levels=2)
     model = build("made", spec, hidden=[16])
     run = TrainedModel(model, Identity(), spec)
@@ -273,10 +269,6 @@ def test_sampling_draws_diffusion_images_in_inference_batches():
     """``Run.sample`` draws a diffusion model's images in calls of its inference batch (41 MNIST
     images; a solver step over 400 at once was 1.6x slower) and other models' in calls of up
     to 1000, with the labels split alike."""
-    from dgm.core.spec import DataSpec
-    from dgm.data import Identity
-    from dgm.models import build
-
     spec = DataSpec((1, 28, 28), num_classes=3)
     cfg = {"timesteps": 12, "unet_width": 8, "time_dim": 8, "unet_mults": (1,)}
     model = build("ddpm", spec, conditional=True, **cfg)

@@ -4,25 +4,16 @@ runs, and the settings it reports; nothing is trained."""
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 import dgm.data
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def defaults():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import _common
-        import defaults as module  # benchmarks/defaults.py
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    module.markdown_table = _common.markdown_table
+def defaults(import_benchmark):
+    module = import_benchmark("defaults")  # benchmarks/defaults.py
+    module.markdown_table = import_benchmark("_common").markdown_table
     return module
 
 

@@ -3,23 +3,13 @@ and the FLOPs it counts, checked against the formula for a two-layer MLP; no tim
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def kernels():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import _kernels  # benchmarks/_kernels.py
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return _kernels
+def kernels(import_benchmark):
+    return import_benchmark("_kernels")  # benchmarks/_kernels.py
 
 
 def test_record_keeps_the_products_and_adam_and_counts_their_flops(kernels):

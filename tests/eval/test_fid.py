@@ -11,6 +11,7 @@ import torch
 
 from dgm.core.errors import DgmError
 from dgm.eval.features import (
+    FeatureExtractor,
     FeatureNet,
     classifier_features,
     data_checksum,
@@ -185,8 +186,6 @@ def test_features_need_labels_and_a_known_cache_dir(monkeypatch, tmp_path):
 def test_the_feature_extractor_streams_batches_sized_by_the_image():
     """Features are computed in the inference batch of the image (41 MNIST images; batches of 2000
     page-faulted their maps in anew and took 2.5x as long), with the values of one pass."""
-    from dgm.eval.features import FeatureExtractor, FeatureNet
-
     torch.manual_seed(0)
     net = FeatureNet((1, 28, 28), 10, feature_dim=8, width=4)
     sizes: list[int] = []

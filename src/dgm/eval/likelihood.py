@@ -115,7 +115,7 @@ def log_likelihood(
         )
     out = []
     model_dtype = model.dtype
-    batch_size = batch_size or inference_batch(x[0].numel() if x.shape[0] else 1)
+    batch_size = batch_size or inference_batch(math.prod(x.shape[1:]))
     with model.inference():
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size].to(model.device, model_dtype)  # (b, *event)

@@ -473,7 +473,6 @@ class MaskedDiffusion(Model):
             masked = masked & ~pick
         return z
 
-    @torch.no_grad()
     def sample_batch(self) -> int:
         """The spec's inference batch (41 MNIST images), as the diffusion family: every unmasking
         step runs the network over the whole batch (400 MNIST samples of an untrained network,
@@ -481,6 +480,7 @@ class MaskedDiffusion(Model):
         ``benchmarks/results/scoring_sampling.json``)."""
         return self.spec.inference_batch()
 
+    @torch.no_grad()
     def sample(
         self, n: int, y: Tensor | None = None, steps: int | None = None, order: str | None = None
     ) -> Tensor:
