@@ -240,9 +240,10 @@ def test_diffusion_on_mnist_sized_images_trains_with_the_benchmark_recipe(tmp_pa
 
 def test_a_trained_model_scores_large_inputs_in_batches():
     """``Run.log_prob`` and ``Run.log_likelihood`` stream their input in the model's inference
-    batches (41 MNIST-sized images), with the values of one pass over everything."""
+    batches (41 MNIST-sized images for a convolutional model), with the values of one pass over
+    everything."""
     spec = DataSpec((1, 28, 28), "discrete", levels=2)
-    model = build("made", spec, hidden=[16])
+    model = build("pixelcnn", spec, width=4, depth=1, head=4)
     run = TrainedModel(model, Identity(), spec)
     sizes: list[int] = []
     original = model.log_prob

@@ -734,7 +734,7 @@ class TrainedModel(nn.Module):
         """``x`` and its checked labels in batches of the model's inference batch (a forward
         pass over many images at once is slower: :data:`dgm.core.spec.INFERENCE_VALUES`)."""
         labels = self._labels(y, x.shape[0])
-        b = self.model.spec.inference_batch()
+        b = self.model.inference_batch()
         for s in range(0, max(x.shape[0], 1), b):
             yield x[s : s + b], {k: v[s : s + b] for k, v in labels.items()}
 

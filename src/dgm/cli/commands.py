@@ -312,7 +312,7 @@ def cmd_score(args: Any) -> int:
     # Scores stream into a memory-mapped temporary file, renamed into place when complete.
     with atomic_path(out, suffix=".npy") as tmp:
         scores = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float64, shape=(len(inputs),))
-        batch = args.batch_size or model.spec.inference_batch()
+        batch = args.batch_size or model.inference_batch()
         for x in inputs.batches(max(batch, 1000)):  # read in chunks, scored in batches
             y = None if labels is None else labels[start : start + len(x)]
             ll, _ = log_likelihood(

@@ -287,6 +287,14 @@ class Model(nn.Module):
         """
         raise NotImplementedError
 
+    def inference_batch(self) -> int:
+        """Examples per forward pass when dgm scores data (``log_likelihood``, ``dgm score``,
+        ``dgm eval``, :class:`~dgm.api.Run`'s scores): the spec's inference batch here
+        (:data:`dgm.core.spec.INFERENCE_VALUES` input values, 41 MNIST images), which keeps a
+        network's feature maps small enough to be reused. A model whose activations per example
+        are a few hidden vectors, not maps, asks for more (MADE, MAF, IAF: 1000)."""
+        return self.spec.inference_batch()
+
     def sample_batch(self) -> int:
         """Samples per :meth:`sample` call in dgm's sampling loops (``dgm sample``, ``dgm eval``),
         which draw more in several calls: 1000 here; a model whose sampler runs a network over

@@ -25,7 +25,6 @@ from dgm.core.errors import DgmError
 from dgm.core.likelihood import Likelihood
 from dgm.core.model import Model
 from dgm.core.protocols import LikelihoodEstimator
-from dgm.core.spec import inference_batch
 from dgm.data.preprocess import Dequantize
 from dgm.eval.ais import LogZEstimate, estimate_log_z, nll_stderr
 
@@ -97,7 +96,7 @@ def log_likelihood(
     log_z: LogZEstimate | None = None,
 ) -> tuple[Tensor, Likelihood]:
     """Per-example log-likelihood of raw data ``x`` in nats, streamed in batches of
-    ``batch_size`` (default: :func:`~dgm.core.spec.inference_batch` of the example size, which
+    ``batch_size`` (default: the model's :meth:`~dgm.core.model.Model.inference_batch`, which
     keeps each batch's feature maps small enough to be reused rather than page-faulted in anew).
 
     Returns ``(values (N,), likelihood)`` where ``likelihood`` (:func:`likelihood_of`) says what
@@ -115,7 +114,7 @@ def log_likelihood(
         )
     out = []
     model_dtype = model.dtype
-    batch_size = batch_size or inference_batch(math.prod(x.shape[1:]))
+    batch_size = batch_size or model.inference_batch()
     with model.inference():
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size].to(model.device, model_dtype)  # (b, *event)

@@ -235,6 +235,13 @@ class MADE(Model):
         x = self.check_input(x).reshape(x.shape[0], -1).to(self.dtype)  # (B, D)
         return self._mixture_log_prob(x, self._context(y, x.shape[0]))
 
+    def inference_batch(self) -> int:
+        """1000 examples per scoring pass: MADE's activations per example are hidden vectors, not
+        maps, and its passes are short, so small batches only add per-call overhead (2000
+        binarized MNIST images scored in 0.049 s in batches of 41, 0.024 s in batches of 1000; 2
+        threads)."""
+        return 1000
+
     def _mixture_log_prob(self, x: Tensor, ctx: Tensor | None) -> Tensor:
         if self.net.num_masks == 1:
             return self.chain_log_prob(x, ctx=ctx)

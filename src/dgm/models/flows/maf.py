@@ -115,6 +115,12 @@ class MAF(FlowModel):
         )
         self._make_flow(stack)
 
+    def inference_batch(self) -> int:
+        """1000 examples per scoring pass, as MADE: MLP activations, no maps; IAF's density
+        runs ``D`` passes per layer, each paying per-call overhead (1000 784-D points scored by
+        the default IAF in 77 s in batches of 41, 35 s in one; MAF 0.12 s against 0.06 s)."""
+        return 1000
+
 
 @register
 class IAF(MAF):
