@@ -5,7 +5,8 @@ For each model, ``--n`` binarized MNIST test images are scored by
 thresholds are per process), interleaved over ``--repeats`` rounds:
 
 * ``batch``: ``1000`` (the fixed batch before 55bc8b0) or ``auto`` (the default since:
-  ``DataSpec.inference_batch``, 2^15 input values, 41 MNIST images);
+  ``Model.inference_batch``: 2^15 input values, 41 MNIST images, for image models; 1000
+  for MADE, MAF and IAF since 5787dbb);
 * ``malloc``: ``glibc`` (its own adaptive thresholds) or ``tuned`` (``dgm.cli.malloc.tune``, what
   the ``dgm`` command sets).
 
@@ -95,7 +96,7 @@ def child(args) -> None:
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     ll, info = log_likelihood(model, x, preprocessor=pre, batch_size=batch, generator=g)
     _print(t0, r0, {"nll": float(-ll.mean()), "likelihood": str(info),
-                    "batch_used": batch or model.spec.inference_batch()})  # fmt: skip
+                    "batch_used": batch or model.inference_batch()})  # fmt: skip
 
 
 def _print(t0: float, r0, extra: dict) -> None:
