@@ -87,8 +87,9 @@ class TrainConfig:
     tensorboard: bool = False
     #: compile the model's training loss with ``torch.compile`` (inductor; on CPU it needs a C++
     #: compiler). Measured on one core it did not pay for any model tried: step time compiled /
-    #: eager 0.97 for the VAE on binarized MNIST, 1.14 for MADE 784-3000-784, 1.00 for nsf and
-    #: 1.11 for flow matching in 2-D, after 3-44 s of compiling (benchmarks/results/compile.json).
+    #: eager 0.92 for the VAE on binarized MNIST (10 s of compiling: 14,700 steps to break
+    #: even), 1.18 for MADE 784-3000-784, 1.10 for nsf and 1.00 for flow matching in 2-D, after
+    #: 3-14 s of compiling (benchmarks/results/compile.json).
     #: Off by default; a run's weights do not depend on it beyond float rounding.
     compile: bool = False
 
