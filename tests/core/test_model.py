@@ -8,11 +8,12 @@ import doctest
 import re
 
 import pytest
+import torch
 
 import dgm.core.model
 import dgm.core.protocols
 from dgm.cli.commands import sample_options
-from dgm.core.errors import ConfigError
+from dgm.core.errors import ConfigError, DataError
 from dgm.core.protocols import (
     ConditionalModel,
     FastAutoregressive,
@@ -93,3 +94,44 @@ def test_the_python_api_checks_the_sampler_options_too():
         ConfigError, match="sampler 'hmc' of model 'ebm' does not take 'bogus'|unknown"
     ):
         build("ebm").sample(2, sampler="hmc", bogus=1)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    "kind,values,message",
+    [
+        ("continuous", [0.0, NAN], "NaN or infinite"),
+        ("continuous", [INF, 0.0], "NaN or infinite"),
+        ("continuous", [-INF, 1.0], "NaN or infinite"),
+        ("discrete", [0.0, NAN], "NaN or infinite"),
+        ("discrete", [0.0, -1.0], "integers 0..3.*found -1.0"),
+        ("discrete", [4.0, 0.0], "integers 0..3.*found 4.0"),
+        ("discrete", [1.0, 2.5], "integers 0..3.*found 2.5"),
+        ("discrete", [2, 7], "integers 0..3.*found 7"),  # an integer tensor
+    ],
+)  # fmt: skip
+def test_check_input_names_what_is_wrong(kind, values, message):
+    """The input check (run by every ``loss`` and ``log_prob``) reduces the batch once in the
+    common case; every kind of bad value still gets its sentence."""
+    spec = DataSpec((2,), "discrete", levels=4) if kind == "discrete" else DataSpec((2,))
+    model = build("made" if kind == "discrete" else "maf", spec)
+    bad = torch.tensor([[0, 1], values]).to(torch.tensor(values).dtype)  # (2, 2)
+    with pytest.raises(DataError, match=message):
+        model.check_input(bad)
+
+
+@pytest.mark.parametrize(
+    "spec,x",
+    [
+        (DataSpec((2,), "discrete", levels=4), torch.tensor([[0.0, 3.0], [1.0, 2.0]])),
+        (DataSpec((2,), "discrete", levels=4), torch.tensor([[0, 3], [1, 2]])),
+        (DataSpec((2,), "discrete", levels=2), torch.tensor([[True, False]])),
+        (DataSpec((2,)), torch.tensor([[-1e30, 3.5]])),
+        (DataSpec((2,)), torch.zeros(0, 2)),
+    ],
+)  # fmt: skip
+def test_check_input_passes_good_values(spec, x):
+    model = build("made" if spec.kind == "discrete" else "maf", spec)
+    assert model.check_input(x) is x

@@ -19,6 +19,7 @@ labels, an estimated likelihood, held-out statistics of its own) are the Protoco
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -416,10 +417,20 @@ class Model(nn.Module):
                 f"{what} has shape {tuple(x.shape)}, but model {self.name!r} expects "
                 f"(N, {', '.join(map(str, self.event_shape))})"
             )
-        if x.is_floating_point() and not torch.isfinite(x).all():
+        if x.numel() == 0:
+            return x
+        # one reduction for the common case (a NaN makes both ends NaN, an infinity one end
+        # infinite): 16 us for 100 MNIST images against 153 for ``isfinite(x).all()``, whose
+        # cost every training step paid (the VAE's step is 5.5 ms; the discrete checks below
+        # cost 64 us instead of 369)
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        if x.is_floating_point() and not (math.isfinite(lo) and math.isfinite(hi)):
             raise DataError(f"{what} contains NaN or infinite values; clean or drop those rows")
         if self.spec.kind == "discrete":
             levels = self.spec.levels
+            if lo >= 0 and hi <= levels - 1 and (not x.is_floating_point() or
+                                                  torch.equal(x, x.round())):  # fmt: skip
+                return x
             bad = (x < 0) | (x > levels - 1) | (x != x.round())
             if bad.any():
                 raise DataError(
