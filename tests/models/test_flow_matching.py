@@ -13,9 +13,11 @@ from dgm.core.errors import ConfigError
 from dgm.core.spec import DataSpec
 from dgm.models.flow_matching.model import FlowMatching, FlowMatchingConfig
 from dgm.models.flow_matching.paths import (
+    SIGMA_FLOOR,
     interpolate,
     ot_pairs,
     path_coefficients,
+    sample_times,
     sinkhorn_pairs,
     sinkhorn_plan,
 )
@@ -176,3 +178,24 @@ def test_hutchinson_likelihood_is_named_an_estimate_and_is_unbiased():
     want = float(exact.log_prob(x[:1]))
     sem = float(values.std() / math.sqrt(len(values)))
     assert abs(float(values.mean()) - want) < 4 * sem + 1e-6
+
+
+def test_likelihood_time_sampling_draws_half_uniform_half_log_uniform_noise_levels():
+    """``"likelihood"``: half the times uniform, half at noise levels ``1 - t`` log-uniform on
+    [1e-3, 1]; ``"uniform"`` draws exactly what ``torch.rand`` does."""
+    n = 400_000
+    torch.manual_seed(0)
+    plain = torch.rand(n, dtype=torch.float64)
+    torch.manual_seed(0)
+    assert torch.equal(sample_times(n, "uniform", dtype=torch.float64), plain)
+    t = sample_times(n, "likelihood", dtype=torch.float64)
+    sigma = 1 - t
+    assert 0 <= float(t.min()) and float(t.max()) < 1
+    for level in (1e-2, 1e-1, 0.5):  # P(sigma < s) = s / 2 + log(s / 1e-3) / (2 log 1000)
+        expected = level / 2 + math.log(level / SIGMA_FLOOR) / (2 * math.log(1 / SIGMA_FLOOR))
+        observed = float((sigma < level).double().mean())
+        assert abs(observed - expected) < 4 * math.sqrt(expected * (1 - expected) / n)
+    with pytest.raises(ConfigError, match="time_sampling must be one of uniform, likelihood"):
+        FlowMatchingConfig(time_sampling="cosine")  # type: ignore[arg-type]
+    model = FlowMatching(DataSpec((2,)), FlowMatchingConfig(time_sampling="likelihood", width=8))
+    assert torch.isfinite(model.loss(torch.randn(16, 2))["loss"])

@@ -59,7 +59,13 @@ from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.base import DiffusionBase, check_guidance
 from dgm.models.diffusion.probability_flow import ODELikelihoodConfig, ProbabilityFlow
-from dgm.models.flow_matching.paths import interpolate, ot_pairs, sinkhorn_pairs
+from dgm.models.flow_matching.paths import (
+    TIME_SAMPLINGS,
+    interpolate,
+    ot_pairs,
+    sample_times,
+    sinkhorn_pairs,
+)
 from dgm.samplers.ode import METHODS, odeint
 
 __all__ = ["FlowMatching", "FlowMatchingConfig", "FlowMatchingSampleOptions"]
@@ -84,6 +90,9 @@ class FlowMatchingConfig(ODELikelihoodConfig):
         path: ``"linear"`` (straight, optimal-transport path) or ``"vp"`` (trigonometric,
             variance preserving).
         sigma_min: width of the linear path's end at the data (0: rectified flow's straight line).
+        time_sampling: ``"uniform"`` training times, or ``"likelihood"``: half of them at noise
+            levels log-uniform down to 1e-3, where the likelihood's weighting of the loss puts
+            its mass (:func:`~dgm.models.flow_matching.paths.sample_times`).
     """
 
     coupling: Literal["ot", "independent"] = "ot"
@@ -91,9 +100,15 @@ class FlowMatchingConfig(ODELikelihoodConfig):
     sinkhorn_reg: float = 0.05
     path: Literal["linear", "vp"] = "linear"
     sigma_min: float = 0.0
+    time_sampling: Literal["uniform", "likelihood"] = "uniform"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.time_sampling not in TIME_SAMPLINGS:
+            raise ConfigError(
+                f"time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, "
+                f"not {self.time_sampling!r}"
+            )
         if not 0 <= self.sigma_min < 1:
             raise ConfigError(f"sigma_min must lie in [0, 1), not {self.sigma_min}")
         if self.path != "linear" and self.sigma_min:
@@ -187,7 +202,7 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
         with torch.no_grad():
             x0 = self.couple(torch.randn_like(x1), x1, y)
         y = self.train_labels(y, x1.shape[0])  # label dropout (conditional models)
-        t = torch.rand(x1.shape[0], dtype=x1.dtype, device=x1.device)
+        t = sample_times(x1.shape[0], self.config.time_sampling, dtype=x1.dtype, device=x1.device)
         xt, target = interpolate(self.config.path, x0, x1, t, self.config.sigma_min)
         mse = (self.velocity(xt, t, y) - target).square().flatten(1).mean(1)  # (B,)
         return {"loss": mse.mean()}

@@ -41,6 +41,8 @@ from dgm.core.errors import ConfigError
 
 __all__ = [
     "PATHS",
+    "TIME_SAMPLINGS",
+    "sample_times",
     "path_coefficients",
     "interpolate",
     "ot_pairs",
@@ -49,6 +51,40 @@ __all__ = [
 ]
 
 PATHS = ("linear", "vp")
+TIME_SAMPLINGS = ("uniform", "likelihood")
+#: the smallest noise level ``1 - t`` that ``"likelihood"`` time sampling draws
+SIGMA_FLOOR = 1e-3
+
+
+def sample_times(
+    n: int, scheme: str = "uniform", *, dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:  # fmt: skip
+    r"""Training times ``t (n,)`` in ``[0, 1)``.
+
+    * ``"uniform"``: :math:`t \sim U(0, 1)`, the flow-matching loss as Lipman et al. write it.
+    * ``"likelihood"``: half the batch uniform, half at noise levels :math:`\sigma = 1 - t`
+      log-uniform on ``[SIGMA_FLOOR, 1]``. For the linear path the likelihood (ELBO) weighting
+      of the velocity error is :math:`t / (1 - t)`: half the rate at which the signal-to-noise
+      ratio :math:`t^2 / (1 - t)^2` grows (the weighting of Kingma et al. 2021's VDM) times the
+      :math:`(1 - t)^2` that turns a velocity error into an error of the predicted data; it
+      piles up near the data; a density :math:`\propto 1/\sigma`
+      follows it up to the factor ``t`` (the importance sampling of Song et al. 2021,
+      "Maximum likelihood training of score-based diffusion models", transposed), and the
+      uniform half keeps every time trained. Any positive time density has the same optimum
+      (the marginal velocity): this one spends the network on the times the likelihood
+      integral depends on most.
+    """
+    t = torch.rand(n, dtype=dtype, device=device)
+    if scheme == "uniform":
+        return t
+    if scheme != "likelihood":
+        raise ConfigError(
+            f"time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, not {scheme!r}"
+        )
+    u = torch.rand(n, dtype=dtype, device=device)
+    low = 1 - SIGMA_FLOOR ** torch.rand(n, dtype=dtype, device=device)  # 1 - sigma
+    return torch.where(u < 0.5, t, low)
 
 
 def path_coefficients(
