@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from dgm.api import train_defaults_for
 from dgm.core.errors import ConfigError
 from dgm.core.spec import DataSpec
 from dgm.models.flow_matching.model import FlowMatching, FlowMatchingConfig
@@ -195,7 +196,22 @@ def test_likelihood_time_sampling_draws_half_uniform_half_log_uniform_noise_leve
         expected = level / 2 + math.log(level / SIGMA_FLOOR) / (2 * math.log(1 / SIGMA_FLOOR))
         observed = float((sigma < level).double().mean())
         assert abs(observed - expected) < 4 * math.sqrt(expected * (1 - expected) / n)
-    with pytest.raises(ConfigError, match="time_sampling must be one of uniform, likelihood"):
+    with pytest.raises(ConfigError, match="time_sampling must be one of auto, uniform, likelihood"):
         FlowMatchingConfig(time_sampling="cosine")  # type: ignore[arg-type]
     model = FlowMatching(DataSpec((2,)), FlowMatchingConfig(time_sampling="likelihood", width=8))
     assert torch.isfinite(model.loss(torch.randn(16, 2))["loss"])
+
+
+def test_time_sampling_auto_follows_the_likelihood_on_large_images():
+    """``auto``: likelihood times on MNIST-sized images (their 30-minute recipe, with bfloat16
+    products where AMX is), uniform on 2-D and small images; an explicit choice is kept."""
+    mnist = DataSpec((1, 28, 28))
+    assert FlowMatching(mnist, FlowMatchingConfig(unet_width=4)).time_sampling == "likelihood"
+    assert FlowMatching(DataSpec((2,))).time_sampling == "uniform"
+    assert FlowMatching(DataSpec((1, 8, 8)), FlowMatchingConfig(unet_width=4)).time_sampling == (
+        "uniform"
+    )
+    chosen = FlowMatchingConfig(unet_width=4, time_sampling="uniform")
+    assert FlowMatching(mnist, chosen).time_sampling == "uniform"
+    assert train_defaults_for(FlowMatching, mnist)["precision"] == "auto"
+    assert "precision" not in train_defaults_for(FlowMatching, DataSpec((2,)))
