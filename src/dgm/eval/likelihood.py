@@ -25,6 +25,7 @@ from dgm.core.errors import DgmError
 from dgm.core.likelihood import Likelihood
 from dgm.core.model import Model
 from dgm.core.protocols import LikelihoodEstimator
+from dgm.core.spec import inference_batch
 from dgm.data.preprocess import Dequantize
 from dgm.eval.ais import LogZEstimate, estimate_log_z, nll_stderr
 
@@ -114,7 +115,9 @@ def log_likelihood(
         )
     out = []
     model_dtype = model.dtype
-    batch_size = batch_size or model.inference_batch()
+    if not batch_size:  # the model's own (a duck-typed model without one: by the example size)
+        own = getattr(model, "inference_batch", None)
+        batch_size = own() if callable(own) else inference_batch(math.prod(x.shape[1:]))
     with model.inference():
         for start in range(0, x.shape[0], batch_size):
             xb = x[start : start + batch_size].to(model.device, model_dtype)  # (b, *event)
