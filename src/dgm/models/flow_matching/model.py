@@ -169,7 +169,8 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
     #: thread, FID* 1.35 at NFE 50; 1.505 on both cores of an AMX host with bfloat16 products,
     #: ``flow_matching_mnist_bpd_2threads.json``; with the ``"likelihood"`` times that
     #: ``time_sampling="auto"`` picks there: **1.429 ± 0.008** bits/dim on 1000 test images in
-    #: 6719 steps, ``flow_matching_mnist_bpd_likelihood.json``; Hutchinson estimates of the
+    #: 6719 steps, ``flow_matching_mnist_bpd_likelihood.json``; these defaults alone, seed 1:
+    #: 1.428 ± 0.008, ``flow_matching_mnist_bpd_default_seed1.json``; Hutchinson estimates of the
     #: dequantization bound, an upper bound on the true bits/dim). ``precision="auto"``:
     #: bfloat16 products where the CPU has AMX (1.17x the steps per second there,
     #: ``precision_mnist_2threads.json``), float32 elsewhere
