@@ -159,7 +159,12 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
         spec=DataSpec((2,), num_classes=2),
         config={"width": 16, "depth": 1, "time_dim": 8, "rtol": 1e-5, "atol": 1e-5},
         variants=(
-            {"coupling": "independent", "path": "vp", "trace": "hutchinson"},
+            {
+                "coupling": "independent",
+                "path": "vp",
+                "trace": "hutchinson",
+                "time_sampling": "likelihood",
+            },
             {"ot_solver": "sinkhorn", "sigma_min": 0.01},
             {"conditional": True},
         ),
