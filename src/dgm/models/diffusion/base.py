@@ -82,7 +82,8 @@ class NetConfig:
         unet_depth: residual blocks per U-Net level on the way down (images).
         time_dim: size of the sinusoidal time embedding (MLP) / of the embedding MLP (U-Net).
         unet_width: channels of the U-Net's first level (images); ``None``: 32 up to 16 pixels a
-            side, 16 above (the MNIST benchmarks' U-Net, ``LARGE_IMAGE_UNET_WIDTH``).
+            side, above it the model's ``large_image_unet_width`` (16, the MNIST benchmarks' U-Net,
+            ``LARGE_IMAGE_UNET_WIDTH``; flow-matching 32).
         unet_mults: U-Net channel multipliers per level; empty: ``(1, 2)`` up to 16 pixels a side,
             ``(1, 2, 2)`` above (28x28 MNIST goes 28 -> 14 -> 7).
         conditional: condition on class labels (needs ``num_classes`` in the data spec): a
@@ -138,6 +139,9 @@ class DiffusionBase(Model):
     #: bits/dim, ddpm 1.907; ``benchmarks/results/INDEX.md``): 30 minutes of batches of 64, the
     #: cosine decay over the budget, with the 16-channel U-Net of ``LARGE_IMAGE_UNET_WIDTH``
     large_image_train_defaults: ClassVar[dict[str, Any]] = {"max_minutes": 30, "batch_size": 64}
+    #: the U-Net's first-level channels on images above 16 pixels a side when ``unet_width`` is
+    #: None (a model whose MNIST recipe is wider says so here)
+    large_image_unet_width: ClassVar[int] = LARGE_IMAGE_UNET_WIDTH
 
     def __init__(self, spec: DataSpec, config: NetConfig | None = None) -> None:
         super().__init__(spec, config)
@@ -156,7 +160,7 @@ class DiffusionBase(Model):
         if spec.is_image:
             large = spec.is_large_image
             mults = c.unet_mults or ((1, 2, 2) if large else (1, 2))
-            width = c.unet_width or (LARGE_IMAGE_UNET_WIDTH if large else 32)
+            width = c.unet_width or (self.large_image_unet_width if large else 32)
             self.net: nn.Module = UNet(
                 spec.event_shape[0], width, mults, c.unet_depth, 2 * c.time_dim, k
             )

@@ -46,6 +46,7 @@ from dgm.core.errors import ConfigError
 from dgm.core.model import Batch, Example, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
+from dgm.models.diffusion.base import LARGE_IMAGE_UNET_WIDTH
 from dgm.models.diffusion.probability_flow import ODELikelihoodConfig
 from dgm.models.flow_matching.model import FlowMatching
 from dgm.models.flow_matching.teacher import Teacher, as_teacher, example_teacher, load_teacher
@@ -150,6 +151,8 @@ class Reflow(TeacherMixin, FlowMatching):
     #: on MNIST the few-step students' benchmark recipe (10 minutes beside a 30-minute teacher)
     large_image_train_defaults = {"max_minutes": 10, "batch_size": 64, "ema": 0.999,
                                   "schedule": "cosine"}  # fmt: skip
+    #: the student keeps the 16-channel U-Net of its 10-minute recipe, whatever its teacher's
+    large_image_unet_width = LARGE_IMAGE_UNET_WIDTH
 
     def __init__(self, spec: DataSpec, config: ReflowConfig | None = None) -> None:
         super().__init__(spec, config)
