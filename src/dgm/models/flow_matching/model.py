@@ -170,15 +170,14 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
         ),
     )
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3}
-    #: on MNIST the recipe of its 30-minute benchmark (uniform times: 1.734 bits/dim on one
-    #: thread, FID* 1.35 at NFE 50; 1.505 on both cores of an AMX host with bfloat16 products,
-    #: ``flow_matching_mnist_bpd_2threads.json``; with the ``"likelihood"`` times that
-    #: ``time_sampling="auto"`` picks there: **1.429 ± 0.008** bits/dim on 1000 test images in
-    #: 6719 steps, ``flow_matching_mnist_bpd_likelihood.json``; these defaults alone, seed 1:
-    #: 1.428 ± 0.008, ``flow_matching_mnist_bpd_default_seed1.json``; Hutchinson estimates of the
-    #: dequantization bound, an upper bound on the true bits/dim). ``precision="auto"``:
-    #: bfloat16 products where the CPU has AMX (1.17x the steps per second there,
-    #: ``precision_mnist_2threads.json``), float32 elsewhere
+    #: on MNIST the recipe of its 30-minute benchmark: with these defaults (the 32-channel U-Net
+    #: below, 2e-3, likelihood times) **1.253 ± 0.008** bits/dim on 1000 test images in 4606
+    #: steps on both cores of an AMX host, ``flow_matching_mnist_bpd_default.json``; the 16-channel
+    #: U-Net at 1e-3 reached 1.429 ± 0.008 there in 6719 steps with likelihood times
+    #: (``flow_matching_mnist_bpd_likelihood.json``), 1.505 on 200 images with uniform times
+    #: (Hutchinson estimates of the dequantization bound, an upper bound on the true bits/dim).
+    #: ``precision="auto"``: bfloat16 products where the CPU has AMX (1.17x the steps per second
+    #: there, ``precision_mnist_2threads.json``), float32 elsewhere
     large_image_train_defaults = {"max_minutes": 30, "batch_size": 64, "ema": 0.999,
                                   "schedule": "cosine", "precision": "auto",
                                   "lr": 2e-3}  # fmt: skip
