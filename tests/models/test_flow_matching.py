@@ -12,6 +12,7 @@ import torch
 from dgm.api import train_defaults_for
 from dgm.core.errors import ConfigError
 from dgm.core.spec import DataSpec
+from dgm.models.diffusion.ddpm import DDPM
 from dgm.models.flow_matching.model import FlowMatching, FlowMatchingConfig
 from dgm.models.flow_matching.paths import (
     SIGMA_FLOOR,
@@ -22,6 +23,7 @@ from dgm.models.flow_matching.paths import (
     sinkhorn_pairs,
     sinkhorn_plan,
 )
+from dgm.models.flow_matching.reflow import Reflow
 from dgm.samplers.ode import divergence_exact
 
 D64 = torch.float64
@@ -221,8 +223,6 @@ def test_mnist_recipe_is_a_wider_unet_at_a_higher_rate():
     """On MNIST-sized images flow matching's U-Net is 32 channels wide and learns at 2e-3 (its
     30-minute recipe); ddpm and the reflow student keep 16 channels, every model keeps its
     width on small images and an explicit ``unet_width``."""
-    from dgm.models.diffusion.ddpm import DDPM
-    from dgm.models.flow_matching.reflow import Reflow
 
     def first_width(model) -> int:
         return next(m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)).out_channels

@@ -135,9 +135,9 @@ class DiffusionBase(Model):
     train_defaults: ClassVar[dict[str, Any]] = {
         "steps": 5000, "batch_size": 256, "schedule": "cosine", "ema": 0.999,
     }  # fmt: skip
-    #: on MNIST-sized images: the recipe of the 30-minute MNIST benchmarks (flow-matching 1.734
-    #: bits/dim, ddpm 1.907; ``benchmarks/results/INDEX.md``): 30 minutes of batches of 64, the
-    #: cosine decay over the budget, with the 16-channel U-Net of ``LARGE_IMAGE_UNET_WIDTH``
+    #: on MNIST-sized images: the recipe of the 30-minute MNIST benchmarks (ddpm 1.907 bits/dim;
+    #: ``benchmarks/results/INDEX.md``): 30 minutes of batches of 64, the cosine decay over the
+    #: budget, with the U-Net of ``large_image_unet_width``
     large_image_train_defaults: ClassVar[dict[str, Any]] = {"max_minutes": 30, "batch_size": 64}
     #: the U-Net's first-level channels on images above 16 pixels a side when ``unet_width`` is
     #: None (a model whose MNIST recipe is wider says so here)
