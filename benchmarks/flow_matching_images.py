@@ -4,9 +4,11 @@ reflow, consistency distillation and ddpm (DDIM) trained for the same time.
 
 Runs live in ``--runs`` and are reused, so the parts can run one at a time:
 
-* ``train``: ``flow-matching`` and ``ddpm`` for ``--minutes`` each (the engine's time budget, at the
-  models' defaults otherwise; ``--set``/``--train-set`` change every model alike), then ``reflow`` and ``consistency`` (distillation, ``objective=cd``)
-  with the flow-matching run as their teacher, ``--few-minutes`` each.
+* ``train``: ``flow-matching`` and ``ddpm`` for ``--minutes`` each (the engine's time budget;
+  default: their MNIST recipes' 30), at the models' defaults otherwise (``--set``/``--train-set``
+  change every model alike, ``MODEL.KEY=VALUE`` one model), then ``reflow`` and ``consistency``
+  (distillation, ``objective=cd``) with the flow-matching run as their teacher, ``--few-minutes``
+  each (default: their recipes' budgets).
 * ``bpd``: the test bits/dim of every run with a likelihood on ``--test-n`` test images (a seeded
   random subset: MNIST's test set is ordered by writer population), with its standard error: for
   flow matching a Hutchinson estimate of the ODE log-likelihood at the model's tolerance (recorded),
@@ -45,16 +47,18 @@ FEW_STEP = ("reflow", "consistency")
 def _train(args, runs: Path) -> None:
     teacher = runs / "flow-matching"
     plan = [("flow-matching", {}, args.minutes), ("ddpm", {}, args.minutes),
-            ("reflow", {"teacher": str(teacher), "pairs": args.pairs, "teacher_method": "euler",
+            ("reflow", {"teacher": str(teacher), "pairs": args.pairs,
+                        "teacher_method": args.teacher_method,
                         "teacher_steps": args.teacher_steps}, args.few_minutes),
             ("consistency", {"objective": "cd", "teacher": str(teacher)}, args.few_minutes)]  # fmt: skip
     for name, cfg, minutes in plan:
         if name not in args.models or (runs / name / "summary.json").is_file():
             continue
         t0 = time.perf_counter()
+        budget = {} if minutes is None else {"max_minutes": minutes}  # None: the model's own
         train(name, "mnist", runs / name, model_config=with_overrides(cfg, args.set, name),
-              max_minutes=minutes, progress=False, seed=args.seed, overwrite=True,
-              **with_overrides({}, args.train_set, name))  # fmt: skip
+              progress=False, seed=args.seed, overwrite=True,
+              **with_overrides(budget, args.train_set, name))  # fmt: skip
         print({"trained": name, "minutes": minutes, "wall_s": round(time.perf_counter() - t0),
                "load": loadavg()}, flush=True)  # fmt: skip
 
@@ -130,15 +134,27 @@ def main() -> None:
     ap.add_argument("parts", nargs="+", choices=["train", "bpd", "fid"])
     ap.add_argument("--runs", required=True, help="directory of the runs (kept, reused)")
     ap.add_argument("--models", nargs="+", default=["flow-matching", "ddpm", *FEW_STEP])
-    ap.add_argument("--minutes", type=float, default=30.0)
-    ap.add_argument("--few-minutes", type=float, default=15.0)
+    ap.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="flow matching's and ddpm's budget (default: their MNIST recipes')",
+    )
+    ap.add_argument(
+        "--few-minutes",
+        type=float,
+        default=None,
+        help="the few-step students' budget (default: their MNIST recipes')",
+    )
     ap.add_argument("--set", action="append", default=[], help="model key=value (every model)")
     ap.add_argument("--train-set", action="append", default=[],
                     help="training key=value (every model)")  # fmt: skip
     # reflow's pairs count in --few-minutes (at most half of it, then it trains on those drawn):
-    # its default 20000 pairs of 20 rk4 steps would be hours of the teacher's U-Net on one core
-    ap.add_argument("--pairs", type=int, default=2000, help="reflow's (noise, sample) pairs")
-    ap.add_argument("--teacher-steps", type=int, default=8, help="Euler steps of each pair")
+    # its default 20000 pairs of 20 rk4 steps would be hours of the teacher's U-Net on one core;
+    # 4000 of 5 rk4 steps take about 5 minutes of the 32-channel teacher on two
+    ap.add_argument("--pairs", type=int, default=4000, help="reflow's (noise, sample) pairs")
+    ap.add_argument("--teacher-method", default="rk4", help="the solver of each pair")
+    ap.add_argument("--teacher-steps", type=int, default=5, help="the solver's steps per pair")
     ap.add_argument("--test-n", type=int, default=200)
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--nfe", nargs="+", type=int, default=[1, 2, 4, 8, 16, 50])

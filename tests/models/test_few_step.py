@@ -278,3 +278,79 @@ def test_reflow_pairs_are_drawn_within_the_time_budget(tmp_path, capsys):
     tcfg2 = TrainConfig(batch_size=32, steps=2, progress=False, dtype="float64")
     Trainer(m2, torch.zeros(256, 2, dtype=D64), config=tcfg2, out=tmp_path / "b", clock=tick).fit()
     assert m2.pairs_drawn == 640
+
+
+# ------------------------------------------------------------------ starting from the teacher
+def teacher_run(tmp_path, **net):
+    torch.manual_seed(5)
+    cfg = FlowMatchingConfig(width=8, depth=1, time_dim=8, **net)
+    fm = FlowMatching(DataSpec((2,)), cfg).to(D64)
+    fm.shift.fill_(0.5)
+    write_run(tmp_path / "fm", fm)
+    return fm, str(tmp_path / "fm")
+
+
+def student(kind, path, **options):
+    net = {"width": 8, "depth": 1, "time_dim": 8} | options
+    if kind == "reflow":
+        return Reflow(DataSpec((2,)), ReflowConfig(pairs=64, teacher_steps=2, teacher=path, **net))
+    return Consistency(DataSpec((2,)), ConsistencyConfig(objective="cd", teacher=path, **net))
+
+
+@pytest.mark.parametrize("kind", ["reflow", "consistency"])
+def test_a_student_starts_from_its_teachers_weights(tmp_path, kind, capsys):
+    fm, path = teacher_run(tmp_path)
+    z, t = torch.randn(5, 2, dtype=D64), torch.rand(5, dtype=D64)
+    m = student(kind, path).to(D64)
+    m.on_train_start(torch.randn(32, 2, dtype=D64))
+    # reflow's field is the teacher's; the consistency map is one Euler step of it to t = 1
+    v = fm.velocity(z, t)
+    if kind == "reflow":
+        torch.testing.assert_close(m.velocity(z, t), v)
+    else:
+        torch.testing.assert_close(m.consistency(z, t), z + (1 - t[:, None]) * v)
+    assert capsys.readouterr().err == ""
+    # init=random keeps the student's own draw
+    r = student(kind, path, init="random").to(D64)
+    r.on_train_start(torch.randn(32, 2, dtype=D64))
+    mine, teachers = r.net.state_dict(), fm.net.state_dict()
+    assert not all(torch.equal(mine[k], teachers[k]) for k in mine)
+
+
+@pytest.mark.parametrize("kind", ["reflow", "consistency"])
+def test_a_student_that_cannot_start_from_its_teacher_says_why(tmp_path, kind, capsys):
+    fm, path = teacher_run(tmp_path)
+    # auto: a wider student starts from random weights, with one stderr line naming both layouts
+    m = student(kind, path, width=16).to(D64)
+    m.on_train_start(torch.randn(32, 2, dtype=D64))
+    err = capsys.readouterr().err
+    assert f"dgm: {kind} starts from random weights" in err
+    assert "width 16, depth 1" in err and "width 8, depth 1" in err
+    # asked for: one ConfigError that says what to change
+    with pytest.raises(ConfigError, match="give the student the teacher's network options"):
+        student(kind, path, width=16, init="teacher").to(D64).on_train_start(torch.randn(8, 2))
+    # a diffusion teacher predicts noise: it is never copied
+    ddpm = DDPM(DataSpec((2,)), DDPMConfig(width=8, depth=1, time_dim=8, timesteps=50))
+    write_run(tmp_path / "ddpm", ddpm, name="ddpm")
+    with pytest.raises(ConfigError, match="not a straight-path flow"):
+        student(kind, str(tmp_path / "ddpm"), init="teacher").on_train_start(torch.randn(8, 2))
+    with pytest.raises(ConfigError, match="init='teacher' is for objective='cd'"):
+        ConsistencyConfig(init="teacher")
+
+
+def test_the_multistep_sampler_renoises_to_the_cubic_times_or_those_given():
+    assert Consistency.renoise_times(1) == ()
+    assert Consistency.renoise_times(2) == (0.875,)
+    assert Consistency.renoise_times(4) == pytest.approx((1 - 0.75**3, 0.875, 1 - 0.25**3))
+    m = Consistency(DataSpec((2,)), ConsistencyConfig(width=8, depth=1, time_dim=8))
+
+    def draw(**o):
+        return m.sample(64, steps=2, generator=torch.Generator().manual_seed(0), **o)
+
+    torch.testing.assert_close(draw(), draw(times=(0.875,)))
+    assert not torch.allclose(draw(), draw(times=(0.5,)))
+    for bad in ((0.5, 0.7), (1.0,), (0.0,)):
+        with pytest.raises(ConfigError, match="times must be 1 increasing numbers in"):
+            draw(times=bad)
+    with pytest.raises(ConfigError, match="times must be 2 increasing"):
+        m.sample(4, steps=3, times=(0.8, 0.6))

@@ -13,6 +13,7 @@ from dgm.api import train_defaults_for
 from dgm.core.errors import ConfigError
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.ddpm import DDPM
+from dgm.models.flow_matching.consistency import Consistency
 from dgm.models.flow_matching.model import FlowMatching, FlowMatchingConfig
 from dgm.models.flow_matching.paths import (
     SIGMA_FLOOR,
@@ -221,8 +222,8 @@ def test_time_sampling_auto_follows_the_likelihood_on_large_images():
 
 def test_mnist_recipe_is_a_wider_unet_at_a_higher_rate():
     """On MNIST-sized images flow matching's U-Net is 32 channels wide and learns at 2e-3 (its
-    30-minute recipe); ddpm and the reflow student keep 16 channels, every model keeps its
-    width on small images and an explicit ``unet_width``."""
+    30-minute recipe), and so do its few-step students, which start from its weights; ddpm keeps
+    16 channels, every model keeps its width on small images and an explicit ``unet_width``."""
 
     def first_width(model) -> int:
         return next(m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d)).out_channels
@@ -232,6 +233,8 @@ def test_mnist_recipe_is_a_wider_unet_at_a_higher_rate():
     assert first_width(FlowMatching(mnist, FlowMatchingConfig(unet_width=8))) == 8
     assert first_width(FlowMatching(DataSpec((1, 8, 8)))) == 32
     assert first_width(DDPM(mnist)) == 16
-    assert first_width(Reflow(mnist)) == 16
+    assert first_width(Reflow(mnist)) == 32
+    assert first_width(Consistency(mnist)) == 32
+    assert train_defaults_for(Consistency, mnist)["lr"] == 4e-4
     assert train_defaults_for(FlowMatching, mnist)["lr"] == 2e-3
     assert train_defaults_for(FlowMatching, DataSpec((2,)))["lr"] == 1e-3
