@@ -52,6 +52,7 @@ def _train(args, runs: Path) -> None:
                         "teacher_steps": args.teacher_steps}, args.few_minutes),
             ("consistency", {"objective": "cd", "teacher": str(teacher)}, args.few_minutes)]  # fmt: skip
     for name, cfg, minutes in plan:
+        cfg = {k: v for k, v in cfg.items() if v is not None}  # None: the model's default
         if name not in args.models or (runs / name / "summary.json").is_file():
             continue
         t0 = time.perf_counter()
@@ -150,11 +151,11 @@ def main() -> None:
     ap.add_argument("--train-set", action="append", default=[],
                     help="training key=value (every model)")  # fmt: skip
     # reflow's pairs count in --few-minutes (at most half of it, then it trains on those drawn):
-    # its default 20000 pairs of 20 rk4 steps would be hours of the teacher's U-Net on one core;
-    # 4000 of 5 rk4 steps take about 5 minutes of the 32-channel teacher on two
-    ap.add_argument("--pairs", type=int, default=4000, help="reflow's (noise, sample) pairs")
-    ap.add_argument("--teacher-method", default="rk4", help="the solver of each pair")
-    ap.add_argument("--teacher-steps", type=int, default=5, help="the solver's steps per pair")
+    # its MNIST default, 4000 pairs of 5 rk4 steps, takes about 5 minutes of the 32-channel
+    # teacher on two cores (None: the model's default)
+    ap.add_argument("--pairs", type=int, default=None, help="reflow's (noise, sample) pairs")
+    ap.add_argument("--teacher-method", default=None, help="the solver of each pair")
+    ap.add_argument("--teacher-steps", type=int, default=None, help="the solver's steps per pair")
     ap.add_argument("--test-n", type=int, default=200)
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--nfe", nargs="+", type=int, default=[1, 2, 4, 8, 16, 50])

@@ -24,7 +24,7 @@ from dgm.models.flow_matching.paths import (
     sinkhorn_pairs,
     sinkhorn_plan,
 )
-from dgm.models.flow_matching.reflow import Reflow
+from dgm.models.flow_matching.reflow import Reflow, ReflowConfig
 from dgm.samplers.ode import divergence_exact
 
 D64 = torch.float64
@@ -235,6 +235,10 @@ def test_mnist_recipe_is_a_wider_unet_at_a_higher_rate():
     assert first_width(DDPM(mnist)) == 16
     assert first_width(Reflow(mnist)) == 32
     assert first_width(Consistency(mnist)) == 32
+    # reflow's pairs fit half its 15-minute budget there: 4000 of 5 rk4 steps (20000 of 20 else)
+    assert (Reflow(mnist).pairs, Reflow(mnist).teacher_steps) == (4000, 5)
+    assert (Reflow(DataSpec((2,))).pairs, Reflow(DataSpec((2,))).teacher_steps) == (20000, 20)
+    assert Reflow(mnist, ReflowConfig(pairs=100, teacher_steps=3)).pairs == 100
     assert train_defaults_for(Consistency, mnist)["lr"] == 4e-4
     assert train_defaults_for(FlowMatching, mnist)["lr"] == 2e-3
     assert train_defaults_for(FlowMatching, DataSpec((2,)))["lr"] == 1e-3

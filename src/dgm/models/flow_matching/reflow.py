@@ -25,8 +25,9 @@ is not part of the student's weights: a saved ``reflow`` run samples and scores 
 **Initialisation.** Liu et al. start the k+1-rectified flow from the k-rectified one: with a
 straight-path flow teacher whose network has the student's layout, the student's network starts
 as a copy of the teacher's (``init``), so it begins at the teacher's field and only has to
-straighten it. On MNIST that took a 12-minute student from FID* 39.8 at two Euler steps (16
-random channels) to 4.13 (``benchmarks/results/INDEX.md``).
+straighten it. On MNIST the 15-minute student of the default flow-matching run samples at FID*
+3.65 in two Euler steps (``flow_matching_mnist_fid_students.json``); a 16-channel student from
+random weights, of an older teacher, read 39.8 (``flow_matching_mnist_fid.json``).
 
 **Sampling** is the flow-matching samplers' (default: one Euler step), and the **likelihood** is
 flow matching's probability-flow ODE (:mod:`dgm.models.diffusion.probability_flow`).
@@ -58,6 +59,9 @@ from dgm.models.flow_matching.teacher import Teacher, as_teacher, example_teache
 from dgm.samplers.ode import odeint
 
 __all__ = ["Reflow", "ReflowConfig", "ReflowSampleOptions", "TeacherMixin"]
+
+#: reflow's pairs and the teacher's rk4 steps per pair on images above 16 pixels a side
+LARGE_IMAGE_PAIRS, LARGE_IMAGE_TEACHER_STEPS = 4000, 5
 
 
 class TeacherMixin:
@@ -143,12 +147,15 @@ class ReflowConfig(ODELikelihoodConfig):
             ``score-sde`` run on the same data (a diffusion run is read on the straight path);
             ``""``: an untrained in-process flow-matching teacher (tests and the conformance
             suite only; see :mod:`dgm.models.flow_matching.teacher`).
-        pairs: (noise, teacher sample) pairs generated at the start of training.
+        pairs: (noise, teacher sample) pairs generated at the start of training; ``None``:
+            4000 on images above 16 pixels a side (about 5 minutes of the 32-channel MNIST
+            teacher on two cores, half the recipe's budget), 20000 otherwise.
         pair_batch: pairs generated per teacher solve (bounds the memory of the solve).
         pair_seed: seed of the pairs' noise.
         teacher_method: the teacher's ODE solver: ``"euler"``, ``"heun"``, ``"rk4"`` or
             ``"dopri5"`` (at ``rtol``/``atol``).
-        teacher_steps: the fixed-step teacher solver's steps.
+        teacher_steps: the fixed-step teacher solver's steps; ``None``: 5 on images above 16
+            pixels a side, 20 otherwise.
         init: the student's first weights: ``"teacher"``, a copy of the teacher's network (Liu
             et al. start the k+1-rectified flow from the k-rectified one; the student's network
             options must be the teacher's), ``"random"``, or ``"auto"``: the teacher's when
@@ -157,17 +164,17 @@ class ReflowConfig(ODELikelihoodConfig):
     """
 
     teacher: str = ""
-    pairs: int = 20_000
+    pairs: int | None = None
     pair_batch: int = 1000
     pair_seed: int = 0
     teacher_method: Literal["euler", "heun", "rk4", "dopri5"] = "rk4"
-    teacher_steps: int = 20
+    teacher_steps: int | None = None
     init: Literal["auto", "teacher", "random"] = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for key in ("pairs", "pair_batch", "teacher_steps"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, not {getattr(self, key)}")
 
 
@@ -207,12 +214,19 @@ class Reflow(TeacherMixin, FlowMatching):
     #: weights (``init``; the teacher's 32-channel U-Net) and fine-tunes them at 4e-4 with bf16
     #: products where AMX is, 15 minutes of which the teacher's pairs take up to half (a 12-minute
     #: probe on 4000 pairs of 5 rk4 steps: FID* 5.94 / 4.13 / 3.36 at one / two / four Euler
-    #: steps, against 39.8 at two for 16 random channels on 4000 pairs of 8 Euler steps)
+    #: steps; these 15 minutes: 5.23 / 3.65 / 3.03, ``flow_matching_mnist_fid_students.json``).
+    #: There its pairs default to 4000 of 5 rk4 steps (``pairs``, ``teacher_steps``): 20000 of
+    #: 20 would not fit half the budget on two cores
     large_image_train_defaults = {"max_minutes": 15, "batch_size": 64, "ema": 0.999,
                                   "schedule": "cosine", "precision": "auto", "lr": 4e-4}  # fmt: skip
 
     def __init__(self, spec: DataSpec, config: ReflowConfig | None = None) -> None:
         super().__init__(spec, config)
+        c: ReflowConfig = self.config
+        large = spec.is_large_image
+        #: ``pairs`` and ``teacher_steps`` with ``None`` resolved for these data
+        self.pairs = c.pairs or (LARGE_IMAGE_PAIRS if large else 20_000)
+        self.teacher_steps = c.teacher_steps or (LARGE_IMAGE_TEACHER_STEPS if large else 20)
         self._pairs: tuple[Tensor, Tensor] | None = None
         #: the number of teacher pairs made (fewer than ``pairs`` when a time budget cut them)
         self.pairs_drawn = 0
@@ -235,21 +249,21 @@ class Reflow(TeacherMixin, FlowMatching):
         teacher = self.teacher_model()
         c: ReflowConfig = self.config
         g = torch.Generator().manual_seed(c.pair_seed)
-        x0 = torch.randn(c.pairs, self.num_dims, generator=g, dtype=torch.float64)
+        x0 = torch.randn(self.pairs, self.num_dims, generator=g, dtype=torch.float64)
         x0 = x0.to(self.device, self.dtype)
         x1 = torch.empty_like(x0)
         drawn = 0
-        while drawn < c.pairs and (drawn == 0 or not self.setup_deadline.passed()):
+        while drawn < self.pairs and (drawn == 0 or not self.setup_deadline.passed()):
             chunk = x0[drawn : drawn + c.pair_batch]
             x1[drawn : drawn + len(chunk)] = odeint(
                 lambda t, f: teacher._field(f, t), chunk, 0.0, 1.0, method=c.teacher_method,
-                steps=None if c.teacher_method == "dopri5" else c.teacher_steps,
+                steps=None if c.teacher_method == "dopri5" else self.teacher_steps,
                 rtol=c.rtol, atol=c.atol,
             )  # fmt: skip
             drawn += len(chunk)
-        if drawn < c.pairs:
+        if drawn < self.pairs:
             print(
-                f"dgm: reflow drew {drawn} of its {c.pairs} teacher pairs in its share of the "
+                f"dgm: reflow drew {drawn} of its {self.pairs} teacher pairs in its share of the "
                 f"time budget and trains on those; give more --max-minutes or fewer pairs",
                 file=sys.stderr,
             )
