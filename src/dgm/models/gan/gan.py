@@ -13,7 +13,8 @@ by default ``(0.5, 0.999)`` as in DCGAN; the class's ``train_defaults`` ask for 
 1e-3, batch 256 and the weight average ``ema=0.999`` unless the caller sets them; a run length the
 caller gives, steps, epochs or ``--max-minutes``, replaces the 12000 steps): one engine step makes
 ``d_steps`` discriminator updates on the step's real batch (fresh noise each) and then one
-generator update. The R1 penalty is on by
+generator update on the last update's fakes (one generator pass fewer; the discriminator judges
+real and fake in one pass except where R1 needs the real pass alone). The R1 penalty is on by
 default (``r1_weight=0.1``, applied lazily on every 4th discriminator update): it is what made
 ``grid25`` converge to all 25 modes (see :class:`GANConfig`). The engine's learning-rate schedule
 advances once per engine step for both players; the default is a constant rate. A cosine decay
@@ -365,8 +366,13 @@ class GAN(Model):
         use_r1 = cfg.r1_weight > 0 and r1_scale > 0
         if use_r1:  # one forward pass on real data serves the loss and R1
             real = real.detach().requires_grad_(True)
-        r, r_classes = self.discriminator.forward_with_classes(real, y)  # (B/m,), (B, K)|None
-        f = self.discriminator(fake, y)  # (B/m,)
+            r, r_classes = self.discriminator.forward_with_classes(real, y)  # (B/m,), (B,K)|None
+            f = self.discriminator(fake, y)  # (B/m,)
+        else:  # one pass over real and fake together (no layer of D mixes examples)
+            yy = None if y is None else torch.cat([y, y])
+            out, classes = self.discriminator.forward_with_classes(torch.cat([real, fake]), yy)
+            r, f = out.split([real.shape[0] // cfg.pack, fake.shape[0] // cfg.pack])
+            r_classes = None if classes is None else classes[: real.shape[0]]
         loss = discriminator_loss(r, f, cfg.loss)
         terms = {"d_real": r.mean().detach(), "d_fake": f.mean().detach()}
         if r_classes is not None:  # AC-GAN's class head learns the real labels
@@ -423,21 +429,25 @@ class GAN(Model):
         return nn.ModuleList([self.generator, self.label_embed])
 
     def training_step(self, batch: Batch, step: int, stepper: Stepper) -> dict[str, Tensor]:
-        """``d_steps`` discriminator updates, then one generator update."""
+        """``d_steps`` discriminator updates, each on fresh fakes, then one generator update on
+        the last update's fakes: the same draw serves both players (as in DCGAN's loop), one
+        generator pass per step fewer; the discriminator judges real and fake in one pass."""
         cfg = self.config
         real, y = self._real(batch)  # (B, *event), (B,) or None
         b = real.shape[0]
         logged: dict[str, Tensor] = {}  # the last update's terms; r1 from the last that had it
         for i in range(cfg.d_steps):
-            with torch.no_grad():
+            last = i == cfg.d_steps - 1
+            with torch.set_grad_enabled(last):  # the last fakes also serve the generator step
                 fake = self._generate(self._noise(b), y)
             lazy = (step * cfg.d_steps + i) % cfg.r1_every == 0  # R1 on every r1_every-th update
-            d_loss, terms = self._d_loss(real, fake, float(cfg.r1_every) if lazy else 0.0, y)
+            d_loss, terms = self._d_loss(
+                real, fake.detach(), float(cfg.r1_every) if lazy else 0.0, y
+            )
             logged.update(terms)
             stepper(d_loss, "discriminator")
         self.discriminator.requires_grad_(False)  # the generator step needs no D weight grads
-        try:
-            fake = self._generate(self._noise(b), y)
+        try:  # G is unchanged since it drew ``fake``: its graph is the generator step's
             g_loss, g_terms = self._g_loss(fake, y)
         finally:
             self.discriminator.requires_grad_(True)
