@@ -21,7 +21,10 @@ Figures (all on fresh samples of the analytic density, whose log-density is exac
   ``--test`` points;
 * ``c2st``: held-out accuracy of dgm's MLP classifier telling model samples (rk4, 20 steps) from
   data (0.5 = indistinguishable);
-* ``ms_step``: median milliseconds per training step (loss, backward, Adam step);
+* ``ms_step``: median milliseconds per training step (loss, backward, Adam step; every model
+  with the engine's optimizer, fused Adam). dgm OT-CFM and torchcfm OT-CFM train in alternating
+  chunks of ``--chunk`` steps (each on batches from its own generator, seeded alike), so the
+  machine's load hits both alike;
 * ``w2_1step`` / ``w2_2step``: the exact empirical 2-Wasserstein distance (assignment) between
   1-step (2-step) samples (Euler for the flows, the consistency sampler) and as many data points.
 
@@ -60,6 +63,9 @@ from dgm.models.flow_matching import (
 from dgm.models.flow_matching.paths import ot_pairs
 from dgm.samplers.ode import odeint
 
+#: steps per chunk when dgm's and torchcfm's OT-CFM train interleaved
+CHUNK = 100
+
 
 def w2(a: torch.Tensor, b: torch.Tensor) -> float:
     cost = torch.cdist(a.double(), b.double()).square().numpy()
@@ -67,18 +73,45 @@ def w2(a: torch.Tensor, b: torch.Tensor) -> float:
     return math.sqrt(float(cost[range(len(cols)), cols].mean()))
 
 
+def adam(params, lr: float) -> torch.optim.Optimizer:
+    """The engine's optimizer (``dgm train``): Adam with the fused kernel, for every model here."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def one_step(opt: torch.optim.Optimizer, step_fn) -> float:
+    """One step of ``opt`` on ``step_fn() -> loss``; its wall ms."""
+    t0 = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    step_fn().backward()
+    opt.step()
+    return 1000 * (time.perf_counter() - t0)
+
+
 def train(step_fn, params, steps: int, lr: float, seconds: float | None = None) -> float:
     """Run ``steps`` steps of Adam on ``step_fn() -> loss`` (or as many as fit in ``seconds`` of
     summed step time); returns the median ms per step."""
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = adam(params, lr)
     times: list[float] = []
     while len(times) < steps if seconds is None else sum(times) < 1000 * seconds:
-        t0 = time.perf_counter()
-        opt.zero_grad()
-        step_fn().backward()
-        opt.step()
-        times.append(1000 * (time.perf_counter() - t0))
+        times.append(one_step(opt, step_fn))
     return median(times)
+
+
+def train_interleaved(runs: dict, steps: int, lr: float, chunk: int = CHUNK) -> dict[str, float]:
+    """Train every ``runs[label] = (step_fn, params)`` for ``steps`` steps in alternating chunks
+    of ``chunk`` steps (the order reversed every chunk), so the machine's load hits them alike;
+    the median ms per step of each."""
+    opts = {k: adam(params, lr) for k, (_, params) in runs.items()}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    order = list(runs)
+    done = 0
+    while done < steps:
+        n = min(chunk, steps - done)
+        for k in order:
+            times[k] += [one_step(opts[k], runs[k][0]) for _ in range(n)]
+        order.reverse()
+        done += n
+    return {k: median(v) for k, v in times.items()}
 
 
 def figures(model, density, args, gen) -> dict:
@@ -117,6 +150,7 @@ def main() -> None:
     ap.add_argument("--rtol", type=float, default=1e-5)
     ap.add_argument("--pairs", type=int, default=10_000)
     ap.add_argument("--solver", action="store_true", help="time dgm's dopri5 against torchdiffeq")
+    ap.add_argument("--chunk", type=int, default=CHUNK, help="steps per interleaved chunk")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -138,25 +172,37 @@ def main() -> None:
                 return density.sample(args.batch, generator=gen)
 
             trained = {}
-            for label, coupling in (("dgm I-CFM", "independent"), ("dgm OT-CFM", "ot")):
-                torch.manual_seed(seed)
-                m = FlowMatching(spec, FlowMatchingConfig(coupling=coupling, **net))
-                m.on_train_start(first)
-                ms = train(lambda m=m, b=batches: m.loss(b())["loss"], m.parameters(),
-                           args.steps, args.lr)  # fmt: skip
-                trained[label] = (m, ms)
-            # torchcfm's loss on the same network, in the same model space
+            torch.manual_seed(seed)
+            m = FlowMatching(spec, FlowMatchingConfig(coupling="independent", **net))
+            m.on_train_start(first)
+            ms = train(lambda m=m, b=batches: m.loss(b())["loss"], m.parameters(), args.steps,
+                       args.lr)  # fmt: skip
+            trained["dgm I-CFM"] = (m, ms)
+            # dgm's OT-CFM and torchcfm's loss on the same network, in the same model space,
+            # trained in alternating chunks: their ms per step see the same load
+            torch.manual_seed(seed)
+            om = FlowMatching(spec, FlowMatchingConfig(coupling="ot", **net))
+            om.on_train_start(first)
             torch.manual_seed(seed)
             tm = FlowMatching(spec, FlowMatchingConfig(**net))
             tm.on_train_start(first)
             fm = ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)
+            # each run draws its batches from its own generator, seeded alike
+            gens = {k: torch.Generator().manual_seed(2000 + seed) for k in ("dgm", "torchcfm")}
 
-            def cfm_step(tm=tm, fm=fm, batches=batches):
-                x1, _ = tm.to_model_space(batches())
+            def cfm_step(tm=tm, fm=fm, g=gens["torchcfm"], density=density):
+                x1, _ = tm.to_model_space(density.sample(args.batch, generator=g))
                 t, xt, ut = fm.sample_location_and_conditional_flow(torch.randn_like(x1), x1)
                 return (tm.velocity(xt, t) - ut).square().mean()
 
-            trained["torchcfm OT-CFM"] = (tm, train(cfm_step, tm.parameters(), args.steps, args.lr))
+            def ot_step(om=om, g=gens["dgm"], density=density):
+                return om.loss(density.sample(args.batch, generator=g))["loss"]
+
+            ms = train_interleaved({"dgm OT-CFM": (ot_step, om.parameters()),
+                                    "torchcfm OT-CFM": (cfm_step, tm.parameters())},
+                                   args.steps, args.lr, args.chunk)  # fmt: skip
+            trained["dgm OT-CFM"] = (om, ms["dgm OT-CFM"])
+            trained["torchcfm OT-CFM"] = (tm, ms["torchcfm OT-CFM"])
             torch.manual_seed(seed)
             cfg = ReflowConfig(pairs=args.pairs, pair_seed=seed, **net)
             rf = Reflow(spec, cfg)
@@ -223,7 +269,7 @@ def breakdown(densities: list[str], args, n: int = 50) -> dict:
                                                   depth=args.depth))  # fmt: skip
         m.on_train_start(density.sample(4096, generator=gen))
         pieces: dict[str, list[float]] = {}
-        opt = torch.optim.Adam(m.parameters(), lr=args.lr)
+        opt = adam(m.parameters(), args.lr)
         for _ in range(n):
             x = density.sample(args.batch, generator=gen)
             x1, _ = m.to_model_space(x)
@@ -238,7 +284,7 @@ def breakdown(densities: list[str], args, n: int = 50) -> dict:
                 fn()
                 pieces.setdefault(label, []).append(1000 * (time.perf_counter() - t0))
             t0 = time.perf_counter()
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=True)
             m.loss(x)["loss"].backward()
             opt.step()
             pieces.setdefault("I-CFM step (network, backward, Adam)", []).append(
