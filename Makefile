@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/dgm eval runs/demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # every registered model through eval, score, compare and report: the likelihood labels' directions
 walk: install

@@ -56,7 +56,9 @@ Pairs (``--pairs``; peers in the ``bench`` extra, installed with ``pip install -
   loop of the same GAN: dgm's generator and discriminator networks (copies), the non-saturating
   loss (Goodfellow et al. 2014), one D and one G update per step, no packing, no R1 penalty
   (dgm's ``gan`` set to ``d_steps=1 pack=1 r1_weight=0`` alike), MLP (128, 128, 128), batch 256
-  of 8gaussians.
+  of 8gaussians. The plain loop draws fresh noise for the generator update, as most scripts do;
+  dgm's step (since 6abc006) updates the generator on the discriminator update's fakes, as
+  PyTorch's DCGAN example does, and judges real and fake in one discriminator pass.
 
 PixelCNN has no pair yet (no maintained package; a plain Gated PixelCNN baseline is not written):
 its step is in ``roofline.py``.
