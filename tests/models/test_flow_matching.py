@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dgm.api import train_defaults_for
+from dgm.core.config import translate_renamed
 from dgm.core.errors import ConfigError
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.ddpm import DDPM
@@ -112,9 +113,11 @@ def test_log_prob_and_samples_of_the_exact_gaussian_field_match_the_closed_form(
     assert (torch.cov(s.T) - cov).abs().max() < 0.06
 
 
-def test_exact_divergence_is_the_trace_of_the_autograd_jacobian():
+@pytest.mark.parametrize("fourier", [0, 6])
+def test_exact_divergence_is_the_trace_of_the_autograd_jacobian(fourier):
     torch.manual_seed(0)
-    m = FlowMatching(DataSpec((3,)), FlowMatchingConfig(width=8, depth=1)).to(D64)
+    cfg = FlowMatchingConfig(width=8, depth=1, fourier_features=fourier)
+    m = FlowMatching(DataSpec((3,)), cfg).to(D64)
     z = torch.randn(4, 3, dtype=D64)
     t = torch.tensor(0.3, dtype=D64)
     zr = z.clone().requires_grad_(True)
@@ -130,7 +133,13 @@ def test_a_trained_tiny_model_has_the_closed_form_likelihood():
     cov = torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=D64)
     target = torch.distributions.MultivariateNormal(mean, cov)
     cfg = FlowMatchingConfig(
-        width=32, depth=2, time_dim=16, coupling="independent", rtol=1e-5, atol=1e-5
+        width=32,
+        depth=2,
+        time_dim=16,
+        coupling="independent",
+        rtol=1e-5,
+        atol=1e-5,
+        fourier_features=0,  # a smooth target (with the 2-D default's 128: 0.052 here)
     )
     m = FlowMatching(DataSpec((2,)), cfg).to(D64)
     m.on_train_start(target.sample((4096,)))
@@ -242,3 +251,37 @@ def test_mnist_recipe_is_a_wider_unet_at_a_higher_rate():
     assert train_defaults_for(Consistency, mnist)["lr"] == 4e-4
     assert train_defaults_for(FlowMatching, mnist)["lr"] == 2e-3
     assert train_defaults_for(FlowMatching, DataSpec((2,)))["lr"] == 1e-3
+
+
+def test_fourier_features_are_the_default_on_2d_data_only_and_shared_by_the_students():
+    """``fourier_features=None``: 128 random Fourier features of the MLP's input on 2-D data for
+    flow matching and its students (a teacher's layout is theirs), none above two dimensions, on
+    images or for the diffusion models; an explicit count is kept; runs saved before the option
+    read back without features."""
+    two, three = DataSpec((2,)), DataSpec((3,))
+    for cls in (FlowMatching, Reflow, Consistency):
+        assert cls(two).fourier_features == 128
+        assert cls(three).fourier_features == 0
+    assert FlowMatching(DataSpec((1, 8, 8)), FlowMatchingConfig(unet_width=4)).fourier_features == 0
+    assert DDPM(two).fourier_features == 0
+    assert FlowMatching(two, FlowMatchingConfig(fourier_features=0)).fourier_features == 0
+    assert FlowMatching(three, FlowMatchingConfig(fourier_features=5)).fourier_features == 5
+    assert translate_renamed(FlowMatchingConfig, {"width": 8})["fourier_features"] == 0
+    for bad in ({"fourier_features": -1}, {"fourier_scale": 0.0}):
+        with pytest.raises(ConfigError, match="fourier"):
+            FlowMatchingConfig(**bad)
+
+
+def test_fourier_features_are_fixed_and_read_beside_the_input():
+    cfg = FlowMatchingConfig(width=8, depth=1, time_dim=8, fourier_features=3, fourier_scale=2.0)
+    a, b = FlowMatching(DataSpec((2,)), cfg), FlowMatching(DataSpec((2,)), cfg)
+    net = a.net
+    assert torch.equal(net.W, b.net.W) and "net.W" in a.state_dict()  # one seed, saved
+    assert net.W.shape == (2, 3)
+    assert float(net.W.std()) == pytest.approx(2.0, rel=0.6)
+    z, t = torch.randn(5, 2), torch.rand(5)
+    seen = {}
+    net.inp.register_forward_hook(lambda mod, inp, out: seen.setdefault("x", inp[0]))
+    net(z, t)
+    p = z @ net.W
+    torch.testing.assert_close(seen["x"], torch.cat([z, torch.sin(p), torch.cos(p)], dim=1))

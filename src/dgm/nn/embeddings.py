@@ -93,7 +93,14 @@ class TimeMLP(nn.Module):
         time_dim: size of the sinusoidal embedding (and of the embedding MLP).
         num_classes: ``K``; with ``K > 0`` a label embedding (``K + 1`` rows, the last the null
             class) is added to the time embedding and ``forward`` takes labels ``y``.
+        fourier_features: ``F``; with ``F > 0`` the network reads ``[x, sin(x W), cos(x W)]``
+            instead of ``x``, ``W (D, F)`` fixed angular frequencies drawn from
+            ``N(0, fourier_scale^2)`` (random Fourier features, Tancik et al. 2020,
+            arXiv:2006.10739): an MLP on raw coordinates learns thin structures slowly.
+        fourier_scale: the frequencies' standard deviation.
     """
+
+    W: Tensor
 
     def __init__(
         self,
@@ -102,11 +109,18 @@ class TimeMLP(nn.Module):
         blocks: int = 3,
         time_dim: int = 64,
         num_classes: int = 0,
+        fourier_features: int = 0,
+        fourier_scale: float = 1.0,
     ):
         super().__init__()
         self.embed = TimeEmbedding(time_dim, time_dim)
         self.label = LabelEmbedding(num_classes, time_dim) if num_classes > 0 else None
-        self.inp = nn.Linear(features, hidden)
+        self.fourier = fourier_features > 0
+        if self.fourier:  # a fixed seed: the same features on every machine (saved as a buffer)
+            g = torch.Generator().manual_seed(0)
+            w = fourier_scale * torch.randn(features, fourier_features, generator=g)
+            self.register_buffer("W", w)
+        self.inp = nn.Linear(features + 2 * fourier_features, hidden)
         self.blocks = nn.ModuleList(_Block(hidden, time_dim) for _ in range(blocks))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, features))
 
@@ -114,6 +128,9 @@ class TimeMLP(nn.Module):
         temb = self.embed(t.expand(x.shape[0]) if t.dim() == 0 else t)  # (B, T)
         if self.label is not None:
             temb = temb + self.label(y, x.shape[0])  # (B, T); y None: the null class
+        if self.fourier:
+            p = x @ self.W.to(x.dtype)  # (B, F)
+            x = torch.cat([x, torch.sin(p), torch.cos(p)], dim=-1)  # (B, D + 2F)
         h = self.inp(x)  # (B, H)
         for block in self.blocks:
             h = block(h, temb)

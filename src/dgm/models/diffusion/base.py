@@ -92,6 +92,12 @@ class NetConfig:
             (conditional models only), so the network is also the unconditional model that
             classifier-free guidance and label-free sampling and scoring use; 0: no
             unconditional branch (then no guidance).
+        fourier_features: (vector data) the MLP reads ``F`` random Fourier features of its input
+            beside it, ``[z, sin(z W), cos(z W)]`` (:class:`~dgm.nn.embeddings.TimeMLP`); 0: none;
+            ``None``: the model's ``auto_fourier_features`` on 2-D data (flow-matching, reflow and
+            consistency: 128; the diffusion models 0), none above two dimensions.
+        fourier_scale: standard deviation of their angular frequencies, in model space (data
+            standardised per feature).
     """
 
     #: keys of earlier versions and their names now (saved runs are translated)
@@ -102,6 +108,8 @@ class NetConfig:
         "unet_blocks": "unet_depth",
         "mults": "unet_mults",
     }
+    #: keys added since, with the value that behaves as runs saved before them did
+    added: ClassVar[dict[str, Any]] = {"fourier_features": 0}
 
     width: int = 128
     depth: int = 3
@@ -111,8 +119,15 @@ class NetConfig:
     unet_mults: tuple[int, ...] = ()
     conditional: bool = False
     label_dropout: float = 0.1
+    fourier_features: int | None = None
+    fourier_scale: float = 6.0
 
     def __post_init__(self) -> None:
+        if (self.fourier_features or 0) < 0 or not self.fourier_scale > 0:
+            raise ConfigError(
+                f"fourier_features must be >= 0 and fourier_scale positive, not "
+                f"{self.fourier_features} and {self.fourier_scale}"
+            )
         if not 0 <= self.label_dropout < 1:
             raise ConfigError(f"label_dropout must lie in [0, 1), not {self.label_dropout}")
         for key in ("width", "depth", "unet_depth", "time_dim"):
@@ -142,6 +157,9 @@ class DiffusionBase(Model):
     #: the U-Net's first-level channels on images above 16 pixels a side when ``unet_width`` is
     #: None (a model whose MNIST recipe is wider says so here)
     large_image_unet_width: ClassVar[int] = LARGE_IMAGE_UNET_WIDTH
+    #: random Fourier features of the MLP's input on 2-D data when ``fourier_features`` is None
+    #: (none above two dimensions, where they were not measured)
+    auto_fourier_features: ClassVar[int] = 0
 
     def __init__(self, spec: DataSpec, config: NetConfig | None = None) -> None:
         super().__init__(spec, config)
@@ -157,6 +175,11 @@ class DiffusionBase(Model):
                 )
             self.num_classes = int(spec.num_classes)
         k = self.num_classes
+        #: the Fourier features the MLP reads (``fourier_features`` resolved; none on images)
+        self.fourier_features = c.fourier_features
+        if self.fourier_features is None:
+            auto = not spec.is_image and self.num_dims <= 2
+            self.fourier_features = self.auto_fourier_features if auto else 0
         if spec.is_image:
             large = spec.is_large_image
             mults = c.unet_mults or ((1, 2, 2) if large else (1, 2))
@@ -165,7 +188,15 @@ class DiffusionBase(Model):
                 spec.event_shape[0], width, mults, c.unet_depth, 2 * c.time_dim, k
             )
         else:
-            self.net = TimeMLP(self.num_dims, c.width, c.depth, c.time_dim, k)
+            self.net = TimeMLP(
+                self.num_dims,
+                c.width,
+                c.depth,
+                c.time_dim,
+                k,
+                self.fourier_features,
+                c.fourier_scale,
+            )
         self.register_buffer("shift", torch.zeros(spec.event_shape))
         self.register_buffer("scale", torch.ones(spec.event_shape))
 

@@ -185,6 +185,7 @@ class Consistency(TeacherMixin, DiffusionBase):
     large_image_train_defaults = {"max_minutes": 20, "batch_size": 64, "ema": 0.999,
                                   "schedule": "cosine", "precision": "auto", "lr": 4e-4}  # fmt: skip
     large_image_unet_width = FlowMatching.large_image_unet_width
+    auto_fourier_features = FlowMatching.auto_fourier_features  # a flow teacher's layout
 
     def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
         """Consistency training standardises the data; distillation takes the teacher's space

@@ -131,9 +131,10 @@ def _layout(model: nn.Module) -> str:
     """The network options that set a student's or teacher's weight shapes, as one phrase."""
     c = model.config  # type: ignore[attr-defined]
     convs = [m for m in model.net.modules() if isinstance(m, nn.Conv2d)]  # type: ignore[attr-defined]
-    keys = ("unet_mults", "unet_depth") if convs else ("width", "depth")
+    keys = ("unet_mults", "unet_depth") if convs else ("width", "depth", "fourier_features")
     parts = [f"unet_width {convs[0].out_channels}"] if convs else []
-    parts += [f"{k} {getattr(c, k)}" for k in (*keys, "time_dim", "conditional")]
+    resolved = {"fourier_features": getattr(model, "fourier_features", 0)}  # None resolved
+    parts += [f"{k} {resolved.get(k, getattr(c, k))}" for k in (*keys, "time_dim", "conditional")]
     return ", ".join(parts)
 
 
