@@ -31,7 +31,7 @@ from dgm.train.engine import Trainer
 
 D64 = torch.float64
 #: the Gaussian targets here are smooth: the MLPs read no Fourier features (the 2-D default's
-#: 128 are for thin, multimodal densities and slow these small fits)
+#: 256 are for thin, multimodal densities and slow these small fits)
 SMOOTH = {"fourier_features": 0}
 MEAN = torch.tensor([1.0, -0.5], dtype=D64)
 COV = torch.tensor([[1.0, 0.8], [0.8, 1.5]], dtype=D64)

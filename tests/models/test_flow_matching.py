@@ -139,7 +139,7 @@ def test_a_trained_tiny_model_has_the_closed_form_likelihood():
         coupling="independent",
         rtol=1e-5,
         atol=1e-5,
-        fourier_features=0,  # a smooth target (with the 2-D default's 128: 0.052 here)
+        fourier_features=0,  # a smooth target (with 128 Fourier features: 0.052 here)
     )
     m = FlowMatching(DataSpec((2,)), cfg).to(D64)
     m.on_train_start(target.sample((4096,)))
@@ -254,13 +254,13 @@ def test_mnist_recipe_is_a_wider_unet_at_a_higher_rate():
 
 
 def test_fourier_features_are_the_default_on_2d_data_only_and_shared_by_the_students():
-    """``fourier_features=None``: 128 random Fourier features of the MLP's input on 2-D data for
+    """``fourier_features=None``: 256 random Fourier features of the MLP's input on 2-D data for
     flow matching and its students (a teacher's layout is theirs), none above two dimensions, on
     images or for the diffusion models; an explicit count is kept; runs saved before the option
     read back without features."""
     two, three = DataSpec((2,)), DataSpec((3,))
     for cls in (FlowMatching, Reflow, Consistency):
-        assert cls(two).fourier_features == 128
+        assert cls(two).fourier_features == 256
         assert cls(three).fourier_features == 0
     assert FlowMatching(DataSpec((1, 8, 8)), FlowMatchingConfig(unet_width=4)).fourier_features == 0
     assert DDPM(two).fourier_features == 0

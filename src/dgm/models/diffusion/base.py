@@ -95,7 +95,7 @@ class NetConfig:
         fourier_features: (vector data) the MLP reads ``F`` random Fourier features of its input
             beside it, ``[z, sin(z W), cos(z W)]`` (:class:`~dgm.nn.embeddings.TimeMLP`); 0: none;
             ``None``: the model's ``auto_fourier_features`` on 2-D data (flow-matching, reflow and
-            consistency: 128; the diffusion models 0), none above two dimensions.
+            consistency: 256; the diffusion models 0), none above two dimensions.
         fourier_scale: standard deviation of their angular frequencies, in model space (data
             standardised per feature).
     """

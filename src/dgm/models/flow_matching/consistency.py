@@ -185,7 +185,11 @@ class Consistency(TeacherMixin, DiffusionBase):
     large_image_train_defaults = {"max_minutes": 20, "batch_size": 64, "ema": 0.999,
                                   "schedule": "cosine", "precision": "auto", "lr": 4e-4}  # fmt: skip
     large_image_unet_width = FlowMatching.large_image_unet_width
-    auto_fourier_features = FlowMatching.auto_fourier_features  # a flow teacher's layout
+    #: flow matching's Fourier features on 2-D data, its teacher's layout (so a distilled student
+    #: starts from the teacher's weights); for consistency training itself no clear gain: C2ST at
+    #: the defaults 0.547 / 0.554 / 0.558 with them against 0.502 / 0.585 / 0.574 without
+    #: (8gaussians / rings / checkerboard, ``benchmarks/results/defaults.json``)
+    auto_fourier_features = FlowMatching.auto_fourier_features
 
     def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
         """Consistency training standardises the data; distillation takes the teacher's space

@@ -201,11 +201,13 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
     #: bits/dim at 16 channels and 1e-3, 1.667 at 24, 1.611 at 32; 1.639 at 16 channels and
     #: 2e-3, 1.566 at 24 and 2e-3: the wider net wins though it fits fewer steps)
     large_image_unet_width = 32
-    #: 128 random Fourier features (scale 6) of the MLP's input on 2-D data: at 30 s of
-    #: training on one thread (AVX2 host of 2026-12-07) the KL gap went from 0.10-0.45 to
-    #: 0.03-0.04 on 8gaussians, 0.72-0.78 to 0.14 on rings and 0.45 to 0.17 on checkerboard, the
-    #: rings' width from 2.5x the data's to about right (``benchmarks/results/INDEX.md``)
-    auto_fourier_features = 128
+    #: 256 random Fourier features (scale 6) of the MLP's input on 2-D data: in 30 s of training
+    #: on one thread (AVX2 host of 2026-12-07) the KL gap went from 0.10-0.45 without them to
+    #: 0.03-0.04 with 128 on 8gaussians, 0.72-0.78 to 0.14 on rings, 0.45 to 0.17 on
+    #: checkerboard (the rings' width from 2.5x the data's to about right); at nsf's training
+    #: time flow matching's gap on 8gaussians exceeds nsf's by 0.0125 nats (median of 3 seeds)
+    #: with 128 and by 0.0075 with 256 (``flow_matching_vs_nsf_ff256.json``)
+    auto_fourier_features = 256
 
     def __init__(self, spec: DataSpec, config: FlowMatchingConfig | None = None) -> None:
         super().__init__(spec, config)
