@@ -187,7 +187,7 @@ class Consistency(TeacherMixin, DiffusionBase):
     large_image_unet_width = FlowMatching.large_image_unet_width
     #: flow matching's Fourier features on 2-D data, its teacher's layout (so a distilled student
     #: starts from the teacher's weights); for consistency training itself no clear gain: C2ST at
-    #: the defaults 0.547 / 0.554 / 0.558 with them against 0.502 / 0.585 / 0.574 without
+    #: the defaults 0.551 / 0.530 / 0.559 with 256 against 0.502 / 0.585 / 0.574 without
     #: (8gaussians / rings / checkerboard, ``benchmarks/results/defaults.json``)
     auto_fourier_features = FlowMatching.auto_fourier_features
 
