@@ -172,8 +172,8 @@ class Consistency(TeacherMixin, DiffusionBase):
     SampleOptions = ConsistencySampleOptions
     example = Example(
         spec=DataSpec((2,)),
-        config={"width": 16, "depth": 1, "time_dim": 8, "levels": 8},
-        variants=({"objective": "cd"},),
+        config={"width": 16, "depth": 1, "time_dim": 8, "levels": 8, "fourier_features": 0},
+        variants=({"objective": "cd", "fourier_features": 4, "fourier_scale": 2.0},),
     )
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3, "ema": 0.999}
     #: on MNIST the few-step students' benchmark recipe: a distilled student starts from its

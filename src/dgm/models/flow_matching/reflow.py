@@ -207,8 +207,22 @@ class Reflow(TeacherMixin, FlowMatching):
     SampleOptions = ReflowSampleOptions
     example = Example(
         spec=DataSpec((2,)),
-        config={"width": 16, "depth": 1, "time_dim": 8, "pairs": 256, "teacher_steps": 4},
-        variants=({"teacher_method": "euler", "trace": "hutchinson"},),
+        config={
+            "width": 16,
+            "depth": 1,
+            "time_dim": 8,
+            "pairs": 256,
+            "teacher_steps": 4,
+            "fourier_features": 0,
+        },
+        variants=(
+            {
+                "teacher_method": "euler",
+                "trace": "hutchinson",
+                "fourier_features": 4,
+                "fourier_scale": 2.0,
+            },
+        ),
     )
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3}
     #: on MNIST the few-step students' benchmark recipe: the student starts from its teacher's
