@@ -26,7 +26,29 @@ from torch import Tensor, nn
 
 from dgm.nn.mlp import mlp
 
-__all__ = ["LabelEmbedding", "TimeEmbedding", "TimeMLP", "sinusoidal_embedding"]
+__all__ = [
+    "LabelEmbedding",
+    "TimeEmbedding",
+    "TimeMLP",
+    "fourier_frequencies",
+    "fourier_inputs",
+    "sinusoidal_embedding",
+]
+
+
+def fourier_frequencies(features: int, count: int, scale: float) -> Tensor:
+    """``W (features, count)``: fixed angular frequencies drawn from ``N(0, scale^2)`` for random
+    Fourier features (Tancik et al. 2020, arXiv:2006.10739), from seed 0, so every machine and
+    every rebuild of a saved network draws the same ones (networks keep them as a buffer)."""
+    g = torch.Generator().manual_seed(0)
+    return scale * torch.randn(features, count, generator=g)
+
+
+def fourier_inputs(x: Tensor, w: Tensor) -> Tensor:
+    """``[x, sin(x W), cos(x W)]`` ``(B, D + 2F)`` for inputs ``x (B, D)`` and frequencies
+    ``w (D, F)`` (:func:`fourier_frequencies`)."""
+    p = x @ w.to(x.dtype)  # (B, F)
+    return torch.cat([x, torch.sin(p), torch.cos(p)], dim=-1)
 
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -116,10 +138,10 @@ class TimeMLP(nn.Module):
         self.embed = TimeEmbedding(time_dim, time_dim)
         self.label = LabelEmbedding(num_classes, time_dim) if num_classes > 0 else None
         self.fourier = fourier_features > 0
-        if self.fourier:  # a fixed seed: the same features on every machine (saved as a buffer)
-            g = torch.Generator().manual_seed(0)
-            w = fourier_scale * torch.randn(features, fourier_features, generator=g)
-            self.register_buffer("W", w)
+        if self.fourier:
+            self.register_buffer(
+                "W", fourier_frequencies(features, fourier_features, fourier_scale)
+            )
         self.inp = nn.Linear(features + 2 * fourier_features, hidden)
         self.blocks = nn.ModuleList(_Block(hidden, time_dim) for _ in range(blocks))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, features))
@@ -129,8 +151,7 @@ class TimeMLP(nn.Module):
         if self.label is not None:
             temb = temb + self.label(y, x.shape[0])  # (B, T); y None: the null class
         if self.fourier:
-            p = x @ self.W.to(x.dtype)  # (B, F)
-            x = torch.cat([x, torch.sin(p), torch.cos(p)], dim=-1)  # (B, D + 2F)
+            x = fourier_inputs(x, self.W)  # (B, D + 2F)
         h = self.inp(x)  # (B, H)
         for block in self.blocks:
             h = block(h, temb)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
+from dgm.nn.embeddings import fourier_frequencies, fourier_inputs
 from dgm.nn.mlp import activation, mlp
 
 __all__ = ["SMOOTH_ACTIVATIONS", "ConvEnergy", "MLPEnergy", "QuadraticEnergy"]
@@ -62,8 +63,7 @@ class MLPEnergy(nn.Module):
         d = math.prod(event_shape)
         self.fourier = fourier_features > 0
         if self.fourier:
-            g = torch.Generator().manual_seed(0)  # the same features on every machine
-            self.register_buffer("W", fourier_scale * torch.randn(d, fourier_features, generator=g))
+            self.register_buffer("W", fourier_frequencies(d, fourier_features, fourier_scale))
             d = d + 2 * fourier_features
         activation(act, SMOOTH_ACTIVATIONS)  # the check: a smooth activation
         # no output bias for one energy: a constant energy is absorbed into Z
@@ -73,8 +73,7 @@ class MLPEnergy(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = x.reshape(x.shape[0], -1)  # (B, D)
         if self.fourier:
-            p = h @ self.W.to(h.dtype)  # (B, F)
-            h = torch.cat([h, torch.sin(p), torch.cos(p)], dim=-1)  # (B, D + 2F)
+            h = fourier_inputs(h, self.W)  # (B, D + 2F)
         out = self.net(h)  # (B, outputs)
         return out.squeeze(-1) if self.outputs == 1 else out  # (B,) or (B, K)
 
