@@ -20,8 +20,10 @@ demo: install
 	$(BIN)/dgm train nsf --data 8gaussians --out runs/demo --steps 1500 --batch-size 256 --overwrite
 	$(BIN)/dgm eval runs/demo
 
+# one pytest worker per core (pytest-xdist; each computes on one thread, tests/conftest.py),
+# tests handed out one by one as workers free up
 test: install
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n auto --dist worksteal --durations=15
 
 # every registered model through eval, score, compare and report: the likelihood labels' directions
 walk: install

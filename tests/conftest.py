@@ -15,7 +15,8 @@ from hypothesis import settings
 from dgm.cli.main import main
 from dgm.models import get
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# `make test` runs one pytest worker per core (pytest-xdist): each worker then computes on one thread
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 # Property and fuzz tests draw the same cases on every run (a red CI is then a real, repeatable
 # failure); `make fuzz` selects the randomized profile, whose failures are added as @example.
