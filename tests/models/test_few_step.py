@@ -322,6 +322,27 @@ def test_a_student_starts_from_its_teachers_weights(tmp_path, kind, capsys):
 
 
 @pytest.mark.parametrize("kind", ["reflow", "consistency"])
+def test_a_reflow_run_teaches_and_its_weights_start_the_student(tmp_path, kind, capsys):
+    # Liu et al.'s k+1-rectified flow starts from the k-rectified one; a consistency model
+    # distils the straighter field of a reflow student the same way
+    _, fm_path = teacher_run(tmp_path)
+    torch.manual_seed(6)
+    rf = student("reflow", fm_path, init="random").to(D64)
+    rf.on_train_start(torch.randn(32, 2, dtype=D64))
+    write_run(tmp_path / "rf", rf, name="reflow")
+    m = student(kind, str(tmp_path / "rf")).to(D64)
+    m.on_train_start(torch.randn(32, 2, dtype=D64))
+    z, t = torch.randn(5, 2, dtype=D64), torch.rand(5, dtype=D64)
+    v = rf.velocity(z, t)
+    if kind == "reflow":
+        torch.testing.assert_close(m.velocity(z, t), v)
+    else:
+        torch.testing.assert_close(m.consistency(z, t), z + (1 - t[:, None]) * v)
+    assert capsys.readouterr().err == ""
+    assert m.loss(torch.zeros(16, 2, dtype=D64))["loss"].isfinite()
+
+
+@pytest.mark.parametrize("kind", ["reflow", "consistency"])
 def test_a_student_that_cannot_start_from_its_teacher_says_why(tmp_path, kind, capsys):
     fm, path = teacher_run(tmp_path)
     # auto: a wider student starts from random weights, with one stderr line naming both layouts

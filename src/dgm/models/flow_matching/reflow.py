@@ -101,7 +101,11 @@ class TeacherMixin:
         if init == "random" or (init == "auto" and not path):
             return False
         teacher = self.teacher_model()
-        flow = isinstance(teacher, FlowMatching) and teacher.config.path == "linear"
+        # a reflow run is a straight-path flow whose config has no ``path``: it has no other
+        flow = (
+            isinstance(teacher, FlowMatching)
+            and getattr(teacher.config, "path", "linear") == "linear"
+        )
         fits = flow and _same_shapes(self.net, teacher.net)  # type: ignore[attr-defined]
         if fits:
             self.net.load_state_dict(teacher.net.state_dict())  # type: ignore[attr-defined]
