@@ -301,18 +301,22 @@ def student(kind, path, **options):
     return Consistency(DataSpec((2,)), ConsistencyConfig(objective="cd", teacher=path, **net))
 
 
-@pytest.mark.parametrize("kind", ["reflow", "consistency"])
-def test_a_student_starts_from_its_teachers_weights(tmp_path, kind, capsys):
-    fm, path = teacher_run(tmp_path)
+def assert_starts_from(m, teacher, kind) -> None:
+    """Reflow's field is the teacher's; the consistency map is one Euler step of it to t = 1."""
     z, t = torch.randn(5, 2, dtype=D64), torch.rand(5, dtype=D64)
-    m = student(kind, path).to(D64)
-    m.on_train_start(torch.randn(32, 2, dtype=D64))
-    # reflow's field is the teacher's; the consistency map is one Euler step of it to t = 1
-    v = fm.velocity(z, t)
+    v = teacher.velocity(z, t)
     if kind == "reflow":
         torch.testing.assert_close(m.velocity(z, t), v)
     else:
         torch.testing.assert_close(m.consistency(z, t), z + (1 - t[:, None]) * v)
+
+
+@pytest.mark.parametrize("kind", ["reflow", "consistency"])
+def test_a_student_starts_from_its_teachers_weights(tmp_path, kind, capsys):
+    fm, path = teacher_run(tmp_path)
+    m = student(kind, path).to(D64)
+    m.on_train_start(torch.randn(32, 2, dtype=D64))
+    assert_starts_from(m, fm, kind)
     assert capsys.readouterr().err == ""
     # init=random keeps the student's own draw
     r = student(kind, path, init="random").to(D64)
@@ -332,12 +336,7 @@ def test_a_reflow_run_teaches_and_its_weights_start_the_student(tmp_path, kind, 
     write_run(tmp_path / "rf", rf, name="reflow")
     m = student(kind, str(tmp_path / "rf")).to(D64)
     m.on_train_start(torch.randn(32, 2, dtype=D64))
-    z, t = torch.randn(5, 2, dtype=D64), torch.rand(5, dtype=D64)
-    v = rf.velocity(z, t)
-    if kind == "reflow":
-        torch.testing.assert_close(m.velocity(z, t), v)
-    else:
-        torch.testing.assert_close(m.consistency(z, t), z + (1 - t[:, None]) * v)
+    assert_starts_from(m, rf, kind)
     assert capsys.readouterr().err == ""
     assert m.loss(torch.zeros(16, 2, dtype=D64))["loss"].isfinite()
 

@@ -220,6 +220,12 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
             self.time_sampling = "likelihood" if spec.is_large_image else "uniform"
 
     # ------------------------------------------------------------------ the field
+    @property
+    def straight_path(self) -> bool:
+        """Whether the field carries points along the straight path ``t x1 + (1 - t) x0``, the
+        few-step students' coordinates (so a student may start from these weights)."""
+        return self.config.path == "linear"
+
     def velocity(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """``v_theta(z, t)`` at model-space ``z (B, *event)`` and times ``t (B,)`` in [0, 1]
         (network labels ``y (B,)`` of a conditional model)."""

@@ -101,11 +101,7 @@ class TeacherMixin:
         if init == "random" or (init == "auto" and not path):
             return False
         teacher = self.teacher_model()
-        # a reflow run is a straight-path flow whose config has no ``path``: it has no other
-        flow = (
-            isinstance(teacher, FlowMatching)
-            and getattr(teacher.config, "path", "linear") == "linear"
-        )
+        flow = isinstance(teacher, FlowMatching) and teacher.straight_path
         fits = flow and _same_shapes(self.net, teacher.net)  # type: ignore[attr-defined]
         if fits:
             self.net.load_state_dict(teacher.net.state_dict())  # type: ignore[attr-defined]
@@ -238,6 +234,9 @@ class Reflow(TeacherMixin, FlowMatching):
     #: 20 would not fit half the budget on two cores
     large_image_train_defaults = {"max_minutes": 15, "batch_size": 64, "ema": 0.999,
                                   "schedule": "cosine", "precision": "auto", "lr": 4e-4}  # fmt: skip
+
+    #: reflow trains on the straight lines between its teacher's pairs; its config has no ``path``
+    straight_path = True
 
     def __init__(self, spec: DataSpec, config: ReflowConfig | None = None) -> None:
         super().__init__(spec, config)
