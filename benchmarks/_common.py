@@ -34,6 +34,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 __all__ = [
     "RESULTS",
+    "cpu",
     "loadavg",
     "machine",
     "markdown_table",
@@ -56,8 +57,23 @@ def loadavg() -> str:
         return "n/a"
 
 
+def cpu() -> dict[str, Any]:
+    """The processor's model name and whether it has AVX-512 and AMX (figures from hosts with and
+    without them do not compare); empty off Linux."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name", "n/a"), "avx512": "avx512f" in flags,
+            "amx": "amx_tile" in flags}  # fmt: skip
+
+
 def machine() -> dict[str, Any]:
     return {
+        "cpu": cpu(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

@@ -97,9 +97,40 @@ def test_gated_pixelcnn_sees_its_whole_window_no_blind_spot():
         assert torch.equal(dep[q].view(height, width) != 0, expected), f"pixel {(i, j)}"
 
 
+def _paper_gate(a: torch.Tensor) -> torch.Tensor:
+    """``tanh(t) * sigmoid(s)`` over the channel halves, by PyTorch's own functions."""
+    t, s = a.chunk(2, dim=1)
+    return torch.tanh(t) * torch.sigmoid(s)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(5, 6), (3, 8, 4, 5)])
+def test_the_gate_is_tanh_times_sigmoid_in_value_and_derivatives(dtype, shape):
+    """The one-sigmoid gate against ``torch.tanh(t) * torch.sigmoid(s)``: values, gradients and
+    (float64) second derivatives, on rows (the fast decoder's) and channels-last maps."""
+    g = torch.Generator().manual_seed(0)
+    a = 4 * torch.randn(shape, generator=g, dtype=dtype)
+    if len(shape) == 4:
+        a = a.contiguous(memory_format=torch.channels_last)
+    a.requires_grad_()
+    ours, ref = gate(a), _paper_gate(a)
+    assert ours.shape == (shape[0], shape[1] // 2, *shape[2:]) and ours.dtype == dtype
+    tol = 1e-15 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(ours, ref, rtol=0, atol=tol)
+    w = torch.randn(ref.shape, generator=g, dtype=dtype)
+    (d_ours,) = torch.autograd.grad((ours * w).sum(), a, create_graph=True)
+    (d_ref,) = torch.autograd.grad((ref * w).sum(), a, create_graph=True)
+    torch.testing.assert_close(d_ours, d_ref, rtol=0, atol=10 * tol)
+    if dtype == torch.float64:
+        (dd_ours,) = torch.autograd.grad(d_ours.pow(2).sum(), a)
+        (dd_ref,) = torch.autograd.grad(d_ref.pow(2).sum(), a)
+        torch.testing.assert_close(dd_ours, dd_ref, rtol=1e-10, atol=1e-12)
+
+
 def _gated_reference_logits(model: GatedPixelCNN, x: torch.Tensor, y=None) -> torch.Tensor:
     """The gated stacks from the paper's equations, apart from the fast path's choices:
-    channels-first maps, full masked kernels, the vertical shift as a zero row on top."""
+    channels-first maps, full masked kernels, the vertical shift as a zero row on top, and the
+    gate by ``torch.tanh`` and ``torch.sigmoid`` (the model's goes through one sigmoid)."""
     v = h = 2.0 * x / (model.levels - 1) - 1.0
     for layer, b in zip(model.stack, model._biases(y)):
         k = layer.vconv.kernel_size[0] // 2
@@ -109,9 +140,9 @@ def _gated_reference_logits(model: GatedPixelCNN, x: torch.Tensor, y=None) -> to
         hpre = hpre + F.conv2d(down, layer.link.weight, layer.link.bias)
         if b is not None:
             hpre, vpre = hpre + b[:, :, None, None], vpre + b[:, :, None, None]
-        hnew = F.conv2d(gate(hpre), layer.hout.weight, layer.hout.bias)
+        hnew = F.conv2d(_paper_gate(hpre), layer.hout.weight, layer.hout.bias)
         h = hnew if layer.first else h + hnew
-        v = gate(vpre)
+        v = _paper_gate(vpre)
     out = F.conv2d(torch.relu(F.conv2d(h, model.head1.weight, model.head1.bias)),
                    model.head2.weight, model.head2.bias)  # fmt: skip
     return out.flatten(2).transpose(1, 2)

@@ -98,9 +98,23 @@ class GatedPixelCNNConfig:
 
 
 def gate(a: Tensor) -> Tensor:
-    """``tanh(first half) * sigmoid(second half)`` along the channel dimension 1."""
-    t, s = a.chunk(2, dim=1)
-    return torch.tanh(t) * torch.sigmoid(s)
+    """``tanh(t) * sigmoid(s)`` where ``[t, s] = a.chunk(2, dim=1)``: ``(n, 2C, ...) -> (n, C, ...)``.
+
+    Computed as ``(2 sigmoid(2t) - 1) sigmoid(s)``: one ``sigmoid`` over the whole map, its first
+    half doubled, in place of a ``tanh`` and a ``sigmoid`` over two strided halves of a
+    channels-last map. ``torch.tanh`` goes through MKL's vector math, slow on AMD processors
+    (2.8 ns an element against 0.26 for ``sigmoid`` on one thread of the AMD EPYC of
+    2026-12-07). There the gate's forward and backward took 3.6 instead of 6.0 ms on the MNIST
+    recipe's maps and the recipe's training step 1.2x less time (``benchmarks/results/gate.json``).
+    The values differ from the two-function form by rounding (at most ~2.4e-7 in float32).
+    """
+    c = a.shape[1] // 2
+    scale = a.new_ones((1, 2 * c) + (1,) * (a.dim() - 2))  # (1, 2C, 1, ...)
+    scale[:, :c] = 2
+    # chunk, not two slices: the backward of one split writes both halves' gradients into one
+    # tensor, where two slices' backwards each fill a zero tensor of the full size and add them
+    t, s = torch.sigmoid(a * scale).chunk(2, dim=1)  # (n, C, ...) each
+    return s * (2 * t - 1)
 
 
 class GatedLayer(nn.Module):
