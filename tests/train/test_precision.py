@@ -92,13 +92,18 @@ def test_cli_dtype_bfloat16_points_to_the_mixed_precision_option(tmp_path, capsy
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_precision_is_bf16_mixed_only_on_bfloat16_hardware(tmp_path, monkeypatch, amx):
-    """``precision="auto"`` trains in bf16-mixed on a CPU with AMX tiles, in full precision on
-    one without (bfloat16 there is emulated and slower), and always in full with float64; the
-    summary names the precision the run used."""
+@pytest.mark.parametrize("amx, avx512_bf16", [(True, False), (False, True), (False, False)])
+def test_auto_precision_is_bf16_mixed_only_on_bfloat16_hardware(
+    tmp_path, monkeypatch, amx, avx512_bf16
+):
+    """``precision="auto"`` trains in bf16-mixed on a CPU with AMX tiles or AVX-512 bfloat16
+    instructions, in full precision on one without either (bfloat16 there is converted and
+    slower), and always in full with float64; the summary names the precision the run used."""
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
-    want = "bf16-mixed" if amx else "full"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16,
+                        raising=False)  # fmt: skip
+    bf16 = amx or avx512_bf16  # either unit: bf16-mixed
+    want = "bf16-mixed" if bf16 else "full"
     assert TrainConfig(precision="auto").resolved_precision() == want
     assert TrainConfig(precision="auto", dtype="float64").resolved_precision() == "full"
     assert TrainConfig(precision="full").resolved_precision() == "full"  # explicit wins
@@ -109,4 +114,4 @@ def test_auto_precision_is_bf16_mixed_only_on_bfloat16_hardware(tmp_path, monkey
                       checkpoint_every=0)  # fmt: skip
     info = Trainer(model, x, config=cfg, out=tmp_path).fit()
     assert info["train_precision"] == want
-    assert set(seen) == {torch.bfloat16 if amx else torch.float32}
+    assert set(seen) == {torch.bfloat16 if bf16 else torch.float32}

@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=["full", "bf16-mixed", "auto"],
         help="bf16-mixed: the training forward pass in bfloat16 (torch.autocast), float32 "
-        "weights; full (default): all in --dtype; auto: bf16-mixed on a CPU with AMX or a "
-        "bfloat16 GPU, full elsewhere",
+        "weights; full (default): all in --dtype; auto: bf16-mixed on a CPU with AMX or "
+        "AVX-512 bfloat16 instructions or a bfloat16 GPU, full elsewhere",
     )
     t.add_argument("--eval-every", type=int, help="validation NLL every N steps")
     t.add_argument("--patience", type=int, help="early stopping after N evaluations without gain")

@@ -192,8 +192,8 @@ class FlowMatching(ProbabilityFlow, DiffusionBase):
     #: U-Net at 1e-3 reached 1.429 ± 0.008 there in 6719 steps with likelihood times
     #: (``flow_matching_mnist_bpd_likelihood.json``), 1.505 on 200 images with uniform times
     #: (Hutchinson estimates of the dequantization bound, an upper bound on the true bits/dim).
-    #: ``precision="auto"``: bfloat16 products where the CPU has AMX (1.17x the steps per second
-    #: there, ``precision_mnist_2threads.json``), float32 elsewhere
+    #: ``precision="auto"``: bfloat16 products where the CPU has AMX or ``avx512_bf16`` (1.17x
+    #: the steps per second on an AMX host, ``precision_mnist_2threads.json``), float32 elsewhere
     large_image_train_defaults = {"max_minutes": 30, "batch_size": 64, "ema": 0.999,
                                   "schedule": "cosine", "precision": "auto",
                                   "lr": 2e-3}  # fmt: skip
