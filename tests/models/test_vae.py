@@ -22,7 +22,15 @@ from dgm.models.vae.likelihoods import (
     Gaussian,
     make_likelihood,
 )
-from dgm.models.vae.vae import IWAE, MEMORY_BUDGET, VAE, IWAEConfig, VAEConfig, gaussian_kl
+from dgm.models.vae.vae import (
+    CPU_CHUNK_BUDGET,
+    IWAE,
+    MEMORY_BUDGET,
+    VAE,
+    IWAEConfig,
+    VAEConfig,
+    gaussian_kl,
+)
 
 DIGITS = DataSpec((1, 8, 8), "discrete", levels=17, num_classes=10)
 
@@ -248,15 +256,22 @@ def test_chunked_iwae_bound_equals_the_unchunked_one():
         torch.testing.assert_close(whole, torch.logsumexp(log_w, 0) - math.log(50))
 
 
-def test_default_chunk_size_keeps_to_the_memory_budget():
+def test_default_chunk_size_keeps_to_the_memory_budget(monkeypatch):
     mnist = DataSpec((1, 28, 28), "discrete", levels=2)
-    model = build("vae", mnist, latent_dim=32, hidden=(512, 256))
+    model = build("vae", mnist, latent_dim=32, hidden=(512, 256), prior="standard")
     per_code = model.decoder.activation_size + 3 * model.num_dims
-    for batch, k in ((1000, 5000), (100, 5000), (1, 5000), (5000, 10)):
+    for batch, k in ((1000, 5000), (100, 5000), (41, 5000), (1, 5000), (5000, 10)):
         c = model.chunk_size(batch, k)
         assert 1 <= c <= k
-        assert c == 1 or c * batch * per_code * 4 <= MEMORY_BUDGET
+        # on a CPU the chunk's activations fit its caches' budget, and use most of it
+        assert c == 1 or c * batch * per_code * 4 <= CPU_CHUNK_BUDGET
+        assert c == k or (c + 1) * batch * per_code * 4 > CPU_CHUNK_BUDGET
+    assert model.chunk_size(41, 5000) == CPU_CHUNK_BUDGET // (41 * per_code * 4) == 26
     assert model.chunk_size(1000, 5000) < model.chunk_size(100, 5000)
+    # on a GPU, the larger memory budget
+    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda")))
+    c = model.chunk_size(41, 5000)
+    assert c * 41 * per_code * 4 <= MEMORY_BUDGET < (c + 1) * 41 * per_code * 4
 
 
 def test_bound_options_and_names():

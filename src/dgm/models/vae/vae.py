@@ -79,12 +79,19 @@ __all__ = [
     "VAE",
     "VAEConfig",
     "VAESampleOptions",
+    "CPU_CHUNK_BUDGET",
     "MEMORY_BUDGET",
     "gaussian_kl",
 ]
 
 #: bytes of decoder activations one chunk of importance samples may use in :meth:`VAE.iwae_bound`
+#: on a GPU
 MEMORY_BUDGET = 256 * 2**20
+#: the same on a CPU: chunks whose activations stay in the processor's caches. The IWAE bound of
+#: the default vae on one inference batch (k = 1000 on 41 binarized-MNIST images, k = 100 on 1000
+#: 8gaussians points) took 1.21x and 1.30x less time than in 256 MB chunks on one thread, 1.38x
+#: and 1.35x on two, the same values (the AMD EPYC of 2026-12-07, ``iwae_chunks.json``)
+CPU_CHUNK_BUDGET = 16 * 2**20
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -467,12 +474,14 @@ class VAE(Model):
 
     def chunk_size(self, batch: int, k: int) -> int:
         """Importance samples per chunk so that decoding ``batch`` examples stays within
-        :data:`MEMORY_BUDGET` bytes (decoder activations plus a few likelihood temporaries)."""
+        :data:`CPU_CHUNK_BUDGET` bytes on a CPU, :data:`MEMORY_BUDGET` elsewhere (decoder
+        activations plus a few likelihood temporaries)."""
         per_code = self.decoder.activation_size + 3 * self.likelihood.num_params * self.num_dims
         if self.vamp:  # log p(z): the (code, component) matrices
             per_code += 3 * self.config.pseudo_inputs
         itemsize = torch.finfo(self.dtype).bits // 8
-        return max(1, min(int(k), MEMORY_BUDGET // max(1, batch * per_code * itemsize)))
+        budget = CPU_CHUNK_BUDGET if self.device.type == "cpu" else MEMORY_BUDGET
+        return max(1, min(int(k), budget // max(1, batch * per_code * itemsize)))
 
     def iwae_bound(
         self,
