@@ -70,10 +70,10 @@ class TrainConfig:
     #: under ``torch.autocast(dtype=torch.bfloat16)`` (matrix products and convolutions in
     #: bfloat16, the weights, gradients, optimizer state, validation and saved model in float32).
     #: On CPU it is often slower than float32 (see the README); it pays on GPUs with bfloat16
-    #: tensor cores (Ampere and newer) and on CPUs with AMX tiles or ``avx512_bf16``. ``"auto"``:
-    #: ``"bf16-mixed"``
-    #: where such hardware computes the products and ``dtype`` is float32, ``"full"`` elsewhere
-    #: (:meth:`resolved_precision`; a model's MNIST recipe may ask for it).
+    #: tensor cores (Ampere and newer) and on CPUs with AMX tiles or ``avx512_bf16``.
+    #: ``"auto"``: ``"bf16-mixed"`` where such hardware computes the products and ``dtype`` is
+    #: float32, ``"full"`` elsewhere (:meth:`resolved_precision`; a model's MNIST recipe may ask
+    #: for it).
     precision: Literal["full", "bf16-mixed", "auto"] = "full"
     #: write a checkpoint every this many steps (0: only at the end)
     checkpoint_every: int = 1000

@@ -98,15 +98,16 @@ class GatedPixelCNNConfig:
 
 
 def gate(a: Tensor) -> Tensor:
-    """``tanh(t) * sigmoid(s)`` where ``[t, s] = a.chunk(2, dim=1)``: ``(n, 2C, ...) -> (n, C, ...)``.
+    """``tanh(t) * sigmoid(s)``, ``[t, s] = a.chunk(2, dim=1)``: ``(n, 2C, ...) -> (n, C, ...)``.
 
     Computed as ``(2 sigmoid(2t) - 1) sigmoid(s)``: one ``sigmoid`` over the whole map, its first
     half doubled, in place of a ``tanh`` and a ``sigmoid`` over two strided halves of a
     channels-last map. ``torch.tanh`` goes through MKL's vector math, slow on AMD processors
-    (2.8 ns an element against 0.26 for ``sigmoid`` on one thread of the AMD EPYC of
-    2026-12-07). There the gate's forward and backward took 3.6 instead of 6.0 ms on the MNIST
-    recipe's maps and the recipe's training step 1.2x less time (``benchmarks/results/gate.json``).
-    The values differ from the two-function form by rounding (at most ~2.4e-7 in float32).
+    (2.5 ns an element against 0.35 for ``sigmoid`` on one thread of the AMD EPYC of
+    2026-12-07). There the gate's forward and backward took 2.6 instead of 4.8 ms on the MNIST
+    recipe's maps and the recipe's training step 1.09x (one thread) and 1.19x (two) less time
+    (``benchmarks/results/gate.json``). The values differ from the two-function form by rounding
+    (at most ~2.4e-7 in float32).
     """
     c = a.shape[1] // 2
     scale = a.new_ones((1, 2 * c) + (1,) * (a.dim() - 2))  # (1, 2C, 1, ...)
@@ -148,8 +149,9 @@ class GatedPixelCNN(AutoregressiveModel):
     )
     Config = GatedPixelCNNConfig
     #: on MNIST-sized images the 30-minute binarized-MNIST recipe: batch 32, Adam 3e-3 with a
-    #: cosine decay over the time budget, bfloat16 products where the CPU has AMX or ``avx512_bf16``
-    #: (``auto``).
+    #: cosine decay over the time budget, bfloat16 products where the CPU has AMX or
+    #: ``avx512_bf16`` (``auto``; 81.17 nats with seed 0 on an AMD EPYC with the latter,
+    #: ``gated_pixelcnn_recipe_avx512bf16.json``).
     #: On 2 threads of an AMX host it reached 81.26, 81.32 and 80.99 nats with seeds 0-2 (bf16,
     #: channels-last maps, about 5700 steps; ``gated_pixelcnn_recipe_2threads.json``), 81.67
     #: before the layout change (4603 steps) and 82.44 in float32 (3078 steps), against 83.61 at

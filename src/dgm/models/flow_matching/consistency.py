@@ -177,11 +177,11 @@ class Consistency(TeacherMixin, DiffusionBase):
     )
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3, "ema": 0.999}
     #: on MNIST the few-step students' benchmark recipe: a distilled student starts from its
-    #: teacher's weights (``init``), so it keeps the teacher's 32-channel U-Net and fine-tunes it
-    #: at 4e-4 with bf16 products where AMX or ``avx512_bf16`` is (10-minute probes from the 30-minute teacher,
-    #: FID* at one / two steps: 14.0 / 13.4 from random 16-channel weights, 4.27 / 4.68 from the
-    #: teacher's at 1e-3, 3.74 / 4.10 at 4e-4 re-noising to 0.5); these 20 minutes: 3.51 / 2.73
-    #: (``flow_matching_mnist_fid_students.json``)
+    #: teacher's weights (``init``), so it keeps the teacher's 32-channel U-Net and fine-tunes it at
+    #: 4e-4 with bf16 products where AMX or ``avx512_bf16`` is (10-minute probes from the 30-minute
+    #: teacher, FID* at one / two steps: 14.0 / 13.4 from random 16-channel weights, 4.27 / 4.68
+    #: from the teacher's at 1e-3, 3.74 / 4.10 at 4e-4 re-noising to 0.5); these 20 minutes: 3.51 /
+    #: 2.73 (``flow_matching_mnist_fid_students.json``)
     large_image_train_defaults = {"max_minutes": 20, "batch_size": 64, "ema": 0.999,
                                   "schedule": "cosine", "precision": "auto", "lr": 4e-4}  # fmt: skip
     large_image_unet_width = FlowMatching.large_image_unet_width

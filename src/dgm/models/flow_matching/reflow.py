@@ -227,11 +227,11 @@ class Reflow(TeacherMixin, FlowMatching):
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3}
     #: on MNIST the few-step students' benchmark recipe: the student starts from its teacher's
     #: weights (``init``; the teacher's 32-channel U-Net) and fine-tunes them at 4e-4 with bf16
-    #: products where AMX or ``avx512_bf16`` is, 15 minutes of which the teacher's pairs take up to half (a 12-minute
-    #: probe on 4000 pairs of 5 rk4 steps: FID* 5.94 / 4.13 / 3.36 at one / two / four Euler
-    #: steps; these 15 minutes: 5.23 / 3.65 / 3.03, ``flow_matching_mnist_fid_students.json``).
-    #: There its pairs default to 4000 of 5 rk4 steps (``pairs``, ``teacher_steps``): 20000 of
-    #: 20 would not fit half the budget on two cores
+    #: products where AMX or ``avx512_bf16`` is, 15 minutes of which the teacher's pairs take up to
+    #: half (a 12-minute probe on 4000 pairs of 5 rk4 steps: FID* 5.94 / 4.13 / 3.36 at one / two /
+    #: four Euler steps; these 15 minutes: 5.23 / 3.65 / 3.03,
+    #: ``flow_matching_mnist_fid_students.json``). There its pairs default to 4000 of 5 rk4 steps
+    #: (``pairs``, ``teacher_steps``): 20000 of 20 would not fit half the budget on two cores
     large_image_train_defaults = {"max_minutes": 15, "batch_size": 64, "ema": 0.999,
                                   "schedule": "cosine", "precision": "auto", "lr": 4e-4}  # fmt: skip
 
