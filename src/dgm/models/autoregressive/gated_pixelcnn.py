@@ -150,8 +150,8 @@ class GatedPixelCNN(AutoregressiveModel):
     Config = GatedPixelCNNConfig
     #: on MNIST-sized images the 30-minute binarized-MNIST recipe: batch 32, Adam 3e-3 with a
     #: cosine decay over the time budget, bfloat16 products where the CPU has AMX or
-    #: ``avx512_bf16`` (``auto``; 81.17 and 81.07 nats, seeds 0 and 1, on an AMD EPYC with the
-    #: latter, ``gated_pixelcnn_recipe_avx512bf16.json``).
+    #: ``avx512_bf16`` (``auto``; 81.17, 81.07 and 80.96 nats, seeds 0-2, on an AMD EPYC with
+    #: the latter, ``gated_pixelcnn_recipe_avx512bf16.json``).
     #: On 2 threads of an AMX host it reached 81.26, 81.32 and 80.99 nats with seeds 0-2 (bf16,
     #: channels-last maps, about 5700 steps; ``gated_pixelcnn_recipe_2threads.json``), 81.67
     #: before the layout change (4603 steps) and 82.44 in float32 (3078 steps), against 83.61 at
