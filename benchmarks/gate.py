@@ -13,8 +13,9 @@ so that load on the shared cores hits both alike:
   binarized-MNIST recipe (24 channels, 20 layers, head 64, batch 32, float32), the model built
   once and its gate swapped.
 
-The process's heap is set as the ``dgm`` command sets it (:mod:`dgm.cli.malloc`). Figures: medians of milliseconds (CPU time of the process with one thread; wall-clock time with
-more, whose CPU time counts the threads' waiting), and the speed-up torch / dgm.
+The process's heap is set as the ``dgm`` command sets it (:mod:`dgm.cli.malloc`). Figures:
+medians of milliseconds (CPU time of the process with one thread; wall-clock time with more,
+whose CPU time counts the threads' waiting), and the speed-up torch / dgm.
 
     python gate.py [--threads 1 2] [--repeats 7]
 """

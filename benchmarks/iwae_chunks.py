@@ -68,11 +68,11 @@ def main() -> None:
                         t0 = clock()
                         values[c] = float(model.iwae_bound(x, k=k, eps=eps, chunk_size=c).mean())
                         secs[c].append(round(clock() - t0, 4))
+            mb_per_code = batch * model.decoder.activation_size * 4 / 2**20
             for c in chunks:
                 role = {default: "default (CPU budget)", before: "before (256 MB)"}.get(c, "sweep")
                 rows.append({"data": data_name, "k": k, "batch": batch, "threads": threads,
-                             "chunk": c, "role": role,
-                             "activations MB": round(c * batch * model.decoder.activation_size * 4 / 2**20, 1),
+                             "chunk": c, "role": role, "activations MB": round(c * mb_per_code, 1),
                              "seconds": median(secs[c]),
                              "speed-up over before": round(median(secs[before])
                                                            / median(secs[c]), 2),
