@@ -17,7 +17,8 @@ Runs live in ``--runs`` and are reused, so the parts can run one at a time:
   within this table) of ``--fid-n`` samples against the test images, at each NFE of ``--nfe``,
   mean and standard error over ``--fid-sets`` sample sets, with the seconds each set took. Flow
   matching and reflow use Euler steps (NFE = steps); consistency maps with ``steps = NFE``; ddpm
-  uses DDIM with ``steps = NFE``.
+  uses DDIM with ``steps = NFE``; a multistep consistency model (``segments`` S > 1) is scored
+  at NFE = S only.
 
     OMP_NUM_THREADS=1 DGM_DATA=../../shared/data python flow_matching_images.py train --runs R
     OMP_NUM_THREADS=1 DGM_DATA=../../shared/data python flow_matching_images.py bpd fid --runs R
@@ -96,11 +97,12 @@ def _bpd(args, runs: Path, data) -> list[dict]:
     return rows
 
 
-def _options(name: str, nfe: int) -> dict | None:
+def _options(name: str, nfe: int, model) -> dict | None:
     if name in ("flow-matching", "reflow"):
         return {"method": "euler", "steps": nfe}
-    if name == "consistency":
-        return {"steps": nfe} if nfe <= 8 else None
+    if name == "consistency":  # a multistep model (segments > 1) samples in its segments' steps
+        segments = model.config.segments
+        return {"steps": nfe} if nfe <= 8 and (segments == 1 or nfe == segments) else None
     return {"sampler": "ddim", "steps": nfe} if nfe >= 2 else None  # ddpm: DDIM
 
 
@@ -111,7 +113,7 @@ def _fid(args, runs: Path, data) -> list[dict]:
     models = {n: dgm.load(runs / n) for n in args.models if (runs / n / "summary.json").is_file()}
     for nfe in args.nfe:
         for name, model in models.items():
-            opts = _options(name, nfe)
+            opts = _options(name, nfe, model)
             if opts is None:
                 continue
             scores, secs = [], []

@@ -63,9 +63,9 @@ def test_training_uses_the_curriculum_of_its_step():
     seen = []
     orig = m.consistency
 
-    def spy(z, t, y=None):
+    def spy(z, t, y=None, end=None):
         seen.append(t.clone())
-        return orig(z, t, y)
+        return orig(z, t, y, end)
 
     m.consistency = spy
     m.training_step(torch.randn(16, 2, dtype=D64), 0, lambda loss, group: None)

@@ -378,3 +378,59 @@ def test_the_multistep_sampler_renoises_to_the_cubic_times_or_those_given():
             draw(times=bad)
     with pytest.raises(ConfigError, match="times must be 2 increasing"):
         m.sample(4, steps=3, times=(0.8, 0.6))
+
+
+def test_multistep_consistency_maps_to_the_end_of_each_segment():
+    m = Consistency(DataSpec((2,)), ConsistencyConfig(width=8, depth=1, time_dim=8, segments=2))
+    k = torch.arange(20)
+    end = m.segment_ends(k, 20, D64)
+    torch.testing.assert_close(end, torch.where(k < 10, 0.5, 1.0).to(D64))
+    # an interval that ends its segment has its next time exactly at the end: no residual map
+    t_next = (k + 1).to(D64) / 20
+    assert ((end - t_next)[k % 10 == 9] == 0).all() and ((end - t_next)[k % 10 != 9] > 0).all()
+    one = Consistency(DataSpec((2,)), ConsistencyConfig(width=8, depth=1, time_dim=8))
+    assert one.segment_ends(k, 20, D64) is None
+    # the boundary condition f(x, e) = x holds at each segment's end, for any weights
+    m = m.to(D64)
+    z = torch.randn(5, 2, dtype=D64)
+    e = torch.full((5,), 0.5, dtype=D64)
+    torch.testing.assert_close(m.consistency(z, e, end=e), z)
+
+
+def test_a_multistep_student_starts_as_euler_steps_of_its_teacher_and_learns_its_flow():
+    torch.manual_seed(4)
+    opts = dict(width=32, depth=2, time_dim=16, **SMOOTH)
+    teach = FlowMatching(DataSpec((2,)), FlowMatchingConfig(**opts)).to(D64)
+    cfg = ConsistencyConfig(objective="cd", levels=10, segments=2, init="teacher", **opts)
+    m = Consistency(DataSpec((2,)), cfg).to(D64)
+    m.use_teacher(teach)
+    assert m.start_from_teacher()
+    # from the teacher's weights the two segments are two Euler steps of the teacher's field
+    g = torch.Generator().manual_seed(5)
+    s = m.sample(64, generator=g)
+    e = teach.sample(64, method="euler", steps=2, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(s, e)
+    assert m.nfe() == 2
+    # distilled from the exact Gaussian field, the two deterministic steps follow the noise
+    m.use_teacher(teacher())
+    fit(m, 600)
+    same, chance = distances(m, {}, teacher())
+    assert same < 0.15 * chance, (same, chance)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"steps": 1}, "samples in exactly 2 steps"),
+        ({"steps": 2, "times": (0.5,)}, "samples in exactly 2 steps"),
+    ],
+)
+def test_a_multistep_model_samples_in_its_own_steps(options, match):
+    m = Consistency(DataSpec((2,)), ConsistencyConfig(width=8, depth=1, time_dim=8, segments=2))
+    assert m.sample(3).shape == m.sample(3, steps=2).shape == (3, 2)
+    with pytest.raises(ConfigError, match=match):
+        m.sample(3, **options)
+    with pytest.raises(ConfigError, match=r"levels must be a multiple of segments \(3\)"):
+        ConsistencyConfig(levels=20, segments=3)
+    with pytest.raises(ConfigError, match="levels_start must be a multiple of segments"):
+        ConsistencyConfig(levels=40, levels_start=5, double_every=100, segments=2)

@@ -54,6 +54,22 @@ distilled student's FID* at two steps was 4.27 re-noising to 0.5, 3.32 to 0.7, 3
 0.58, 0.875, 0.98 (500 samples x 3 sets). The model has no likelihood: it is judged by its
 samples.
 
+**Multistep consistency** (``segments = S`` > 1; Heek, Obukhov, Salimans & Hoogeboom,
+"Multistep Consistency Models", 2024, arXiv:2403.06807): the time axis is cut into ``S`` equal
+segments with ends :math:`e_j = j / S`, and the model maps a point to its trajectory's point at
+the end of the point's own segment,
+
+.. math::
+
+    f_\theta(x, t) = x + (e(t) - t)\, F_\theta(x, t), \qquad f_\theta(x, e(t)) = x,
+
+trained by the same loss on the grid (``levels`` a multiple of ``S``; a pair whose next time is
+its segment's end takes the teacher's step itself as the target). Sampling is deterministic:
+:math:`x_{e_1} = f_\theta(x_0, 0)`, then :math:`x_{e_{j+1}} = f_\theta(x_{e_j}, e_j)`, exactly
+``S`` network evaluations and no re-noising. Each map spans ``1 / S`` of the trajectory, an easier
+function to learn than the whole; with one segment this is the model above. A distilled student
+that starts from its teacher's weights starts as ``S`` Euler steps of the teacher.
+
 >>> from dgm.core.spec import DataSpec
 >>> m = Consistency(DataSpec((2,)), ConsistencyConfig(width=16, depth=1))
 >>> m.loss(torch.zeros(8, 2))["loss"].shape
@@ -109,6 +125,10 @@ class ConsistencyConfig(NetConfig):
             ``"lognormal"`` (Song & Dhariwal 2023: the interval's share of a log-normal
             ``log sigma ~ N(-1.1, 2^2)`` over the noise level ``sigma = (1 - t) / t`` of the
             straight path, which favours the times near the data).
+        segments: ``S``, the multistep consistency model's segments (see the module
+            docstring): ``f`` maps to the end of its segment and sampling takes exactly ``S``
+            steps; 1: the consistency model of Song et al. (``levels`` and, with the curriculum,
+            ``levels_start`` must be multiples of ``S``).
         init: the student's first weights under ``"cd"``: ``"teacher"``, a copy of the
             teacher's network (Song et al. initialise a distilled consistency model from its
             teacher; with ``f = z + (1 - t) F`` the copy starts as one Euler step of the
@@ -126,13 +146,21 @@ class ConsistencyConfig(NetConfig):
     metric: Literal["l2", "pseudo-huber"] = "pseudo-huber"
     huber_c: float | None = None
     time_sampling: Literal["uniform", "lognormal"] = "lognormal"
+    segments: int = 1
     init: Literal["auto", "teacher", "random"] = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("levels", "levels_start"):
+        for key in ("levels", "levels_start", "segments"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, not {getattr(self, key)}")
+        grids = ("levels", "levels_start") if self.double_every else ("levels",)
+        for key in grids:
+            if getattr(self, key) % self.segments:
+                raise ConfigError(
+                    f"{key} must be a multiple of segments ({self.segments}), not "
+                    f"{getattr(self, key)}: each segment takes whole intervals of the time grid"
+                )
         if self.double_every < 0:
             raise ConfigError(f"double_every must be 0 or positive, not {self.double_every}")
         if self.huber_c is not None and not self.huber_c > 0:
@@ -149,12 +177,14 @@ class ConsistencySampleOptions:
 
     Attributes:
         steps: network evaluations per sample (1: one step from noise; more: Song et al.'s
-            multistep sampler).
+            multistep sampler); ``None``: the model's ``segments`` (1 unless it has more). A
+            model of ``S`` > 1 segments samples in exactly ``S`` steps.
         times: the ``steps - 1`` increasing times in (0, 1) the multistep sampler re-noises
-            to; empty: ``t_s = 1 - (1 - s / steps)^3`` (see the module docstring).
+            to; empty: ``t_s = 1 - (1 - s / steps)^3`` (see the module docstring). Not for a
+            model of several segments (it does not re-noise).
     """
 
-    steps: int = 1
+    steps: int | None = None
     times: tuple[float, ...] = ()
 
 
@@ -173,7 +203,10 @@ class Consistency(TeacherMixin, DiffusionBase):
     example = Example(
         spec=DataSpec((2,)),
         config={"width": 16, "depth": 1, "time_dim": 8, "levels": 8, "fourier_features": 0},
-        variants=({"objective": "cd", "fourier_features": 4, "fourier_scale": 2.0},),
+        variants=(
+            {"objective": "cd", "fourier_features": 4, "fourier_scale": 2.0},
+            {"objective": "cd", "segments": 2},
+        ),
     )
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3, "ema": 0.999}
     #: on MNIST the few-step students' benchmark recipe: a distilled student starts from its
@@ -200,11 +233,16 @@ class Consistency(TeacherMixin, DiffusionBase):
         else:
             super().on_train_start(train_data)
 
-    def consistency(self, z: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """``f_theta(z, t) = z + (1 - t) F_theta(z, t)`` at model-space ``z (B, *event)``, given
-        network labels ``y`` (a conditional model; the null class is the unconditional one)."""
-        tt = t.to(z.dtype).view(-1, *([1] * (z.dim() - 1)))
-        return z + (1 - tt) * self.network(z, TIME_SCALE * t.to(z.dtype), y)
+    def consistency(
+        self, z: Tensor, t: Tensor, y: Tensor | None = None, end: Tensor | None = None
+    ) -> Tensor:
+        """``f_theta(z, t) = z + (end - t) F_theta(z, t)`` at model-space ``z (B, *event)``,
+        given network labels ``y`` (a conditional model; the null class is the unconditional
+        one); ``end (B,)``: the end of each point's segment (``None``: 1, the data)."""
+        shape = (-1, *([1] * (z.dim() - 1)))
+        tt = t.to(z.dtype).view(shape)
+        span = 1 - tt if end is None else end.to(z.dtype).view(shape) - tt
+        return z + span * self.network(z, TIME_SCALE * t.to(z.dtype), y)
 
     @torch.no_grad()
     def _teacher_step(self, z: Tensor, t: Tensor, h: float, y: Tensor | None = None) -> Tensor:
@@ -223,6 +261,14 @@ class Consistency(TeacherMixin, DiffusionBase):
         if not c.double_every or step is None:
             return c.levels
         return min(c.levels_start * 2 ** (step // c.double_every), c.levels)
+
+    def segment_ends(self, k: Tensor, n: int, dtype: torch.dtype) -> Tensor | None:
+        """The end of the segment of each interval ``k (B,)`` of the grid of ``n`` intervals,
+        ``(B,)`` (``None`` with one segment: the data end, 1). Computed as ``t_k+1 = (k + 1) / n``
+        is, so that an interval that ends its segment has ``end - t_k+1 = 0`` exactly: its
+        target is the teacher's step itself."""
+        per = n // self.config.segments  # intervals per segment
+        return None if per == n else ((k // per + 1) * per).to(dtype) / n
 
     def interval_probs(self, n: int) -> Tensor:
         """``(n,)`` probabilities of the intervals ``[t_k, t_k+1]`` of the grid ``t_k = k / n``."""
@@ -254,6 +300,7 @@ class Consistency(TeacherMixin, DiffusionBase):
         else:
             k = torch.multinomial(self.interval_probs(N), B, replacement=True).to(z1.device)
         t, t_next = k.to(z1.dtype) / N, (k + 1).to(z1.dtype) / N  # (B,)
+        end = self.segment_ends(k, N, z1.dtype)
         shape = (-1, *([1] * (z1.dim() - 1)))
         zt = t.view(shape) * z1 + (1 - t.view(shape)) * z0
         if self.config.objective == "cd":
@@ -261,8 +308,8 @@ class Consistency(TeacherMixin, DiffusionBase):
         else:
             z_next = t_next.view(shape) * z1 + (1 - t_next.view(shape)) * z0
         with torch.no_grad():
-            target = self.consistency(z_next, t_next, y)
-        return {"loss": self.distance(self.consistency(zt, t, y), target).mean()}
+            target = self.consistency(z_next, t_next, y, end)
+        return {"loss": self.distance(self.consistency(zt, t, y, end), target).mean()}
 
     @torch.no_grad()
     def sample(
@@ -276,11 +323,23 @@ class Consistency(TeacherMixin, DiffusionBase):
         """``n`` samples in ``steps`` network evaluations (see the module docstring)."""
         given = {"steps": steps, "times": times}
         o = self.sample_config({k: v for k, v in given.items() if v is not None})
-        steps = o.steps
+        S = self.config.segments
+        steps = S if o.steps is None else o.steps
         if isinstance(steps, bool) or int(steps) != steps or steps < 1:
             raise ConfigError(f"steps must be a positive integer, not {steps!r}")
-        times = self.renoise_times(int(steps), tuple(o.times))
         y = self.net_labels(y, n)  # checked; a conditional model without labels: the null class
+        if S > 1:
+            if steps != S or o.times:
+                raise ConfigError(
+                    f"a consistency model of {S} segments samples in exactly {S} steps without "
+                    f"re-noising times; drop steps and times (or set steps={S})"
+                )
+            x = self.prior_noise(n, generator)
+            for j in range(S):  # from the start of segment j to its end
+                t = torch.full((n,), j / S, dtype=x.dtype, device=x.device)
+                x = self.consistency(x, t, y, t.new_full((n,), (j + 1) / S))
+            return self.from_model_space(x)
+        times = self.renoise_times(int(steps), tuple(o.times))
         z = self.prior_noise(n, generator)
         x = self.consistency(z, torch.zeros(n, dtype=z.dtype, device=z.device), y)
         for t in times:
@@ -303,7 +362,6 @@ class Consistency(TeacherMixin, DiffusionBase):
             )
         return tuple(float(a) for a in times)
 
-    @staticmethod
-    def nfe(steps: int = 1, times: tuple[float, ...] = ()) -> int:
-        """Network evaluations of one sample: ``steps``."""
-        return int(steps)
+    def nfe(self, steps: int | None = None, times: tuple[float, ...] = ()) -> int:
+        """Network evaluations of one sample: ``steps`` (``None``: ``segments``)."""
+        return int(self.config.segments if steps is None else steps)
