@@ -430,6 +430,9 @@ def test_a_multistep_model_samples_in_its_own_steps(options, match):
     assert m.sample(3).shape == m.sample(3, steps=2).shape == (3, 2)
     with pytest.raises(ConfigError, match=match):
         m.sample(3, **options)
+
+
+def test_the_grid_of_a_multistep_model_divides_into_its_segments():
     with pytest.raises(ConfigError, match=r"levels must be a multiple of segments \(3\)"):
         ConsistencyConfig(levels=20, segments=3)
     with pytest.raises(ConfigError, match="levels_start must be a multiple of segments"):
