@@ -98,8 +98,9 @@ def main() -> None:
         default=None,
         help="score this run (e.g. of `dgm train iwae --data binarized-mnist`) instead of training",
     )
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     data = dgm.data.load(args.data)
     if args.run:
         out = Path(args.run)
