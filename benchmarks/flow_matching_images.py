@@ -113,7 +113,7 @@ def _fid(args, runs: Path, data) -> list[dict]:
     models = {n: dgm.load(runs / n) for n in args.models if (runs / n / "summary.json").is_file()}
     for nfe in args.nfe:
         for name, model in models.items():
-            opts = _options(name, nfe, model)
+            opts = _options(model.name, nfe, model)  # the kind, whatever the directory
             if opts is None:
                 continue
             scores, secs = [], []

@@ -70,6 +70,22 @@ its segment's end takes the teacher's step itself as the target). Sampling is de
 function to learn than the whole; with one segment this is the model above. A distilled student
 that starts from its teacher's weights starts as ``S`` Euler steps of the teacher.
 
+**Adversarial term** (``adversarial = w`` > 0; the GAN loss that consistency trajectory models
+add to distillation, Kim et al., "Consistency Trajectory Models", ICLR 2024, arXiv:2310.02279,
+and adversarial diffusion distillation, Sauer et al. 2023, arXiv:2311.17042): a discriminator
+``D`` (the GAN family's DCGAN-style convolutional one on images, an MLP on vectors) learns to tell
+the student's samples, drawn from noise in the model's own steps with their graph kept, from the
+training batch, with the R1 penalty on the real ones (``adv_r1``), and the student's step adds
+``lambda`` times the generator's loss on them to the consistency loss. ``lambda`` is
+``w`` times the ratio of the two terms' gradient norms at the network's last layer (the adaptive
+weight of Esser et al., "Taming Transformers", CVPR 2021, that consistency trajectory models use),
+so neither term drowns the other whatever their scales. The consistency loss ties the student to
+its teacher's trajectories; the adversarial term judges the samples themselves, the one lever
+with which a one- or two-step student has matched or beaten its many-step teacher in the
+literature. ``D`` is trained by its own optimizer (a parameter group ``"discriminator"``) and
+kept with the run's weights; sampling never reads it. :meth:`loss` stays the consistency loss;
+the adversarial step is :meth:`training_step`'s.
+
 >>> from dgm.core.spec import DataSpec
 >>> m = Consistency(DataSpec((2,)), ConsistencyConfig(width=16, depth=1))
 >>> m.loss(torch.zeros(8, 2))["loss"].shape
@@ -84,15 +100,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dgm.core.errors import ConfigError
-from dgm.core.model import Batch, Example, unpack
+from dgm.core.model import Batch, Example, Stepper, unpack
 from dgm.core.registry import register
 from dgm.core.spec import DataSpec
 from dgm.models.diffusion.base import DiffusionBase, NetConfig
 from dgm.models.flow_matching.model import FlowMatching
 from dgm.models.flow_matching.reflow import TeacherMixin
+from dgm.models.gan.losses import discriminator_loss, generator_loss, r1_from_output
+from dgm.models.gan.networks import ConvDiscriminator, MLPDiscriminator
 
 __all__ = ["Consistency", "ConsistencyConfig", "ConsistencySampleOptions"]
 
@@ -136,6 +154,19 @@ class ConsistencyConfig(NetConfig):
             ``"random"``, or ``"auto"``: the teacher's when ``teacher`` names a straight-path
             flow run whose network fits, else random (a teacher run that does not fit says so
             on stderr).
+        adversarial: ``w``, the weight of the adversarial term over its adaptive scale (the
+            ratio of the consistency and adversarial gradient norms at the network's last
+            layer; see the module docstring); 0: off.
+        adv_loss: the adversarial objective, ``"non-saturating"`` or ``"hinge"``.
+        adv_width: the discriminator's width (conv channels of its first layer on images, the
+            hidden width of its two-layer MLP on vectors).
+        adv_batch: the student's samples per step that the adversarial term judges (at most the
+            training batch; as many real examples of the batch stand beside them).
+        adv_r1: ``gamma`` of the R1 penalty on the real examples (``gamma / 2`` times the mean
+            squared gradient norm joins the discriminator's loss); 0: none.
+        adv_start: training steps before the adversarial term joins the student's loss (the
+            discriminator learns from the first step, on samples drawn without a graph until
+            then).
     """
 
     objective: Literal["ct", "cd"] = "ct"
@@ -148,9 +179,25 @@ class ConsistencyConfig(NetConfig):
     time_sampling: Literal["uniform", "lognormal"] = "lognormal"
     segments: int = 1
     init: Literal["auto", "teacher", "random"] = "auto"
+    adversarial: float = 0.0
+    adv_loss: Literal["non-saturating", "hinge"] = "non-saturating"
+    adv_width: int = 64
+    adv_batch: int = 32
+    adv_r1: float = 0.1
+    adv_start: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        for key in ("adversarial", "adv_r1", "adv_start"):
+            if not getattr(self, key) >= 0:  # also NaN
+                raise ConfigError(f"{key} must be 0 or positive, not {getattr(self, key)}")
+        for key in ("adv_width", "adv_batch"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be a positive integer, not {getattr(self, key)}")
+        if self.adv_loss not in ("non-saturating", "hinge"):
+            raise ConfigError(
+                f"adv_loss must be 'non-saturating' or 'hinge', not {self.adv_loss!r}"
+            )
         for key in ("levels", "levels_start", "segments"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, not {getattr(self, key)}")
@@ -206,6 +253,13 @@ class Consistency(TeacherMixin, DiffusionBase):
         variants=(
             {"objective": "cd", "fourier_features": 4, "fourier_scale": 2.0},
             {"objective": "cd", "segments": 2},
+            {
+                "objective": "cd",
+                "segments": 2,
+                "adversarial": 1.0,
+                "adv_width": 8,
+                "adv_batch": 4,
+            },  # fmt: skip
         ),
     )
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3, "ema": 0.999}
@@ -223,6 +277,18 @@ class Consistency(TeacherMixin, DiffusionBase):
     #: the defaults 0.551 / 0.530 / 0.559 with 256 against 0.502 / 0.585 / 0.574 without
     #: (8gaussians / rings / checkerboard, ``benchmarks/results/defaults.json``)
     auto_fourier_features = FlowMatching.auto_fourier_features
+
+    def __init__(self, spec: DataSpec, config: ConsistencyConfig | None = None) -> None:
+        super().__init__(spec, config)
+        c: ConsistencyConfig = self.config
+        self.discriminator: nn.Module | None = None
+        if c.adversarial > 0:
+            shape = tuple(spec.event_shape)
+            self.discriminator = (
+                ConvDiscriminator(shape, c.adv_width)  # type: ignore[arg-type]
+                if len(shape) == 3
+                else MLPDiscriminator(self.num_dims, (c.adv_width, c.adv_width))
+            )
 
     def on_train_start(self, train_data: Tensor, labels: Tensor | None = None) -> None:
         """Consistency training standardises the data; distillation takes the teacher's space
@@ -290,10 +356,32 @@ class Consistency(TeacherMixin, DiffusionBase):
         return (sq.sum(1) + c * c).sqrt() - c
 
     def loss(self, batch: Batch) -> dict[str, Tensor]:
+        """The consistency loss on ``batch``; with the adversarial term (outside training, or
+        from ``adv_start`` on) also both players' terms on fresh samples, ``loss`` then being
+        their sum (a summary, as the GAN's: :meth:`training_step` steps each player on its own
+        terms)."""
+        z1, y = self._model_batch(batch)
+        main = self.consistency_loss(z1, y)
+        if not self._adversarial_now():
+            return {"loss": main}
+        fake, real = self._adversarial_pair(z1, y)
+        d_loss, terms = self._discriminator_loss(real, fake.detach())
+        adv = generator_loss(self.discriminator(fake), self.config.adv_loss)  # type: ignore[misc]
+        lam = self.adaptive_weight(main, adv)
+        return {"loss": main + lam * adv + d_loss, "consistency": main, "g_adv": adv,
+                "d_loss": d_loss, "adv_weight": lam, **terms}  # fmt: skip
+
+    def _model_batch(self, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """Model-space data ``(B, *event)`` and the network labels (with label dropout) of a
+        training batch."""
         x, y = unpack(batch)
         z1, _ = self.to_model_space(self.check_input(x))
+        return z1, self.train_labels(y if self.conditional else None, z1.shape[0])
+
+    def consistency_loss(self, z1: Tensor, y: Tensor | None) -> Tensor:
+        """The consistency loss of model-space data ``z1 (B, *event)`` with network labels
+        ``y``."""
         B, N = z1.shape[0], self.levels_at(self.step_in_training)
-        y = self.train_labels(y if self.conditional else None, B)  # with label dropout
         z0 = torch.randn_like(z1)
         if self.config.time_sampling == "uniform":
             k = torch.randint(0, N, (B,), device=z1.device)
@@ -309,7 +397,102 @@ class Consistency(TeacherMixin, DiffusionBase):
             z_next = t_next.view(shape) * z1 + (1 - t_next.view(shape)) * z0
         with torch.no_grad():
             target = self.consistency(z_next, t_next, y, end)
-        return {"loss": self.distance(self.consistency(zt, t, y, end), target).mean()}
+        return self.distance(self.consistency(zt, t, y, end), target).mean()
+
+    # ------------------------------------------------------------------ the adversarial term
+    def param_groups(self) -> list[dict]:
+        """One group ``"model"`` (the student), and with the adversarial term a second,
+        ``"discriminator"``, with the GAN family's Adam ``betas`` (0.5, 0.999)."""
+        if self.discriminator is None:
+            return super().param_groups()
+        d = set(map(id, self.discriminator.parameters()))
+        student = [p for p in self.parameters() if p.requires_grad and id(p) not in d]
+        critic = [p for p in self.discriminator.parameters() if p.requires_grad]
+        return [
+            {"name": "model", "params": student},
+            {"name": "discriminator", "params": critic, "betas": (0.5, 0.999)},
+        ]
+
+    def last_layer(self) -> Tensor:
+        """The weight of the network's last layer (where the adaptive weight compares the
+        terms' gradients)."""
+        net = self.net
+        return net.conv_out.weight if hasattr(net, "conv_out") else net.out[-1].weight
+
+    def generate(self, z0: Tensor, y: Tensor | None = None) -> Tensor:
+        """Model-space samples from prior noise ``z0 (B, *event)`` in the model's own steps
+        (its ``segments``; one step with one segment), differentiable."""
+        S, n = self.config.segments, z0.shape[0]
+        x = z0
+        for j in range(S):
+            t = torch.full((n,), j / S, dtype=x.dtype, device=x.device)
+            x = self.consistency(x, t, y, None if S == 1 else t.new_full((n,), (j + 1) / S))
+        return x
+
+    def adaptive_weight(self, main: Tensor, adv: Tensor) -> Tensor:
+        """``w |grad_W main| / |grad_W adv|`` at the last layer's weight ``W`` (clamped to
+        1e4), detached."""
+        w = self.last_layer()
+        (g_main,) = torch.autograd.grad(main, w, retain_graph=True)
+        (g_adv,) = torch.autograd.grad(adv, w, retain_graph=True)
+        ratio = g_main.norm() / (g_adv.norm() + 1e-8)
+        return (self.config.adversarial * ratio.clamp(max=1e4)).detach()
+
+    def _adversarial_now(self) -> bool:
+        step = self.step_in_training
+        return self.discriminator is not None and (step is None or step >= self.config.adv_start)
+
+    def _adversarial_pair(self, z1: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``adv_batch`` of the student's samples (graph kept) and as many real examples of the
+        model-space batch ``z1`` (a leaf that requires grad when R1 is on)."""
+        m = min(self.config.adv_batch, z1.shape[0])
+        fake = self.generate(torch.randn_like(z1[:m]), None if y is None else y[:m])
+        return fake, z1[:m].detach().requires_grad_(self.config.adv_r1 > 0)
+
+    def _discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The discriminator's loss on ``real`` and (detached) ``fake``, with R1 on ``real``."""
+        c: ConsistencyConfig = self.config
+        D = self.discriminator
+        assert D is not None
+        r = D(real)
+        loss = discriminator_loss(r, D(fake), c.adv_loss)
+        if not c.adv_r1 > 0:
+            return loss, {}
+        r1 = r1_from_output(r, real)
+        return loss + 0.5 * c.adv_r1 * r1, {"r1": r1.detach()}
+
+    def training_step(self, batch: Batch, step: int, stepper: Stepper) -> dict[str, Tensor]:
+        """The consistency step; with the adversarial term, first one discriminator update on
+        ``adv_batch`` of the student's samples against as many real examples, then (from
+        ``adv_start`` on) the student's update on the consistency loss plus ``lambda`` times the
+        generator's loss on the same samples, judged by the updated discriminator (see the
+        module docstring). Before ``adv_start`` the discriminator learns on samples drawn
+        without a graph, so that it is not untrained when its term begins."""
+        D = self.discriminator
+        if D is None:
+            return super().training_step(batch, step, stepper)
+        joined = step >= self.config.adv_start
+        with self.training_at(step):
+            z1, y = self._model_batch(batch)
+            main = self.consistency_loss(z1, y)
+        with torch.set_grad_enabled(joined):
+            fake, real = self._adversarial_pair(z1, y)
+        d_loss, terms = self._discriminator_loss(real, fake.detach())
+        stepper(d_loss, "discriminator")
+        terms["d_loss"] = d_loss.detach()
+        if not joined:
+            stepper(main, "model")
+            return {"loss": main.detach(), "consistency": main.detach(), **terms}
+        D.requires_grad_(False)  # the student's step needs no discriminator weight gradients
+        try:
+            adv = generator_loss(D(fake), self.config.adv_loss)
+        finally:
+            D.requires_grad_(True)
+        lam = self.adaptive_weight(main, adv)
+        total = main + lam * adv
+        stepper(total, "model")
+        return {"loss": total.detach(), "consistency": main.detach(), "g_adv": adv.detach(),
+                "adv_weight": lam, **terms}  # fmt: skip
 
     @torch.no_grad()
     def sample(
@@ -334,11 +517,7 @@ class Consistency(TeacherMixin, DiffusionBase):
                     f"a consistency model of {S} segments samples in exactly {S} steps without "
                     f"re-noising times; drop steps and times (or set steps={S})"
                 )
-            x = self.prior_noise(n, generator)
-            for j in range(S):  # from the start of segment j to its end
-                t = torch.full((n,), j / S, dtype=x.dtype, device=x.device)
-                x = self.consistency(x, t, y, t.new_full((n,), (j + 1) / S))
-            return self.from_model_space(x)
+            return self.from_model_space(self.generate(self.prior_noise(n, generator), y))
         times = self.renoise_times(int(steps), tuple(o.times))
         z = self.prior_noise(n, generator)
         x = self.consistency(z, torch.zeros(n, dtype=z.dtype, device=z.device), y)
