@@ -484,7 +484,7 @@ def test_the_adaptive_weight_balances_the_terms_at_the_last_layer():
     m = adversarial_student(adversarial=0.5)
     out = m.loss(torch.randn(64, 2, dtype=D64))
     assert set(out) >= {"loss", "consistency", "g_adv", "d_loss", "adv_weight", "r1"}
-    # recomputed from fresh graphs of the same terms: lambda |grad_W adv| = w |grad_W main|
+    # the weighted terms' gradients at the last layer: lambda |grad_W adv| = w |grad_W main|
     w = m.last_layer()
     main, adv, lam = out["consistency"], out["g_adv"], out["adv_weight"]
     (g_main,) = torch.autograd.grad(main, w, retain_graph=True)

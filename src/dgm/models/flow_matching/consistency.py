@@ -83,8 +83,8 @@ so neither term drowns the other whatever their scales. The consistency loss tie
 its teacher's trajectories; the adversarial term judges the samples themselves, the one lever
 with which a one- or two-step student has matched or beaten its many-step teacher in the
 literature. ``D`` is trained by its own optimizer (a parameter group ``"discriminator"``) and
-kept with the run's weights; sampling never reads it. :meth:`loss` stays the consistency loss;
-the adversarial step is :meth:`training_step`'s.
+kept with the run's weights; sampling never reads it. :meth:`training_step` steps each player
+on its own terms; :meth:`loss` reports them summed, as the GAN's does.
 
 >>> from dgm.core.spec import DataSpec
 >>> m = Consistency(DataSpec((2,)), ConsistencyConfig(width=16, depth=1))
@@ -259,7 +259,7 @@ class Consistency(TeacherMixin, DiffusionBase):
                 "adversarial": 1.0,
                 "adv_width": 8,
                 "adv_batch": 4,
-            },  # fmt: skip
+            },
         ),
     )
     train_defaults = {"steps": 3000, "batch_size": 256, "lr": 1e-3, "ema": 0.999}
